@@ -1,0 +1,18 @@
+// Test layers (shared/STYLE.md): unit (pure logic), contract (one suite per interface),
+// provider (the real plugin process driven over gRPC like the engine), e2e (the real Pulumi CLI).
+const transform = { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.test.json" }] };
+const project = (name, extra = {}) => ({
+  displayName: name,
+  testEnvironment: "node",
+  transform,
+  testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
+  ...extra,
+});
+module.exports = {
+  projects: [
+    project("unit"),
+    project("contract"),
+    project("provider"),
+    project("e2e"),
+  ],
+};

@@ -1,0 +1,165 @@
+/**
+ * Backends and pools: the YAML file (`backendsFile`) or the inline `backends` provider config,
+ * validated with zod. Errors name the file, line and key (`backends.yaml:12: backends[0].pools[1].name: ...`).
+ * Shape: shared/CONTRACT.md, "Backends and pools".
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { LineCounter, parseDocument } from "yaml";
+import { z } from "zod";
+import { UserError } from "../errors";
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit");
+
+const extrasGroup = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]));
+
+export const poolSchema = z.strictObject({
+  name,
+  path: z.string().min(1),
+  totalCapacityGib: z.number().positive().optional(),
+  maxOverSubscriptionRatio: z.number().min(1).default(20),
+  availabilityZone: z.string().min(1).default("default"),
+  storageType: z.string().min(1).default("block"),
+  multiAttach: z.boolean().default(false),
+  replication: z.enum(["async"]).optional(),
+  extras: z
+    .strictObject({
+      dataStorage: extrasGroup.optional(),
+      ioConnectivity: extrasGroup.optional(),
+      advanced: extrasGroup.optional(),
+    })
+    .default({}),
+});
+
+export const backendSchema = z.strictObject({
+  name,
+  driver: z.enum(["file"]),
+  node: z.string().min(1).default("local"),
+  backendId: z.string().min(1).optional(),
+  sharedTargets: z.boolean().default(true),
+  weigher: z.enum(["spread", "stack"]).default("spread"),
+  export: z
+    .strictObject({
+      protocol: z.enum(["iscsi", "nbd", "local"]).default("local"),
+      portal: z.string().min(1).optional(),
+      chap: z.boolean().default(false),
+    })
+    .default({ protocol: "local", chap: false }),
+  replicationTargets: z.array(z.strictObject({ backend: name })).default([]),
+  pools: z.array(poolSchema).min(1, "a backend needs at least one pool"),
+});
+
+export const backendsSchema = z
+  .array(backendSchema)
+  .superRefine((backends, ctx) => {
+    const seen = new Map<string, number>();
+    backends.forEach((b, i) => {
+      if (seen.has(b.name)) ctx.addIssue({ code: "custom", path: [i, "name"], message: `duplicate backend name "${b.name}" (also backends[${seen.get(b.name)}])` });
+      seen.set(b.name, i);
+      const pools = new Set<string>();
+      b.pools.forEach((p, j) => {
+        if (pools.has(p.name)) ctx.addIssue({ code: "custom", path: [i, "pools", j, "name"], message: `duplicate pool name "${p.name}" in backend "${b.name}"` });
+        pools.add(p.name);
+      });
+    });
+    backends.forEach((b, i) =>
+      b.replicationTargets.forEach((t, j) => {
+        if (t.backend === b.name) ctx.addIssue({ code: "custom", path: [i, "replicationTargets", j, "backend"], message: "a backend cannot replicate to itself" });
+        else if (!seen.has(t.backend)) ctx.addIssue({ code: "custom", path: [i, "replicationTargets", j, "backend"], message: `no backend named "${t.backend}"` });
+      }),
+    );
+  });
+
+export type PoolConfig = z.output<typeof poolSchema>;
+export type BackendConfig = z.output<typeof backendSchema>;
+
+/** Render a zod path the way Pulumi names properties: `backends[0].pools[1].name`. */
+export function propertyPath(root: string, p: readonly PropertyKey[]): string {
+  let out = root;
+  for (const k of p) out += typeof k === "number" ? `[${k}]` : out ? `.${String(k)}` : String(k);
+  return out;
+}
+
+/** The built-in backend used when none is configured (CONTRACT.md). */
+export function defaultBackends(projectDir: string): BackendConfig[] {
+  return backendsSchema.parse([
+    {
+      name: "local",
+      driver: "file",
+      pools: [
+        {
+          name: "default",
+          path: path.join(projectDir, ".sds", "pools", "default"),
+          multiAttach: true,
+          extras: { dataStorage: { provisioningPolicy: "Thin" } },
+        },
+      ],
+    },
+  ]);
+}
+
+/** Resolve relative pool paths against `baseDir`. */
+function resolvePaths(backends: BackendConfig[], baseDir: string): BackendConfig[] {
+  return backends.map((b) => ({ ...b, pools: b.pools.map((p) => ({ ...p, path: path.resolve(baseDir, p.path) })) }));
+}
+
+/** Validate inline `backends` provider config. Relative pool paths are relative to the project folder. */
+export function parseInlineBackends(value: unknown, projectDir: string): BackendConfig[] {
+  const r = backendsSchema.safeParse(value);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new UserError("INVALID_INPUT", `${propertyPath("backends", i.path)}: ${i.message}`, propertyPath("backends", i.path));
+  }
+  return resolvePaths(r.data, projectDir);
+}
+
+/**
+ * Read and validate a backends YAML file (top-level key `backends`). Relative pool paths are
+ * relative to the file's folder. Errors carry `file:line`.
+ */
+export function loadBackendsFile(file: string): BackendConfig[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UserError("INVALID_INPUT", `backendsFile: cannot read ${file}: ${(err as Error).message}`, "backendsFile");
+  }
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const { line } = lineCounter.linePos(e.pos[0]);
+    throw new UserError("INVALID_INPUT", `${file}:${line}: invalid YAML: ${e.message.split("\n")[0]}`, "backendsFile");
+  }
+  const data = doc.toJS() as unknown;
+  if (data === null || typeof data !== "object" || Array.isArray(data) || !("backends" in data)) {
+    throw new UserError("INVALID_INPUT", `${file}:1: expected a mapping with a top-level key "backends"`, "backendsFile");
+  }
+  const extra = Object.keys(data).filter((k) => k !== "backends");
+  if (extra.length > 0) {
+    const node = doc.contents && "items" in doc.contents ? (doc.contents.items as { key: { range?: number[] } }[]).find((it) => String((it.key as unknown as { value: unknown }).value) === extra[0]) : undefined;
+    const line = node?.key.range ? lineCounter.linePos(node.key.range[0]).line : 1;
+    throw new UserError("INVALID_INPUT", `${file}:${line}: ${extra[0]}: unknown key (expected only "backends")`, "backendsFile");
+  }
+  const r = backendsSchema.safeParse((data as { backends: unknown }).backends);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const where = ["backends", ...issue.path] as (string | number)[];
+    // An unknown key: point at the key itself, and name it.
+    const unknownKey = issue.code === "unrecognized_keys" ? String(issue.keys[0]) : undefined;
+    if (unknownKey !== undefined) where.push(unknownKey);
+    // Walk up until a node with a position exists (a missing key points at its parent).
+    let line = 1;
+    for (let n = where.length; n > 0; n--) {
+      const node = doc.getIn(where.slice(0, n), true) as { range?: number[] } | undefined;
+      if (node && typeof node === "object" && node.range) {
+        line = lineCounter.linePos(node.range[0]).line;
+        break;
+      }
+    }
+    const prop = propertyPath("backends", unknownKey !== undefined ? [...issue.path, unknownKey] : issue.path);
+    const message = unknownKey !== undefined ? "unknown key" : issue.message;
+    throw new UserError("INVALID_INPUT", `${file}:${line}: ${prop}: ${message}`, "backendsFile");
+  }
+  return resolvePaths(r.data, path.dirname(path.resolve(file)));
+}

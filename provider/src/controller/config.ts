@@ -1,0 +1,77 @@
+/**
+ * Provider configuration (CONTRACT.md "Provider configuration"), validated with zod.
+ * Secrets (agent tokens) are held as plain strings only in memory; they are never logged.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { z } from "zod";
+import { UserError } from "../errors";
+import { type BackendConfig, defaultBackends, loadBackendsFile, parseInlineBackends, propertyPath } from "./backends";
+
+export const hostAgentSchema = z.strictObject({
+  url: z.string().url(),
+  token: z.string().min(1).optional(),
+  caCert: z.string().min(1).optional(),
+});
+
+export const providerConfigSchema = z.object({
+  stateUrl: z.string().min(1).optional(),
+  backendsFile: z.string().min(1).optional(),
+  backends: z.array(z.unknown()).optional(),
+  hosts: z.record(z.string(), hostAgentSchema).optional(),
+  agentToken: z.string().min(1).optional(),
+});
+
+export type RawProviderConfig = z.output<typeof providerConfigSchema>;
+
+/** The configuration the controller runs with, every default applied. */
+export interface ProviderConfig {
+  /** Folder of the Pulumi project: relative paths are resolved against it. */
+  projectDir: string;
+  stateUrl: string;
+  /** Where the backends came from: a file, `inline`, or `built-in`. */
+  backendsSource: string;
+  backends: BackendConfig[];
+  hosts: Record<string, z.output<typeof hostAgentSchema>>;
+  agentToken?: string;
+}
+
+/** Validate the shape only (CheckConfig): returns failures as [property, reason]. */
+export function checkProviderConfig(raw: Record<string, unknown>): Array<[string, string]> {
+  const r = providerConfigSchema.safeParse(raw);
+  if (!r.success) return r.error.issues.map((i) => [propertyPath("", i.path), i.message]);
+  return [];
+}
+
+/**
+ * Resolve the full configuration: provider config first, then env fallbacks
+ * (`SDS_STATE_URL`, `SDS_BACKENDS_FILE`), then defaults. Reads the backends file.
+ */
+export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: string, env: NodeJS.ProcessEnv = process.env): ProviderConfig {
+  const r = providerConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const p = propertyPath("", i.path);
+    throw new UserError("INVALID_INPUT", `${p}: ${i.message}`, p);
+  }
+  const c = r.data;
+  const stateUrl = c.stateUrl ?? (env.SDS_STATE_URL || undefined) ?? "sqlite:.sds/state.db";
+  let backends: BackendConfig[];
+  let backendsSource: string;
+  if (c.backends !== undefined) {
+    if (c.backendsFile !== undefined) throw new UserError("INVALID_INPUT", "backends: set either backends or backendsFile, not both", "backends");
+    backends = parseInlineBackends(c.backends, projectDir);
+    backendsSource = "inline";
+  } else {
+    const explicit = c.backendsFile ?? (env.SDS_BACKENDS_FILE || undefined);
+    const file = path.resolve(projectDir, explicit ?? ".sds/backends.yaml");
+    if (explicit !== undefined || fs.existsSync(file)) {
+      backends = loadBackendsFile(file);
+      backendsSource = file;
+    } else {
+      backends = defaultBackends(projectDir);
+      backendsSource = "built-in";
+    }
+  }
+  return { projectDir, stateUrl, backendsSource, backends, hosts: c.hosts ?? {}, agentToken: c.agentToken };
+}

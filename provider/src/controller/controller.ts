@@ -1,0 +1,386 @@
+/**
+ * The embedded controller: use cases on volumes and profiles. It composes the store, the
+ * scheduler and the drivers; it knows nothing of Pulumi.
+ *
+ * Locking rule: every read-decide-write on the store (placement, name uniqueness, adopting a
+ * retried create) happens inside one `store.transaction`, which is exclusive across processes.
+ * Driver I/O happens outside transactions; a row in status `creating` marks work in flight.
+ */
+import { randomUUID } from "node:crypto";
+import { FileDriver } from "../drivers/file-driver";
+import type { VolumeDriver } from "../drivers/volume-driver";
+import { UserError } from "../errors";
+import { explainNoValidPool, place } from "../scheduler/scheduler";
+import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
+import type { ProfileRow, Store, VolumeRow } from "../store/store";
+import type { BackendConfig, PoolConfig } from "./backends";
+
+const GiB = 1024 ** 3;
+
+export interface ProfileSpec {
+  name: string;
+  description: string;
+  storageType: string;
+  extraSpecs: Record<string, string>;
+}
+
+export interface VolumeSpec {
+  name: string;
+  sizeGib: number;
+  /** Profile id or name. */
+  profile?: string;
+  availabilityZone?: string;
+  multiAttach: boolean;
+  sourceVolumeId?: string;
+  description: string;
+  metadata: Record<string, string>;
+}
+
+/** Where a volume will land (preview) or landed. */
+export interface Placement {
+  pool: PoolState;
+  rejections: PlacementResult["rejections"];
+}
+
+export interface ControllerOptions {
+  store: Store;
+  backends: BackendConfig[];
+  drivers?: Record<string, VolumeDriver>;
+  now?: () => Date;
+  log?: (message: string) => void;
+}
+
+export class Controller {
+  private readonly store: Store;
+  private readonly backends: Map<string, BackendConfig>;
+  private readonly drivers: Record<string, VolumeDriver>;
+  private readonly now: () => Date;
+  /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
+  private poolStats = new Map<string, { totalGib: number; freeGib: number }>();
+  private backendIds = new Map<string, string>();
+  /** Profiles a preview in this process has planned (they will exist when the update runs). */
+  private readonly plannedProfiles = new Map<string, ProfileSpec>();
+
+  constructor(options: ControllerOptions) {
+    this.store = options.store;
+    this.backends = new Map(options.backends.map((b) => [b.name, b]));
+    this.drivers = options.drivers ?? { file: new FileDriver() };
+    this.now = options.now ?? (() => new Date());
+  }
+
+  /** Discover pools (capacity, folders) and give every backend its stable id. Called at provider start. */
+  async discover(): Promise<void> {
+    const stats = new Map<string, { totalGib: number; freeGib: number }>();
+    for (const b of this.backends.values()) {
+      this.backendIds.set(b.name, this.ensureBackendId(b));
+      for (const p of b.pools) {
+        const s = await this.driverFor(b).getPoolStats(p);
+        stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
+      }
+    }
+    this.poolStats = stats;
+  }
+
+  private ensureBackendId(b: BackendConfig): string {
+    return this.store.transaction(() => {
+      const row = this.store.getBackend(b.name);
+      const wanted = b.backendId ?? row?.backendId ?? randomUUID();
+      if (!row || row.backendId !== wanted) this.store.upsertBackend({ name: b.name, backendId: wanted, createdAt: row?.createdAt ?? this.now().toISOString() });
+      return wanted;
+    });
+  }
+
+  private driverFor(b: BackendConfig): VolumeDriver {
+    const d = this.drivers[b.driver];
+    if (!d) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
+    return d;
+  }
+
+  /** The scheduler's view of every pool, provisioned capacity read from the store now. */
+  pools(): PoolState[] {
+    const provisioned = this.store.provisionedGibByPool();
+    const out: PoolState[] = [];
+    for (const b of this.backends.values()) {
+      for (const p of b.pools) {
+        const id = poolId(b, p);
+        const s = this.poolStats.get(id) ?? { totalGib: p.totalCapacityGib ?? 0, freeGib: 0 };
+        const policy = String(p.extras.dataStorage?.provisioningPolicy ?? "Thin").toLowerCase();
+        out.push({
+          id,
+          backendName: b.name,
+          backendId: this.backendIds.get(b.name) ?? b.backendId ?? "",
+          poolName: p.name,
+          sharedTargets: b.sharedTargets,
+          availabilityZone: p.availabilityZone,
+          storageType: p.storageType,
+          multiAttach: p.multiAttach,
+          replication: p.replication,
+          extras: p.extras as PoolState["extras"],
+          totalGib: s.totalGib,
+          freeGib: s.freeGib,
+          provisionedGib: provisioned.get(id) ?? 0,
+          maxOverSubscriptionRatio: policy === "thick" ? 1 : p.maxOverSubscriptionRatio,
+          provisioning: policy === "thick" ? "thick" : "thin",
+          weigher: b.weigher,
+        });
+      }
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- profiles
+
+  /** Find a profile by id or name; a profile planned by a preview in this process counts. */
+  resolveProfile(idOrName: string): (ProfileSpec & { id?: string }) | undefined {
+    const row = this.store.getProfile(idOrName) ?? this.store.getProfileByName(idOrName);
+    if (row) return row;
+    return this.plannedProfiles.get(idOrName);
+  }
+
+  /** Remember a profile a preview will create, so volumes referring to it can be checked and placed. */
+  planProfile(spec: ProfileSpec): void {
+    this.plannedProfiles.set(spec.name, spec);
+  }
+
+  /** Create a profile; a retried create by the same owner returns the existing row. */
+  createProfile(owner: string, spec: ProfileSpec): ProfileRow {
+    return this.store.transaction(() => {
+      const existing = this.store.getProfileByName(spec.name);
+      if (existing) {
+        if (existing.owner === owner) return this.store.updateProfile(existing.id, { ...spec, updatedAt: this.now().toISOString() });
+        throw new UserError("CONFLICT", `name: a profile named "${spec.name}" already exists (id ${existing.id}, created by ${existing.owner})`, "name");
+      }
+      const at = this.now().toISOString();
+      const row: ProfileRow = { id: randomUUID(), owner, ...spec, createdAt: at, updatedAt: at };
+      this.store.insertProfile(row);
+      return row;
+    });
+  }
+
+  getProfile(id: string): ProfileRow | undefined {
+    return this.store.getProfile(id);
+  }
+
+  updateProfile(id: string, spec: ProfileSpec): ProfileRow {
+    return this.store.transaction(() => {
+      if (!this.store.getProfile(id)) throw new UserError("NOT_FOUND", `profile ${id} no longer exists; run pulumi refresh`);
+      const clash = this.store.getProfileByName(spec.name);
+      if (clash && clash.id !== id) throw new UserError("CONFLICT", `name: a profile named "${spec.name}" already exists (id ${clash.id})`, "name");
+      return this.store.updateProfile(id, { ...spec, updatedAt: this.now().toISOString() });
+    });
+  }
+
+  /** Delete a profile; gone is success; a profile still used by volumes is refused, naming them. */
+  deleteProfile(id: string): void {
+    this.store.transaction(() => {
+      const users = this.store.listVolumes().filter((v) => v.profileId === id);
+      if (users.length > 0) {
+        throw new UserError("CONFLICT", `profile ${id} is used by ${users.length} volume(s): ${users.slice(0, 5).map((v) => `${v.name} (${v.id})`).join(", ")}`);
+      }
+      this.store.deleteProfile(id);
+    });
+  }
+
+  // ---------------------------------------------------------------- volumes
+
+  private placementRequest(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): PlacementRequest {
+    const profile = spec.profile !== undefined ? this.resolveProfile(spec.profile) : undefined;
+    if (spec.profile !== undefined && !profile) throw unknownProfile(spec.profile);
+    return { sizeGib: spec.sizeGib, availabilityZone: spec.availabilityZone, multiAttach: spec.multiAttach, storageType: profile?.storageType };
+  }
+
+  /** Where a volume would land now, allocating nothing (preview, getPlacement). */
+  plan(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): Placement {
+    const request = this.placementRequest(spec);
+    const pools = this.pools();
+    const r = place(pools, request);
+    if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
+    return { pool: r.pool, rejections: r.rejections };
+  }
+
+  /**
+   * Create a volume: place it, record it (status `creating`), make its bytes, mark it `available`.
+   * Safe to retry: the same owner asking for the same name gets the volume it made before.
+   * A failure leaves neither a row nor a file behind.
+   */
+  async createVolume(owner: string, spec: VolumeSpec): Promise<VolumeRow> {
+    const request = this.placementRequest(spec);
+    const profileId = spec.profile !== undefined ? this.store.getProfile(spec.profile)?.id ?? this.store.getProfileByName(spec.profile)?.id : undefined;
+    if (spec.profile !== undefined && !profileId) throw unknownProfile(spec.profile);
+    let source: VolumeRow | undefined;
+    if (spec.sourceVolumeId !== undefined) {
+      source = this.store.getVolume(spec.sourceVolumeId);
+      if (!source) throw new UserError("NOT_FOUND", `sourceVolumeId: no volume with id "${spec.sourceVolumeId}"`, "sourceVolumeId");
+      if (spec.sizeGib < source.sizeGib) throw new UserError("INVALID_INPUT", `sizeGib: ${spec.sizeGib} is smaller than the source volume (${source.sizeGib} GiB)`, "sizeGib");
+    }
+
+    const { row, adopted } = this.store.transaction(() => {
+      const existing = this.store.getVolumeByName(spec.name);
+      if (existing) {
+        if (existing.owner !== owner) throw new UserError("CONFLICT", `name: a volume named "${spec.name}" already exists (id ${existing.id}, created by ${existing.owner})`, "name");
+        return { row: existing, adopted: true };
+      }
+      const pools = this.pools();
+      const r = place(pools, request);
+      if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
+      const at = this.now().toISOString();
+      const row: VolumeRow = {
+        id: randomUUID(),
+        name: spec.name,
+        owner,
+        sizeGib: spec.sizeGib,
+        profileId: profileId ?? null,
+        availabilityZone: r.pool.availabilityZone,
+        multiAttach: spec.multiAttach,
+        sourceVolumeId: spec.sourceVolumeId ?? null,
+        description: spec.description,
+        metadata: spec.metadata,
+        poolId: r.pool.id,
+        backendName: r.pool.backendName,
+        backendId: r.pool.backendId,
+        sharedTargets: r.pool.sharedTargets,
+        status: "creating",
+        replicationStatus: "disabled",
+        createdAt: at,
+        updatedAt: at,
+      };
+      this.store.insertVolume(row);
+      return { row, adopted: false };
+    });
+    if (adopted && row.status !== "creating") return row;
+
+    const { backend, pool } = this.locate(row);
+    const driver = this.driverFor(backend);
+    try {
+      if (source) {
+        const src = this.locate(source);
+        await driver.cloneVolume({ pool: src.pool, volumeId: source.id }, pool, row.id, spec.sizeGib * GiB);
+      } else {
+        await driver.createVolume(pool, row.id, spec.sizeGib * GiB);
+      }
+    } catch (err) {
+      await driver.deleteVolume(pool, row.id).catch(() => undefined);
+      this.store.deleteVolume(row.id);
+      throw err;
+    }
+    return this.store.updateVolume(row.id, { status: "available", updatedAt: this.now().toISOString() });
+  }
+
+  /** The backend and pool config of a volume row. */
+  locate(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): { backend: BackendConfig; pool: PoolConfig } {
+    const backend = this.backends.get(row.backendName);
+    const poolName = row.poolId.slice(row.backendName.length + 1);
+    const pool = backend?.pools.find((p) => p.name === poolName);
+    if (!backend || !pool) throw new UserError("INVALID_STATE", `volume ${row.id} is on pool ${row.poolId}, which is no longer configured`);
+    return { backend, pool };
+  }
+
+  getVolume(id: string): VolumeRow | undefined {
+    return this.store.getVolume(id);
+  }
+
+  listVolumes(): VolumeRow[] {
+    return this.store.listVolumes();
+  }
+
+  /**
+   * Read a volume as it really is: a volume whose bytes are gone (deleted out of band) is
+   * forgotten and reported as gone; a size changed out of band is recorded.
+   */
+  async readVolume(id: string): Promise<VolumeRow | undefined> {
+    const row = this.store.getVolume(id);
+    if (!row) return undefined;
+    const { backend, pool } = this.locate(row);
+    const bytes = await this.driverFor(backend).getVolumeSizeBytes(pool, row.id);
+    if (bytes === undefined) {
+      if (row.status === "creating") return row;
+      this.store.deleteVolume(row.id);
+      return undefined;
+    }
+    const sizeGib = Math.ceil(bytes / GiB);
+    if (sizeGib !== row.sizeGib) return this.store.updateVolume(row.id, { sizeGib, updatedAt: this.now().toISOString() });
+    return row;
+  }
+
+  /** Grow a volume. Shrinking is refused. */
+  async extendVolume(id: string, sizeGib: number): Promise<VolumeRow> {
+    const row = this.requireVolume(id);
+    if (sizeGib < row.sizeGib) throw new UserError("INVALID_INPUT", `sizeGib: cannot shrink volume ${row.name} from ${row.sizeGib} to ${sizeGib} GiB`, "sizeGib");
+    if (sizeGib === row.sizeGib) return row;
+    const { backend, pool } = this.locate(row);
+    // Capacity check under the lock, then mark the volume extending so the growth is counted.
+    this.store.transaction(() => {
+      const current = this.requireVolume(id);
+      if (current.status !== "available" && current.status !== "in-use") throw new UserError("INVALID_STATE", `volume ${row.name} is ${current.status}; it can grow only when available or in-use`);
+      const state = this.pools().find((p) => p.id === row.poolId);
+      if (state) {
+        const r = place([state], { sizeGib: sizeGib - current.sizeGib });
+        if (!r.ok) throw new UserError("NO_VALID_POOL", `sizeGib: pool ${row.poolId} cannot grow volume ${row.name} by ${sizeGib - current.sizeGib} GiB: ${r.rejections.map((x) => x.reason).join("; ")}`, "sizeGib");
+      }
+      this.store.updateVolume(id, { status: "extending", sizeGib, updatedAt: this.now().toISOString() });
+      return current.status;
+    });
+    try {
+      await this.driverFor(backend).extendVolume(pool, id, sizeGib * GiB);
+    } catch (err) {
+      this.store.updateVolume(id, { status: "error_extending", updatedAt: this.now().toISOString() });
+      throw err;
+    }
+    return this.store.updateVolume(id, { status: "available", updatedAt: this.now().toISOString() });
+  }
+
+  /** Change what can change in place: name, description, metadata, multiAttach. */
+  updateVolume(id: string, changes: Partial<Pick<VolumeSpec, "name" | "description" | "metadata" | "multiAttach">>): VolumeRow {
+    return this.store.transaction(() => {
+      const row = this.requireVolume(id);
+      if (changes.name !== undefined && changes.name !== row.name) {
+        const clash = this.store.getVolumeByName(changes.name);
+        if (clash) throw new UserError("CONFLICT", `name: a volume named "${changes.name}" already exists (id ${clash.id})`, "name");
+      }
+      if (changes.multiAttach === true && !row.multiAttach) {
+        const pool = this.pools().find((p) => p.id === row.poolId);
+        if (pool && !pool.multiAttach) throw new UserError("INVALID_INPUT", `multiAttach: pool ${row.poolId} does not support multiAttach`, "multiAttach");
+      }
+      return this.store.updateVolume(id, { ...changes, updatedAt: this.now().toISOString() });
+    });
+  }
+
+  /** Delete a volume and its bytes. Deleting what is gone succeeds. */
+  async deleteVolume(id: string): Promise<void> {
+    const row = this.store.getVolume(id);
+    if (!row) return;
+    const clones = this.store.listVolumes().filter((v) => v.sourceVolumeId === id && v.status === "creating");
+    if (clones.length > 0) throw new UserError("INVALID_STATE", `volume ${row.name} is being cloned into ${clones[0].name}; try again when that finishes`);
+    this.store.updateVolume(id, { status: "deleting", updatedAt: this.now().toISOString() });
+    const { backend, pool } = this.locate(row);
+    await this.driverFor(backend).deleteVolume(pool, id);
+    this.store.deleteVolume(id);
+  }
+
+  private requireVolume(id: string): VolumeRow {
+    const row = this.store.getVolume(id);
+    if (!row) throw new UserError("NOT_FOUND", `volume ${id} no longer exists; run pulumi refresh`);
+    return row;
+  }
+
+  /** The ids of the backends, keyed by name. */
+  backendId(name: string): string | undefined {
+    return this.backendIds.get(name);
+  }
+
+  backendConfigs(): BackendConfig[] {
+    return [...this.backends.values()];
+  }
+}
+
+export function poolId(b: { name: string }, p: { name: string }): string {
+  return `${b.name}/${p.name}`;
+}
+
+function unknownProfile(ref: string): UserError {
+  return new UserError(
+    "NOT_FOUND",
+    `profile: no profile with id or name "${ref}" (if the profile is declared in this program, pass profile.id or profile.name so Pulumi creates it first)`,
+    "profile",
+  );
+}

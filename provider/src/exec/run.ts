@@ -1,0 +1,64 @@
+/**
+ * The only place that starts processes. Every command is an argv (never a shell line), has a
+ * timeout, and has its secrets masked before it appears in an error or a log.
+ */
+import { BackendError } from "../errors";
+
+export interface RunOptions {
+  /** Milliseconds before the command is killed. Default 60 s. */
+  timeoutMs?: number;
+  /** Values to mask in error messages (passwords passed as arguments or stdin). */
+  secrets?: string[];
+  /** Written to the command's stdin. */
+  input?: string;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+/** A function that runs a command; injected so unit tests can record the exact argv. */
+export type Runner = (file: string, args: readonly string[], options?: RunOptions) => Promise<RunResult>;
+
+/** Replace every secret in `text` with `***`. */
+export function maskSecrets(text: string, secrets: readonly string[] = []): string {
+  let out = text;
+  for (const s of secrets) if (s) out = out.split(s).join("***");
+  return out;
+}
+
+// execa is ESM-only; Node 20.19+ can require() it, but a dynamic import keeps ts-jest and tsc (CommonJS) happy.
+let execaModule: Promise<typeof import("execa")> | undefined;
+const loadExeca = () => (execaModule ??= import("execa"));
+
+/** Run `file args…`; resolves on exit 0, rejects with a {@link BackendError} naming argv, exit code and stderr. */
+export const run: Runner = async (file, args, options = {}) => {
+  const { execa } = await loadExeca();
+  const timeout = options.timeoutMs ?? 60_000;
+  const argv = maskSecrets([file, ...args].join(" "), options.secrets);
+  try {
+    const r = await execa(file, [...args], {
+      timeout,
+      input: options.input,
+      env: options.env,
+      reject: false,
+      stripFinalNewline: true,
+    });
+    if (r.timedOut) {
+      throw new BackendError("TIMEOUT", `command timed out after ${timeout} ms: ${argv}`, true);
+    }
+    if (r.exitCode !== 0) {
+      const stderr = maskSecrets(String(r.stderr ?? "").trim(), options.secrets);
+      const why = r.exitCode === undefined ? (r.failed ? String(r.shortMessage ?? "failed to start") : "killed") : `exit ${r.exitCode}`;
+      throw new BackendError("COMMAND_FAILED", `command failed (${why}): ${argv}${stderr ? `: ${stderr}` : ""}`, false);
+    }
+    return { stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? ""), exitCode: 0 };
+  } catch (err) {
+    if (err instanceof BackendError) throw err;
+    throw new BackendError("COMMAND_FAILED", `command could not run: ${argv}: ${maskSecrets(String((err as Error).message), options.secrets)}`, false, { cause: err });
+  }
+};

@@ -1,0 +1,11 @@
+/** What handlers get from the server: the controller (after Configure) and the engine's log. */
+import type { Controller } from "../controller/controller";
+
+export type Severity = "debug" | "info" | "warning" | "error";
+
+export interface ProviderContext {
+  /** The configured controller; waits for Configure and start-up discovery. */
+  controller(): Promise<Controller>;
+  /** Send a message to the engine, shown to the user in `pulumi up`. */
+  log(severity: Severity, message: string, urn?: string): void;
+}

@@ -1,0 +1,176 @@
+/**
+ * sds:index:Volume. Growing `sizeGib` extends in place; shrinking is a check failure;
+ * `profile`, `availabilityZone` and `sourceVolumeId` replace; the rest update in place.
+ */
+import { z } from "zod";
+import type { VolumeRow } from "../store/store";
+import { type Props, UNKNOWN, containsUnknown, isUnknown } from "../server/values";
+import type { ProviderContext } from "./context";
+import { type PropertySpecs, checkProperties, diffProperties, isAutoName, nameFromUrn, settleName, withDefaults } from "./properties";
+import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
+
+export const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit");
+
+export const volumeProperties: PropertySpecs = {
+  name: { schema: nameSchema },
+  sizeGib: { schema: z.number().int("must be a whole number of GiB").min(1, "must be at least 1"), required: true },
+  profile: { schema: z.string().min(1), replaces: true },
+  availabilityZone: { schema: z.string().min(1), replaces: true },
+  multiAttach: { schema: z.boolean(), default: false },
+  sourceVolumeId: { schema: z.string().min(1), replaces: true },
+  description: { schema: z.string().max(4096), default: "" },
+  metadata: { schema: z.record(z.string(), z.string()), default: {} },
+};
+
+/** The inputs as the controller wants them (call only when nothing is unknown). */
+function spec(inputs: Props) {
+  const i = withDefaults(volumeProperties, inputs);
+  return {
+    name: i.name as string,
+    sizeGib: i.sizeGib as number,
+    profile: (i.profile as string | undefined) ?? undefined,
+    availabilityZone: (i.availabilityZone as string | undefined) ?? undefined,
+    multiAttach: i.multiAttach as boolean,
+    sourceVolumeId: (i.sourceVolumeId as string | undefined) ?? undefined,
+    description: i.description as string,
+    metadata: i.metadata as Record<string, string>,
+  };
+}
+
+/** Outputs: the inputs (defaults applied) plus what the controller decided. */
+export function volumeOutputs(row: VolumeRow, inputs: Props): Props {
+  return {
+    ...withDefaults(volumeProperties, inputs),
+    name: row.name,
+    sizeGib: row.sizeGib,
+    availabilityZone: row.availabilityZone,
+    multiAttach: row.multiAttach,
+    description: row.description,
+    metadata: row.metadata,
+    poolId: row.poolId,
+    backendName: row.backendName,
+    backendId: row.backendId,
+    sharedTargets: row.sharedTargets,
+    status: row.status,
+    attachmentIds: [],
+    replicationStatus: row.replicationStatus,
+    createdAt: row.createdAt,
+  };
+}
+
+/** The inputs that describe an existing volume (import and refresh), in the shape check produces. */
+function inputsFromRow(row: VolumeRow, old: Props, profileName: string | undefined): Props {
+  const inputs: Props = { name: row.name, sizeGib: row.sizeGib };
+  // Keep how the user referred to the profile (id or name) when it still points at the same profile.
+  if (row.profileId) inputs.profile = typeof old.profile === "string" ? old.profile : (profileName ?? row.profileId);
+  if (typeof old.availabilityZone === "string") inputs.availabilityZone = row.availabilityZone;
+  if (row.multiAttach || old.multiAttach !== undefined) inputs.multiAttach = row.multiAttach;
+  if (row.sourceVolumeId) inputs.sourceVolumeId = row.sourceVolumeId;
+  if (row.description || old.description !== undefined) inputs.description = row.description;
+  if (Object.keys(row.metadata).length > 0 || old.metadata !== undefined) inputs.metadata = row.metadata;
+  return inputs;
+}
+
+export class VolumeResource implements ResourceHandler {
+  readonly token = "sds:index:Volume";
+
+  constructor(private readonly ctx: ProviderContext) {}
+
+  async check(req: CheckRequest): Promise<CheckResult> {
+    const failures = checkProperties(volumeProperties, req.news);
+    const inputs: Props = { ...req.news };
+    const name = settleName(req, failures);
+    if (name !== undefined) inputs.name = name;
+    const size = req.news.sizeGib;
+    const oldSize = req.olds.sizeGib;
+    if (typeof size === "number" && typeof oldSize === "number" && size < oldSize) {
+      failures.push({ property: "sizeGib", reason: `sizeGib: volumes cannot shrink (from ${oldSize} to ${size} GiB); grow it, or replace it with a new volume` });
+    }
+    const profile = req.news.profile;
+    if (typeof profile === "string" && !isUnknown(profile) && !failures.some((f) => f.property === "profile")) {
+      const c = await this.ctx.controller();
+      if (!c.resolveProfile(profile)) {
+        failures.push({
+          property: "profile",
+          reason: `profile: no profile with id or name "${profile}" (if it is declared in this program, pass profile.id or profile.name so Pulumi creates it first)`,
+        });
+      }
+    }
+    return { inputs, failures };
+  }
+
+  async diff(req: DiffRequest): Promise<DiffResult> {
+    const d = diffProperties(volumeProperties, req.oldInputs, req.news, req.ignoreChanges);
+    const drop = (key: string) => {
+      delete d.detailed[key];
+      d.replaces = d.replaces.filter((k) => k !== key);
+    };
+    // The zone asks for a place: a volume already in that zone (or a request for any zone) needs no move.
+    const zone = req.news.availabilityZone;
+    if (d.detailed.availabilityZone && !containsUnknown(zone) && (zone === undefined || zone === req.oldOutputs.availabilityZone)) drop("availabilityZone");
+    // A profile may be named by id or by name: the same profile either way is no change.
+    const oldProfile = req.oldInputs.profile;
+    const newProfile = req.news.profile;
+    if (d.detailed.profile && typeof oldProfile === "string" && typeof newProfile === "string" && !isUnknown(newProfile)) {
+      const c = await this.ctx.controller();
+      const a = c.resolveProfile(oldProfile);
+      const b = c.resolveProfile(newProfile);
+      if (a?.id !== undefined && a.id === b?.id) drop("profile");
+    }
+    d.changed = Object.keys(d.detailed).length > 0;
+    // A user-chosen name cannot exist twice: the old volume must go before its replacement comes.
+    if (d.replaces.length > 0) d.deleteBeforeReplace = !isAutoName(nameFromUrn(req.urn), req.news.name);
+    return d;
+  }
+
+  async create(req: CreateRequest): Promise<{ id: string; outs: Props }> {
+    const c = await this.ctx.controller();
+    if (req.preview) {
+      const outs: Props = { ...withDefaults(volumeProperties, req.inputs) };
+      for (const k of ["status", "attachmentIds", "replicationStatus", "createdAt"]) outs[k] = UNKNOWN;
+      const placeable = !["sizeGib", "profile", "availabilityZone", "multiAttach"].some((k) => containsUnknown(req.inputs[k]));
+      if (placeable) {
+        const s = spec(req.inputs);
+        const p = c.plan(s);
+        Object.assign(outs, { poolId: p.pool.id, backendName: p.pool.backendName, backendId: p.pool.backendId, sharedTargets: p.pool.sharedTargets, availabilityZone: p.pool.availabilityZone });
+      } else {
+        Object.assign(outs, { poolId: UNKNOWN, backendName: UNKNOWN, backendId: UNKNOWN, sharedTargets: UNKNOWN, availabilityZone: req.inputs.availabilityZone ?? UNKNOWN });
+      }
+      return { id: "", outs };
+    }
+    const row = await c.createVolume(req.urn, spec(req.inputs));
+    this.ctx.log("debug", `volume ${row.name} (${row.id}) created on ${row.poolId}`, req.urn);
+    return { id: row.id, outs: volumeOutputs(row, req.inputs) };
+  }
+
+  async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
+    const c = await this.ctx.controller();
+    const row = await c.readVolume(req.id);
+    if (!row) return undefined;
+    const profileName = row.profileId ? c.getProfile(row.profileId)?.name : undefined;
+    const inputs = inputsFromRow(row, req.inputs, profileName);
+    return { id: row.id, outs: volumeOutputs(row, inputs), inputs };
+  }
+
+  async update(req: UpdateRequest): Promise<Props> {
+    const c = await this.ctx.controller();
+    const n = withDefaults(volumeProperties, req.news);
+    if (req.preview) {
+      return { ...req.oldOutputs, ...n, status: UNKNOWN };
+    }
+    const s = spec(req.news);
+    let row = c.getVolume(req.id);
+    if (!row) throw new Error(`volume ${req.id} no longer exists; run pulumi refresh`);
+    if (s.sizeGib !== row.sizeGib) {
+      this.ctx.log("info", `extending volume ${row.name} from ${row.sizeGib} to ${s.sizeGib} GiB`, req.urn);
+      row = await c.extendVolume(req.id, s.sizeGib);
+    }
+    row = c.updateVolume(req.id, { name: s.name, description: s.description, metadata: s.metadata, multiAttach: s.multiAttach });
+    return volumeOutputs(row, req.news);
+  }
+
+  async delete(req: DeleteRequest): Promise<void> {
+    const c = await this.ctx.controller();
+    await c.deleteVolume(req.id);
+  }
+}

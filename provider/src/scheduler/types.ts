@@ -1,0 +1,49 @@
+/**
+ * Scheduler types. The scheduler is pure: it sees a snapshot of pools and a request, and answers
+ * with a pool or with the reason each pool was rejected. No I/O, no clock.
+ */
+
+/** A pool as the scheduler sees it: capabilities, extras and capacity (GiB). */
+export interface PoolState {
+  /** `backend/pool`. */
+  id: string;
+  backendName: string;
+  backendId: string;
+  poolName: string;
+  sharedTargets: boolean;
+  availabilityZone: string;
+  storageType: string;
+  multiAttach: boolean;
+  replication?: string;
+  extras: Record<string, Record<string, string | number | boolean>>;
+  totalGib: number;
+  freeGib: number;
+  provisionedGib: number;
+  maxOverSubscriptionRatio: number;
+  /** `thin` unless extras.dataStorage.provisioningPolicy says Thick. */
+  provisioning: "thin" | "thick";
+  /** Backend's weigher: spread (most free first) or stack (least free first). */
+  weigher: "spread" | "stack";
+}
+
+export interface PlacementRequest {
+  sizeGib: number;
+  availabilityZone?: string;
+  multiAttach?: boolean;
+  storageType?: string;
+}
+
+/** One pool rejected by one filter. */
+export interface Rejection {
+  poolId: string;
+  filter: string;
+  reason: string;
+}
+
+/** A filter: a tiny predicate answering why a pool cannot take the request, or undefined. */
+export interface Filter {
+  readonly name: string;
+  reject(pool: PoolState, request: PlacementRequest): string | undefined;
+}
+
+export type PlacementResult = { ok: true; pool: PoolState; rejections: Rejection[] } | { ok: false; rejections: Rejection[] };

@@ -1,0 +1,348 @@
+/**
+ * The Pulumi ResourceProvider gRPC service, written on the stubs that ship in @pulumi/pulumi/proto.
+ * It decodes requests, calls the resource handlers, and encodes answers. Secrets come in wrapped
+ * and go out wrapped; unknowns are passed through untouched. Only this folder and resources/ know Pulumi.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { Empty } from "google-protobuf/google/protobuf/empty_pb";
+import * as pluginPb from "@pulumi/pulumi/proto/plugin_pb";
+import * as providerRpc from "@pulumi/pulumi/proto/provider_grpc_pb";
+import * as pb from "@pulumi/pulumi/proto/provider_pb";
+import { type ProviderConfig, checkProviderConfig, resolveProviderConfig } from "../controller/config";
+import { Controller } from "../controller/controller";
+import { SdsError, UserError } from "../errors";
+import type { ProviderContext, Severity } from "../resources/context";
+import { GetPlacement, GetPools, GetReplicationTargets } from "../resources/functions";
+import { ProfileResource } from "../resources/profile";
+import { diffProperties } from "../resources/properties";
+import type { DiffKind, FunctionHandler, ResourceHandler } from "../resources/resource";
+import { UnavailableFunction, UnavailableResource } from "../resources/unavailable";
+import { VolumeResource } from "../resources/volume";
+import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
+import { EngineLog } from "./engine-log";
+import { type Props, containsUnknown, fromStruct, reveal, toStruct } from "./values";
+
+/** Provider config keys whose non-string values the SDK sends JSON-encoded. */
+const jsonConfigKeys = new Set(["backends", "hosts"]);
+
+const kinds: Record<DiffKind, pb.PropertyDiff.Kind> = {
+  add: pb.PropertyDiff.Kind.ADD,
+  "add-replace": pb.PropertyDiff.Kind.ADD_REPLACE,
+  delete: pb.PropertyDiff.Kind.DELETE,
+  "delete-replace": pb.PropertyDiff.Kind.DELETE_REPLACE,
+  update: pb.PropertyDiff.Kind.UPDATE,
+  "update-replace": pb.PropertyDiff.Kind.UPDATE_REPLACE,
+};
+
+export interface ServerOptions {
+  version: string;
+  schema: string;
+  engineAddress?: string;
+}
+
+/** Decode provider config as sent by the engine: JSON-encoded strings for objects, secrets wrapped. */
+export function decodeProviderConfig(args: Props): Props {
+  const out: Props = {};
+  for (const [k, v] of Object.entries(args)) {
+    if (k === "version" || k.startsWith("__")) continue;
+    const plain = reveal(v);
+    if (jsonConfigKeys.has(k) && typeof plain === "string" && !containsUnknown(plain)) {
+      try {
+        out[k] = JSON.parse(plain);
+      } catch {
+        out[k] = plain;
+      }
+    } else {
+      out[k] = plain;
+    }
+  }
+  return out;
+}
+
+export class ProviderServer implements ProviderContext {
+  private readonly engineLog: EngineLog;
+  private rootDir = process.cwd();
+  private config?: ProviderConfig;
+  private controllerPromise?: Promise<Controller>;
+  private store?: SqliteStore;
+  private readonly resources: Map<string, ResourceHandler>;
+  private readonly functions: Map<string, FunctionHandler>;
+
+  constructor(private readonly options: ServerOptions) {
+    this.engineLog = new EngineLog(options.engineAddress);
+    const handlers: ResourceHandler[] = [
+      new VolumeResource(this),
+      new ProfileResource(this),
+      new UnavailableResource("sds:index:Attachment", "attachments arrive with the attachments issue"),
+      new UnavailableResource("sds:index:ReplicationPair", "replication arrives with the replication issue"),
+    ];
+    this.resources = new Map(handlers.map((h) => [h.token, h]));
+    const fns: FunctionHandler[] = [
+      new GetPools(this),
+      new GetPlacement(this),
+      new GetReplicationTargets(this),
+      new UnavailableFunction("sds:index:getVolumePaths", "host connectors arrive with the connectors issue"),
+    ];
+    this.functions = new Map(fns.map((f) => [f.token, f]));
+  }
+
+  log(severity: Severity, message: string, urn?: string): void {
+    this.engineLog.log(severity, message, urn);
+  }
+
+  controller(): Promise<Controller> {
+    if (!this.controllerPromise) {
+      // Configure may not have been called (e.g. an invoke before any resource): use defaults.
+      this.config ??= resolveProviderConfig({}, this.rootDir);
+      const config = this.config;
+      this.controllerPromise = (async () => {
+        const file = sqlitePathFromUrl(config.stateUrl, config.projectDir);
+        this.store = new SqliteStore(file);
+        const c = new Controller({ store: this.store, backends: config.backends });
+        await c.discover();
+        return c;
+      })();
+      this.controllerPromise.catch(() => undefined);
+    }
+    return this.controllerPromise;
+  }
+
+  private resource(type: string, urn: string): ResourceHandler {
+    const token = type || urn.split("::")[2]?.split("$").pop() || "";
+    const h = this.resources.get(token);
+    if (!h) throw new UserError("INVALID_INPUT", `unknown resource type "${token}"`);
+    return h;
+  }
+
+  // ------------------------------------------------------------------ the service
+
+  /** The grpc-js implementation object, one async function per RPC. */
+  service(): grpc.UntypedServiceImplementation {
+    const unary = <Req, Res>(fn: (req: Req) => Promise<Res>) =>
+      ((call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => {
+        fn(call.request).then(
+          (res) => callback(null, res),
+          (err) => callback(this.toGrpcError(err)),
+        );
+      }) as grpc.handleUnaryCall<Req, Res>;
+
+    return {
+      handshake: unary(async (req: pb.ProviderHandshakeRequest) => {
+        if (req.hasRootDirectory() && req.getRootDirectory()) this.rootDir = req.getRootDirectory() as string;
+        const res = new pb.ProviderHandshakeResponse();
+        res.setAcceptSecrets(true);
+        res.setAcceptResources(true);
+        res.setAcceptOutputs(false);
+        res.setSupportsAutonamingConfiguration(true);
+        return res;
+      }),
+      getPluginInfo: unary(async () => {
+        const res = new pluginPb.PluginInfo();
+        res.setVersion(this.options.version);
+        return res;
+      }),
+      getSchema: unary(async () => {
+        const res = new pb.GetSchemaResponse();
+        res.setSchema(this.options.schema);
+        return res;
+      }),
+      checkConfig: unary(async (req: pb.CheckRequest) => {
+        const news = fromStruct(req.getNews());
+        const failures: Array<[string, string]> = [];
+        const known = Object.fromEntries(Object.entries(news).filter(([, v]) => !containsUnknown(v)));
+        const decoded = decodeProviderConfig(known);
+        failures.push(...checkProviderConfig(decoded));
+        if (failures.length === 0) {
+          try {
+            resolveProviderConfig(decoded, this.rootDir);
+          } catch (err) {
+            if (!(err instanceof UserError)) throw err;
+            failures.push([err.property ?? "", err.message]);
+          }
+        }
+        const res = new pb.CheckResponse();
+        res.setInputs(toStruct(news));
+        res.setFailuresList(failures.map(([p, r]) => checkFailure(p, r)));
+        return res;
+      }),
+      diffConfig: unary(async (req: pb.DiffRequest) => {
+        const olds = req.hasOldInputs() ? fromStruct(req.getOldInputs()) : fromStruct(req.getOlds());
+        const news = fromStruct(req.getNews());
+        const strip = (p: Props) => Object.fromEntries(Object.entries(p).filter(([k]) => k !== "version" && !k.startsWith("__")));
+        const d = diffProperties({}, strip(olds), strip(news), req.getIgnorechangesList());
+        return this.diffResponse(d);
+      }),
+      configure: unary(async (req: pb.ConfigureRequest) => {
+        const args = req.hasArgs() ? fromStruct(req.getArgs()) : Object.fromEntries(req.getVariablesMap().toArray().map(([k, v]) => [k.split(":").pop() as string, v]));
+        const decoded = decodeProviderConfig(Object.fromEntries(Object.entries(args).filter(([, v]) => !containsUnknown(v))));
+        this.config = resolveProviderConfig(decoded, this.rootDir);
+        this.log("debug", `sds: state ${this.config.stateUrl}, backends from ${this.config.backendsSource}`);
+        const res = new pb.ConfigureResponse();
+        res.setAcceptsecrets(true);
+        res.setAcceptresources(true);
+        res.setAcceptoutputs(false);
+        res.setSupportspreview(true);
+        res.setSupportsAutonamingConfiguration(true);
+        return res;
+      }),
+      check: unary(async (req: pb.CheckRequest) => {
+        const h = this.resource(req.getType(), req.getUrn());
+        const an = req.getAutonaming();
+        const modes = ["propose", "enforce", "disable"] as const;
+        const r = await h.check({
+          urn: req.getUrn(),
+          name: req.getName() || req.getUrn().split("::").pop() || "",
+          olds: fromStruct(req.getOlds()),
+          news: fromStruct(req.getNews()),
+          randomSeed: req.getRandomseed_asU8(),
+          autonaming: an ? { proposedName: an.getProposedName(), mode: modes[an.getMode()] ?? "propose" } : undefined,
+        });
+        const res = new pb.CheckResponse();
+        res.setInputs(toStruct(r.inputs));
+        res.setFailuresList(r.failures.map((f) => checkFailure(f.property, f.reason)));
+        return res;
+      }),
+      diff: unary(async (req: pb.DiffRequest) => {
+        const h = this.resource(req.getType(), req.getUrn());
+        const oldOutputs = fromStruct(req.getOlds());
+        const d = await h.diff({
+          id: req.getId(),
+          urn: req.getUrn(),
+          oldInputs: req.hasOldInputs() ? fromStruct(req.getOldInputs()) : oldOutputs,
+          oldOutputs,
+          news: fromStruct(req.getNews()),
+          ignoreChanges: req.getIgnorechangesList(),
+        });
+        return this.diffResponse(d);
+      }),
+      create: unary(async (req: pb.CreateRequest) => {
+        const h = this.resource(req.getType(), req.getUrn());
+        const r = await h.create({ urn: req.getUrn(), name: req.getName(), inputs: fromStruct(req.getProperties()), preview: req.getPreview() });
+        const res = new pb.CreateResponse();
+        res.setId(r.id);
+        res.setProperties(toStruct(r.outs));
+        return res;
+      }),
+      read: unary(async (req: pb.ReadRequest) => {
+        const h = this.resource(req.getType(), req.getUrn());
+        const r = await h.read({ id: req.getId(), urn: req.getUrn(), state: fromStruct(req.getProperties()), inputs: fromStruct(req.getInputs()) });
+        const res = new pb.ReadResponse();
+        if (r) {
+          res.setId(r.id);
+          res.setProperties(toStruct(r.outs));
+          res.setInputs(toStruct(r.inputs));
+        }
+        return res;
+      }),
+      update: unary(async (req: pb.UpdateRequest) => {
+        const h = this.resource(req.getType(), req.getUrn());
+        const oldOutputs = fromStruct(req.getOlds());
+        const outs = await h.update({
+          id: req.getId(),
+          urn: req.getUrn(),
+          oldOutputs,
+          oldInputs: req.hasOldInputs() ? fromStruct(req.getOldInputs()) : oldOutputs,
+          news: fromStruct(req.getNews()),
+          preview: req.getPreview(),
+        });
+        const res = new pb.UpdateResponse();
+        res.setProperties(toStruct(outs));
+        return res;
+      }),
+      delete: unary(async (req: pb.DeleteRequest) => {
+        const h = this.resource(req.getType(), req.getUrn());
+        await h.delete({ id: req.getId(), urn: req.getUrn(), state: fromStruct(req.getProperties()) });
+        return new Empty();
+      }),
+      invoke: unary(async (req: pb.InvokeRequest) => {
+        const f = this.functions.get(req.getTok());
+        if (!f) throw new UserError("INVALID_INPUT", `unknown function "${req.getTok()}"`);
+        const args = fromStruct(req.getArgs());
+        const res = new pb.InvokeResponse();
+        try {
+          const r = await f.invoke(args, { preview: req.getPreview() });
+          res.setReturn(toStruct(r.outputs));
+          res.setFailuresList((r.failures ?? []).map((x) => checkFailure(x.property, x.reason)));
+        } catch (err) {
+          if (!(err instanceof UserError)) throw err;
+          res.setFailuresList([checkFailure(err.property ?? "", err.message)]);
+        }
+        return res;
+      }),
+      cancel: unary(async () => {
+        this.log("debug", "sds: cancel requested");
+        return new Empty();
+      }),
+      attach: unary(async () => new Empty()),
+      parameterize: unary(async () => {
+        throw Object.assign(new Error("sds does not support parameterization"), { code: grpc.status.UNIMPLEMENTED });
+      }),
+      getMapping: unary(async () => new pb.GetMappingResponse()),
+      getMappings: unary(async () => new pb.GetMappingsResponse()),
+      construct: unary(async () => {
+        throw Object.assign(new Error("sds has no component resources"), { code: grpc.status.UNIMPLEMENTED });
+      }),
+      call: unary(async () => {
+        throw Object.assign(new Error("sds has no resource methods"), { code: grpc.status.UNIMPLEMENTED });
+      }),
+    };
+  }
+
+  private diffResponse(d: { changed: boolean; replaces: string[]; deleteBeforeReplace: boolean; detailed: Record<string, DiffKind> }): pb.DiffResponse {
+    const res = new pb.DiffResponse();
+    res.setChanges(d.changed ? pb.DiffResponse.DiffChanges.DIFF_SOME : pb.DiffResponse.DiffChanges.DIFF_NONE);
+    res.setReplacesList(d.replaces);
+    res.setDeletebeforereplace(d.deleteBeforeReplace);
+    res.setDiffsList(Object.keys(d.detailed));
+    res.setHasdetaileddiff(true);
+    const map = res.getDetaileddiffMap();
+    for (const [k, kind] of Object.entries(d.detailed)) {
+      const pd = new pb.PropertyDiff();
+      pd.setKind(kinds[kind]);
+      pd.setInputdiff(true);
+      map.set(k, pd);
+    }
+    return res;
+  }
+
+  /** User errors keep their message; anything else is a bug and keeps its stack for the report. */
+  private toGrpcError(err: unknown): grpc.ServiceError {
+    const e = err instanceof Error ? err : new Error(String(err));
+    const code = (e as { code?: unknown }).code;
+    const status = typeof code === "number" ? code : e instanceof UserError ? grpc.status.INVALID_ARGUMENT : grpc.status.UNKNOWN;
+    const message = e instanceof SdsError ? e.message : `${e.message}${e.stack ? `\n${e.stack}` : ""}`;
+    return Object.assign(new Error(message), { code: status, details: message, metadata: new grpc.Metadata() }) as grpc.ServiceError;
+  }
+
+  close(): void {
+    this.store?.close();
+    this.engineLog.close();
+  }
+}
+
+function checkFailure(property: string, reason: string): pb.CheckFailure {
+  const f = new pb.CheckFailure();
+  f.setProperty(property);
+  f.setReason(reason);
+  return f;
+}
+
+/** Start the server on 127.0.0.1, random port; resolves with the port. */
+export async function serve(server: ProviderServer): Promise<{ port: number; grpcServer: grpc.Server }> {
+  const grpcServer = new grpc.Server({ "grpc.max_receive_message_length": 400 * 1024 * 1024 });
+  grpcServer.addService(providerRpc.ResourceProviderService, server.service());
+  const port = await new Promise<number>((resolve, reject) =>
+    grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { port, grpcServer };
+}
+
+/** The schema.json shipped with the provider (repo root, two folders above dist/server). */
+export function loadSchema(): string {
+  for (const candidate of [path.resolve(__dirname, "../../../schema.json"), path.resolve(__dirname, "../../schema.json")]) {
+    if (fs.existsSync(candidate)) return fs.readFileSync(candidate, "utf8");
+  }
+  throw new Error("schema.json not found next to the provider");
+}

@@ -1,0 +1,233 @@
+/**
+ * {@link Store} on SQLite (better-sqlite3): WAL journal, a busy timeout so concurrent provider
+ * processes wait instead of failing, foreign keys on, migrations applied at open.
+ * Locking rule: all writes that depend on a read go through `transaction()` (BEGIN IMMEDIATE).
+ */
+import Database from "better-sqlite3";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { UserError } from "../errors";
+import { migrations } from "./migrations";
+import type { BackendRow, ProfileRow, Store, VolumeRow } from "./store";
+
+type Row = Record<string, unknown>;
+
+const volumeColumns: Record<keyof VolumeRow, string> = {
+  id: "id",
+  name: "name",
+  owner: "owner",
+  sizeGib: "size_gib",
+  profileId: "profile_id",
+  availabilityZone: "availability_zone",
+  multiAttach: "multi_attach",
+  sourceVolumeId: "source_volume_id",
+  description: "description",
+  metadata: "metadata_json",
+  poolId: "pool_id",
+  backendName: "backend_name",
+  backendId: "backend_id",
+  sharedTargets: "shared_targets",
+  status: "status",
+  replicationStatus: "replication_status",
+  createdAt: "created_at",
+  updatedAt: "updated_at",
+};
+
+const profileColumns: Record<keyof ProfileRow, string> = {
+  id: "id",
+  name: "name",
+  owner: "owner",
+  description: "description",
+  storageType: "storage_type",
+  extraSpecs: "extra_specs_json",
+  createdAt: "created_at",
+  updatedAt: "updated_at",
+};
+
+// Why: one place converts JS values to SQLite ones (booleans as 0/1, maps as JSON).
+function toSql(value: unknown): unknown {
+  if (typeof value === "boolean") return value ? 1 : 0;
+  if (value !== null && typeof value === "object") return JSON.stringify(value);
+  return value;
+}
+
+function volumeFromRow(r: Row): VolumeRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    owner: r.owner as string,
+    sizeGib: r.size_gib as number,
+    profileId: (r.profile_id as string | null) ?? null,
+    availabilityZone: r.availability_zone as string,
+    multiAttach: r.multi_attach === 1,
+    sourceVolumeId: (r.source_volume_id as string | null) ?? null,
+    description: r.description as string,
+    metadata: JSON.parse(r.metadata_json as string),
+    poolId: r.pool_id as string,
+    backendName: r.backend_name as string,
+    backendId: r.backend_id as string,
+    sharedTargets: r.shared_targets === 1,
+    status: r.status as string,
+    replicationStatus: r.replication_status as string,
+    createdAt: r.created_at as string,
+    updatedAt: r.updated_at as string,
+  };
+}
+
+function profileFromRow(r: Row): ProfileRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    owner: r.owner as string,
+    description: r.description as string,
+    storageType: r.storage_type as string,
+    extraSpecs: JSON.parse(r.extra_specs_json as string),
+    createdAt: r.created_at as string,
+    updatedAt: r.updated_at as string,
+  };
+}
+
+/** Parse `sqlite:<path>` (relative paths against `baseDir`). Other schemes are not built yet. */
+export function sqlitePathFromUrl(url: string, baseDir: string): string {
+  if (url.startsWith("sqlite:")) {
+    const p = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
+    if (!p) throw new UserError("INVALID_INPUT", `stateUrl: "${url}" names no file`, "stateUrl");
+    return p === ":memory:" ? p : path.resolve(baseDir, p);
+  }
+  if (/^postgres(ql)?:\/\//.test(url)) {
+    throw new UserError("NOT_AVAILABLE_YET", `stateUrl: postgres state is not available yet; use sqlite:<path>`, "stateUrl");
+  }
+  throw new UserError("INVALID_INPUT", `stateUrl: "${url}" is not sqlite:<path>`, "stateUrl");
+}
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+
+  constructor(file: string, options: { busyTimeoutMs?: number } = {}) {
+    if (file !== ":memory:") fs.mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file, { timeout: options.busyTimeoutMs ?? 15_000 });
+    if (file !== ":memory:") this.db.pragma("journal_mode = WAL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.pragma("synchronous = NORMAL");
+    this.migrate();
+  }
+
+  /** Apply the migrations not applied yet, each in its own immediate transaction. */
+  private migrate(): void {
+    this.db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)");
+    for (const m of migrations) {
+      this.db
+        .transaction(() => {
+          const done = this.db.prepare("SELECT 1 FROM schema_migrations WHERE version = ?").get(m.version);
+          if (done) return;
+          this.db.exec(m.sql);
+          this.db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)").run(m.version, m.name, new Date().toISOString());
+        })
+        .immediate();
+    }
+  }
+
+  /** The migration versions applied, for tests and `sds status`. */
+  appliedMigrations(): number[] {
+    return (this.db.prepare("SELECT version FROM schema_migrations ORDER BY version").all() as Row[]).map((r) => r.version as number);
+  }
+
+  transaction<T>(fn: () => T): T {
+    if (this.db.inTransaction) return fn();
+    return this.db.transaction(fn).immediate();
+  }
+
+  getVolume(id: string): VolumeRow | undefined {
+    const r = this.db.prepare("SELECT * FROM volumes WHERE id = ?").get(id) as Row | undefined;
+    return r && volumeFromRow(r);
+  }
+
+  getVolumeByName(name: string): VolumeRow | undefined {
+    const r = this.db.prepare("SELECT * FROM volumes WHERE name = ?").get(name) as Row | undefined;
+    return r && volumeFromRow(r);
+  }
+
+  listVolumes(filter: { poolId?: string } = {}): VolumeRow[] {
+    const rows = filter.poolId
+      ? this.db.prepare("SELECT * FROM volumes WHERE pool_id = ? ORDER BY created_at, id").all(filter.poolId)
+      : this.db.prepare("SELECT * FROM volumes ORDER BY created_at, id").all();
+    return (rows as Row[]).map(volumeFromRow);
+  }
+
+  insertVolume(row: VolumeRow): void {
+    this.insert("volumes", volumeColumns, row);
+  }
+
+  updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): VolumeRow {
+    this.update("volumes", volumeColumns, id, changes);
+    const row = this.getVolume(id);
+    if (!row) throw new UserError("NOT_FOUND", `volume ${id} not found`);
+    return row;
+  }
+
+  deleteVolume(id: string): void {
+    this.db.prepare("DELETE FROM volumes WHERE id = ?").run(id);
+  }
+
+  provisionedGibByPool(): Map<string, number> {
+    const rows = this.db.prepare("SELECT pool_id, SUM(size_gib) AS gib FROM volumes GROUP BY pool_id").all() as Row[];
+    return new Map(rows.map((r) => [r.pool_id as string, Number(r.gib)]));
+  }
+
+  getProfile(id: string): ProfileRow | undefined {
+    const r = this.db.prepare("SELECT * FROM profiles WHERE id = ?").get(id) as Row | undefined;
+    return r && profileFromRow(r);
+  }
+
+  getProfileByName(name: string): ProfileRow | undefined {
+    const r = this.db.prepare("SELECT * FROM profiles WHERE name = ?").get(name) as Row | undefined;
+    return r && profileFromRow(r);
+  }
+
+  listProfiles(): ProfileRow[] {
+    return (this.db.prepare("SELECT * FROM profiles ORDER BY name").all() as Row[]).map(profileFromRow);
+  }
+
+  insertProfile(row: ProfileRow): void {
+    this.insert("profiles", profileColumns, row);
+  }
+
+  updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>): ProfileRow {
+    this.update("profiles", profileColumns, id, changes);
+    const row = this.getProfile(id);
+    if (!row) throw new UserError("NOT_FOUND", `profile ${id} not found`);
+    return row;
+  }
+
+  deleteProfile(id: string): void {
+    this.db.prepare("DELETE FROM profiles WHERE id = ?").run(id);
+  }
+
+  getBackend(name: string): BackendRow | undefined {
+    const r = this.db.prepare("SELECT * FROM backends WHERE name = ?").get(name) as Row | undefined;
+    return r && { name: r.name as string, backendId: r.backend_id as string, createdAt: r.created_at as string };
+  }
+
+  upsertBackend(row: BackendRow): void {
+    this.db
+      .prepare("INSERT INTO backends (name, backend_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET backend_id = excluded.backend_id")
+      .run(row.name, row.backendId, row.createdAt);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private insert<R extends object>(table: string, columns: Record<keyof R, string>, row: R): void {
+    const keys = Object.keys(columns) as (keyof R)[];
+    const sql = `INSERT INTO ${table} (${keys.map((k) => columns[k]).join(", ")}) VALUES (${keys.map(() => "?").join(", ")})`;
+    this.db.prepare(sql).run(...keys.map((k) => toSql(row[k])));
+  }
+
+  private update<R extends object>(table: string, columns: Record<keyof R, string>, id: string, changes: Partial<R>): void {
+    const keys = (Object.keys(changes) as (keyof R)[]).filter((k) => changes[k] !== undefined);
+    if (keys.length === 0) return;
+    const sql = `UPDATE ${table} SET ${keys.map((k) => `${columns[k]} = ?`).join(", ")} WHERE id = ?`;
+    this.db.prepare(sql).run(...keys.map((k) => toSql(changes[k])), id);
+  }
+}

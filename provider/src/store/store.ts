@@ -1,0 +1,76 @@
+/**
+ * The controller's state, behind one interface.
+ *
+ * Contract: every method is atomic; `transaction(fn)` runs `fn` with exclusive write access
+ * across processes (SQLite `BEGIN IMMEDIATE`), so read-decide-write sequences such as placement
+ * ("pick a pool, then record the volume on it") cannot interleave with another provider process.
+ * Rows are plain data; ids are opaque strings; times are ISO-8601 UTC.
+ */
+
+/** A volume row. Sizes are whole GiB, as users state them. */
+export interface VolumeRow {
+  id: string;
+  name: string;
+  /** Who created it (the Pulumi URN), so a retried create adopts the row instead of making a second one. */
+  owner: string;
+  sizeGib: number;
+  profileId: string | null;
+  availabilityZone: string;
+  multiAttach: boolean;
+  sourceVolumeId: string | null;
+  description: string;
+  metadata: Record<string, string>;
+  poolId: string;
+  backendName: string;
+  backendId: string;
+  sharedTargets: boolean;
+  status: string;
+  replicationStatus: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A profile row (Cinder's volume type). */
+export interface ProfileRow {
+  id: string;
+  name: string;
+  owner: string;
+  description: string;
+  storageType: string;
+  extraSpecs: Record<string, string>;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** What the store remembers of a backend: its stable id. */
+export interface BackendRow {
+  name: string;
+  backendId: string;
+  createdAt: string;
+}
+
+export interface Store {
+  /** Run `fn` inside one write transaction, exclusive across processes. `fn` must not await. */
+  transaction<T>(fn: () => T): T;
+
+  getVolume(id: string): VolumeRow | undefined;
+  getVolumeByName(name: string): VolumeRow | undefined;
+  listVolumes(filter?: { poolId?: string }): VolumeRow[];
+  insertVolume(row: VolumeRow): void;
+  updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): VolumeRow;
+  deleteVolume(id: string): void;
+  /** Sum of sizeGib of the volumes on each pool (provisioned capacity). */
+  provisionedGibByPool(): Map<string, number>;
+
+  getProfile(id: string): ProfileRow | undefined;
+  getProfileByName(name: string): ProfileRow | undefined;
+  listProfiles(): ProfileRow[];
+  insertProfile(row: ProfileRow): void;
+  updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>): ProfileRow;
+  deleteProfile(id: string): void;
+
+  getBackend(name: string): BackendRow | undefined;
+  upsertBackend(row: BackendRow): void;
+
+  close(): void;
+}
