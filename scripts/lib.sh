@@ -1,0 +1,39 @@
+# Shared by the project's scripts: set up what is missing, idempotently, and the Pulumi env.
+# Source it; it defines functions and changes nothing by itself.
+
+sds_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
+
+sds_log() { printf '[sds] %s\n' "$*" >&2; }
+
+# npm packages (from package-lock.json), the compiled provider and SDK, and the Pulumi CLI.
+sds_setup() {
+  local root; root="$(sds_root)"
+  cd "$root"
+  # better-sqlite3 builds from source here (no prebuilt binaries can be downloaded); node-gyp
+  # must use the installed Node headers instead of fetching them.
+  if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then export npm_config_nodedir=/usr; fi
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+     || ! node -e 'require("better-sqlite3")' >/dev/null 2>&1; then
+    sds_log "installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund >&2
+  fi
+  sds_log "building the provider and the SDK"
+  npm run --silent build >&2
+  SDS_PULUMI_DIR="$(bash scripts/ensure-pulumi.sh)"
+  export SDS_PULUMI_DIR
+  export PATH="$SDS_PULUMI_DIR:$PATH"
+}
+
+# Environment for a Pulumi CLI that never goes online. $1: folder for the file backend and PULUMI_HOME.
+sds_pulumi_env() {
+  local dir="$1"
+  mkdir -p "$dir/backend" "$dir/home"
+  export PULUMI_BACKEND_URL="file://$dir/backend"
+  export PULUMI_HOME="$dir/home"
+  export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-sds-local}"
+  export PULUMI_SKIP_UPDATE_CHECK=true
+  export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+  export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING=true
+  export PULUMI_DISABLE_REGISTRY_RESOLVE=true
+  export PULUMI_SKIP_CONFIRMATIONS=true
+}
