@@ -2,6 +2,7 @@
  * The only place that starts processes. Every command is an argv (never a shell line), has a
  * timeout, and has its secrets masked before it appears in an error or a log.
  */
+import execa from "execa";
 import { BackendError } from "../errors";
 
 export interface RunOptions {
@@ -31,13 +32,8 @@ export function maskSecrets(text: string, secrets: readonly string[] = []): stri
   return out;
 }
 
-// execa is ESM-only; Node 20.19+ can require() it, but a dynamic import keeps ts-jest and tsc (CommonJS) happy.
-let execaModule: Promise<typeof import("execa")> | undefined;
-const loadExeca = () => (execaModule ??= import("execa"));
-
 /** Run `file args…`; resolves on exit 0, rejects with a {@link BackendError} naming argv, exit code and stderr. */
 export const run: Runner = async (file, args, options = {}) => {
-  const { execa } = await loadExeca();
   const timeout = options.timeoutMs ?? 60_000;
   const argv = maskSecrets([file, ...args].join(" "), options.secrets);
   try {
@@ -53,7 +49,7 @@ export const run: Runner = async (file, args, options = {}) => {
     }
     if (r.exitCode !== 0) {
       const stderr = maskSecrets(String(r.stderr ?? "").trim(), options.secrets);
-      const why = r.exitCode === undefined ? (r.failed ? String(r.shortMessage ?? "failed to start") : "killed") : `exit ${r.exitCode}`;
+      const why = r.exitCode === undefined || r.exitCode === null ? (r.killed ? "killed" : "failed to start") : `exit ${r.exitCode}`;
       throw new BackendError("COMMAND_FAILED", `command failed (${why}): ${argv}${stderr ? `: ${stderr}` : ""}`, false);
     }
     return { stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? ""), exitCode: 0 };

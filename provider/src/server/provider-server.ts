@@ -63,7 +63,8 @@ export function decodeProviderConfig(args: Props): Props {
 
 export class ProviderServer implements ProviderContext {
   private readonly engineLog: EngineLog;
-  private rootDir = process.cwd();
+  /** The Pulumi project folder: relative paths in config are resolved against it. */
+  private readonly rootDir = findProjectDir(process.cwd());
   private config?: ProviderConfig;
   private controllerPromise?: Promise<Controller>;
   private store?: SqliteStore;
@@ -129,8 +130,9 @@ export class ProviderServer implements ProviderContext {
       }) as grpc.handleUnaryCall<Req, Res>;
 
     return {
-      handshake: unary(async (req: pb.ProviderHandshakeRequest) => {
-        if (req.hasRootDirectory() && req.getRootDirectory()) this.rootDir = req.getRootDirectory() as string;
+      // The handshake's root directory is the plugin's own folder, not the project's: the engine
+      // starts plugins in the project folder, so the project is found from the working directory.
+      handshake: unary(async () => {
         const res = new pb.ProviderHandshakeResponse();
         res.setAcceptSecrets(true);
         res.setAcceptResources(true);
@@ -319,6 +321,14 @@ export class ProviderServer implements ProviderContext {
   close(): void {
     this.store?.close();
     this.engineLog.close();
+  }
+}
+
+/** The nearest folder at or above `dir` holding Pulumi.yaml, else `dir`. */
+export function findProjectDir(dir: string): string {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, "Pulumi.yaml")) || fs.existsSync(path.join(d, "Pulumi.yml"))) return d;
+    if (path.dirname(d) === d) return path.resolve(dir);
   }
 }
 

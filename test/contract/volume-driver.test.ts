@@ -1,0 +1,66 @@
+/** The VolumeDriver contract, run on every implementation (today: FileDriver). */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { poolSchema } from "../../provider/src/controller/backends";
+import { FileDriver } from "../../provider/src/drivers/file-driver";
+import type { VolumeDriver } from "../../provider/src/drivers/volume-driver";
+
+const GiB = 1024 ** 3;
+const implementations: Array<[string, () => VolumeDriver]> = [["FileDriver", () => new FileDriver()]];
+
+describe.each(implementations)("%s", (_name, make) => {
+  let dir: string;
+  let driver: VolumeDriver;
+  let pool: ReturnType<typeof poolSchema.parse>;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-driver-"));
+    driver = make();
+    pool = poolSchema.parse({ name: "p", path: path.join(dir, "pool"), totalCapacityGib: 50 });
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test("pool stats: total from totalCapacityGib, free from the file system", async () => {
+    const s = await driver.getPoolStats(pool);
+    expect(s.totalBytes).toBe(50 * GiB);
+    expect(s.freeBytes).toBeGreaterThan(0);
+  });
+
+  test("create is idempotent; size is reported; delete of a gone volume succeeds", async () => {
+    await driver.createVolume(pool, "v1", 2 * GiB);
+    await driver.createVolume(pool, "v1", 2 * GiB);
+    expect(await driver.getVolumeSizeBytes(pool, "v1")).toBe(2 * GiB);
+    await expect(driver.createVolume(pool, "v1", 3 * GiB)).rejects.toThrow(/already exists/);
+    await driver.deleteVolume(pool, "v1");
+    await driver.deleteVolume(pool, "v1");
+    expect(await driver.getVolumeSizeBytes(pool, "v1")).toBeUndefined();
+  });
+
+  test("extend grows and refuses to shrink", async () => {
+    await driver.createVolume(pool, "v2", 1 * GiB);
+    await driver.extendVolume(pool, "v2", 3 * GiB);
+    expect(await driver.getVolumeSizeBytes(pool, "v2")).toBe(3 * GiB);
+    await expect(driver.extendVolume(pool, "v2", 1 * GiB)).rejects.toThrow(/cannot shrink/);
+  });
+
+  test("clone copies the data, keeps it sparse, and grows to the asked size", async () => {
+    await driver.createVolume(pool, "src", 1 * GiB);
+    const fd = fs.openSync(driver.volumePath(pool, "src"), "r+");
+    fs.writeSync(fd, Buffer.from("hello sds"), 0, 9, 512 * 1024 * 1024);
+    fs.closeSync(fd);
+    await driver.cloneVolume({ pool, volumeId: "src" }, pool, "dst", 2 * GiB);
+    expect(await driver.getVolumeSizeBytes(pool, "dst")).toBe(2 * GiB);
+    const buf = Buffer.alloc(9);
+    const d = fs.openSync(driver.volumePath(pool, "dst"), "r");
+    fs.readSync(d, buf, 0, 9, 512 * 1024 * 1024);
+    fs.closeSync(d);
+    expect(buf.toString()).toBe("hello sds");
+    // Sparse: far fewer blocks allocated than the apparent size.
+    expect(fs.statSync(driver.volumePath(pool, "dst")).blocks * 512).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  test("a failed clone leaves nothing behind", async () => {
+    await expect(driver.cloneVolume({ pool, volumeId: "missing" }, pool, "dst2", GiB)).rejects.toThrow();
+    expect(fs.readdirSync(pool.path)).toEqual([]);
+  });
+});

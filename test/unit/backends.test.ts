@@ -1,0 +1,89 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { loadBackendsFile, parseInlineBackends } from "../../provider/src/controller/backends";
+import { resolveProviderConfig } from "../../provider/src/controller/config";
+
+let dir: string;
+beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-backends-"))));
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const write = (text: string) => {
+  const f = path.join(dir, "backends.yaml");
+  fs.writeFileSync(f, text);
+  return f;
+};
+
+const good = `backends:
+  - name: fast
+    driver: file
+    sharedTargets: false
+    export: {protocol: iscsi, portal: "127.0.0.1:3260", chap: true}
+    replicationTargets:
+      - backend: slow
+    pools:
+      - name: pool0
+        path: pools/fast
+        totalCapacityGib: 100
+        multiAttach: true
+        extras:
+          advanced: {diskType: SSD, latency: 3ms}
+  - name: slow
+    driver: file
+    pools:
+      - name: pool1
+        path: /var/tmp/sds-slow
+`;
+
+test("a valid file: defaults applied, relative pool paths resolved against the file's folder", () => {
+  const b = loadBackendsFile(write(good));
+  expect(b.map((x) => x.name)).toEqual(["fast", "slow"]);
+  expect(b[0].pools[0]).toMatchObject({ path: path.join(dir, "pools/fast"), maxOverSubscriptionRatio: 20, availabilityZone: "default", storageType: "block", multiAttach: true });
+  expect(b[1]).toMatchObject({ node: "local", sharedTargets: true, weigher: "spread", export: { protocol: "local", chap: false } });
+  expect(b[1].pools[0]).toMatchObject({ path: "/var/tmp/sds-slow", multiAttach: false });
+});
+
+test("a bad value names the file, the line and the key", () => {
+  const f = write(good.replace("totalCapacityGib: 100", "totalCapacityGib: -5"));
+  expect(() => loadBackendsFile(f)).toThrow(`${f}:11: backends[0].pools[0].totalCapacityGib:`);
+});
+
+test("an unknown key (a typo) names its own line", () => {
+  const f = write(good.replace("        multiAttach: true", "        multiAtach: true"));
+  expect(() => loadBackendsFile(f)).toThrow(`${f}:12: backends[0].pools[0].multiAtach: unknown key`);
+});
+
+test("a missing required key points at its parent", () => {
+  const f = write(good.replace("    driver: file\n    pools:\n      - name: pool1", "    pools:\n      - name: pool1"));
+  expect(() => loadBackendsFile(f)).toThrow(new RegExp(`${f}:15: backends\\[1\\]\\.driver:`));
+});
+
+test("malformed YAML names the line", () => {
+  const f = write("backends:\n  - name: a\n    pools: [\n");
+  expect(() => loadBackendsFile(f)).toThrow(new RegExp(`^${f}:\\d+: invalid YAML`));
+});
+
+test("duplicate names and unknown replication targets are refused", () => {
+  expect(() => loadBackendsFile(write(good.replace("name: slow", "name: fast")))).toThrow(/duplicate backend name "fast"/);
+  expect(() => loadBackendsFile(write(good.replace("backend: slow", "backend: nowhere")))).toThrow(/replicationTargets\[0\]\.backend: no backend named "nowhere"/);
+});
+
+test("inline backends: errors name the property path", () => {
+  expect(() => parseInlineBackends([{ name: "x", driver: "file", pools: [{ name: "p" }] }], dir)).toThrow("backends[0].pools[0].path:");
+});
+
+test("provider config: built-in default, file if present, env fallbacks, not both sources", () => {
+  const builtIn = resolveProviderConfig({}, dir, {});
+  expect(builtIn.backendsSource).toBe("built-in");
+  expect(builtIn.stateUrl).toBe("sqlite:.sds/state.db");
+  expect(builtIn.backends[0]).toMatchObject({ name: "local", driver: "file", pools: [{ name: "default", path: path.join(dir, ".sds/pools/default"), multiAttach: true }] });
+
+  fs.mkdirSync(path.join(dir, ".sds"));
+  fs.writeFileSync(path.join(dir, ".sds/backends.yaml"), good);
+  expect(resolveProviderConfig({}, dir, {}).backends.map((b) => b.name)).toEqual(["fast", "slow"]);
+
+  const f = write(good);
+  expect(resolveProviderConfig({}, "/", { SDS_BACKENDS_FILE: f, SDS_STATE_URL: "sqlite:/tmp/x.db" })).toMatchObject({ backendsSource: f, stateUrl: "sqlite:/tmp/x.db" });
+  expect(() => resolveProviderConfig({ backendsFile: f, backends: [] }, dir, {})).toThrow(/either backends or backendsFile/);
+  expect(() => resolveProviderConfig({ backendsFile: "missing.yaml" }, dir, {})).toThrow(/backendsFile: cannot read/);
+});
