@@ -56,7 +56,7 @@ export interface ProviderArgs {
      */
     agentToken?: pulumi.Input<string | undefined>;
     /**
-     * Backends and their pools, inline; the same content as `backendsFile`. When both are set, this list is used and the file is ignored. Default: none (see `backendsFile` for the built-in `local` backend).
+     * Backends and their pools, inline; the same content as `backendsFile`. Setting both this and `backendsFile` is an error. Default: none (see `backendsFile` for the built-in `local` backend).
      */
     backends?: pulumi.Input<pulumi.Input<inputs.BackendArgs>[] | undefined>;
     /**

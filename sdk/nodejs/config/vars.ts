@@ -21,7 +21,7 @@ Object.defineProperty(exports, "agentToken", {
 });
 
 /**
- * Backends and their pools, inline; the same content as `backendsFile`. When both are set, this list is used and the file is ignored. Default: none (see `backendsFile` for the built-in `local` backend).
+ * Backends and their pools, inline; the same content as `backendsFile`. Setting both this and `backendsFile` is an error. Default: none (see `backendsFile` for the built-in `local` backend).
  */
 export declare const backends: outputs.Backend[] | undefined;
 Object.defineProperty(exports, "backends", {

@@ -166,7 +166,7 @@ export interface HostAgent {
  */
 export interface PlacementRejection {
     /**
-     * Name of the scheduler filter that rejected the pool, e.g. `AvailabilityZoneFilter`, `CapacityFilter`, `CapabilitiesFilter`.
+     * Name of the scheduler filter that rejected the pool: `availabilityZone`, `storageType`, `multiAttach`, `capacity` (and `capabilities` for profile extra specs).
      */
     filter: string;
     /**
