@@ -36,10 +36,35 @@ const kinds: Record<DiffKind, pb.PropertyDiff.Kind> = {
   "update-replace": pb.PropertyDiff.Kind.UPDATE_REPLACE,
 };
 
+export interface Handlers {
+  resources: ResourceHandler[];
+  functions: FunctionHandler[];
+}
+
 export interface ServerOptions {
   version: string;
   schema: string;
   engineAddress?: string;
+  /** The resources and functions served; default: sds's. (The overhead benchmark serves a do-nothing set.) */
+  handlers?: (ctx: ProviderContext) => Handlers;
+}
+
+/** The resources and functions of the contract. */
+export function sdsHandlers(ctx: ProviderContext): Handlers {
+  return {
+    resources: [
+      new VolumeResource(ctx),
+      new ProfileResource(ctx),
+      new UnavailableResource("sds:index:Attachment", "attachments arrive with the attachments issue"),
+      new UnavailableResource("sds:index:ReplicationPair", "replication arrives with the replication issue"),
+    ],
+    functions: [
+      new GetPools(ctx),
+      new GetPlacement(ctx),
+      new GetReplicationTargets(ctx),
+      new UnavailableFunction("sds:index:getVolumePaths", "host connectors arrive with the connectors issue"),
+    ],
+  };
 }
 
 /** Decode provider config as sent by the engine: JSON-encoded strings for objects, secrets wrapped. */
@@ -73,20 +98,9 @@ export class ProviderServer implements ProviderContext {
 
   constructor(private readonly options: ServerOptions) {
     this.engineLog = new EngineLog(options.engineAddress);
-    const handlers: ResourceHandler[] = [
-      new VolumeResource(this),
-      new ProfileResource(this),
-      new UnavailableResource("sds:index:Attachment", "attachments arrive with the attachments issue"),
-      new UnavailableResource("sds:index:ReplicationPair", "replication arrives with the replication issue"),
-    ];
-    this.resources = new Map(handlers.map((h) => [h.token, h]));
-    const fns: FunctionHandler[] = [
-      new GetPools(this),
-      new GetPlacement(this),
-      new GetReplicationTargets(this),
-      new UnavailableFunction("sds:index:getVolumePaths", "host connectors arrive with the connectors issue"),
-    ];
-    this.functions = new Map(fns.map((f) => [f.token, f]));
+    const { resources, functions } = (options.handlers ?? sdsHandlers)(this);
+    this.resources = new Map(resources.map((h) => [h.token, h]));
+    this.functions = new Map(functions.map((f) => [f.token, f]));
   }
 
   log(severity: Severity, message: string, urn?: string): void {
