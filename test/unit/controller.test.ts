@@ -1,0 +1,130 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { backendsSchema } from "../../provider/src/controller/backends";
+import { Controller } from "../../provider/src/controller/controller";
+import { FileDriver } from "../../provider/src/drivers/file-driver";
+import { SqliteStore } from "../../provider/src/store/sqlite-store";
+
+const GiB = 1024 ** 3;
+let dir: string;
+let store: SqliteStore;
+
+function controller(extra: Partial<ConstructorParameters<typeof Controller>[0]> = {}) {
+  const backends = backendsSchema.parse([
+    { name: "b1", driver: "file", pools: [{ name: "p1", path: path.join(dir, "p1"), totalCapacityGib: 10, maxOverSubscriptionRatio: 1, multiAttach: true }] },
+  ]);
+  return new Controller({ store, backends, ...extra });
+}
+
+const spec = (name: string, sizeGib = 1) => ({ name, sizeGib, multiAttach: false, description: "", metadata: {} });
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-ctl-"));
+  store = new SqliteStore(path.join(dir, "state.db"));
+});
+afterEach(() => {
+  store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test("migrations are applied once and recorded", () => {
+  expect(store.appliedMigrations()).toEqual([1]);
+  store.close();
+  store = new SqliteStore(path.join(dir, "state.db"));
+  expect(store.appliedMigrations()).toEqual([1]);
+});
+
+test("a stable backend id is kept across restarts", async () => {
+  const c1 = controller();
+  await c1.discover();
+  const id = c1.backendId("b1");
+  const c2 = controller();
+  await c2.discover();
+  expect(c2.backendId("b1")).toBe(id);
+  expect(id).toMatch(/^[0-9a-f-]{36}$/);
+});
+
+test("create is idempotent per owner; another owner gets a conflict naming the property", async () => {
+  const c = controller();
+  await c.discover();
+  const a = await c.createVolume("urn:a", spec("v"));
+  const again = await c.createVolume("urn:a", spec("v"));
+  expect(again.id).toBe(a.id);
+  await expect(c.createVolume("urn:b", spec("v"))).rejects.toMatchObject({ code: "CONFLICT", property: "name" });
+  expect(c.listVolumes()).toHaveLength(1);
+});
+
+test("a driver failure leaves neither a row nor a file", async () => {
+  const real = new FileDriver();
+  const failing = Object.assign(Object.create(real), {
+    createVolume: async (pool: never, id: string, size: number) => {
+      await real.createVolume(pool, id, size);
+      throw new Error("disk on fire");
+    },
+  });
+  const c = controller({ drivers: { file: failing } });
+  await c.discover();
+  await expect(c.createVolume("urn:a", spec("v"))).rejects.toThrow("disk on fire");
+  expect(c.listVolumes()).toEqual([]);
+  expect(fs.readdirSync(path.join(dir, "p1"))).toEqual([]);
+});
+
+test("capacity is consumed by placements: no overbooking, and the error explains every pool", async () => {
+  const c = controller();
+  await c.discover();
+  await Promise.all([1, 2, 3].map((i) => c.createVolume(`urn:${i}`, spec(`v${i}`, 3))));
+  await expect(c.createVolume("urn:4", spec("v4", 3))).rejects.toThrow(/b1\/p1: capacity: 1 GiB free \(thin: 10 GiB total × 1 - 9 GiB provisioned\), 3 GiB asked/);
+  expect(store.provisionedGibByPool().get("b1/p1")).toBe(9);
+});
+
+test("read forgets a volume deleted out of band and records a size changed out of band", async () => {
+  const c = controller();
+  await c.discover();
+  const v = await c.createVolume("urn:a", spec("v", 1));
+  const file = path.join(dir, "p1", `volume-${v.id}.img`);
+  fs.truncateSync(file, 2 * GiB);
+  expect((await c.readVolume(v.id))?.sizeGib).toBe(2);
+  fs.rmSync(file);
+  expect(await c.readVolume(v.id)).toBeUndefined();
+  expect(c.getVolume(v.id)).toBeUndefined();
+  await c.deleteVolume(v.id); // gone: success
+});
+
+test("extend grows, refuses to shrink and refuses to overbook", async () => {
+  const c = controller();
+  await c.discover();
+  const v = await c.createVolume("urn:a", spec("v", 2));
+  expect((await c.extendVolume(v.id, 4)).sizeGib).toBe(4);
+  expect(fs.statSync(path.join(dir, "p1", `volume-${v.id}.img`)).size).toBe(4 * GiB);
+  await expect(c.extendVolume(v.id, 3)).rejects.toMatchObject({ property: "sizeGib" });
+  await expect(c.extendVolume(v.id, 11)).rejects.toMatchObject({ code: "NO_VALID_POOL" });
+  expect(c.getVolume(v.id)?.status).toBe("available");
+});
+
+test("a profile in use cannot be deleted; unknown profiles are named", async () => {
+  const c = controller();
+  await c.discover();
+  const p = c.createProfile("urn:p", { name: "gold", description: "", storageType: "block", extraSpecs: {} });
+  const v = await c.createVolume("urn:a", { ...spec("v"), profile: "gold" });
+  expect(v.profileId).toBe(p.id);
+  expect(() => c.deleteProfile(p.id)).toThrow(/used by 1 volume\(s\): v/);
+  await expect(c.createVolume("urn:b", { ...spec("w"), profile: "nope" })).rejects.toMatchObject({ property: "profile" });
+  await c.deleteVolume(v.id);
+  c.deleteProfile(p.id);
+  c.deleteProfile(p.id); // gone: success
+});
+
+test("clone copies a volume into a new one", async () => {
+  const c = controller();
+  await c.discover();
+  const src = await c.createVolume("urn:a", spec("src", 1));
+  fs.writeFileSync(path.join(dir, "p1", `volume-${src.id}.img`), "payload", { flag: "r+" });
+  const dst = await c.createVolume("urn:b", { ...spec("dst", 2), sourceVolumeId: src.id });
+  const fd = fs.openSync(path.join(dir, "p1", `volume-${dst.id}.img`), "r");
+  const head = Buffer.alloc(7);
+  fs.readSync(fd, head, 0, 7, 0);
+  fs.closeSync(fd);
+  expect(head.toString()).toBe("payload");
+  await expect(c.createVolume("urn:c", { ...spec("small", 1), sourceVolumeId: dst.id })).rejects.toMatchObject({ property: "sizeGib" });
+});
