@@ -18,7 +18,7 @@ die() { printf 'ensure-pulumi: error: %s\n' "$*" >&2; exit 1; }
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WRAPPER="$REPO_ROOT/tools/pulumi-cli"
-[[ -f "$WRAPPER/go.mod" ]] || die "missing $WRAPPER/go.mod"
+for f in go.mod go.sum; do [[ -f "$WRAPPER/$f" ]] || die "missing $WRAPPER/$f"; done
 
 # --- which version? --------------------------------------------------------------------------------------
 # The wrapper module pins exactly one pkg/v3 version; the npm SDK must be that same version.
@@ -70,7 +70,7 @@ if [[ "${SDS_PULUMI_IGNORE_PATH:-}" != 1 && "${SDS_PULUMI_REBUILD:-}" != 1 ]]; t
 fi
 
 # --- 2. cached? ----------------------------------------------------------------------------------------------
-CACHE_ROOT="${SDS_CACHE_DIR:-$HOME/.cache/sds}/pulumi"
+CACHE_ROOT="${SDS_CACHE_DIR:-${HOME:?set HOME or SDS_CACHE_DIR}/.cache/sds}/pulumi"
 DEST="$CACHE_ROOT/$VERSION"
 LDFLAGS="-w -s -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$VERSION"
 TAGS="osusergo,grpcnotrace"
