@@ -17,3 +17,5 @@ node -e '
   p.main = "bin/index.js"; p.types = "bin/index.d.ts";
   fs.writeFileSync(f, JSON.stringify(p, null, 4) + "\n");
 ' "$out/nodejs/package.json"
+# gen-sdk recreates the folder (dropping bin/): rebuild the repo's own SDK so the examples keep working.
+if [ "$out" = "$root/sdk" ]; then (cd "$root" && npm run --silent build:sdk >&2); fi

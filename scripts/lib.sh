@@ -14,8 +14,11 @@ sds_setup() {
   if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then export npm_config_nodedir=/usr; fi
   if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
      || ! node -e 'require("better-sqlite3")' >/dev/null 2>&1; then
-    sds_log "installing npm packages (npm ci)"
-    npm ci --no-audit --no-fund >&2
+    # Not `npm ci`: the reachable npm registry lacks some optional platform builds (e.g.
+    # @unrs/resolver-binding-android-*), so the lock file cannot list them and `npm ci` refuses
+    # the lock as out of sync. `npm install` follows the lock for everything it does list.
+    sds_log "installing npm packages (npm install, following package-lock.json)"
+    npm install --no-audit --no-fund >&2
   fi
   sds_log "building the provider and the SDK"
   npm run --silent build >&2

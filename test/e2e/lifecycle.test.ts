@@ -82,7 +82,7 @@ test("shrinking is a check failure naming sizeGib, and changes nothing", async (
   await p.config({ dataSize: 3 });
   const r = await p.run(["preview"]);
   expect(r.code).not.toBe(0);
-  expect(r.stdout + r.stderr).toMatch(/sizeGib: volumes cannot shrink \(from 5 to 3 GiB\)/);
+  expect(r.stdout + r.stderr).toMatch(/property sizeGib value \{3\} has a problem: volumes cannot shrink \(from 5 to 3 GiB\)/);
   await p.config({ dataSize: 5 });
   await p.ok(["preview", "--expect-no-changes"]);
 });

@@ -108,11 +108,23 @@ test("a profile in use cannot be deleted; unknown profiles are named", async () 
   const p = c.createProfile("urn:p", { name: "gold", description: "", storageType: "block", extraSpecs: {} });
   const v = await c.createVolume("urn:a", { ...spec("v"), profile: "gold" });
   expect(v.profileId).toBe(p.id);
-  expect(() => c.deleteProfile(p.id)).toThrow(/used by 1 volume\(s\): v/);
+  await expect(c.deleteProfile(p.id, 300)).rejects.toThrow(/used by 1 volume\(s\): v/);
   await expect(c.createVolume("urn:b", { ...spec("w"), profile: "nope" })).rejects.toMatchObject({ property: "profile" });
   await c.deleteVolume(v.id);
-  c.deleteProfile(p.id);
-  c.deleteProfile(p.id); // gone: success
+  await c.deleteProfile(p.id);
+  await c.deleteProfile(p.id); // gone: success
+});
+
+test("a profile delete waits for a volume deleted at the same moment", async () => {
+  const c = controller();
+  await c.discover();
+  const p = c.createProfile("urn:p", { name: "gold", description: "", storageType: "block", extraSpecs: {} });
+  const v = await c.createVolume("urn:a", { ...spec("v"), profile: "gold" });
+  const profileDelete = c.deleteProfile(p.id, 5_000);
+  await new Promise((r) => setTimeout(r, 300));
+  await c.deleteVolume(v.id);
+  await profileDelete;
+  expect(c.getProfile(p.id)).toBeUndefined();
 });
 
 test("clone copies a volume into a new one", async () => {

@@ -170,15 +170,25 @@ export class Controller {
     });
   }
 
-  /** Delete a profile; gone is success; a profile still used by volumes is refused, naming them. */
-  deleteProfile(id: string): void {
-    this.store.transaction(() => {
-      const users = this.store.listVolumes().filter((v) => v.profileId === id);
-      if (users.length > 0) {
+  /**
+   * Delete a profile; gone is success; a profile still used by volumes is refused, naming them.
+   * A volume being deleted at the same moment (a destroy whose dependencies were not recorded,
+   * e.g. right after an import) is waited for, up to `waitMs`.
+   */
+  async deleteProfile(id: string, waitMs = 15_000): Promise<void> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const users = this.store.transaction(() => {
+        const users = this.store.listVolumes().filter((v) => v.profileId === id);
+        if (users.length === 0) this.store.deleteProfile(id);
+        return users;
+      });
+      if (users.length === 0) return;
+      if (Date.now() >= deadline) {
         throw new UserError("CONFLICT", `profile ${id} is used by ${users.length} volume(s): ${users.slice(0, 5).map((v) => `${v.name} (${v.id})`).join(", ")}`);
       }
-      this.store.deleteProfile(id);
-    });
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 
   // ---------------------------------------------------------------- volumes

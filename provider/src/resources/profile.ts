@@ -80,6 +80,6 @@ export class ProfileResource implements ResourceHandler {
 
   async delete(req: DeleteRequest): Promise<void> {
     const c = await this.ctx.controller();
-    c.deleteProfile(req.id);
+    await c.deleteProfile(req.id);
   }
 }

@@ -36,7 +36,7 @@ export function checkProperties(specs: PropertySpecs, news: Props): CheckFailure
     if (!r.success) {
       for (const issue of r.error.issues) {
         const sub = issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("");
-        failures.push({ property: `${key}${sub}`, reason: `${key}${sub}: ${issue.message}` });
+        failures.push({ property: `${key}${sub}`, reason: issue.message });
       }
     }
   }
@@ -98,7 +98,7 @@ export function settleName(req: CheckRequest, failures: CheckFailure[]): unknown
   const mode = req.autonaming?.mode;
   if (given !== undefined && given !== null) {
     if (mode === "enforce" && given !== req.autonaming?.proposedName && !containsUnknown(given)) {
-      failures.push({ property: "name", reason: `name: autonaming is enforced for this stack; expected "${req.autonaming?.proposedName}"` });
+      failures.push({ property: "name", reason: `autonaming is enforced for this stack; expected "${req.autonaming?.proposedName}"` });
     }
     return given;
   }

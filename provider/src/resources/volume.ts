@@ -84,7 +84,7 @@ export class VolumeResource implements ResourceHandler {
     const size = req.news.sizeGib;
     const oldSize = req.olds.sizeGib;
     if (typeof size === "number" && typeof oldSize === "number" && size < oldSize) {
-      failures.push({ property: "sizeGib", reason: `sizeGib: volumes cannot shrink (from ${oldSize} to ${size} GiB); grow it, or replace it with a new volume` });
+      failures.push({ property: "sizeGib", reason: `volumes cannot shrink (from ${oldSize} to ${size} GiB); grow it, or replace it with a new volume` });
     }
     const profile = req.news.profile;
     if (typeof profile === "string" && !isUnknown(profile) && !failures.some((f) => f.property === "profile")) {
@@ -92,7 +92,7 @@ export class VolumeResource implements ResourceHandler {
       if (!c.resolveProfile(profile)) {
         failures.push({
           property: "profile",
-          reason: `profile: no profile with id or name "${profile}" (if it is declared in this program, pass profile.id or profile.name so Pulumi creates it first)`,
+          reason: `no profile with id or name "${profile}" (if it is declared in this program, pass profile.id or profile.name so Pulumi creates it first)`,
         });
       }
     }

@@ -22,10 +22,12 @@
 //   - RunPlugin does the same with `@pulumi/pulumi/cmd/run-plugin` for providers written in TypeScript;
 //   - InstallDependencies runs `npm install` (or the `packagemanager` option) and streams its output;
 //   - GeneratePackage binds a schema and runs the pkg/v3/codegen/nodejs generator (`pulumi package gen-sdk`);
+//   - GenerateProgram / GenerateProject (generate.go) bind PCL against the engine's schema loader and run the
+//     pkg/v3/codegen/nodejs program generator (`pulumi import` code output, `pulumi convert --language typescript`);
 //   - GetRequiredPackages reports the "pulumi" blocks of package.json files among the program's dependencies.
 //
-// Everything else (GenerateProgram, GenerateProject, Pack, Link, Template, RuntimeOptionsPrompts) answers
-// Unimplemented through the embedded UnimplementedLanguageRuntimeServer.
+// Everything else (Pack, Link, Template, RuntimeOptionsPrompts) answers Unimplemented through the embedded
+// UnimplementedLanguageRuntimeServer.
 package main
 
 import (
