@@ -10,6 +10,7 @@ import { randomUUID } from "node:crypto";
 import { FileDriver } from "../drivers/file-driver";
 import type { VolumeDriver } from "../drivers/volume-driver";
 import { UserError } from "../errors";
+import { type Requirement, evaluate, parseExtraSpecs, unknownKeyErrors } from "../scheduler/extra-specs";
 import { explainNoValidPool, place } from "../scheduler/scheduler";
 import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
 import type { ProfileRow, Store, VolumeRow } from "../store/store";
@@ -30,7 +31,8 @@ export interface VolumeSpec {
   /** Profile id or name. */
   profile?: string;
   availabilityZone?: string;
-  multiAttach: boolean;
+  /** Undefined: what the profile asks (`capabilities:multiAttach`), else false. */
+  multiAttach?: boolean;
   sourceVolumeId?: string;
   description: string;
   metadata: Record<string, string>;
@@ -60,6 +62,11 @@ export class Controller {
   private backendIds = new Map<string, string>();
   /** Profiles a preview in this process has planned (they will exist when the update runs). */
   private readonly plannedProfiles = new Map<string, ProfileSpec>();
+  /**
+   * Capacity that volumes previewed in this process will take (by Pulumi URN), so a preview of
+   * many volumes places them as the update will, without overbooking. Dropped when the volume is created.
+   */
+  private readonly reservations = new Map<string, { poolId: string; sizeGib: number }>();
 
   constructor(options: ControllerOptions) {
     this.store = options.store;
@@ -99,6 +106,7 @@ export class Controller {
   /** The scheduler's view of every pool, provisioned capacity read from the store now. */
   pools(): PoolState[] {
     const provisioned = this.store.provisionedGibByPool();
+    for (const r of this.reservations.values()) provisioned.set(r.poolId, (provisioned.get(r.poolId) ?? 0) + r.sizeGib);
     const out: PoolState[] = [];
     for (const b of this.backends.values()) {
       for (const p of b.pools) {
@@ -193,19 +201,60 @@ export class Controller {
 
   // ---------------------------------------------------------------- volumes
 
-  private placementRequest(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): PlacementRequest {
-    const profile = spec.profile !== undefined ? this.resolveProfile(spec.profile) : undefined;
-    if (spec.profile !== undefined && !profile) throw unknownProfile(spec.profile);
-    return { sizeGib: spec.sizeGib, availabilityZone: spec.availabilityZone, multiAttach: spec.multiAttach, storageType: profile?.storageType };
+  /**
+   * Check a profile's extra specs: malformed values and keys no pool could ever have are errors
+   * (by key), so a typo fails at check instead of silently matching nothing.
+   */
+  checkExtraSpecs(extraSpecs: Record<string, string>): Array<{ key: string; reason: string }> {
+    const { requirements, errors } = parseExtraSpecs(extraSpecs);
+    return [...errors, ...unknownKeyErrors(requirements, this.pools())];
   }
 
-  /** Where a volume would land now, allocating nothing (preview, getPlacement). */
-  plan(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): Placement {
+  /** The profile's parsed requirements and what it says of multiAttach (true, false, or nothing). */
+  private profileRequirements(ref: string | undefined): { requirements: Requirement[]; storageType?: string; multiAttach?: boolean } {
+    if (ref === undefined) return { requirements: [] };
+    const profile = this.resolveProfile(ref);
+    if (!profile) throw unknownProfile(ref);
+    const { requirements, errors } = parseExtraSpecs(profile.extraSpecs);
+    if (errors.length > 0) throw new UserError("INVALID_INPUT", `profile: profile "${profile.name}" has invalid extra specs: ${errors.map((e) => `${e.key}: ${e.reason}`).join("; ")}`, "profile");
+    return { requirements, storageType: profile.storageType, multiAttach: multiAttachDemand(requirements) };
+  }
+
+  /** The multiAttach a volume gets: its own, else its profile's demand, else false. A contradiction is an error. */
+  effectiveMultiAttach(spec: Pick<VolumeSpec, "profile" | "multiAttach">): boolean {
+    const demand = this.profileRequirements(spec.profile).multiAttach;
+    if (spec.multiAttach !== undefined && demand !== undefined && spec.multiAttach !== demand) {
+      throw new UserError(
+        "INVALID_INPUT",
+        `multiAttach is ${spec.multiAttach} but profile "${spec.profile}" asks capabilities:multiAttach ${demand}; drop one of them`,
+        "multiAttach",
+      );
+    }
+    return spec.multiAttach ?? demand ?? false;
+  }
+
+  private placementRequest(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): PlacementRequest {
+    const p = this.profileRequirements(spec.profile);
+    return { sizeGib: spec.sizeGib, availabilityZone: spec.availabilityZone, multiAttach: this.effectiveMultiAttach(spec), storageType: p.storageType, requirements: p.requirements };
+  }
+
+  /**
+   * Where a volume would land now, allocating nothing (preview, getPlacement). With `reserveFor`
+   * (a preview's URN) the capacity is held in this process so later previewed volumes see it taken.
+   */
+  plan(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">, reserveFor?: string): Placement {
+    if (reserveFor !== undefined) this.reservations.delete(reserveFor);
     const request = this.placementRequest(spec);
     const pools = this.pools();
     const r = place(pools, request);
     if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
+    if (reserveFor !== undefined) this.reservations.set(reserveFor, { poolId: r.pool.id, sizeGib: spec.sizeGib });
     return { pool: r.pool, rejections: r.rejections };
+  }
+
+  /** Like {@link plan}, but a request no pool takes answers the rejections instead of failing (getPlacement). */
+  explain(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): PlacementResult {
+    return place(this.pools(), this.placementRequest(spec));
   }
 
   /**
@@ -214,6 +263,7 @@ export class Controller {
    * A failure leaves neither a row nor a file behind.
    */
   async createVolume(owner: string, spec: VolumeSpec): Promise<VolumeRow> {
+    this.reservations.delete(owner);
     const request = this.placementRequest(spec);
     const profileId = spec.profile !== undefined ? this.store.getProfile(spec.profile)?.id ?? this.store.getProfileByName(spec.profile)?.id : undefined;
     if (spec.profile !== undefined && !profileId) throw unknownProfile(spec.profile);
@@ -241,7 +291,7 @@ export class Controller {
         sizeGib: spec.sizeGib,
         profileId: profileId ?? null,
         availabilityZone: r.pool.availabilityZone,
-        multiAttach: spec.multiAttach,
+        multiAttach: request.multiAttach ?? false,
         sourceVolumeId: spec.sourceVolumeId ?? null,
         description: spec.description,
         metadata: spec.metadata,
@@ -385,6 +435,16 @@ export class Controller {
 
 export function poolId(b: { name: string }, p: { name: string }): string {
   return `${b.name}/${p.name}`;
+}
+
+/** What requirements say of multiAttach: true or false when they demand it, undefined when they do not care. */
+export function multiAttachDemand(requirements: readonly Requirement[]): boolean | undefined {
+  const rs = requirements.filter((r) => r.lookup.kind !== "extra" && r.lookup.name === "multiAttach");
+  if (rs.length === 0) return undefined;
+  const probe = (v: boolean) => rs.every((r) => evaluate({ multiAttach: v } as PoolState, r) === undefined);
+  const t = probe(true);
+  const f = probe(false);
+  return t && !f ? true : f && !t ? false : undefined;
 }
 
 function unknownProfile(ref: string): UserError {

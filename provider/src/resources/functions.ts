@@ -64,18 +64,11 @@ export class GetPlacement implements FunctionHandler {
     );
     const c = await this.ctx.controller();
     // Same request the Volume create makes, so the answer is the pool `up` will use.
-    const p = c.plan({ sizeGib: a.sizeGib, profile: a.profile, availabilityZone: a.availabilityZone, multiAttach: a.multiAttach ?? false });
-    return {
-      outputs: {
-        poolId: p.pool.id,
-        poolName: p.pool.poolName,
-        backendName: p.pool.backendName,
-        backendId: p.pool.backendId,
-        sharedTargets: p.pool.sharedTargets,
-        availabilityZone: p.pool.availabilityZone,
-        rejections: p.rejections,
-      },
-    };
+    const r = c.explain({ sizeGib: a.sizeGib, profile: a.profile, availabilityZone: a.availabilityZone, multiAttach: a.multiAttach });
+    const chosen = r.ok
+      ? { poolId: r.pool.id, poolName: r.pool.poolName, backendName: r.pool.backendName, backendId: r.pool.backendId, sharedTargets: r.pool.sharedTargets, availabilityZone: r.pool.availabilityZone }
+      : {};
+    return { outputs: { ...chosen, rejections: r.rejections } };
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import type { ProfileRow } from "../store/store";
-import { type Props, UNKNOWN, containsUnknown } from "../server/values";
+import { type Props, UNKNOWN, containsUnknown, reveal } from "../server/values";
 import type { ProviderContext } from "./context";
 import { type PropertySpecs, checkProperties, diffProperties, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
@@ -44,6 +44,11 @@ export class ProfileResource implements ResourceHandler {
     const inputs: Props = { ...req.news };
     const name = settleName(req, failures);
     if (name !== undefined) inputs.name = name;
+    const specs = req.news.extraSpecs;
+    if (specs && typeof specs === "object" && !containsUnknown(specs) && !failures.some((f) => f.property.startsWith("extraSpecs"))) {
+      const c = await this.ctx.controller();
+      for (const e of c.checkExtraSpecs(reveal(specs) as Record<string, string>)) failures.push({ property: `extraSpecs["${e.key}"]`, reason: e.reason });
+    }
     return { inputs, failures };
   }
 

@@ -3,6 +3,7 @@
  * `profile`, `availabilityZone` and `sourceVolumeId` replace; the rest update in place.
  */
 import { z } from "zod";
+import { UserError } from "../errors";
 import type { VolumeRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, isUnknown } from "../server/values";
 import type { ProviderContext } from "./context";
@@ -30,7 +31,8 @@ function spec(inputs: Props) {
     sizeGib: i.sizeGib as number,
     profile: (i.profile as string | undefined) ?? undefined,
     availabilityZone: (i.availabilityZone as string | undefined) ?? undefined,
-    multiAttach: i.multiAttach as boolean,
+    // Absent means "what the profile asks"; the controller settles it.
+    multiAttach: typeof inputs.multiAttach === "boolean" ? inputs.multiAttach : undefined,
     sourceVolumeId: (i.sourceVolumeId as string | undefined) ?? undefined,
     description: i.description as string,
     metadata: i.metadata as Record<string, string>,
@@ -94,6 +96,13 @@ export class VolumeResource implements ResourceHandler {
           property: "profile",
           reason: `no profile with id or name "${profile}" (if it is declared in this program, pass profile.id or profile.name so Pulumi creates it first)`,
         });
+      } else if (typeof req.news.multiAttach === "boolean") {
+        try {
+          c.effectiveMultiAttach({ profile, multiAttach: req.news.multiAttach });
+        } catch (err) {
+          if (!(err instanceof UserError)) throw err;
+          failures.push({ property: err.property ?? "multiAttach", reason: err.message });
+        }
       }
     }
     return { inputs, failures };
@@ -131,8 +140,17 @@ export class VolumeResource implements ResourceHandler {
       const placeable = !["sizeGib", "profile", "availabilityZone", "multiAttach"].some((k) => containsUnknown(req.inputs[k]));
       if (placeable) {
         const s = spec(req.inputs);
-        const p = c.plan(s);
-        Object.assign(outs, { poolId: p.pool.id, backendName: p.pool.backendName, backendId: p.pool.backendId, sharedTargets: p.pool.sharedTargets, availabilityZone: p.pool.availabilityZone });
+        const p = c.plan(s, req.urn);
+        Object.assign(outs, {
+          poolId: p.pool.id,
+          backendName: p.pool.backendName,
+          backendId: p.pool.backendId,
+          sharedTargets: p.pool.sharedTargets,
+          availabilityZone: p.pool.availabilityZone,
+          multiAttach: c.effectiveMultiAttach(s),
+        });
+        const others = p.rejections.length > 0 ? `; ${p.rejections.length} other pool(s) rejected (see getPlacement)` : "";
+        this.ctx.log("info", `placement: ${p.pool.id} (backend ${p.pool.backendName}, backendId ${p.pool.backendId}, sharedTargets ${p.pool.sharedTargets})${others}`, req.urn);
       } else {
         Object.assign(outs, { poolId: UNKNOWN, backendName: UNKNOWN, backendId: UNKNOWN, sharedTargets: UNKNOWN, availabilityZone: req.inputs.availabilityZone ?? UNKNOWN });
       }
@@ -165,7 +183,7 @@ export class VolumeResource implements ResourceHandler {
       this.ctx.log("info", `extending volume ${row.name} from ${row.sizeGib} to ${s.sizeGib} GiB`, req.urn);
       row = await c.extendVolume(req.id, s.sizeGib);
     }
-    row = c.updateVolume(req.id, { name: s.name, description: s.description, metadata: s.metadata, multiAttach: s.multiAttach });
+    row = c.updateVolume(req.id, { name: s.name, description: s.description, metadata: s.metadata, multiAttach: c.effectiveMultiAttach({ profile: s.profile, multiAttach: s.multiAttach }) });
     return volumeOutputs(row, req.news);
   }
 

@@ -2,6 +2,7 @@
  * Scheduler types. The scheduler is pure: it sees a snapshot of pools and a request, and answers
  * with a pool or with the reason each pool was rejected. No I/O, no clock.
  */
+import type { Requirement } from "./extra-specs";
 
 /** A pool as the scheduler sees it: capabilities, extras and capacity (GiB). */
 export interface PoolState {
@@ -31,6 +32,8 @@ export interface PlacementRequest {
   availabilityZone?: string;
   multiAttach?: boolean;
   storageType?: string;
+  /** The profile's extra specs, parsed (see extra-specs.ts). */
+  requirements?: readonly Requirement[];
 }
 
 /** One pool rejected by one filter. */
@@ -44,6 +47,12 @@ export interface Rejection {
 export interface Filter {
   readonly name: string;
   reject(pool: PoolState, request: PlacementRequest): string | undefined;
+}
+
+/** A weigher: a small scorer; higher wins. Scores of all weighers are summed. */
+export interface Weigher {
+  readonly name: string;
+  weigh(pool: PoolState, request: PlacementRequest): number;
 }
 
 export type PlacementResult = { ok: true; pool: PoolState; rejections: Rejection[] } | { ok: false; rejections: Rejection[] };
