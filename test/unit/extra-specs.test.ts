@@ -52,6 +52,8 @@ test.each([
   ["diskType", "SSD", true], // no operator: literal
   ["diskType", "ssd", false], // literals are exact
   ["capabilities:replication", "async", true],
+  ["capabilities:replication", "<is> true", true], // a mode counts as having it
+  ["capabilities:replication", "<is> false", false],
   ["capabilities:storageType", "block", true],
   ["capabilities:diskType", "SSD", true], // capabilities: scope also sees extras
   ["provisioningPolicy", "Thin", true],

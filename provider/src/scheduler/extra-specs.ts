@@ -205,7 +205,8 @@ export function evaluate(pool: PoolState, r: Requirement): string | undefined {
   switch (r.op) {
     case "<is>": {
       const want = parseBool(v);
-      const have = typeof actual === "boolean" ? actual : parseBool(text);
+      // A capability reported as a mode (replication: async) is "true": the pool has it.
+      const have = typeof actual === "boolean" ? actual : (parseBool(text) ?? text !== "");
       return have === want ? undefined : fail();
     }
     case "<in>":

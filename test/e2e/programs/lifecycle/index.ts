@@ -4,7 +4,7 @@ import * as sds from "pulumi-sds";
 
 const config = new pulumi.Config();
 const gold = new sds.Profile("gold", { description: "gold tier" });
-const silver = new sds.Profile("silver", { description: "silver tier", extraSpecs: { tier: "silver" } });
+const silver = new sds.Profile("silver", { description: "silver tier", extraSpecs: { provisioningPolicy: "Thin" } });
 const profiles: Record<string, sds.Profile> = { gold, silver };
 
 const data = new sds.Volume("data", {
