@@ -38,10 +38,11 @@ export interface VolumeSpec {
   metadata: Record<string, string>;
 }
 
-/** Where a volume will land (preview) or landed. */
+/** Where a volume will land (preview) or landed; the other pools' reasons are computed when read. */
 export interface Placement {
   pool: PoolState;
-  rejections: PlacementResult["rejections"];
+  rejectedCount: number;
+  readonly rejections: PlacementResult["rejections"];
 }
 
 export interface ControllerOptions {
@@ -60,6 +61,7 @@ export class Controller {
   /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
   private poolStats = new Map<string, { totalGib: number; freeGib: number }>();
   private backendIds = new Map<string, string>();
+  private poolStates?: PoolState[];
   /** Profiles a preview in this process has planned (they will exist when the update runs). */
   private readonly plannedProfiles = new Map<string, ProfileSpec>();
   /**
@@ -86,6 +88,7 @@ export class Controller {
       }
     }
     this.poolStats = stats;
+    this.poolStates = undefined;
   }
 
   private ensureBackendId(b: BackendConfig): string {
@@ -103,10 +106,24 @@ export class Controller {
     return d;
   }
 
-  /** The scheduler's view of every pool, provisioned capacity read from the store now. */
+  /**
+   * The scheduler's view of every pool, provisioned capacity read from the store now (plus what
+   * previews in this process reserved). The states are built once per discovery and reused:
+   * read what you need before calling again.
+   */
   pools(): PoolState[] {
+    this.poolStates ??= this.buildPoolStates();
     const provisioned = this.store.provisionedGibByPool();
-    for (const r of this.reservations.values()) provisioned.set(r.poolId, (provisioned.get(r.poolId) ?? 0) + r.sizeGib);
+    let reserved: Map<string, number> | undefined;
+    if (this.reservations.size > 0) {
+      reserved = new Map();
+      for (const r of this.reservations.values()) reserved.set(r.poolId, (reserved.get(r.poolId) ?? 0) + r.sizeGib);
+    }
+    for (const p of this.poolStates) p.provisionedGib = (provisioned.get(p.id) ?? 0) + (reserved?.get(p.id) ?? 0);
+    return this.poolStates;
+  }
+
+  private buildPoolStates(): PoolState[] {
     const out: PoolState[] = [];
     for (const b of this.backends.values()) {
       for (const p of b.pools) {
@@ -126,7 +143,7 @@ export class Controller {
           extras: p.extras as PoolState["extras"],
           totalGib: s.totalGib,
           freeGib: s.freeGib,
-          provisionedGib: provisioned.get(id) ?? 0,
+          provisionedGib: 0,
           maxOverSubscriptionRatio: policy === "thick" ? 1 : p.maxOverSubscriptionRatio,
           provisioning: policy === "thick" ? "thick" : "thin",
           weigher: b.weigher,
@@ -249,7 +266,7 @@ export class Controller {
     const r = place(pools, request);
     if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
     if (reserveFor !== undefined) this.reservations.set(reserveFor, { poolId: r.pool.id, sizeGib: spec.sizeGib });
-    return { pool: r.pool, rejections: r.rejections };
+    return r;
   }
 
   /** Like {@link plan}, but a request no pool takes answers the rejections instead of failing (getPlacement). */

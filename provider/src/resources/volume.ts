@@ -149,7 +149,7 @@ export class VolumeResource implements ResourceHandler {
           availabilityZone: p.pool.availabilityZone,
           multiAttach: c.effectiveMultiAttach(s),
         });
-        const others = p.rejections.length > 0 ? `; ${p.rejections.length} other pool(s) rejected (see getPlacement)` : "";
+        const others = p.rejectedCount > 0 ? `; ${p.rejectedCount} other pool(s) rejected (see getPlacement)` : "";
         this.ctx.log("info", `placement: ${p.pool.id} (backend ${p.pool.backendName}, backendId ${p.pool.backendId}, sharedTargets ${p.pool.sharedTargets})${others}`, req.urn);
       } else {
         Object.assign(outs, { poolId: UNKNOWN, backendName: UNKNOWN, backendId: UNKNOWN, sharedTargets: UNKNOWN, availabilityZone: req.inputs.availabilityZone ?? UNKNOWN });

@@ -30,6 +30,10 @@ export interface Requirement {
   values: string[];
   /** The spec value as written, for messages. */
   text: string;
+  /** Parsed once: the boolean of `<is>` and boolean literals. */
+  bool?: boolean;
+  /** Parsed once: the number (and unit) of numeric operators. */
+  quantity?: { value: number; unit: string };
 }
 
 export interface SpecError {
@@ -48,7 +52,6 @@ export const wellKnownExtras: Record<string, readonly string[]> = {
 };
 
 const numericOps = new Set<Operator>(["==", "!=", ">=", "<=", ">", "<"]);
-const stringOps = new Set<Operator>(["s==", "s!=", "s<", "s<=", "s>", "s>="]);
 const allOps: Operator[] = ["<is>", "<in>", "<or>", "<all-in>", "s==", "s!=", "s<=", "s>=", "s<", "s>", "==", "!=", ">=", "<=", ">", "<"];
 
 /** `3ms` → {value: 3, unit: "ms"}; `5000` → {value: 5000, unit: ""}; undefined when not a number. */
@@ -118,8 +121,9 @@ export function parseRequirement(key: string, text: string): Requirement | SpecE
     const op = `<${tagged[1]}>` as Operator;
     const rest = tagged[2].trim();
     if (op === "<is>") {
-      if (parseBool(rest) === undefined) return { key, reason: `"${text}": <is> takes true or false` };
-      return { key, lookup, op, values: [rest], text };
+      const bool = parseBool(rest);
+      if (bool === undefined) return { key, reason: `"${text}": <is> takes true or false` };
+      return { key, lookup, op, values: [rest], text, bool };
     }
     if (op === "<in>") {
       if (!rest) return { key, reason: `"${text}": <in> needs a value` };
@@ -138,11 +142,12 @@ export function parseRequirement(key: string, text: string): Requirement | SpecE
     const rest = symbolic[2].trim();
     if (!allOps.includes(op)) return { key, reason: `"${text}": unknown operator ${op} (known: ${allOps.join(" ")})` };
     if (!rest) return { key, reason: `"${text}": ${op} needs a value` };
-    if (numericOps.has(op) && !parseQuantity(rest)) return { key, reason: `"${text}": ${op} compares numbers; "${rest}" is not a number (use s${op} for strings)` };
-    return { key, lookup, op, values: [rest], text };
+    const quantity = numericOps.has(op) ? parseQuantity(rest) : undefined;
+    if (numericOps.has(op) && !quantity) return { key, reason: `"${text}": ${op} compares numbers; "${rest}" is not a number (use s${op} for strings)` };
+    return { key, lookup, op, values: [rest], text, quantity };
   }
   // "s" followed by an operator is a string operator; anything else is a literal.
-  return { key, lookup, op: "literal", values: [trimmed], text };
+  return { key, lookup, op: "literal", values: [trimmed], text, bool: parseBool(trimmed) };
 }
 
 export function parseExtraSpecs(specs: Record<string, string>): { requirements: Requirement[]; errors: SpecError[] } {
@@ -182,8 +187,8 @@ export function poolValue(pool: PoolState, lookup: Requirement["lookup"]): Scala
   };
   const extra = (group: string | undefined, name: string): Scalar | undefined => {
     if (group !== undefined) return pool.extras[group]?.[name];
-    for (const g of ["dataStorage", "ioConnectivity", "advanced", ...Object.keys(pool.extras)]) {
-      const v = pool.extras[g]?.[name];
+    for (const g in pool.extras) {
+      const v = pool.extras[g][name];
       if (v !== undefined) return v;
     }
     return undefined;
@@ -196,47 +201,81 @@ export function poolValue(pool: PoolState, lookup: Requirement["lookup"]): Scala
 const show = (v: Scalar | readonly Scalar[]) => (Array.isArray(v) ? `[${v.join(", ")}]` : String(v));
 
 /** Does `pool` satisfy `r`? undefined when it does, else the reason it does not. */
-export function evaluate(pool: PoolState, r: Requirement): string | undefined {
-  const actual = poolValue(pool, r.lookup);
-  const fail = (why?: string) => `${r.lookup.kind === "extra" ? `${r.lookup.group}.${r.lookup.name}` : r.lookup.name} is ${actual === undefined ? "not reported" : show(actual)}, profile asks ${r.text}${why ? ` (${why})` : ""}`;
-  if (actual === undefined) return fail();
+/**
+ * Why `pool` fails `r`: undefined when it holds, "" when it fails plainly, else a detail
+ * (units differ, not a number). Builds no string on the common paths: placement runs this
+ * for every pool.
+ */
+function judge(pool: PoolState, r: Requirement, actual: Scalar | readonly Scalar[] | undefined): string | undefined {
+  if (actual === undefined) return "";
   const text = Array.isArray(actual) ? actual.join(" ") : String(actual);
   const v = r.values[0];
   switch (r.op) {
     case "<is>": {
-      const want = parseBool(v);
       // A capability reported as a mode (replication: async) is "true": the pool has it.
       const have = typeof actual === "boolean" ? actual : (parseBool(text) ?? text !== "");
-      return have === want ? undefined : fail();
+      return have === r.bool ? undefined : "";
     }
     case "<in>":
-      return text.includes(v) ? undefined : fail();
+      return text.includes(v) ? undefined : "";
     case "<or>":
-      return r.values.some((x) => x === text || (parseBool(x) !== undefined && parseBool(x) === parseBool(text))) ? undefined : fail();
+      return r.values.some((x) => x === text || (parseBool(x) !== undefined && parseBool(x) === parseBool(text))) ? undefined : "";
     case "<all-in>": {
       const words = Array.isArray(actual) ? actual.map(String) : text.split(/[\s,]+/);
-      return r.values.every((x) => words.includes(x)) ? undefined : fail();
+      return r.values.every((x) => words.includes(x)) ? undefined : "";
     }
     case "literal": {
-      const wantBool = parseBool(v);
-      if (wantBool !== undefined && (typeof actual === "boolean" || parseBool(text) !== undefined)) return (typeof actual === "boolean" ? actual : parseBool(text)) === wantBool ? undefined : fail();
-      return text === v ? undefined : fail();
+      const have = typeof actual === "boolean" ? actual : parseBool(text);
+      if (r.bool !== undefined && have !== undefined) return have === r.bool ? undefined : "";
+      return text === v ? undefined : "";
     }
+    case "s==":
+      return text === v ? undefined : "";
+    case "s!=":
+      return text !== v ? undefined : "";
+    case "s<":
+      return text < v ? undefined : "";
+    case "s<=":
+      return text <= v ? undefined : "";
+    case "s>":
+      return text > v ? undefined : "";
+    case "s>=":
+      return text >= v ? undefined : "";
     default:
       break;
   }
-  if (stringOps.has(r.op)) {
-    const c = text < v ? -1 : text > v ? 1 : 0;
-    const ok = { "s==": c === 0, "s!=": c !== 0, "s<": c < 0, "s<=": c <= 0, "s>": c > 0, "s>=": c >= 0 }[r.op as "s=="];
-    return ok ? undefined : fail();
-  }
   const have = typeof actual === "number" ? { value: actual, unit: "" } : parseQuantity(text);
-  const want = parseQuantity(v)!;
-  if (!have) return fail(`${show(actual)} is not a number`);
-  const d = compareQuantities(have, want);
-  if (typeof d === "string") return fail(d);
-  const ok = { "==": d === 0, "!=": d !== 0, ">=": d >= 0, "<=": d <= 0, ">": d > 0, "<": d < 0 }[r.op as "=="];
-  return ok ? undefined : fail();
+  if (!have) return `${show(actual)} is not a number`;
+  const d = compareQuantities(have, r.quantity!);
+  if (typeof d === "string") return d;
+  switch (r.op) {
+    case "==":
+      return d === 0 ? undefined : "";
+    case "!=":
+      return d !== 0 ? undefined : "";
+    case ">=":
+      return d >= 0 ? undefined : "";
+    case "<=":
+      return d <= 0 ? undefined : "";
+    case ">":
+      return d > 0 ? undefined : "";
+    default:
+      return d < 0 ? undefined : "";
+  }
+}
+
+/** Does `pool` satisfy `r`? The fast path of placement. */
+export function holds(pool: PoolState, r: Requirement): boolean {
+  return judge(pool, r, poolValue(pool, r.lookup)) === undefined;
+}
+
+/** undefined when `pool` satisfies `r`, else the reason it does not (names the key, the pool's value and the requirement). */
+export function evaluate(pool: PoolState, r: Requirement): string | undefined {
+  const actual = poolValue(pool, r.lookup);
+  const why = judge(pool, r, actual);
+  if (why === undefined) return undefined;
+  const key = r.lookup.kind === "extra" ? `${r.lookup.group}.${r.lookup.name}` : r.lookup.name;
+  return `${key} is ${actual === undefined ? "not reported" : show(actual)}, profile asks ${r.text}${why ? ` (${why})` : ""}`;
 }
 
 /** Keys a pool could ever have: capabilities, well-known extras, and every extra a configured pool reports. */

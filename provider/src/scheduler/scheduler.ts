@@ -1,10 +1,13 @@
 /**
  * Placement: filter the pools, weigh the survivors, break ties by pool id so the same inputs
- * always give the same pool. Pure: no I/O, no clock; one pass over the pools.
+ * always give the same pool. Pure: no I/O, no clock; one pass over the pools, and no string is
+ * built until someone reads the rejections.
  */
 import { defaultFilters } from "./filters";
 import type { Filter, PlacementRequest, PlacementResult, PoolState, Rejection, Weigher } from "./types";
 import { defaultWeighers } from "./weighers";
+
+const round = (x: number) => Math.round(x * 100) / 100;
 
 export function place(
   pools: readonly PoolState[],
@@ -12,41 +15,55 @@ export function place(
   filters: readonly Filter[] = defaultFilters,
   weighers: readonly Weigher[] = defaultWeighers,
 ): PlacementResult {
-  const rejections: Rejection[] = [];
-  const passed: Array<{ pool: PoolState; score: number }> = [];
-  let best: PoolState | undefined;
+  // Per pool: the index of the filter that dropped it, or -1 when it passed (then its score).
+  // Typed arrays, not objects: placement over 10,000 pools allocates two buffers and no garbage.
+  const n = pools.length;
+  const droppedBy = new Int16Array(n);
+  const scores = new Float64Array(n);
+  let best = -1;
   let bestScore = -Infinity;
-  for (const pool of pools) {
-    let rejected = false;
-    for (const f of filters) {
-      const reason = f.reject(pool, request);
-      if (reason !== undefined) {
-        rejections.push({ poolId: pool.id, filter: f.name, reason });
-        rejected = true;
+  for (let i = 0; i < n; i++) {
+    const pool = pools[i];
+    let failed = -1;
+    for (let f = 0; f < filters.length; f++) {
+      if (!filters[f].passes(pool, request)) {
+        failed = f;
         break;
       }
     }
-    if (rejected) continue;
+    droppedBy[i] = failed;
+    if (failed >= 0) continue;
     let score = 0;
     for (const w of weighers) score += w.weigh(pool, request);
-    passed.push({ pool, score });
-    if (best === undefined || score > bestScore || (score === bestScore && pool.id < best.id)) {
-      best = pool;
+    scores[i] = score;
+    if (best < 0 || score > bestScore || (score === bestScore && pool.id < pools[best].id)) {
+      best = i;
       bestScore = score;
     }
   }
-  if (!best) return { ok: false, rejections };
-  // Pools that passed every filter but lost the weighing are explained too: every pool gets a reason.
-  const winner = best;
-  for (const { pool, score } of passed) {
-    if (pool === winner) continue;
-    const why = score === bestScore ? `scored the same as ${winner.id}, which comes first by id` : `passed every filter; scored ${round(score)} against ${round(bestScore)} for ${winner.id}`;
-    rejections.push({ poolId: pool.id, filter: "weighers", reason: `${why} (${weighers.map((w) => w.name).join(", ")})` });
-  }
-  return { ok: true, pool: best, rejections };
+  const winner = best >= 0 ? pools[best] : undefined;
+  let explained: Rejection[] | undefined;
+  // Every other pool gets a reason: the filter that dropped it, or the weighing it lost.
+  const rejections = () => {
+    if (explained) return explained;
+    const dropped: Rejection[] = [];
+    const lost: Rejection[] = [];
+    for (let i = 0; i < n; i++) {
+      const pool = pools[i];
+      if (droppedBy[i] >= 0) {
+        const f = filters[droppedBy[i]];
+        dropped.push({ poolId: pool.id, filter: f.name, reason: f.explain(pool, request) });
+      } else if (i !== best) {
+        const why = scores[i] === bestScore ? `scored the same as ${winner!.id}, which comes first by id` : `passed every filter; scored ${round(scores[i])} against ${round(bestScore)} for ${winner!.id}`;
+        lost.push({ poolId: pool.id, filter: "weighers", reason: `${why} (${weighers.map((w) => w.name).join(", ")})` });
+      }
+    }
+    return (explained = [...dropped, ...lost]);
+  };
+  return winner
+    ? { ok: true, pool: winner, rejectedCount: n - 1, get rejections() { return rejections(); } }
+    : { ok: false, rejectedCount: n, get rejections() { return rejections(); } };
 }
-
-const round = (x: number) => Math.round(x * 100) / 100;
 
 /** The user-facing message when no pool passes: every pool, the filter that dropped it, and why. */
 export function explainNoValidPool(request: PlacementRequest, rejections: readonly Rejection[], poolCount: number): string {

@@ -43,10 +43,14 @@ export interface Rejection {
   reason: string;
 }
 
-/** A filter: a tiny predicate answering why a pool cannot take the request, or undefined. */
+/**
+ * A filter: a tiny predicate. `passes` is the fast path run for every pool; `explain` says why a
+ * pool does not pass and runs only when someone reads the rejections.
+ */
 export interface Filter {
   readonly name: string;
-  reject(pool: PoolState, request: PlacementRequest): string | undefined;
+  passes(pool: PoolState, request: PlacementRequest): boolean;
+  explain(pool: PoolState, request: PlacementRequest): string;
 }
 
 /** A weigher: a small scorer; higher wins. Scores of all weighers are summed. */
@@ -55,4 +59,5 @@ export interface Weigher {
   weigh(pool: PoolState, request: PlacementRequest): number;
 }
 
-export type PlacementResult = { ok: true; pool: PoolState; rejections: Rejection[] } | { ok: false; rejections: Rejection[] };
+/** `rejections` is computed when first read: every pool but the chosen one, with its reason. */
+export type PlacementResult = { ok: true; pool: PoolState; rejectedCount: number; readonly rejections: Rejection[] } | { ok: false; rejectedCount: number; readonly rejections: Rejection[] };

@@ -102,6 +102,12 @@ export function sqlitePathFromUrl(url: string, baseDir: string): string {
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
+  /**
+   * Provisioned GiB by pool, recomputed only when the database changed: by this connection
+   * (`dirty`) or by another process (`PRAGMA data_version` moves). Placement reads it every time.
+   */
+  private provisioned?: { version: number; byPool: Map<string, number> };
+  private dirty = true;
 
   constructor(file: string, options: { busyTimeoutMs?: number } = {}) {
     if (file !== ":memory:") fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -155,10 +161,12 @@ export class SqliteStore implements Store {
   }
 
   insertVolume(row: VolumeRow): void {
+    this.dirty = true;
     this.insert("volumes", volumeColumns, row);
   }
 
   updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): VolumeRow {
+    if (changes.sizeGib !== undefined || changes.poolId !== undefined) this.dirty = true;
     this.update("volumes", volumeColumns, id, changes);
     const row = this.getVolume(id);
     if (!row) throw new UserError("NOT_FOUND", `volume ${id} not found`);
@@ -166,12 +174,17 @@ export class SqliteStore implements Store {
   }
 
   deleteVolume(id: string): void {
+    this.dirty = true;
     this.db.prepare("DELETE FROM volumes WHERE id = ?").run(id);
   }
 
-  provisionedGibByPool(): Map<string, number> {
+  provisionedGibByPool(): ReadonlyMap<string, number> {
+    const version = this.db.pragma("data_version", { simple: true }) as number;
+    if (this.provisioned && !this.dirty && this.provisioned.version === version) return this.provisioned.byPool;
     const rows = this.db.prepare("SELECT pool_id, SUM(size_gib) AS gib FROM volumes GROUP BY pool_id").all() as Row[];
-    return new Map(rows.map((r) => [r.pool_id as string, Number(r.gib)]));
+    this.provisioned = { version, byPool: new Map(rows.map((r) => [r.pool_id as string, Number(r.gib)])) };
+    this.dirty = false;
+    return this.provisioned.byPool;
   }
 
   getProfile(id: string): ProfileRow | undefined {

@@ -60,7 +60,7 @@ export interface Store {
   updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): VolumeRow;
   deleteVolume(id: string): void;
   /** Sum of sizeGib of the volumes on each pool (provisioned capacity). */
-  provisionedGibByPool(): Map<string, number>;
+  provisionedGibByPool(): ReadonlyMap<string, number>;
 
   getProfile(id: string): ProfileRow | undefined;
   getProfileByName(name: string): ProfileRow | undefined;
