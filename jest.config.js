@@ -1,5 +1,6 @@
 // Test layers (shared/STYLE.md): unit (pure logic), contract (one suite per interface),
-// provider (the real plugin process driven over gRPC like the engine), e2e (the real Pulumi CLI).
+// provider (the real plugin process driven over gRPC like the engine), e2e (the real Pulumi CLI),
+// datapath (real tgtd, nbdkit and initiators, as root).
 const transform = { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.test.json" }] };
 const project = (name, extra = {}) => ({
   displayName: name,
@@ -14,5 +15,6 @@ module.exports = {
     project("contract"),
     project("provider"),
     project("e2e"),
+    project("datapath"),
   ],
 };

@@ -5,10 +5,32 @@ sds_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 
 sds_log() { printf '[sds] %s\n' "$*" >&2; }
 
-# npm packages (from package-lock.json), the compiled provider and SDK, and the Pulumi CLI.
+# The data path's real parts, from Debian: tgt (iSCSI target), nbdkit (NBD server), and the
+# initiator-side tools the tests use (libiscsi's iscsi-ls, qemu-io with libiscsi, nbdcopy/nbdinfo).
+SDS_DEBIAN_PACKAGES=(tgt nbdkit libnbd-bin qemu-utils qemu-block-extra libiscsi-bin)
+SDS_DEBIAN_COMMANDS=(tgtd tgtadm nbdkit nbdinfo qemu-io iscsi-ls)
+
+# Install the Debian packages when root and any command is missing (without root: say so and go on;
+# the data-path tests then skip, saying why).
+sds_debian_packages() {
+  local missing=0 c
+  for c in "${SDS_DEBIAN_COMMANDS[@]}"; do command -v "$c" >/dev/null 2>&1 || missing=1; done
+  [ "$missing" = 1 ] || return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    sds_log "not root (or no apt-get): cannot install ${SDS_DEBIAN_PACKAGES[*]}; data-path tests will skip"
+    return 0
+  fi
+  sds_log "installing Debian packages: ${SDS_DEBIAN_PACKAGES[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${SDS_DEBIAN_PACKAGES[@]}" >&2
+}
+
+# npm packages (from package-lock.json), the compiled provider and SDK, the Pulumi CLI, and (as
+# root) the Debian packages of the data path.
 sds_setup() {
   local root; root="$(sds_root)"
   cd "$root"
+  sds_debian_packages
   # better-sqlite3 builds from source here (no prebuilt binaries can be downloaded); node-gyp
   # must use the installed Node headers instead of fetching them.
   if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then export npm_config_nodedir=/usr; fi

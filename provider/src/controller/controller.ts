@@ -58,6 +58,7 @@ export class Controller {
   private readonly backends: Map<string, BackendConfig>;
   private readonly drivers: Record<string, VolumeDriver>;
   private readonly now: () => Date;
+  private readonly log: (message: string) => void;
   /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
   private poolStats = new Map<string, { totalGib: number; freeGib: number }>();
   private backendIds = new Map<string, string>();
@@ -75,6 +76,7 @@ export class Controller {
     this.backends = new Map(options.backends.map((b) => [b.name, b]));
     this.drivers = options.drivers ?? { file: new FileDriver() };
     this.now = options.now ?? (() => new Date());
+    this.log = options.log ?? (() => undefined);
   }
 
   /** Discover pools (capacity, folders) and give every backend its stable id. Called at provider start. */
@@ -82,6 +84,10 @@ export class Controller {
     const stats = new Map<string, { totalGib: number; freeGib: number }>();
     for (const b of this.backends.values()) {
       this.backendIds.set(b.name, this.ensureBackendId(b));
+      // Seed 000: volumes take sharedTargets from their backend; a backend that changed its mind
+      // (or volumes older than the setting) are corrected at start.
+      const corrected = this.store.setSharedTargets(b.name, b.sharedTargets);
+      if (corrected > 0) this.log(`backend ${b.name}: sharedTargets ${b.sharedTargets} set on ${corrected} volume(s)`);
       for (const p of b.pools) {
         const s = await this.driverFor(b).getPoolStats(p);
         stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
@@ -356,6 +362,12 @@ export class Controller {
     return this.store.getVolume(id);
   }
 
+  /** Where the volume's bytes are on its storage node. */
+  volumePath(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): string {
+    const { backend, pool } = this.locate(row);
+    return this.driverFor(backend).volumePath(pool, row.id);
+  }
+
   listVolumes(): VolumeRow[] {
     return this.store.listVolumes();
   }
@@ -426,6 +438,10 @@ export class Controller {
   async deleteVolume(id: string): Promise<void> {
     const row = this.store.getVolume(id);
     if (!row) return;
+    const attachments = this.store.listAttachments({ volumeId: id });
+    if (attachments.length > 0) {
+      throw new UserError("CONFLICT", `volume ${row.name} is attached (${attachments.map((a) => `attachment ${a.id} on ${a.host}`).join(", ")}); delete its attachments first`);
+    }
     const clones = this.store.listVolumes().filter((v) => v.sourceVolumeId === id && v.status === "creating");
     if (clones.length > 0) throw new UserError("INVALID_STATE", `volume ${row.name} is being cloned into ${clones[0].name}; try again when that finishes`);
     this.store.updateVolume(id, { status: "deleting", updatedAt: this.now().toISOString() });

@@ -1,4 +1,5 @@
 /** What handlers get from the server: the controller (after Configure) and the engine's log. */
+import type { Attachments } from "../controller/attachments";
 import type { Controller } from "../controller/controller";
 
 export type Severity = "debug" | "info" | "warning" | "error";
@@ -6,6 +7,8 @@ export type Severity = "debug" | "info" | "warning" | "error";
 export interface ProviderContext {
   /** The configured controller; waits for Configure and start-up discovery. */
   controller(): Promise<Controller>;
+  /** Attach/detach, on the same store as the controller. */
+  attachments(): Promise<Attachments>;
   /** Send a message to the engine, shown to the user in `pulumi up`. */
   log(severity: Severity, message: string, urn?: string): void;
 }

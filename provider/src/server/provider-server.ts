@@ -10,7 +10,12 @@ import { Empty } from "google-protobuf/google/protobuf/empty_pb";
 import * as pluginPb from "@pulumi/pulumi/proto/plugin_pb";
 import * as providerRpc from "@pulumi/pulumi/proto/provider_grpc_pb";
 import * as pb from "@pulumi/pulumi/proto/provider_pb";
+import * as os from "node:os";
+import { Attachments } from "../controller/attachments";
 import { type ProviderConfig, checkProviderConfig, resolveProviderConfig } from "../controller/config";
+import { SecretBox } from "../controller/secret-box";
+import { AttachmentResource } from "../resources/attachment";
+import { localTargets } from "../targets/local-targets";
 import { Controller } from "../controller/controller";
 import { SdsError, UserError } from "../errors";
 import type { ProviderContext, Severity } from "../resources/context";
@@ -55,7 +60,7 @@ export function sdsHandlers(ctx: ProviderContext): Handlers {
     resources: [
       new VolumeResource(ctx),
       new ProfileResource(ctx),
-      new UnavailableResource("sds:index:Attachment", "attachments arrive with the attachments issue"),
+      new AttachmentResource(ctx),
       new UnavailableResource("sds:index:ReplicationPair", "replication arrives with the replication issue"),
     ],
     functions: [
@@ -92,7 +97,9 @@ export class ProviderServer implements ProviderContext {
   private readonly rootDir = findProjectDir(process.cwd());
   private config?: ProviderConfig;
   private controllerPromise?: Promise<Controller>;
+  private attachmentsPromise?: Promise<Attachments>;
   private store?: SqliteStore;
+  private stateFile?: string;
   private readonly resources: Map<string, ResourceHandler>;
   private readonly functions: Map<string, FunctionHandler>;
 
@@ -114,14 +121,34 @@ export class ProviderServer implements ProviderContext {
       const config = this.config;
       this.controllerPromise = (async () => {
         const file = sqlitePathFromUrl(config.stateUrl, config.projectDir);
+        this.stateFile = file;
         this.store = new SqliteStore(file);
-        const c = new Controller({ store: this.store, backends: config.backends });
+        const c = new Controller({ store: this.store, backends: config.backends, log: (m) => this.log("info", m) });
         await c.discover();
         return c;
       })();
       this.controllerPromise.catch(() => undefined);
     }
     return this.controllerPromise;
+  }
+
+  attachments(): Promise<Attachments> {
+    this.attachmentsPromise ??= (async () => {
+      const controller = await this.controller();
+      const file = this.stateFile!;
+      const runDir = process.env.SDS_RUN_DIR || path.join(file === ":memory:" ? os.tmpdir() : path.dirname(file), "run");
+      const a = new Attachments({ store: this.store!, controller, targets: localTargets(runDir), box: SecretBox.forDatabase(file) });
+      // ensure_export: exports the state knows are made again; targets of ours it does not know go.
+      try {
+        const r = await a.ensureExports();
+        if (r.removed.length > 0) this.log("warning", `sds: removed ${r.removed.length} export(s) the state does not know: ${r.removed.join(", ")}`);
+      } catch (err) {
+        this.log("warning", `sds: could not re-ensure exports at start: ${(err as Error).message}`);
+      }
+      return a;
+    })();
+    this.attachmentsPromise.catch(() => undefined);
+    return this.attachmentsPromise;
   }
 
   private resource(type: string, urn: string): ResourceHandler {

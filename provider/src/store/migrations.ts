@@ -51,4 +51,52 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX volumes_pool ON volumes(pool_id);
     `,
   },
+  {
+    version: 2,
+    name: "attachments, targets and their LUNs, cross-process locks",
+    sql: `
+      CREATE TABLE targets (
+        name             TEXT PRIMARY KEY,
+        backend_name     TEXT NOT NULL,
+        protocol         TEXT NOT NULL CHECK (protocol IN ('iscsi', 'nbd')),
+        mode             TEXT NOT NULL CHECK (mode IN ('rw', 'ro')),
+        portal           TEXT NOT NULL,
+        tid              INTEGER,
+        port             INTEGER,
+        chap_user        TEXT,
+        chap_secret_enc  TEXT,
+        created_at       TEXT NOT NULL
+      );
+      CREATE UNIQUE INDEX targets_tid ON targets(portal, tid) WHERE tid IS NOT NULL;
+      CREATE UNIQUE INDEX targets_port ON targets(portal, port) WHERE port IS NOT NULL;
+      CREATE TABLE luns (
+        target_name  TEXT NOT NULL REFERENCES targets(name) ON DELETE CASCADE,
+        volume_id    TEXT NOT NULL,
+        lun          INTEGER NOT NULL,
+        PRIMARY KEY (target_name, volume_id),
+        UNIQUE (target_name, lun)
+      );
+      CREATE TABLE attachments (
+        id              TEXT PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        volume_id       TEXT NOT NULL REFERENCES volumes(id),
+        host            TEXT NOT NULL,
+        mode            TEXT NOT NULL CHECK (mode IN ('rw', 'ro')),
+        connector_json  TEXT NOT NULL,
+        protocol        TEXT NOT NULL,
+        target_name     TEXT,
+        status          TEXT NOT NULL,
+        device_path     TEXT,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+      );
+      CREATE INDEX attachments_volume ON attachments(volume_id);
+      CREATE INDEX attachments_target ON attachments(target_name);
+      CREATE TABLE locks (
+        name        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+      );
+    `,
+  },
 ];

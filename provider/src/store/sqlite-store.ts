@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { UserError } from "../errors";
 import { migrations } from "./migrations";
-import type { BackendRow, ProfileRow, Store, VolumeRow } from "./store";
+import type { AttachmentRow, BackendRow, LunRow, ProfileRow, Store, TargetRow, VolumeRow } from "./store";
 
 type Row = Record<string, unknown>;
 
@@ -43,6 +43,66 @@ const profileColumns: Record<keyof ProfileRow, string> = {
   createdAt: "created_at",
   updatedAt: "updated_at",
 };
+
+const attachmentColumns: Record<keyof AttachmentRow, string> = {
+  id: "id",
+  owner: "owner",
+  volumeId: "volume_id",
+  host: "host",
+  mode: "mode",
+  connector: "connector_json",
+  protocol: "protocol",
+  targetName: "target_name",
+  status: "status",
+  devicePath: "device_path",
+  createdAt: "created_at",
+  updatedAt: "updated_at",
+};
+
+const targetColumns: Record<keyof TargetRow, string> = {
+  name: "name",
+  backendName: "backend_name",
+  protocol: "protocol",
+  mode: "mode",
+  portal: "portal",
+  tid: "tid",
+  port: "port",
+  chapUser: "chap_user",
+  chapSecretEnc: "chap_secret_enc",
+  createdAt: "created_at",
+};
+
+function attachmentFromRow(r: Row): AttachmentRow {
+  return {
+    id: r.id as string,
+    owner: r.owner as string,
+    volumeId: r.volume_id as string,
+    host: r.host as string,
+    mode: r.mode as AttachmentRow["mode"],
+    connector: JSON.parse(r.connector_json as string),
+    protocol: r.protocol as AttachmentRow["protocol"],
+    targetName: (r.target_name as string | null) ?? null,
+    status: r.status as string,
+    devicePath: (r.device_path as string | null) ?? null,
+    createdAt: r.created_at as string,
+    updatedAt: r.updated_at as string,
+  };
+}
+
+function targetFromRow(r: Row): TargetRow {
+  return {
+    name: r.name as string,
+    backendName: r.backend_name as string,
+    protocol: r.protocol as TargetRow["protocol"],
+    mode: r.mode as TargetRow["mode"],
+    portal: r.portal as string,
+    tid: (r.tid as number | null) ?? null,
+    port: (r.port as number | null) ?? null,
+    chapUser: (r.chap_user as string | null) ?? null,
+    chapSecretEnc: (r.chap_secret_enc as string | null) ?? null,
+    createdAt: r.created_at as string,
+  };
+}
 
 // Why: one place converts JS values to SQLite ones (booleans as 0/1, maps as JSON).
 function toSql(value: unknown): unknown {
@@ -214,6 +274,94 @@ export class SqliteStore implements Store {
 
   deleteProfile(id: string): void {
     this.db.prepare("DELETE FROM profiles WHERE id = ?").run(id);
+  }
+
+  getAttachment(id: string): AttachmentRow | undefined {
+    const r = this.db.prepare("SELECT * FROM attachments WHERE id = ?").get(id) as Row | undefined;
+    return r && attachmentFromRow(r);
+  }
+
+  listAttachments(filter: { volumeId?: string; targetName?: string; owner?: string } = {}): AttachmentRow[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.volumeId !== undefined) (where.push("volume_id = ?"), args.push(filter.volumeId));
+    if (filter.targetName !== undefined) (where.push("target_name = ?"), args.push(filter.targetName));
+    if (filter.owner !== undefined) (where.push("owner = ?"), args.push(filter.owner));
+    const sql = `SELECT * FROM attachments${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at, id`;
+    return (this.db.prepare(sql).all(...args) as Row[]).map(attachmentFromRow);
+  }
+
+  insertAttachment(row: AttachmentRow): void {
+    this.insert("attachments", attachmentColumns, row);
+  }
+
+  updateAttachment(id: string, changes: Partial<Omit<AttachmentRow, "id" | "createdAt">>): AttachmentRow {
+    this.update("attachments", attachmentColumns, id, changes);
+    const row = this.getAttachment(id);
+    if (!row) throw new UserError("NOT_FOUND", `attachment ${id} not found`);
+    return row;
+  }
+
+  deleteAttachment(id: string): void {
+    this.db.prepare("DELETE FROM attachments WHERE id = ?").run(id);
+  }
+
+  getTarget(name: string): TargetRow | undefined {
+    const r = this.db.prepare("SELECT * FROM targets WHERE name = ?").get(name) as Row | undefined;
+    return r && targetFromRow(r);
+  }
+
+  listTargets(filter: { portal?: string; backendName?: string } = {}): TargetRow[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.portal !== undefined) (where.push("portal = ?"), args.push(filter.portal));
+    if (filter.backendName !== undefined) (where.push("backend_name = ?"), args.push(filter.backendName));
+    const sql = `SELECT * FROM targets${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY name`;
+    return (this.db.prepare(sql).all(...args) as Row[]).map(targetFromRow);
+  }
+
+  insertTarget(row: TargetRow): void {
+    this.db
+      .prepare(`INSERT INTO targets (${Object.values(targetColumns).join(", ")}) VALUES (${Object.keys(targetColumns).map(() => "?").join(", ")})`)
+      .run(...(Object.keys(targetColumns) as (keyof TargetRow)[]).map((k) => toSql(row[k])));
+  }
+
+  deleteTarget(name: string): void {
+    this.db.prepare("DELETE FROM targets WHERE name = ?").run(name);
+  }
+
+  listLuns(targetName: string): LunRow[] {
+    return (this.db.prepare("SELECT * FROM luns WHERE target_name = ? ORDER BY lun").all(targetName) as Row[]).map((r) => ({
+      targetName: r.target_name as string,
+      volumeId: r.volume_id as string,
+      lun: r.lun as number,
+    }));
+  }
+
+  insertLun(row: LunRow): void {
+    this.db.prepare("INSERT INTO luns (target_name, volume_id, lun) VALUES (?, ?, ?)").run(row.targetName, row.volumeId, row.lun);
+  }
+
+  deleteLun(targetName: string, volumeId: string): void {
+    this.db.prepare("DELETE FROM luns WHERE target_name = ? AND volume_id = ?").run(targetName, volumeId);
+  }
+
+  tryLock(name: string, holder: string, ttlMs: number): boolean {
+    return this.transaction(() => {
+      const now = Date.now();
+      const r = this.db.prepare("SELECT holder, expires_at FROM locks WHERE name = ?").get(name) as Row | undefined;
+      if (r && r.holder !== holder && (r.expires_at as number) > now) return false;
+      this.db.prepare("INSERT INTO locks (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at").run(name, holder, now + ttlMs);
+      return true;
+    });
+  }
+
+  unlock(name: string, holder: string): void {
+    this.db.prepare("DELETE FROM locks WHERE name = ? AND holder = ?").run(name, holder);
+  }
+
+  setSharedTargets(backendName: string, sharedTargets: boolean): number {
+    return this.db.prepare("UPDATE volumes SET shared_targets = ? WHERE backend_name = ? AND shared_targets != ?").run(sharedTargets ? 1 : 0, backendName, sharedTargets ? 1 : 0).changes;
   }
 
   getBackend(name: string): BackendRow | undefined {

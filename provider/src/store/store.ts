@@ -42,6 +42,53 @@ export interface ProfileRow {
   updatedAt: string;
 }
 
+/** The connector an attachment was made for (os-brick's connector properties). */
+export interface ConnectorRow {
+  initiator?: string;
+  nqn?: string;
+  ip?: string;
+  hostname?: string;
+  multipath?: boolean;
+}
+
+/** An attachment of a volume to a host. */
+export interface AttachmentRow {
+  id: string;
+  owner: string;
+  volumeId: string;
+  host: string;
+  mode: "rw" | "ro";
+  connector: ConnectorRow;
+  protocol: "iscsi" | "nbd" | "local";
+  /** The target (iSCSI IQN or NBD server) serving it; null for `local`. */
+  targetName: string | null;
+  status: string;
+  devicePath: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A target the controller made: an iSCSI target (tid) or an NBD server (port). */
+export interface TargetRow {
+  name: string;
+  backendName: string;
+  protocol: "iscsi" | "nbd";
+  mode: "rw" | "ro";
+  portal: string;
+  tid: number | null;
+  port: number | null;
+  chapUser: string | null;
+  /** The CHAP password, encrypted (never plain text in the database). */
+  chapSecretEnc: string | null;
+  createdAt: string;
+}
+
+export interface LunRow {
+  targetName: string;
+  volumeId: string;
+  lun: number;
+}
+
 /** What the store remembers of a backend: its stable id. */
 export interface BackendRow {
   name: string;
@@ -68,6 +115,26 @@ export interface Store {
   insertProfile(row: ProfileRow): void;
   updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>): ProfileRow;
   deleteProfile(id: string): void;
+
+  getAttachment(id: string): AttachmentRow | undefined;
+  listAttachments(filter?: { volumeId?: string; targetName?: string; owner?: string }): AttachmentRow[];
+  insertAttachment(row: AttachmentRow): void;
+  updateAttachment(id: string, changes: Partial<Omit<AttachmentRow, "id" | "createdAt">>): AttachmentRow;
+  deleteAttachment(id: string): void;
+
+  getTarget(name: string): TargetRow | undefined;
+  listTargets(filter?: { portal?: string; backendName?: string }): TargetRow[];
+  insertTarget(row: TargetRow): void;
+  deleteTarget(name: string): void;
+  listLuns(targetName: string): LunRow[];
+  insertLun(row: LunRow): void;
+  deleteLun(targetName: string, volumeId: string): void;
+
+  /** Take lock `name` for `holder` until `ttlMs` from now; false when someone else holds it. */
+  tryLock(name: string, holder: string, ttlMs: number): boolean;
+  unlock(name: string, holder: string): void;
+  /** Record that backend volumes report `sharedTargets` (seed 000: the backend corrects its volumes). */
+  setSharedTargets(backendName: string, sharedTargets: boolean): number;
 
   getBackend(name: string): BackendRow | undefined;
   upsertBackend(row: BackendRow): void;

@@ -11,7 +11,7 @@ const specs: Record<string, Record<string, string>> = {
 if (config.getBoolean("impossible")) specs.impossible = { diskType: "NVMe", maxIOPS: ">= 1000000" };
 
 export const volumes: Record<string, pulumi.Output<string>> = {};
-export const placements: Record<string, pulumi.Output<string | undefined>> = {};
+export const placements: Record<string, pulumi.Output<string | undefined> | undefined> = {};
 for (const [name, extraSpecs] of Object.entries(specs)) {
     const profile = new sds.Profile(name, { extraSpecs });
     const volume = new sds.Volume(`${name}-vol`, { sizeGib: 5, profile: profile.name });

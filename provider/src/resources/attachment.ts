@@ -1,0 +1,119 @@
+/**
+ * sds:index:Attachment: a volume exported to a host (seeds 000, 003, 004). Every input change
+ * replaces the attachment; when the volume is not multiAttach the old attachment goes first
+ * (the new one would be refused while it exists).
+ */
+import { z } from "zod";
+import type { ConnectionInfo } from "../controller/attachments";
+import type { AttachmentRow } from "../store/store";
+import { type Props, UNKNOWN, isUnknown, reveal, secret } from "../server/values";
+import type { ProviderContext } from "./context";
+import { type PropertySpecs, checkProperties, diffProperties, withDefaults } from "./properties";
+import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
+
+const connectorSchema = z.strictObject({
+  initiator: z.string().regex(/^(iqn\.\d{4}-\d{2}\.[^\s:]+(:\S+)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$/, "must be an iSCSI name (iqn.YYYY-MM.reversed.domain[:id], eui.…, naa.…)").optional(),
+  nqn: z.string().min(1).optional(),
+  ip: z.string().min(1).optional(),
+  hostname: z.string().min(1).optional(),
+  multipath: z.boolean().optional(),
+});
+
+export const attachmentProperties: PropertySpecs = {
+  volumeId: { schema: z.string().min(1), required: true, replaces: true },
+  host: { schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, "must be a host name"), default: "localhost", replaces: true },
+  mode: { schema: z.enum(["rw", "ro"]), default: "rw", replaces: true },
+  connector: { schema: connectorSchema, replaces: true },
+  connect: { schema: z.boolean(), default: true, replaces: true },
+};
+
+/** connectionInfo as state holds it: the CHAP password wrapped as a secret. */
+function connectionInfoOutput(info: ConnectionInfo): Props {
+  const out: Props = { ...info };
+  if (info.authPassword !== undefined) out.authPassword = secret(info.authPassword);
+  return out;
+}
+
+export class AttachmentResource implements ResourceHandler {
+  readonly token = "sds:index:Attachment";
+
+  constructor(private readonly ctx: ProviderContext) {}
+
+  async check(req: CheckRequest): Promise<CheckResult> {
+    const failures = checkProperties(attachmentProperties, req.news);
+    const host = req.news.host;
+    if (typeof host === "string" && host !== "localhost" && !isUnknown(host)) {
+      if (req.news.connect !== false) {
+        failures.push({ property: "connect", reason: `connecting on host "${host}" needs its sds-agent, which arrives with the connectors issue; set connect: false to export only (and give the connector)` });
+      } else if (req.news.connector === undefined) {
+        failures.push({ property: "connector", reason: `host "${host}" is not this machine: give its connector (at least the initiator for iSCSI)` });
+      }
+    }
+    return { inputs: { ...req.news }, failures };
+  }
+
+  async diff(req: DiffRequest): Promise<DiffResult> {
+    const d = diffProperties(attachmentProperties, req.oldInputs, req.news, req.ignoreChanges);
+    if (d.replaces.length > 0) {
+      // The replacement would be refused while the old attachment exists on a volume that is not multiAttach.
+      const volumeId = isUnknown(req.news.volumeId) ? req.oldInputs.volumeId : req.news.volumeId;
+      const c = await this.ctx.controller();
+      const v = typeof volumeId === "string" ? c.getVolume(volumeId) : undefined;
+      d.deleteBeforeReplace = !v?.multiAttach;
+    }
+    return d;
+  }
+
+  private outputs(row: AttachmentRow, info: ConnectionInfo, inputs: Props, volume: { sharedTargets: boolean; backendId: string } | undefined): Props {
+    return {
+      ...withDefaults(attachmentProperties, inputs),
+      ...(inputs.connector !== undefined ? { connector: inputs.connector } : {}),
+      status: row.status,
+      connectionInfo: connectionInfoOutput(info),
+      devicePath: row.devicePath ?? "",
+      sharedTargets: volume?.sharedTargets ?? false,
+      backendId: volume?.backendId ?? "",
+    };
+  }
+
+  async create(req: CreateRequest): Promise<{ id: string; outs: Props }> {
+    const c = await this.ctx.controller();
+    const i = withDefaults(attachmentProperties, req.inputs);
+    if (req.preview) {
+      const v = typeof i.volumeId === "string" && !isUnknown(i.volumeId) ? c.getVolume(i.volumeId) : undefined;
+      return {
+        id: "",
+        outs: { ...i, status: UNKNOWN, connectionInfo: UNKNOWN, devicePath: UNKNOWN, sharedTargets: v?.sharedTargets ?? UNKNOWN, backendId: v?.backendId ?? UNKNOWN },
+      };
+    }
+    const a = await this.ctx.attachments();
+    const connector = req.inputs.connector !== undefined ? (reveal(req.inputs.connector) as AttachmentRow["connector"]) : undefined;
+    const { row, connectionInfo } = await a.attach(req.urn, { volumeId: i.volumeId as string, host: i.host as string, mode: i.mode as "rw" | "ro", connector });
+    return { id: row.id, outs: this.outputs(row, connectionInfo, req.inputs, c.getVolume(row.volumeId)) };
+  }
+
+  async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
+    const c = await this.ctx.controller();
+    const a = await this.ctx.attachments();
+    const row = a.get(req.id);
+    if (!row) return undefined;
+    const volume = c.getVolume(row.volumeId);
+    if (!volume) return undefined;
+    const inputs: Props = { volumeId: row.volumeId };
+    if (row.host !== "localhost" || req.inputs.host !== undefined) inputs.host = row.host;
+    if (row.mode !== "rw" || req.inputs.mode !== undefined) inputs.mode = row.mode;
+    if (req.inputs.connector !== undefined) inputs.connector = req.inputs.connector;
+    if (req.inputs.connect !== undefined) inputs.connect = req.inputs.connect;
+    return { id: row.id, outs: this.outputs(row, a.initializeConnection(row, volume), inputs, volume), inputs };
+  }
+
+  /** Every input replaces, so the engine only updates when nothing of ours changed. */
+  async update(req: UpdateRequest): Promise<Props> {
+    return req.oldOutputs;
+  }
+
+  async delete(req: DeleteRequest): Promise<void> {
+    const a = await this.ctx.attachments();
+    await a.detach(req.id);
+  }
+}

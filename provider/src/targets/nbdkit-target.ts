@@ -1,0 +1,227 @@
+/**
+ * NBD through nbdkit: one `nbdkit file dir=DIR` per server. nbdkit serves every file of DIR as an
+ * export named by the file name, follows symlinks and reads DIR again on each client's request,
+ * so an export is a symlink `exportName → volume file` and adding or removing one needs no
+ * restart (connected clients keep their open file).
+ *
+ * On disk, under `<runDir>/nbd/`, per server:
+ * - `<server>/`      the symlinks nbdkit serves;
+ * - `<server>.json`  `{port, readOnly}`, so `list` and a later provider process know the server;
+ * - `<server>.pid`   nbdkit's pidfile. A server runs when that pid is alive and is the nbdkit
+ *                    serving `<server>/` (pids get reused; nbdkit leaves the pidfile behind).
+ *
+ * Server and export names become file names: letters, digits, `_ - . :`, no leading dot or dash.
+ */
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+import { BackendError, invalidInput, UserError } from "../errors";
+import { run as defaultRun, type Runner } from "../exec/run";
+import type { NbdTarget } from "./target";
+import { procProcesses, type ProcessTable, waitUntil } from "./tgt-target";
+
+const START_TIMEOUT_MS = 30_000;
+const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+const EXPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$/;
+
+/** Options of {@link NbdkitTarget}. */
+export interface NbdkitTargetOptions {
+  /** Address the servers listen on (`nbdkit -i`). */
+  host: string;
+  /** Folder for the per-server symlink folders, state files and pidfiles (e.g. /run/sds). */
+  runDir: string;
+  /** Command runner (tests pass a recorder). */
+  run?: Runner;
+  /** Process table (tests pass a fake). */
+  processes?: ProcessTable;
+}
+
+/** What `<server>.json` holds. */
+interface ServerState {
+  port: number;
+  readOnly: boolean;
+}
+
+/** The {@link NbdTarget} of nbdkit servers sharing one run folder. */
+export class NbdkitTarget implements NbdTarget {
+  readonly protocol = "nbd";
+  readonly host: string;
+  private readonly root: string;
+  private readonly run: Runner;
+  private readonly processes: ProcessTable;
+
+  constructor(options: NbdkitTargetOptions) {
+    this.host = options.host;
+    this.root = path.join(options.runDir, "nbd");
+    this.run = options.run ?? defaultRun;
+    this.processes = options.processes ?? procProcesses;
+  }
+
+  async ensureServer(server: string, port: number, readOnly: boolean): Promise<void> {
+    checkName("server", server, SERVER_NAME);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalidInput("port", `must be 1-65535, got ${port}`);
+    const pid = await this.runningPid(server);
+    if (pid !== undefined) {
+      const state = await this.readState(server);
+      if (state?.port === port && state.readOnly === readOnly) return;
+      throw new UserError(
+        "CONFLICT",
+        `nbd server ${server} already runs (pid ${pid}, port ${state?.port ?? "?"}, read-only ${state?.readOnly ?? "?"}); remove it to serve port ${port}, read-only ${readOnly}`,
+        "port",
+      );
+    }
+    // State first: a server that fails to start is retried by the next ensureServer and cleaned by removeServer.
+    await fs.mkdir(this.exportDir(server), { recursive: true });
+    await this.writeState(server, { port, readOnly });
+    await fs.rm(this.pidFile(server), { force: true });
+    const args = [...(readOnly ? ["-r"] : []), "-p", String(port), "-i", this.host, "-P", this.pidFile(server), "file", `dir=${this.exportDir(server)}`];
+    await this.run("nbdkit", args, { timeoutMs: START_TIMEOUT_MS });
+    // nbdkit listens before it forks, and writes the pidfile from the background process.
+    await waitUntil(`nbdkit ${server} to write ${this.pidFile(server)}`, async () => (await this.runningPid(server)) !== undefined);
+  }
+
+  async ensureExport(server: string, exportName: string, volumePath: string): Promise<void> {
+    checkName("server", server, SERVER_NAME);
+    checkName("exportName", exportName, EXPORT_NAME);
+    if (!(await this.readState(server))) throw new UserError("NOT_FOUND", `nbd server ${server} does not exist (ensureServer first)`, "server");
+    const file = path.resolve(volumePath);
+    const link = path.join(this.exportDir(server), exportName);
+    const have = await readLink(link);
+    if (have === undefined) {
+      try {
+        await fs.access(file);
+      } catch {
+        throw new UserError("NOT_FOUND", `volume file ${file} does not exist`, "path");
+      }
+      try {
+        await fs.symlink(file, link); // atomic: either our link appears or EEXIST
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+    }
+    const now = have ?? (await readLink(link));
+    if (now !== file) throw new UserError("CONFLICT", `export ${exportName} of nbd server ${server} already serves ${now ?? "something else"}, not ${file}`, "exportName");
+  }
+
+  async removeExport(server: string, exportName: string): Promise<void> {
+    checkName("server", server, SERVER_NAME);
+    checkName("exportName", exportName, EXPORT_NAME);
+    await fs.rm(path.join(this.exportDir(server), exportName), { force: true });
+  }
+
+  async removeServer(server: string): Promise<void> {
+    checkName("server", server, SERVER_NAME);
+    const pid = await this.runningPid(server);
+    if (pid !== undefined) {
+      const gone = async () => (await this.runningPid(server)) === undefined;
+      this.processes.kill(pid, "SIGTERM");
+      try {
+        await waitUntil(`nbdkit ${server} (pid ${pid}) to exit`, gone);
+      } catch {
+        this.processes.kill(pid, "SIGKILL");
+        await waitUntil(`nbdkit ${server} (pid ${pid}) to exit after SIGKILL`, gone);
+      }
+    }
+    // Only symlinks inside: rm does not follow them, the volumes stay.
+    await fs.rm(this.exportDir(server), { recursive: true, force: true });
+    await fs.rm(this.stateFile(server), { force: true });
+    await fs.rm(this.pidFile(server), { force: true });
+  }
+
+  async list(): Promise<Array<{ server: string; port: number; readOnly: boolean; pid: number; exports: Array<{ name: string; path: string }> }>> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.root);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    const out = [];
+    for (const name of names.filter((n) => n.endsWith(".json")).sort()) {
+      const server = name.slice(0, -".json".length);
+      const state = await this.readState(server);
+      const pid = await this.runningPid(server);
+      if (!state || pid === undefined) continue;
+      // The folder is what nbdkit serves: it reads it again for every client.
+      const exports = [];
+      const entries = await fs.readdir(this.exportDir(server)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === "ENOENT") return [];
+        throw err;
+      });
+      for (const entry of entries.sort()) {
+        const target = await readLink(path.join(this.exportDir(server), entry));
+        if (target !== undefined) exports.push({ name: entry, path: target });
+      }
+      out.push({ server, port: state.port, readOnly: state.readOnly, pid, exports });
+    }
+    return out;
+  }
+
+  /** The folder of symlinks nbdkit serves for `server`. */
+  exportDir(server: string): string {
+    return path.join(this.root, server);
+  }
+
+  /** nbdkit's pidfile for `server`. */
+  pidFile(server: string): string {
+    return path.join(this.root, `${server}.pid`);
+  }
+
+  private stateFile(server: string): string {
+    return path.join(this.root, `${server}.json`);
+  }
+
+  /** The pid of the live nbdkit serving `server`'s folder, if any. */
+  private async runningPid(server: string): Promise<number | undefined> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.pidFile(server), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    const pid = Number(text.trim());
+    if (!Number.isInteger(pid) || pid <= 0) return undefined; // being written, or garbage
+    const argv = await this.processes.argv(pid);
+    if (!argv || path.basename(argv[0] ?? "") !== "nbdkit" || !argv.includes(`dir=${this.exportDir(server)}`)) return undefined;
+    return pid;
+  }
+
+  private async readState(server: string): Promise<ServerState | undefined> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.stateFile(server), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    const state = JSON.parse(text) as Partial<ServerState>;
+    if (typeof state.port !== "number" || typeof state.readOnly !== "boolean") {
+      throw new BackendError("COMMAND_FAILED", `${this.stateFile(server)} is not a server state ({port, readOnly}): ${text}`, false);
+    }
+    return { port: state.port, readOnly: state.readOnly };
+  }
+
+  private async writeState(server: string, state: ServerState): Promise<void> {
+    const file = this.stateFile(server);
+    const tmp = `${file}.${process.pid}.tmp`;
+    await fs.writeFile(tmp, JSON.stringify(state));
+    await fs.rename(tmp, file);
+  }
+}
+
+/** Why: a missing link and a link elsewhere are different answers; anything else is a fault. */
+async function readLink(link: string): Promise<string | undefined> {
+  try {
+    return await fs.readlink(link);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    if (code === "EINVAL") return `${link} (not a symlink)`;
+    throw err;
+  }
+}
+
+function checkName(property: string, name: string, pattern: RegExp): void {
+  if (!pattern.test(name)) throw invalidInput(property, `"${name}" must match ${pattern.source}`);
+}

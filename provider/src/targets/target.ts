@@ -1,0 +1,82 @@
+/**
+ * A target: what exports a volume's bytes to initiators over a protocol. The controller
+ * composes a driver (which owns the bytes, and says where they are) with a target; targets never
+ * touch the store. The controller decides, under its locks, what to keep and what to remove; a
+ * target only does what it is told, idempotently.
+ *
+ * Contract (every implementation, checked by test/contract/target.test.ts):
+ * - every `ensure*` is idempotent: calling it again with the same arguments is success and
+ *   changes nothing;
+ * - every `remove*` of something already gone is success;
+ * - `start` is idempotent and leaves a daemon that survives the provider process (exports
+ *   outlive `pulumi up`); `stop` ends what `start` started (tests, teardown);
+ * - `list` reports what really exists (asked of the daemon, not remembered), so the controller
+ *   can re-ensure exports its state knows and remove those it does not (Cinder's ensure_export);
+ * - commands run through exec/ (argv, timeouts, secrets masked): a CHAP password never appears
+ *   in an error message or a log line.
+ */
+
+/** CHAP credentials of one export. */
+export interface Chap {
+  username: string;
+  password: string;
+}
+
+/** One export as the target daemon reports it. */
+export interface ExportState {
+  /** iSCSI: the target IQN; NBD: the export name. */
+  name: string;
+  /** iSCSI: tgt's numeric target id. */
+  tid?: number;
+  /** iSCSI: LUN number → backing file and read-only flag. NBD: one entry, lun 0. */
+  luns: Array<{ lun: number; path: string; readOnly: boolean }>;
+  /** iSCSI: initiator IQNs allowed to log in (ACL). */
+  initiators: string[];
+  /** iSCSI: CHAP usernames bound to the target. */
+  chapUsers: string[];
+  /** NBD: the TCP port of the server serving this export. */
+  port?: number;
+}
+
+/** iSCSI through tgtd/tgtadm: a target holds LUNs, an ACL of initiators and optional CHAP. */
+export interface IscsiTarget {
+  readonly protocol: "iscsi";
+  /** The portal initiators log in to, `ip:port`. */
+  readonly portal: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Create the target if missing; returns its tid (the given one, or a free one). */
+  ensureTarget(iqn: string, tid?: number): Promise<number>;
+  /** Add LUN `lun` backed by `path` if missing; `readOnly` LUNs refuse writes at the SCSI level. */
+  ensureLun(tid: number, lun: number, path: string, readOnly: boolean): Promise<void>;
+  /** Allow `initiatorIqn` to log in to the target. */
+  ensureInitiator(tid: number, initiatorIqn: string): Promise<void>;
+  /** Require CHAP for the target with these credentials (creates the account, binds it). */
+  ensureChap(tid: number, chap: Chap): Promise<void>;
+  removeInitiator(tid: number, initiatorIqn: string): Promise<void>;
+  removeLun(tid: number, lun: number): Promise<void>;
+  /** Remove the target, its LUNs, ACL and CHAP account bindings (force: even with sessions). */
+  removeTarget(tid: number): Promise<void>;
+  /** Remove a CHAP account no target uses any more. */
+  removeChapAccount(username: string): Promise<void>;
+  list(): Promise<ExportState[]>;
+}
+
+/** NBD through nbdkit: one server per (name, mode) serving named exports. */
+export interface NbdTarget {
+  readonly protocol: "nbd";
+  /** Address servers listen on. */
+  readonly host: string;
+  /**
+   * Make sure a server `server` runs on `port` (read-only servers refuse writes), serving the
+   * exports added to it. Starting it again with the same arguments is success.
+   */
+  ensureServer(server: string, port: number, readOnly: boolean): Promise<void>;
+  /** Serve `path` under `exportName` on `server` (no restart: existing clients keep going). */
+  ensureExport(server: string, exportName: string, path: string): Promise<void>;
+  removeExport(server: string, exportName: string): Promise<void>;
+  /** Stop the server and forget it. */
+  removeServer(server: string): Promise<void>;
+  /** Servers running and their exports. */
+  list(): Promise<Array<{ server: string; port: number; readOnly: boolean; pid: number; exports: Array<{ name: string; path: string }> }>>;
+}

@@ -1,0 +1,134 @@
+/**
+ * Data-path harness: a real controller with real tgtd/nbdkit on free ports, and the initiator
+ * side done with real tools (qemu-io with libiscsi, qemu-io over NBD). Root only.
+ */
+import { execFile, execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Attachments, type ConnectionInfo } from "../../provider/src/controller/attachments";
+import { backendsSchema } from "../../provider/src/controller/backends";
+import { Controller } from "../../provider/src/controller/controller";
+import { SecretBox } from "../../provider/src/controller/secret-box";
+import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import { localTargets } from "../../provider/src/targets/local-targets";
+
+/** Why the data-path tests cannot run here, or undefined when they can. */
+export function cannotRun(): string | undefined {
+  if (process.getuid?.() !== 0) return "data-path tests need root (tgtd, nbdkit)";
+  for (const c of ["tgtd", "tgtadm", "nbdkit", "qemu-io", "iscsi-ls"]) {
+    try {
+      execFileSync("which", [c], { stdio: "ignore" });
+    } catch {
+      return `data-path tests need ${c} (Debian packages: npm test installs them as root)`;
+    }
+  }
+  return undefined;
+}
+
+/** A TCP port nothing listens on now. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+export interface Env {
+  dir: string;
+  store: SqliteStore;
+  controller: Controller;
+  attachments: Attachments;
+  portal: string;
+  make(lockSharedTargets?: boolean): Attachments;
+  close(): Promise<void>;
+}
+
+export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boolean; chap?: boolean; lockSharedTargets?: boolean }): Promise<Env> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-datapath-"));
+  const store = new SqliteStore(path.join(dir, "state.db"));
+  const port = await freePort();
+  const portal = `127.0.0.1:${port}`;
+  const backends = backendsSchema.parse([
+    {
+      name: "b1",
+      driver: "file",
+      sharedTargets: o.sharedTargets,
+      export: { protocol: o.protocol, portal, chap: o.chap ?? false },
+      pools: [{ name: "p1", path: path.join(dir, "pool"), totalCapacityGib: 100, multiAttach: true }],
+    },
+  ]);
+  const controller = new Controller({ store, backends });
+  await controller.discover();
+  const runDir = path.join(dir, "run");
+  const box = SecretBox.forDatabase(path.join(dir, "state.db"));
+  const targets = localTargets(runDir);
+  const make = (lock = o.lockSharedTargets ?? true) => new Attachments({ store, controller, targets, box, lockSharedTargets: lock });
+  const attachments = make();
+  return {
+    dir,
+    store,
+    controller,
+    attachments,
+    portal,
+    make,
+    async close() {
+      for (const a of store.listAttachments()) await attachments.detach(a.id).catch(() => undefined);
+      if (o.protocol === "iscsi") await targets.iscsi(portal).stop().catch(() => undefined);
+      else for (const s of await targets.nbd("127.0.0.1").list()) await targets.nbd("127.0.0.1").removeServer(s.server).catch(() => undefined);
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface IoResult {
+  ok: boolean;
+  output: string;
+}
+
+/** Run qemu-io against a connection (as the initiator `initiator`), e.g. `write -P 0xab 0 1M`. */
+export function qemuIo(info: ConnectionInfo, command: string, o: { initiator?: string; readOnly?: boolean; password?: string; user?: string } = {}): Promise<IoResult> {
+  const args: string[] = [];
+  let opts: string;
+  if (info.protocol === "iscsi") {
+    opts = `driver=raw,file.driver=iscsi,file.transport=tcp,file.portal=${info.portals[0]},file.target=${info.targetIqn},file.lun=${info.targetLun}`;
+    if (o.initiator) opts += `,file.initiator-name=${o.initiator}`;
+    const user = o.user ?? info.authUsername;
+    const password = o.password ?? info.authPassword;
+    if (user && password) {
+      args.push("--object", `secret,id=chap0,data=${password}`);
+      opts += `,file.user=${user},file.password-secret=chap0`;
+    }
+  } else {
+    const [host, port] = info.portals[0].split(":");
+    opts = `driver=raw,file.driver=nbd,file.host=${host},file.port=${port},file.export=${info.exportName}`;
+  }
+  if (o.readOnly) args.push("-r");
+  args.push("--image-opts", opts, "-c", command);
+  return new Promise((resolve) => {
+    execFile("qemu-io", args, { timeout: 30_000 }, (err, stdout, stderr) => {
+      const output = `${stdout}${stderr}`;
+      resolve({ ok: !err && !/error|fail|can't|Pattern verification failed/i.test(output), output });
+    });
+  });
+}
+
+/** nbdkit and tgtd processes still running whose command line mentions `needle`. */
+export function processesMentioning(needle: string): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+      if (cmd.includes(needle) && /nbdkit|tgtd/.test(cmd)) out.push(`${pid}: ${cmd}`);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
