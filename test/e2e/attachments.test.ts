@@ -18,7 +18,7 @@ if (why) test.skip(`skipped: ${why}`, () => undefined);
 suite("attachments", () => {
   let p: PulumiProject;
   let port: number;
-  const tgtTargets = () => execFileSync("tgtadm", ["-C", String(port), "--lld", "iscsi", "--op", "show", "--mode", "target"], { encoding: "utf8" });
+  const tgtTargets = () => execFileSync("tgtadm", ["-C", String(port % 32768), "--lld", "iscsi", "--op", "show", "--mode", "target"], { encoding: "utf8" });
 
   beforeAll(async () => {
     p = await PulumiProject.create("attachments");
@@ -33,7 +33,7 @@ suite("attachments", () => {
     if (!p) return;
     await p.run(["destroy", "--yes"]);
     try {
-      execFileSync("pkill", ["-f", `tgtd -C ${port}`]);
+      execFileSync("pkill", ["-f", `tgtd -C ${port % 32768} `]);
     } catch {
       // not running
     }

@@ -378,9 +378,11 @@ export class Attachments {
   private async withExportLock<T>(host: string, volume: VolumeRow, fn: () => Promise<T>): Promise<T> {
     if (!volume.sharedTargets || !this.lockShared) return fn();
     const name = `export:${host}:${volume.backendId}`;
+    // One holder per operation, not per process: two operations of one process exclude each other too.
+    const holder = `${this.holder}:${randomUUID()}`;
     const deadline = Date.now() + this.lockTimeoutMs;
     let wait = 2;
-    while (!this.store.tryLock(name, this.holder, this.lockTimeoutMs)) {
+    while (!this.store.tryLock(name, holder, this.lockTimeoutMs)) {
       if (Date.now() > deadline) throw new UserError("INVALID_STATE", `timed out after ${this.lockTimeoutMs} ms waiting for lock ${name}`);
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(wait * 2, 50);
@@ -388,7 +390,7 @@ export class Attachments {
     try {
       return await fn();
     } finally {
-      this.store.unlock(name, this.holder);
+      this.store.unlock(name, holder);
     }
   }
 
@@ -402,15 +404,8 @@ export class Attachments {
   async ensureExports(): Promise<{ ensured: number; removed: string[] }> {
     let ensured = 0;
     const removed: string[] = [];
-    const targets = this.store.listTargets();
-    for (const a of this.store.listAttachments()) {
-      const v = this.controller.getVolume(a.volumeId);
-      if (!v || a.protocol === "local") continue;
-      const { backend } = this.controller.locate(v);
-      await this.withExportLock(a.host, v, () => this.createExport(a, v, backend));
-      ensured++;
-    }
-    const portals = new Set(targets.filter((t) => t.protocol === "iscsi").map((t) => t.portal));
+    // First what the store does not know (it may hold a tid or port the store's exports need)…
+    const portals = new Set(this.store.listTargets().filter((t) => t.protocol === "iscsi").map((t) => t.portal));
     for (const b of this.controller.backendConfigs()) if (b.export.protocol === "iscsi") portals.add(b.export.portal ?? defaultPortals.iscsi);
     for (const portal of portals) {
       const t = this.targets.iscsi(portal);
@@ -421,7 +416,7 @@ export class Attachments {
         continue; // no tgtd on that portal: nothing to clean
       }
       for (const e of live) {
-        if (!e.name.startsWith(`${IQN_PREFIX}:`) || this.store.getTarget(e.name)) continue;
+        if (!e.name.startsWith(`${IQN_PREFIX}:`) || this.store.getTarget(e.name)?.tid === e.tid) continue;
         await t.removeTarget(e.tid!);
         removed.push(e.name);
       }
@@ -434,6 +429,14 @@ export class Attachments {
         await t.removeServer(server.server);
         removed.push(server.server);
       }
+    }
+    // …then every export the store knows, made again where it is missing.
+    for (const a of this.store.listAttachments()) {
+      const v = this.controller.getVolume(a.volumeId);
+      if (!v || a.protocol === "local") continue;
+      const { backend } = this.controller.locate(v);
+      await this.withExportLock(a.host, v, () => this.createExport(a, v, backend));
+      ensured++;
     }
     return { ensured, removed };
   }
