@@ -8,6 +8,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { cannotRun, freePort, qemuIo } from "../datapath/harness";
+import { localTargets } from "../../provider/src/targets/local-targets";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
 
 jest.setTimeout(900_000);
@@ -32,11 +33,8 @@ suite("attachments", () => {
   afterAll(async () => {
     if (!p) return;
     await p.run(["destroy", "--yes"]);
-    try {
-      execFileSync("pkill", ["-f", `tgtd -C ${port % 32768} `]);
-    } catch {
-      // not running
-    }
+    // The provider leaves tgtd running (exports outlive `pulumi up`); the test stops its own.
+    await localTargets(path.join(p.dir, ".sds/run")).iscsi(`127.0.0.1:${port}`).stop();
     p.remove();
   });
 
@@ -82,7 +80,7 @@ suite("attachments", () => {
     await p.ok(["up", "--yes", "--skip-preview"]);
   });
 
-  test("destroy removes every attachment, target, LUN and ACL, and every volume", async () => {
+  test("destroy removes every attachment, target, LUN and ACL, and every volume; the test stops tgtd", async () => {
     expect(tgtTargets()).toContain("iqn.2026-11.io.sds:");
     await p.ok(["destroy", "--yes", "--skip-preview"]);
     expect(tgtTargets().trim()).toBe("");
