@@ -303,9 +303,21 @@ export class TgtTarget implements IscsiTarget {
     }
   }
 
+  /** Serializes read-modify-write of the CHAP file: concurrent attaches would otherwise lose entries. */
+  private chapFileQueue: Promise<unknown> = Promise.resolve();
+
+  private updateChapFile(change: (hashes: Record<string, string>) => Record<string, string> | undefined): Promise<void> {
+    const next = this.chapFileQueue.then(async () => {
+      const updated = change(await this.readChapFile());
+      if (updated) await this.writeChapFile(updated);
+    });
+    this.chapFileQueue = next.catch(() => undefined);
+    return next;
+  }
+
   private async writeChapFile(hashes: Record<string, string>): Promise<void> {
     await fs.mkdir(this.runDir, { recursive: true });
-    const tmp = `${this.chapFile}.${process.pid}.tmp`;
+    const tmp = `${this.chapFile}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
     await fs.writeFile(tmp, JSON.stringify(hashes), { mode: 0o600 });
     await fs.rename(tmp, this.chapFile);
   }
@@ -321,14 +333,15 @@ export class TgtTarget implements IscsiTarget {
   private async rememberPassword(chap: Chap): Promise<void> {
     const salt = randomBytes(16);
     const hash = await scryptAsync(chap.password, salt, 32);
-    await this.writeChapFile({ ...(await this.readChapFile()), [chap.username]: `${salt.toString("hex")}:${hash.toString("hex")}` });
+    await this.updateChapFile((hashes) => ({ ...hashes, [chap.username]: `${salt.toString("hex")}:${hash.toString("hex")}` }));
   }
 
   private async forgetPassword(username: string): Promise<void> {
-    const hashes = await this.readChapFile();
-    if (!(username in hashes)) return;
-    delete hashes[username];
-    await this.writeChapFile(hashes);
+    await this.updateChapFile((hashes) => {
+      if (!(username in hashes)) return undefined;
+      delete hashes[username];
+      return hashes;
+    });
   }
 }
 
