@@ -140,3 +140,18 @@ test("clone copies a volume into a new one", async () => {
   expect(head.toString()).toBe("payload");
   await expect(c.createVolume("urn:c", { ...spec("small", 1), sourceVolumeId: dst.id })).rejects.toMatchObject({ property: "sizeGib" });
 });
+
+test("seed 000: volumes carry their backend's sharedTargets; a backend that now reports false corrects them at start", async () => {
+  const c = controller();
+  await c.discover();
+  const v = await c.createVolume("urn:a", spec("v"));
+  expect(v.sharedTargets).toBe(true); // the default, as the migration sets on existing volumes
+  const backends = backendsSchema.parse([
+    { name: "b1", driver: "file", sharedTargets: false, pools: [{ name: "p1", path: path.join(dir, "p1"), totalCapacityGib: 10, maxOverSubscriptionRatio: 1 }] },
+  ]);
+  const messages: string[] = [];
+  const restarted = new Controller({ store, backends, log: (m) => messages.push(m) });
+  await restarted.discover();
+  expect(restarted.getVolume(v.id)?.sharedTargets).toBe(false);
+  expect(messages).toEqual(["backend b1: sharedTargets false set on 1 volume(s)"]);
+});
