@@ -282,13 +282,7 @@ export class SqliteStore implements Store {
   }
 
   listAttachments(filter: { volumeId?: string; targetName?: string; owner?: string } = {}): AttachmentRow[] {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.volumeId !== undefined) (where.push("volume_id = ?"), args.push(filter.volumeId));
-    if (filter.targetName !== undefined) (where.push("target_name = ?"), args.push(filter.targetName));
-    if (filter.owner !== undefined) (where.push("owner = ?"), args.push(filter.owner));
-    const sql = `SELECT * FROM attachments${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at, id`;
-    return (this.db.prepare(sql).all(...args) as Row[]).map(attachmentFromRow);
+    return this.selectWhere("attachments", attachmentColumns, filter, "created_at, id").map(attachmentFromRow);
   }
 
   insertAttachment(row: AttachmentRow): void {
@@ -312,18 +306,11 @@ export class SqliteStore implements Store {
   }
 
   listTargets(filter: { portal?: string; backendName?: string } = {}): TargetRow[] {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.portal !== undefined) (where.push("portal = ?"), args.push(filter.portal));
-    if (filter.backendName !== undefined) (where.push("backend_name = ?"), args.push(filter.backendName));
-    const sql = `SELECT * FROM targets${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY name`;
-    return (this.db.prepare(sql).all(...args) as Row[]).map(targetFromRow);
+    return this.selectWhere("targets", targetColumns, filter, "name").map(targetFromRow);
   }
 
   insertTarget(row: TargetRow): void {
-    this.db
-      .prepare(`INSERT INTO targets (${Object.values(targetColumns).join(", ")}) VALUES (${Object.keys(targetColumns).map(() => "?").join(", ")})`)
-      .run(...(Object.keys(targetColumns) as (keyof TargetRow)[]).map((k) => toSql(row[k])));
+    this.insert("targets", targetColumns, row);
   }
 
   deleteTarget(name: string): void {
@@ -377,6 +364,13 @@ export class SqliteStore implements Store {
 
   close(): void {
     this.db.close();
+  }
+
+  /** `SELECT *` with one equality per defined filter key (keys named as the row's fields). */
+  private selectWhere<R extends object>(table: string, columns: Record<keyof R, string>, filter: Partial<R>, orderBy: string): Row[] {
+    const keys = (Object.keys(filter) as (keyof R)[]).filter((k) => filter[k] !== undefined);
+    const where = keys.length ? ` WHERE ${keys.map((k) => `${columns[k]} = ?`).join(" AND ")}` : "";
+    return this.db.prepare(`SELECT * FROM ${table}${where} ORDER BY ${orderBy}`).all(...keys.map((k) => toSql(filter[k]))) as Row[];
   }
 
   private insert<R extends object>(table: string, columns: Record<keyof R, string>, row: R): void {
