@@ -7,7 +7,7 @@ import * as outputs from "./types/output";
 import * as utilities from "./utilities";
 
 /**
- * Attaches a volume to a host: exports it from its backend (iSCSI, NBD or local) and, unless `connect` is false, connects it on the host and reports the device path. Any input change replaces the attachment; when the volume is not multi-attach, the old attachment is deleted before the new one is created. This resource is still being built; its properties are final.
+ * Attaches a volume to a host: exports it from its backend (iSCSI, NBD or local) and, unless `connect` is false, connects it on the host and reports the device path. Any input change replaces the attachment; when the volume is not multi-attach, the old attachment is deleted before the new one is created. Today the storage side is complete (exports per connector, ACLs, CHAP, read-only exports, shared-target locking); connecting on the host (`devicePath`) arrives with the host connectors, and until then `devicePath` is empty and a host other than `localhost` needs `connect: false` and an explicit `connector`.
  */
 export class Attachment extends pulumi.CustomResource {
     /**
