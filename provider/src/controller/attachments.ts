@@ -20,6 +20,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import { UserError } from "../errors";
 import type { AttachmentRow, ConnectorRow, Store, TargetRow, VolumeRow } from "../store/store";
+import type { Connection, Connector } from "../connectors/connector";
 import type { IscsiTarget, NbdTarget } from "../targets/target";
 import type { BackendConfig } from "./backends";
 import type { Controller } from "./controller";
@@ -56,6 +57,8 @@ export interface AttachSpec {
   host: string;
   mode: "rw" | "ro";
   connector?: ConnectorRow;
+  /** Also connect on the host and report the device (only `localhost` until host agents exist). */
+  connect?: boolean;
 }
 
 export interface AttachmentsOptions {
@@ -67,6 +70,8 @@ export interface AttachmentsOptions {
   lockSharedTargets?: boolean;
   lockTimeoutMs?: number;
   now?: () => Date;
+  /** The connectors of this machine, by protocol: `connect` on host `localhost` uses them. */
+  connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
 }
 
 const defaultPortals = { iscsi: "127.0.0.1:3260", nbd: "127.0.0.1:10809" };
@@ -92,6 +97,7 @@ export class Attachments {
   private readonly lockTimeoutMs: number;
   private readonly now: () => Date;
   private readonly holder = randomUUID();
+  private readonly connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
 
   constructor(o: AttachmentsOptions) {
     this.store = o.store;
@@ -101,6 +107,7 @@ export class Attachments {
     this.lockShared = o.lockSharedTargets ?? true;
     this.lockTimeoutMs = o.lockTimeoutMs ?? 120_000;
     this.now = o.now ?? (() => new Date());
+    this.connectorFor = o.connectorFor;
   }
 
   private at(): string {
@@ -128,6 +135,9 @@ export class Attachments {
       throw new UserError("INVALID_INPUT", `host: backend ${backend.name} exports with protocol "local", which serves only the machine running the provider (host "localhost")`, "host");
     }
 
+    if (spec.connect && this.connectorFor && spec.host !== "localhost") {
+      throw new UserError("NOT_AVAILABLE_YET", `connect: connecting on host "${spec.host}" needs its sds-agent, which is not available yet`, "connect");
+    }
     const existing = this.store.listAttachments({ owner, volumeId: spec.volumeId }).find((a) => a.host === spec.host && a.mode === spec.mode);
     if (existing && existing.status === "attached") return { row: existing, connectionInfo: this.initializeConnection(existing, volume) };
 
@@ -138,12 +148,22 @@ export class Attachments {
       await this.rollback(row, volume, backend);
       throw err;
     }
+    const connectionInfo = this.initializeConnection(row, volume);
+    let devicePath: string | null = null;
+    if (spec.connect && this.connectorFor) {
+      try {
+        devicePath = (await this.connectorFor(connectionInfo.protocol).connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
+      } catch (err) {
+        await this.rollback(row, volume, backend);
+        throw err;
+      }
+    }
     const attached = this.store.transaction(() => {
-      const r = this.store.updateAttachment(row.id, { status: "attached", updatedAt: this.at() });
+      const r = this.store.updateAttachment(row.id, { status: "attached", devicePath, updatedAt: this.at() });
       this.refreshVolumeStatus(volume.id);
       return r;
     });
-    return { row: attached, connectionInfo: this.initializeConnection(attached, volume) };
+    return { row: attached, connectionInfo };
   }
 
   /** Reserve: check the volume can take this attachment, record it (attaching), mark the volume. */
@@ -281,8 +301,23 @@ export class Attachments {
 
   // ---------------------------------------------------------------- detach
 
+  /**
+   * Seed 001's verifier: disconnect on the host, then ask the host for the volume's paths; a path
+   * left behind fails the detach (orphans corrupt I/O when a LUN id is reused), unless `force`.
+   */
+  private async disconnect(row: AttachmentRow, volume: VolumeRow, options: { force?: boolean }): Promise<void> {
+    const info = this.initializeConnection(row, volume);
+    const connector = this.connectorFor!(info.protocol);
+    const connection: Connection = { ...info, volumeId: volume.id };
+    await connector.disconnectVolume(connection, { force: options.force });
+    const left = await connector.getVolumePaths(connection);
+    if (left.length > 0 && !options.force) {
+      throw new UserError("INVALID_STATE", `detach of volume ${volume.name} left paths on ${row.host}: ${left.map((p) => p.path).join(", ")}; find what holds them, or detach with force`);
+    }
+  }
+
   /** Detach. Detaching what is already gone succeeds. */
-  async detach(id: string): Promise<void> {
+  async detach(id: string, options: { force?: boolean } = {}): Promise<void> {
     const row = this.store.getAttachment(id);
     if (!row) return;
     const volume = this.controller.getVolume(row.volumeId);
@@ -291,6 +326,7 @@ export class Attachments {
       if (volume) this.store.updateVolume(volume.id, { status: "detaching", updatedAt: this.at() });
     });
     try {
+      if (volume && row.devicePath && this.connectorFor) await this.disconnect(row, volume, options);
       if (volume) {
         const { backend } = this.controller.locate(volume);
         await this.withExportLock(row.host, volume, () => this.removeExport(row, backend));

@@ -1,0 +1,61 @@
+/**
+ * A connector: the host side of an attachment (os-brick's connectors). It turns connection info
+ * into a block device on this host, finds the paths a volume has here (seed 001), and takes them
+ * away again.
+ *
+ * Contract (every implementation, checked by test/contract/connector.test.ts):
+ * - `connectVolume` is idempotent: connecting what is already connected returns the same path;
+ * - `disconnectVolume` of what is not connected is success; without `force` it fails when the
+ *   device cannot be released (in use), with `force` it tears down everything it can and reports
+ *   what it could not;
+ * - every connection leaves a record under the connector's state folder (e.g. /run/sds/connections)
+ *   so a restarted agent finds its paths again; `getVolumePaths`/`getAllVolumePaths` report what
+ *   really exists on the host (devices, mounts, processes), not only what was recorded;
+ * - `ro` connection info gives a read-only device (writes fail with EROFS/EPERM);
+ * - every command runs through exec/ (argv, timeouts, secrets masked: a CHAP password never
+ *   appears in an argv that is logged, nor in an error).
+ */
+import type { ConnectionInfo } from "../controller/attachments";
+
+/** What identifies this host to a target (os-brick's get_connector_properties). */
+export interface ConnectorProperties {
+  initiator?: string;
+  nqn?: string;
+  ip?: string;
+  hostname: string;
+  multipath: boolean;
+  /** What this host can do: kernel initiators or the userspace paths. */
+  capabilities: { iscsiKernel: boolean; nbdKernel: boolean; userspace: boolean };
+}
+
+/** One path of a volume on this host. */
+export interface VolumePath {
+  /** The volume the path belongs to (from the connection record), when known. */
+  volumeId?: string;
+  /** The block device, e.g. /dev/loop3 or /dev/disk/by-path/ip-…-lun-1. */
+  path: string;
+  protocol: "iscsi" | "nbd" | "local";
+  /** How the path is made: kernel or userspace (qemu-nbd/nbdfuse/losetup). */
+  via: "kernel" | "userspace" | "loop";
+}
+
+/** Connection info plus what the connector needs to find its record again. */
+export interface Connection extends ConnectionInfo {
+  /** The volume id (used to name records and to answer getVolumePaths by volume). */
+  volumeId: string;
+}
+
+export interface Connector {
+  readonly protocol: "iscsi" | "nbd" | "local";
+  getConnectorProperties(): Promise<ConnectorProperties>;
+  connectVolume(connection: Connection): Promise<{ path: string }>;
+  disconnectVolume(connection: Connection, options?: { force?: boolean }): Promise<void>;
+  /** Seed 001: the paths of this volume on this host. */
+  getVolumePaths(connection: Connection): Promise<VolumePath[]>;
+  /** Seed 001: every path of this protocol on this host (orphans included). */
+  getAllVolumePaths(): Promise<VolumePath[]>;
+  /** Seed 001: where this connector's devices appear (e.g. /dev/disk/by-path, or the state folder). */
+  getSearchPath(): string;
+  /** The volume grew on the target: make the device show the new size; returns the new size in bytes. */
+  extendVolume(connection: Connection): Promise<number>;
+}
