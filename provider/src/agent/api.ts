@@ -1,0 +1,176 @@
+/**
+ * The sds-agent wire API: one zod schema per request body, query and response, and the route
+ * table the server dispatches on and the OpenAPI document is generated from (openapi.ts), so
+ * validation, dispatch and documentation cannot drift apart.
+ *
+ * Every route is under `/v1`, JSON in and out. Every route but `GET /v1/health` and
+ * `GET /v1/openapi.json` needs `Authorization: Bearer <token>`.
+ * Errors are `{error: {code, message, field?, retryable?}}` (see {@link errorResponseSchema}).
+ */
+import { z } from "zod";
+import type { Connection, ConnectorProperties, VolumePath } from "../connectors/connector";
+
+/** The wire API version (the path prefix). */
+export const API_PREFIX = "/v1";
+
+export const protocolSchema = z.enum(["iscsi", "nbd", "local"]).describe("The connector protocol.");
+export type Protocol = z.infer<typeof protocolSchema>;
+export const PROTOCOLS: readonly Protocol[] = protocolSchema.options;
+
+/** A connection: the connection info an attachment returned, plus the volume id (connectors/connector.ts). */
+export const connectionSchema = z
+  .object({
+    protocol: protocolSchema,
+    portals: z.array(z.string().min(1)).describe("Target portals, `host:port`."),
+    targetIqn: z.string().min(1).optional(),
+    targetLun: z.number().int().min(0).optional(),
+    exportName: z.string().min(1).optional(),
+    authMethod: z.literal("CHAP").optional(),
+    authUsername: z.string().optional(),
+    authPassword: z.string().optional().describe("CHAP secret; never logged by the agent."),
+    readOnly: z.boolean(),
+    volumeId: z.string().min(1),
+  })
+  .describe("Connection info plus the volume id.");
+
+export const connectRequestSchema = z.object({ connection: connectionSchema });
+export const disconnectRequestSchema = z.object({ connection: connectionSchema, force: z.boolean().optional() });
+export const volumePathsRequestSchema = z.object({ connection: connectionSchema });
+export const extendRequestSchema = z.object({ connection: connectionSchema });
+
+/** `?protocol=` required. */
+export const protocolQuerySchema = z.object({ protocol: protocolSchema });
+/** `?protocol=` optional (all protocols when absent). */
+export const optionalProtocolQuerySchema = z.object({ protocol: protocolSchema.optional() });
+
+export const healthResponseSchema = z.object({ ok: z.boolean(), version: z.string() });
+export const connectorPropertiesSchema = z.object({
+  initiator: z.string().optional(),
+  nqn: z.string().optional(),
+  ip: z.string().optional(),
+  hostname: z.string(),
+  multipath: z.boolean(),
+  capabilities: z.object({ iscsiKernel: z.boolean(), nbdKernel: z.boolean(), userspace: z.boolean() }),
+});
+export const volumePathSchema = z.object({
+  volumeId: z.string().optional(),
+  path: z.string(),
+  protocol: protocolSchema,
+  via: z.enum(["kernel", "userspace", "loop"]),
+});
+export const connectResponseSchema = z.object({ path: z.string() });
+export const emptyResponseSchema = z.object({});
+export const pathsResponseSchema = z.object({ paths: z.array(volumePathSchema) });
+export const searchPathResponseSchema = z.object({ path: z.string() });
+export const extendResponseSchema = z.object({ sizeBytes: z.number().int().min(0) });
+export const errorResponseSchema = z.object({
+  error: z.object({
+    code: z.string().describe("Stable code: INVALID_INPUT, UNAUTHORIZED, NOT_FOUND, CONFLICT, COMMAND_FAILED, TIMEOUT, INTERNAL, …"),
+    message: z.string().optional(),
+    field: z.string().optional().describe("The request field at fault, e.g. `connection.portals[0]`."),
+    retryable: z.boolean().optional(),
+  }),
+});
+export type ErrorBody = z.infer<typeof errorResponseSchema>;
+
+// Compile-time checks: the wire schemas and the connector interface describe the same data.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const sameConnection: Same<z.infer<typeof connectionSchema>, Connection> = true;
+const sameProperties: Same<z.infer<typeof connectorPropertiesSchema>, ConnectorProperties> = true;
+const samePath: Same<z.infer<typeof volumePathSchema>, VolumePath> = true;
+void sameConnection;
+void sameProperties;
+void samePath;
+
+/** One route of the agent: what the server dispatches and what openapi.ts documents. */
+export interface RouteSpec {
+  operationId: string;
+  method: "GET" | "POST";
+  path: string;
+  summary: string;
+  /** false only for health and the OpenAPI document. */
+  auth: boolean;
+  query?: z.ZodObject;
+  body?: z.ZodObject;
+  response: z.ZodType;
+}
+
+export const routes = {
+  health: { operationId: "health", method: "GET", path: `${API_PREFIX}/health`, summary: "Liveness and version.", auth: false, response: healthResponseSchema },
+  openapi: { operationId: "openapi", method: "GET", path: `${API_PREFIX}/openapi.json`, summary: "This document.", auth: false, response: z.object({}).loose() },
+  connectorProperties: {
+    operationId: "getConnectorProperties",
+    method: "GET",
+    path: `${API_PREFIX}/connector/properties`,
+    summary: "What identifies this host to a target (os-brick get_connector_properties).",
+    auth: true,
+    query: protocolQuerySchema,
+    response: connectorPropertiesSchema,
+  },
+  connect: {
+    operationId: "connectVolume",
+    method: "POST",
+    path: `${API_PREFIX}/connections/connect`,
+    summary: "Make the block device of a connection on this host (idempotent).",
+    auth: true,
+    body: connectRequestSchema,
+    response: connectResponseSchema,
+  },
+  disconnect: {
+    operationId: "disconnectVolume",
+    method: "POST",
+    path: `${API_PREFIX}/connections/disconnect`,
+    summary: "Take the block device of a connection away (what is not connected is success).",
+    auth: true,
+    body: disconnectRequestSchema,
+    response: emptyResponseSchema,
+  },
+  volumePaths: {
+    operationId: "getVolumePaths",
+    method: "POST",
+    path: `${API_PREFIX}/connections/paths`,
+    summary: "The paths of this volume on this host (seed 001).",
+    auth: true,
+    body: volumePathsRequestSchema,
+    response: pathsResponseSchema,
+  },
+  allPaths: {
+    operationId: "getAllVolumePaths",
+    method: "GET",
+    path: `${API_PREFIX}/paths`,
+    summary: "Every path of a protocol on this host, orphans included; every protocol when none is given (seed 001).",
+    auth: true,
+    query: optionalProtocolQuerySchema,
+    response: pathsResponseSchema,
+  },
+  searchPath: {
+    operationId: "getSearchPath",
+    method: "GET",
+    path: `${API_PREFIX}/search-path`,
+    summary: "Where the devices of a protocol appear on this host (seed 001).",
+    auth: true,
+    query: protocolQuerySchema,
+    response: searchPathResponseSchema,
+  },
+  extend: {
+    operationId: "extendVolume",
+    method: "POST",
+    path: `${API_PREFIX}/connections/extend`,
+    summary: "The volume grew on the target: make the device show the new size.",
+    auth: true,
+    body: extendRequestSchema,
+    response: extendResponseSchema,
+  },
+} as const satisfies Record<string, RouteSpec>;
+
+export type RouteName = keyof typeof routes;
+
+/** A zod issue path as a field name: `["connection", "portals", 0]` → `connection.portals[0]`. */
+export function fieldPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const p of path) {
+    if (typeof p === "number") out += `[${p}]`;
+    else out += out === "" ? String(p) : `.${String(p)}`;
+  }
+  return out;
+}
