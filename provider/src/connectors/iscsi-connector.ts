@@ -1,0 +1,196 @@
+/**
+ * The iSCSI connector.
+ *
+ * - kernel (iscsiadm on PATH and /sys/module/iscsi_tcp): discovery, CHAP on the node record
+ *   (password masked), login; the device is /dev/disk/by-path/ip-PORTAL-iscsi-IQN-lun-N
+ *   (`blockdev --setro` for read-only); logout when no other record uses the same target.
+ * - userspace (no kernel initiator): qemu-nbd logs in through libiscsi and serves the LUN on a
+ *   unix socket; nbdfuse makes it a file; losetup makes the file a block device:
+ *     qemu-nbd --fork --persistent --pid-file <run>/<id>-<mode>.qemu-nbd.pid -k <run>/<id>-<mode>.sock [-r]
+ *              [--object secret,id=sdschap,file=<run>/<id>-<mode>.secret] --image-opts
+ *              driver=raw,file.driver=iscsi,file.transport=tcp,file.portal=P,file.target=IQN,
+ *              file.lun=N,file.initiator-name=I[,file.user=U,file.password-secret=sdschap]
+ *     nbdfuse [-r] -P <pidfile> <stateDir>/iscsi/mnt/<id>-<mode>/disk --unix <sock>   (detached)
+ *     losetup -f --show [--read-only] <stateDir>/iscsi/mnt/<id>-<mode>/disk
+ *   The CHAP password goes to qemu-nbd in a 0600 file removed as soon as qemu-nbd has started
+ *   (never in argv, never in a record).
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { invalidInput } from "../errors";
+import type { Connection, VolumePath } from "./connector";
+import { BaseConnector, type ConnectorOptions, orphanLoops } from "./local-connector";
+import { fuseLoop, fusePaths, teardownFuseLoop } from "./nbd-connector";
+import { type ConnectionRecord, initiatorName, modeOf, newRecord, pathOf, Teardown } from "./records";
+
+export interface IscsiConnectorOptions extends ConnectorOptions {
+  /** Force the kernel initiator or the userspace path; default: kernel when the probe finds it. */
+  mode?: "kernel" | "userspace";
+  /** Initiator name; default from /etc/iscsi/initiatorname.iscsi or one of our own. */
+  initiator?: string;
+}
+
+export class IscsiConnector extends BaseConnector {
+  readonly protocol = "iscsi";
+  readonly mode: "kernel" | "userspace";
+  private readonly initiator?: string;
+
+  constructor(options: IscsiConnectorOptions = {}) {
+    super(options);
+    this.mode = options.mode ?? (this.capabilities().iscsiKernel ? "kernel" : "userspace");
+    this.initiator = options.initiator;
+  }
+
+  getSearchPath(): string {
+    return this.mode === "kernel" ? "/dev/disk/by-path" : this.host.stateDir;
+  }
+
+  async getConnectorProperties() {
+    const p = await super.getConnectorProperties();
+    return this.initiator ? { ...p, initiator: this.initiator } : p;
+  }
+
+  private initiatorName(): string {
+    return this.initiator ?? initiatorName(this.host.fsRoot, this.options.hostname ?? os.hostname());
+  }
+
+  async connectVolume(c: Connection): Promise<{ path: string }> {
+    const t = iscsiTarget(c);
+    const mode = modeOf(c);
+    const rec = this.host.records.read(c.volumeId, mode);
+    if (rec && (await this.livePaths(rec)).length) return { path: rec.device };
+    if (rec) await this.teardown(rec, true, c.authPassword).catch(() => undefined);
+    return this.mode === "kernel" ? this.connectKernel(c, t) : this.connectUserspace(c, t);
+  }
+
+  private async connectKernel(c: Connection, t: IscsiTargetInfo): Promise<{ path: string }> {
+    const secrets = c.authPassword ? [c.authPassword] : [];
+    const node = ["-m", "node", "-T", t.iqn, "-p", t.portal];
+    await this.host.run("iscsiadm", ["-m", "discovery", "-t", "sendtargets", "-p", t.portal], { secrets });
+    if (c.authMethod === "CHAP") {
+      const update = (name: string, value: string) => this.host.run("iscsiadm", [...node, "--op", "update", "-n", name, "-v", value], { secrets });
+      await update("node.session.auth.authmethod", "CHAP");
+      await update("node.session.auth.username", c.authUsername ?? "");
+      await update("node.session.auth.password", c.authPassword ?? "");
+    }
+    const device = `/dev/disk/by-path/ip-${t.portal}-iscsi-${t.iqn}-lun-${t.lun}`;
+    try {
+      await this.host.run("iscsiadm", [...node, "--login"], { secrets });
+    } catch (err) {
+      // exit 15: a session to this target exists already (another LUN or mode of it)
+      if (!/exit 15\b/.test((err as Error).message)) throw err;
+    }
+    await this.host.waitUntil(`${device} to appear`, () => this.host.exists(device));
+    if (c.readOnly) await this.host.run("blockdev", ["--setro", device]);
+    this.host.records.write(newRecord(c, "kernel", device, { portal: t.portal, targetIqn: t.iqn, targetLun: t.lun }));
+    return { path: device };
+  }
+
+  private async connectUserspace(c: Connection, t: IscsiTargetInfo): Promise<{ path: string }> {
+    const p = fusePaths(this.host, "iscsi", c);
+    fs.mkdirSync(p.runDir, { recursive: true, mode: 0o700 });
+    const socket = path.join(p.runDir, `${p.name}.sock`);
+    const qemuPidFile = path.join(p.runDir, `${p.name}.qemu-nbd.pid`);
+    const secretFile = path.join(p.runDir, `${p.name}.secret`);
+    const esc = (v: string) => v.replace(/,/g, ",,"); // qemu option values double their commas
+    const opts = [
+      "driver=raw",
+      "file.driver=iscsi",
+      "file.transport=tcp",
+      `file.portal=${esc(t.portal)}`,
+      `file.target=${esc(t.iqn)}`,
+      `file.lun=${t.lun}`,
+      `file.initiator-name=${esc(this.initiatorName())}`,
+    ];
+    const args = ["--fork", "--persistent", "--pid-file", qemuPidFile, "-k", socket, ...(c.readOnly ? ["-r"] : [])];
+    if (c.authMethod === "CHAP") {
+      fs.writeFileSync(secretFile, c.authPassword ?? "", { mode: 0o600 });
+      fs.chmodSync(secretFile, 0o600);
+      opts.push(`file.user=${esc(c.authUsername ?? "")}`, "file.password-secret=sdschap");
+      args.push("--object", `secret,id=sdschap,file=${secretFile}`);
+    }
+    fs.rmSync(socket, { force: true });
+    fs.rmSync(qemuPidFile, { force: true });
+    try {
+      await this.host.run("qemu-nbd", [...args, "--image-opts", opts.join(",")], { secrets: c.authPassword ? [c.authPassword] : [], timeoutMs: 60_000 });
+    } finally {
+      fs.rmSync(secretFile, { force: true });
+    }
+    const qemuNbdPid = Number(fs.readFileSync(qemuPidFile, "utf8").trim());
+    fs.rmSync(qemuPidFile, { force: true });
+    const device = await fuseLoop(this.host, "iscsi", c, (file, pidFile) => ["nbdfuse", [...(c.readOnly ? ["-r"] : []), "-P", pidFile, file, "--unix", socket]], {
+      qemuNbdPid,
+      socket,
+      portal: t.portal,
+      targetIqn: t.iqn,
+      targetLun: t.lun,
+    });
+    return { path: device };
+  }
+
+  async disconnectVolume(c: Connection, options: { force?: boolean } = {}): Promise<void> {
+    const mode = modeOf(c);
+    const rec = this.host.records.read(c.volumeId, mode);
+    if (!rec) return;
+    if ((await this.livePaths(rec)).length) this.checkNotInUse(rec.device, options.force);
+    await this.teardown(rec, !!options.force, c.authPassword);
+  }
+
+  private async teardown(rec: ConnectionRecord, force: boolean, password?: string): Promise<void> {
+    const t = new Teardown(password ? [password] : []);
+    if (rec.via === "kernel") {
+      const others = this.host.records
+        .list("iscsi")
+        .filter((r) => r.via === "kernel" && r.portal === rec.portal && r.targetIqn === rec.targetIqn && !(r.volumeId === rec.volumeId && r.mode === rec.mode));
+      if (!others.length && rec.portal && rec.targetIqn) {
+        const node = ["-m", "node", "-T", rec.targetIqn, "-p", rec.portal];
+        await t.step("iscsiadm --logout", async () => {
+          try {
+            await this.host.run("iscsiadm", [...node, "--logout"]);
+          } catch (err) {
+            // exit 21: no session (already logged out)
+            if (!/exit 21\b/.test((err as Error).message)) throw err;
+          }
+        });
+      }
+    } else {
+      await teardownFuseLoop(this.host, t, rec, force);
+    }
+    if (!t.failed) this.host.records.remove(rec.volumeId, rec.mode);
+    t.throwIfFailed(`${rec.volumeId} (${rec.mode})`);
+  }
+
+  protected async livePaths(rec: ConnectionRecord): Promise<VolumePath[]> {
+    if (rec.via === "kernel") return this.host.exists(rec.device) ? [pathOf(rec)] : [];
+    return this.liveLoop(rec);
+  }
+
+  protected async orphanPaths(explained: Set<string>): Promise<VolumePath[]> {
+    return orphanLoops(this.host, "iscsi", explained, path.join(this.host.stateDir, "iscsi"));
+  }
+
+  async extendVolume(c: Connection): Promise<number> {
+    const rec = this.host.records.read(c.volumeId, modeOf(c));
+    if (rec?.via === "kernel" && rec.portal && rec.targetIqn) {
+      await this.host.run("iscsiadm", ["-m", "node", "-T", rec.targetIqn, "-p", rec.portal, "-R"]);
+      return this.host.deviceSize(rec.device);
+    }
+    return super.extendVolume(c);
+  }
+}
+
+interface IscsiTargetInfo {
+  portal: string;
+  iqn: string;
+  lun: number;
+}
+
+function iscsiTarget(c: Connection): IscsiTargetInfo {
+  if (c.protocol !== "iscsi") throw invalidInput("protocol", `the iSCSI connector cannot connect ${c.protocol}`);
+  const portal = c.portals[0];
+  if (!portal || !/^.+:\d+$/.test(portal)) throw invalidInput("portals", `an iSCSI connection needs a portal "ip:port", got ${JSON.stringify(portal)}`);
+  if (!c.targetIqn) throw invalidInput("targetIqn", "an iSCSI connection needs the target IQN");
+  if (c.authMethod === "CHAP" && (!c.authUsername || !c.authPassword)) throw invalidInput("authUsername", "CHAP needs a user name and a password");
+  return { portal, iqn: c.targetIqn, lun: c.targetLun ?? 0 };
+}

@@ -1,0 +1,162 @@
+/**
+ * The `local` connector: the volume file is on this host (`exportName` is its path), so the
+ * block device is a loop device over it: `losetup -f --show [--read-only] FILE`, detached with
+ * `losetup -d`. Also the base of the other connectors (properties, record-driven path queries).
+ */
+import * as os from "node:os";
+import * as path from "node:path";
+import { invalidInput, UserError } from "../errors";
+import type { Connection, Connector, ConnectorProperties, VolumePath } from "./connector";
+import { type Capabilities, type ConnectionRecord, Host, type HostOptions, initiatorName, modeOf, newRecord, pathOf, probe, Teardown } from "./records";
+
+/** Options of every connector. */
+export interface ConnectorOptions extends HostOptions {
+  /** This host's address as targets see it. Default 127.0.0.1. */
+  ip?: string;
+  hostname?: string;
+  /** What this host can do; default from {@link probe}. */
+  capabilities?: Capabilities;
+}
+
+/** What all connectors share: the host view, properties, and the live check of records. */
+export abstract class BaseConnector implements Connector {
+  abstract readonly protocol: "iscsi" | "nbd" | "local";
+  readonly host: Host;
+  protected readonly options: ConnectorOptions;
+
+  constructor(options: ConnectorOptions = {}) {
+    this.options = options;
+    this.host = new Host(options);
+  }
+
+  capabilities(): Capabilities {
+    if (this.options.capabilities) return this.options.capabilities;
+    const p = probe(this.host.fsRoot);
+    return { iscsiKernel: p.iscsiKernel, nbdKernel: p.nbdKernel, userspace: p.userspace };
+  }
+
+  async getConnectorProperties(): Promise<ConnectorProperties> {
+    const hostname = this.options.hostname ?? os.hostname();
+    return { initiator: initiatorName(this.host.fsRoot, hostname), ip: this.options.ip ?? "127.0.0.1", hostname, multipath: false, capabilities: this.capabilities() };
+  }
+
+  abstract connectVolume(connection: Connection): Promise<{ path: string }>;
+  abstract disconnectVolume(connection: Connection, options?: { force?: boolean }): Promise<void>;
+  abstract getSearchPath(): string;
+
+  /** The paths a record still has on the host (empty when nothing of it is left). */
+  protected abstract livePaths(rec: ConnectionRecord): Promise<VolumePath[]>;
+
+  /** Loop devices of this protocol that no record explains (orphans); default none. */
+  protected async orphanPaths(_explained: Set<string>): Promise<VolumePath[]> {
+    return [];
+  }
+
+  async getVolumePaths(connection: Connection): Promise<VolumePath[]> {
+    const out: VolumePath[] = [];
+    for (const mode of ["rw", "ro"] as const) {
+      const rec = this.host.records.read(connection.volumeId, mode);
+      if (rec && rec.protocol === this.protocol) out.push(...(await this.livePaths(rec)));
+    }
+    return out;
+  }
+
+  async getAllVolumePaths(): Promise<VolumePath[]> {
+    const out: VolumePath[] = [];
+    for (const rec of this.host.records.list(this.protocol)) out.push(...(await this.livePaths(rec)));
+    out.push(...(await this.orphanPaths(new Set(out.map((p) => p.path)))));
+    return out;
+  }
+
+  async extendVolume(connection: Connection): Promise<number> {
+    const rec = this.host.records.read(connection.volumeId, modeOf(connection));
+    if (!rec) throw new UserError("INVALID_STATE", `volume ${connection.volumeId} is not connected (${modeOf(connection)}) on this host`);
+    if (rec.via !== "kernel") await this.host.run("losetup", ["-c", rec.device]);
+    return this.host.deviceSize(rec.device);
+  }
+
+  /** Refuses to release a device something still holds, unless `force`. */
+  protected checkNotInUse(device: string, force: boolean | undefined): void {
+    if (force) return;
+    const why = this.host.inUse(device);
+    if (why) throw new UserError("INVALID_STATE", `cannot disconnect: ${why} (use force to tear down anyway)`);
+  }
+
+  /** Detach `rec`'s loop device if it still maps its backing file. */
+  protected async detachLoop(t: Teardown, rec: ConnectionRecord): Promise<void> {
+    await t.step(`losetup -d ${rec.device}`, async () => {
+      if (await this.host.loopFor(rec.device, rec.backingFile)) await this.host.run("losetup", ["-d", rec.device]);
+    });
+  }
+
+  /** The record's loop device, when it still maps its backing file. */
+  protected async liveLoop(rec: ConnectionRecord): Promise<VolumePath[]> {
+    return (await this.host.loopFor(rec.device, rec.backingFile)) ? [pathOf(rec)] : [];
+  }
+}
+
+/** The local connector (a loop device over the volume file). */
+export class LocalConnector extends BaseConnector {
+  readonly protocol = "local";
+
+  async connectVolume(c: Connection): Promise<{ path: string }> {
+    const file = localFile(c);
+    const mode = modeOf(c);
+    const rec = this.host.records.read(c.volumeId, mode);
+    if (rec && (await this.host.loopFor(rec.device, file))) return { path: rec.device };
+    const device = await this.host.attachLoop(file, c.readOnly);
+    this.host.records.write(newRecord(c, "loop", device, { backingFile: file }));
+    return { path: device };
+  }
+
+  async disconnectVolume(c: Connection, options: { force?: boolean } = {}): Promise<void> {
+    const mode = modeOf(c);
+    const rec = this.host.records.read(c.volumeId, mode);
+    if (!rec) return;
+    if (await this.host.loopFor(rec.device, rec.backingFile)) this.checkNotInUse(rec.device, options.force);
+    const t = new Teardown();
+    await this.detachLoop(t, rec);
+    if (!t.failed) this.host.records.remove(c.volumeId, mode);
+    t.throwIfFailed(`${c.volumeId} (${mode})`);
+  }
+
+  /** Loop devices are named /dev/loopN; they appear in /dev. */
+  getSearchPath(): string {
+    return "/dev";
+  }
+
+  protected livePaths(rec: ConnectionRecord): Promise<VolumePath[]> {
+    return this.liveLoop(rec);
+  }
+
+  /** Loop devices over files inside the state folder that no record explains. */
+  protected async orphanPaths(explained: Set<string>): Promise<VolumePath[]> {
+    const s = this.host.stateDir;
+    return orphanLoops(this.host, this.protocol, explained, s, [path.join(s, "nbd"), path.join(s, "iscsi")]);
+  }
+
+  /** Also: loop devices of this volume file made outside a record. */
+  async getVolumePaths(c: Connection): Promise<VolumePath[]> {
+    const out = await super.getVolumePaths(c);
+    if (!c.exportName) return out;
+    const file = path.resolve(c.exportName);
+    for (const l of await this.host.loops()) {
+      if (l.backFile === file && !out.some((p) => p.path === l.name)) out.push({ volumeId: c.volumeId, path: l.name, protocol: "local", via: "loop" });
+    }
+    return out;
+  }
+}
+
+/** Loop devices whose backing file is inside `dir` (not inside `exclude`) and not in `explained`. */
+export async function orphanLoops(host: Host, protocol: VolumePath["protocol"], explained: Set<string>, dir: string, exclude: string[] = []): Promise<VolumePath[]> {
+  const inside = (f: string, d: string) => f.startsWith(d.endsWith("/") ? d : `${d}/`);
+  return (await host.loops())
+    .filter((l) => inside(l.backFile, dir) && !exclude.some((d) => inside(l.backFile, d)) && !explained.has(l.name))
+    .map((l) => ({ path: l.name, protocol, via: protocol === "local" ? ("loop" as const) : ("userspace" as const) }));
+}
+
+function localFile(c: Connection): string {
+  if (c.protocol !== "local") throw invalidInput("protocol", `the local connector cannot connect ${c.protocol}`);
+  if (!c.exportName || !path.isAbsolute(c.exportName)) throw invalidInput("exportName", "a local connection needs the absolute path of the volume file");
+  return path.resolve(c.exportName);
+}

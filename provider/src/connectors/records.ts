@@ -1,0 +1,365 @@
+/**
+ * What the connectors share: the connection records (one JSON file per connection, so a restarted
+ * agent finds its paths again) and a view of what really exists on the host (loop devices, FUSE
+ * mounts, live processes), so that getVolumePaths/getAllVolumePaths report facts, not hopes.
+ *
+ * Records live at `<stateDir>/connections/<volumeId>-<mode>.json` (mode `rw` or `ro`), written
+ * atomically (tmp + rename). A record never holds a secret (no CHAP password).
+ *
+ * Locking rule: a connector assumes one caller per (volumeId, mode) at a time (the agent
+ * serialises attach/detach of one attachment); records of different connections never collide.
+ */
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { BackendError, invalidInput } from "../errors";
+import { maskSecrets, run as defaultRun, type Runner } from "../exec/run";
+import { procProcesses, type ProcessTable } from "../targets/tgt-target";
+import type { Connection, VolumePath } from "./connector";
+
+/** Default state folder of the connectors. */
+export const DEFAULT_STATE_DIR = "/run/sds";
+
+/** What one connection made on this host. */
+export interface ConnectionRecord {
+  volumeId: string;
+  protocol: "iscsi" | "nbd" | "local";
+  mode: "rw" | "ro";
+  via: VolumePath["via"];
+  /** The block device handed out (loop device, /dev/nbdX or /dev/disk/by-path/…). */
+  device: string;
+  /** The file the loop device maps (the volume file, or the nbdfuse file). */
+  backingFile?: string;
+  /** The FUSE mount folder of nbdfuse. */
+  mountDir?: string;
+  nbdfusePid?: number;
+  qemuNbdPid?: number;
+  /** qemu-nbd's unix socket. */
+  socket?: string;
+  /** Kernel iSCSI: the portal and target logged in to. */
+  portal?: string;
+  targetIqn?: string;
+  targetLun?: number;
+  createdAt: string;
+}
+
+/** Record file name part: volume ids become file names. */
+const VOLUME_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,200}$/;
+
+export function modeOf(c: { readOnly: boolean }): "rw" | "ro" {
+  return c.readOnly ? "ro" : "rw";
+}
+
+/** Checks a volume id before it becomes part of a file name. */
+export function checkVolumeId(volumeId: string): void {
+  if (!VOLUME_ID.test(volumeId) || volumeId.includes("..")) {
+    throw invalidInput("volumeId", `${JSON.stringify(volumeId)} is not a valid volume id (letters, digits, _ . : -)`);
+  }
+}
+
+/** The record store of one state folder. */
+export class RecordStore {
+  readonly dir: string;
+
+  constructor(readonly stateDir: string) {
+    this.dir = path.join(stateDir, "connections");
+  }
+
+  file(volumeId: string, mode: "rw" | "ro"): string {
+    checkVolumeId(volumeId);
+    return path.join(this.dir, `${volumeId}-${mode}.json`);
+  }
+
+  read(volumeId: string, mode: "rw" | "ro"): ConnectionRecord | undefined {
+    return readRecord(this.file(volumeId, mode));
+  }
+
+  /** Atomic: a reader sees the old record or the new one, never half of one. */
+  write(rec: ConnectionRecord): void {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const file = this.file(rec.volumeId, rec.mode);
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(rec, null, 2) + "\n", { mode: 0o600 });
+    fs.renameSync(tmp, file);
+  }
+
+  remove(volumeId: string, mode: "rw" | "ro"): void {
+    fs.rmSync(this.file(volumeId, mode), { force: true });
+  }
+
+  /** Every record (of `protocol` when given); unreadable files are skipped. */
+  list(protocol?: ConnectionRecord["protocol"]): ConnectionRecord[] {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+    const out: ConnectionRecord[] = [];
+    for (const n of names.sort()) {
+      if (!n.endsWith(".json")) continue;
+      const r = readRecord(path.join(this.dir, n));
+      if (r && (!protocol || r.protocol === protocol)) out.push(r);
+    }
+    return out;
+  }
+}
+
+function readRecord(file: string): ConnectionRecord | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, "utf8")) as ConnectionRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A loop device as `losetup --json --list` reports it. */
+export interface LoopDevice {
+  name: string;
+  backFile: string;
+  ro: boolean;
+}
+
+/** Parses `losetup --json --list` (an empty output means no loop devices). */
+export function parseLosetupJson(text: string): LoopDevice[] {
+  if (!text.trim()) return [];
+  const j = JSON.parse(text) as { loopdevices?: Array<Record<string, unknown>> };
+  return (j.loopdevices ?? []).map((d) => ({
+    name: String(d.name),
+    // losetup marks a backing file removed after attaching with " (deleted)"
+    backFile: String(d["back-file"] ?? "").replace(/ \(deleted\)$/, ""),
+    ro: d.ro === true || d.ro === 1 || d.ro === "1",
+  }));
+}
+
+/**
+ * Starts a long-running process detached from us (nbdfuse stays in the foreground until its
+ * mount goes away); stdout/stderr go to `logFile`. Returns its pid. Injected so unit tests record
+ * the argv; the default is the only process start outside exec/, because exec's Runner waits for
+ * the process to end.
+ */
+export type Spawner = (file: string, args: readonly string[], options: { logFile: string }) => Promise<number>;
+
+export const spawnDetached: Spawner = async (file, args, options) => {
+  const fd = fs.openSync(options.logFile, "a", 0o600);
+  try {
+    const child = spawn(file, [...args], { detached: true, stdio: ["ignore", fd, fd] });
+    const pid = await new Promise<number>((resolve, reject) => {
+      child.once("error", (err) => reject(new BackendError("COMMAND_FAILED", `could not start ${file}: ${err.message}`, false, { cause: err })));
+      child.once("spawn", () => resolve(child.pid as number));
+    });
+    child.unref();
+    return pid;
+  } finally {
+    fs.closeSync(fd);
+  }
+};
+
+/** Everything a connector needs from the host; every part injectable. */
+export interface HostOptions {
+  /** State folder (records, FUSE mounts, sockets). Default /run/sds. */
+  stateDir?: string;
+  /** Command runner (unit tests pass a recorder). */
+  run?: Runner;
+  /** Detached process starter (unit tests pass a recorder). */
+  spawn?: Spawner;
+  /** Process table (unit tests pass a fake). */
+  processes?: ProcessTable;
+  /** Root of the file system for /proc, /sys, /etc and /dev checks (unit tests pass a fake root). */
+  fsRoot?: string;
+  /** Milliseconds to wait for devices, mounts and processes. Default 30 s. */
+  waitMs?: number;
+}
+
+/** The host as the connectors see it. */
+export class Host {
+  readonly stateDir: string;
+  readonly records: RecordStore;
+  readonly run: Runner;
+  readonly spawn: Spawner;
+  readonly processes: ProcessTable;
+  readonly fsRoot: string;
+  readonly waitMs: number;
+
+  constructor(o: HostOptions = {}) {
+    this.stateDir = path.resolve(o.stateDir ?? DEFAULT_STATE_DIR);
+    this.records = new RecordStore(this.stateDir);
+    this.run = o.run ?? defaultRun;
+    this.spawn = o.spawn ?? spawnDetached;
+    this.processes = o.processes ?? procProcesses;
+    this.fsRoot = o.fsRoot ?? "/";
+    this.waitMs = o.waitMs ?? 30_000;
+  }
+
+  /** A host path under the (possibly fake) root. */
+  sys(p: string): string {
+    return path.join(this.fsRoot, p);
+  }
+
+  exists(p: string): boolean {
+    return fs.existsSync(this.sys(p));
+  }
+
+  async loops(): Promise<LoopDevice[]> {
+    return parseLosetupJson((await this.run("losetup", ["--json", "--list"])).stdout);
+  }
+
+  /** `losetup -f --show [--read-only] file` → /dev/loopN. */
+  async attachLoop(file: string, readOnly: boolean): Promise<string> {
+    const r = await this.run("losetup", ["-f", "--show", ...(readOnly ? ["--read-only"] : []), file]);
+    const dev = r.stdout.trim();
+    if (!/^\/dev\/loop\d+$/.test(dev)) throw new BackendError("COMMAND_FAILED", `losetup gave no loop device for ${file}: ${JSON.stringify(dev)}`, false);
+    return dev;
+  }
+
+  /** The live loop device `dev` when it still maps `file`. */
+  async loopFor(dev: string | undefined, file: string | undefined): Promise<LoopDevice | undefined> {
+    if (!dev || !file) return undefined;
+    return (await this.loops()).find((l) => l.name === dev && l.backFile === file);
+  }
+
+  /** [source, mount point] pairs from /proc/mounts (octal escapes decoded). */
+  mountTable(): Array<[string, string]> {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.sys("/proc/mounts"), "utf8");
+    } catch {
+      return [];
+    }
+    const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+    return text
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.split(" "))
+      .map((f) => [unescape(f[0]), unescape(f[1] ?? "")] as [string, string]);
+  }
+
+  mounts(): string[] {
+    return this.mountTable().map((m) => m[1]);
+  }
+
+  isMounted(dir: string | undefined): boolean {
+    return !!dir && this.mounts().includes(dir);
+  }
+
+  /** Whether `pid` is alive and its argv[0] ends with `name` (pids get reused). */
+  async alive(pid: number | undefined, name: string): Promise<boolean> {
+    if (!pid) return false;
+    const argv = await this.processes.argv(pid);
+    return !!argv && path.basename(argv[0] ?? "") === name;
+  }
+
+  /** Something holds the device: mounted, or a kernel holder (dm, md, …) on it. */
+  inUse(dev: string): string | undefined {
+    const m = this.mountTable().find((e) => e[0] === dev);
+    if (m) return `${dev} is mounted on ${m[1]}`;
+    const holders = this.sys(`/sys/block/${path.basename(dev)}/holders`);
+    try {
+      const h = fs.readdirSync(holders);
+      if (h.length) return `${dev} is held by ${h.join(", ")}`;
+    } catch {
+      // no such device or no holders folder
+    }
+    return undefined;
+  }
+
+  /** Size of a block device in bytes (`blockdev --getsize64`). */
+  async deviceSize(dev: string): Promise<number> {
+    const r = await this.run("blockdev", ["--getsize64", dev]);
+    const n = Number(r.stdout.trim());
+    if (!Number.isFinite(n)) throw new BackendError("COMMAND_FAILED", `blockdev gave no size for ${dev}: ${r.stdout}`, false);
+    return n;
+  }
+
+  async waitUntil(what: string, check: () => Promise<boolean> | boolean, timeoutMs = this.waitMs): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (await check()) return;
+      if (Date.now() > deadline) throw new BackendError("TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${what}`, true);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/**
+ * Teardown that keeps going: each step runs even when an earlier one failed; at the end one
+ * error names every failed step (secrets masked). os-brick's ExceptionChainer, smaller.
+ */
+export class Teardown {
+  private readonly errors: string[] = [];
+
+  constructor(private readonly secrets: string[] = []) {}
+
+  async step(what: string, fn: () => Promise<unknown> | unknown): Promise<boolean> {
+    try {
+      await fn();
+      return true;
+    } catch (err) {
+      this.errors.push(`${what}: ${maskSecrets((err as Error).message, this.secrets)}`);
+      return false;
+    }
+  }
+
+  get failed(): boolean {
+    return this.errors.length > 0;
+  }
+
+  throwIfFailed(subject: string): void {
+    if (this.errors.length) throw new BackendError("COMMAND_FAILED", `disconnect of ${subject} left work undone: ${this.errors.join("; ")}`, true);
+  }
+}
+
+/** The record's path as a {@link VolumePath}. */
+export function pathOf(rec: ConnectionRecord, device = rec.device): VolumePath {
+  return { volumeId: rec.volumeId, path: device, protocol: rec.protocol, via: rec.via };
+}
+
+/** A new record for `c`. */
+export function newRecord(c: Connection, via: VolumePath["via"], device: string, extra: Partial<ConnectionRecord> = {}): ConnectionRecord {
+  return { volumeId: c.volumeId, protocol: c.protocol, mode: modeOf(c), via, device, ...extra, createdAt: new Date().toISOString() };
+}
+
+/** What this host can do (os-brick's connector capabilities). */
+export interface Capabilities {
+  iscsiKernel: boolean;
+  nbdKernel: boolean;
+  userspace: boolean;
+}
+
+/** Whether `name` is an executable on `PATH` (plus /sbin, /usr/sbin), under `fsRoot`. */
+export function onPath(name: string, fsRoot = "/", pathVar = process.env.PATH ?? ""): boolean {
+  const dirs = pathVar.split(path.delimiter).filter(Boolean).concat(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]);
+  return dirs.some((d) => {
+    try {
+      fs.accessSync(path.join(fsRoot, d, name), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Kernel iSCSI = `iscsiadm` on PATH and the iscsi_tcp module loaded; kernel NBD = /dev/nbd0's
+ * block device exists; userspace = losetup and nbdfuse (qemu-nbd too, for iSCSI) on PATH.
+ */
+export function probe(fsRoot = "/", pathVar = process.env.PATH ?? ""): Capabilities & { qemuNbd: boolean } {
+  const has = (p: string) => fs.existsSync(path.join(fsRoot, p));
+  return {
+    iscsiKernel: onPath("iscsiadm", fsRoot, pathVar) && has("/sys/module/iscsi_tcp"),
+    nbdKernel: has("/sys/block/nbd0"),
+    userspace: onPath("losetup", fsRoot, pathVar) && onPath("nbdfuse", fsRoot, pathVar),
+    qemuNbd: onPath("qemu-nbd", fsRoot, pathVar),
+  };
+}
+
+/** The initiator name of this host: /etc/iscsi/initiatorname.iscsi, else one of our own. */
+export function initiatorName(fsRoot: string, hostname: string): string {
+  try {
+    const m = /^InitiatorName=(\S+)/m.exec(fs.readFileSync(path.join(fsRoot, "/etc/iscsi/initiatorname.iscsi"), "utf8"));
+    if (m) return m[1];
+  } catch {
+    // no open-iscsi here
+  }
+  return `iqn.2026-11.io.sds:initiator:${hostname}`;
+}

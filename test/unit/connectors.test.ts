@@ -1,0 +1,429 @@
+/**
+ * Connectors without a real host: a recording Runner/Spawner, a fake process table and a fake
+ * file-system root (/sys, /proc/mounts, /etc, /dev). Proves the exact argv of the kernel and
+ * userspace paths, the idempotence decisions taken from records, secret masking and the probe.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import type { Connection } from "../../provider/src/connectors/connector";
+import { connectorFor } from "../../provider/src/connectors/factory";
+import { IscsiConnector } from "../../provider/src/connectors/iscsi-connector";
+import { LocalConnector } from "../../provider/src/connectors/local-connector";
+import { NbdConnector } from "../../provider/src/connectors/nbd-connector";
+import { parseLosetupJson, probe, RecordStore, type Spawner } from "../../provider/src/connectors/records";
+import { BackendError } from "../../provider/src/errors";
+import { maskSecrets, type RunOptions, type Runner } from "../../provider/src/exec/run";
+import type { ProcessTable } from "../../provider/src/targets/tgt-target";
+
+const PASSWORD = "Unit-Chap-Secret-9";
+const caps = { iscsiKernel: false, nbdKernel: false, userspace: true };
+
+/** The fake host: a root folder, loop devices, mounts, processes; every command recorded. */
+class FakeHost {
+  readonly root = fs.mkdtempSync(path.join(os.tmpdir(), "sds-unit-conn-"));
+  readonly stateDir = path.join(this.root, "state");
+  readonly calls: string[][] = [];
+  readonly options: Array<RunOptions | undefined> = [];
+  readonly spawned: string[][] = [];
+  loops: Array<{ name: string; file: string; ro: boolean }> = [];
+  live = new Map<number, string>();
+  nextLoop = 7;
+  nextPid = 4000;
+  /** argv prefix (joined) → error to throw. */
+  failures = new Map<string, string>();
+  /** Extra behaviour per command. */
+  on: Record<string, (args: readonly string[]) => string | void> = {};
+
+  constructor() {
+    this.setMounts([]);
+  }
+
+  setMounts(lines: string[]): void {
+    fs.mkdirSync(path.join(this.root, "proc"), { recursive: true });
+    fs.writeFileSync(path.join(this.root, "proc/mounts"), lines.map((l) => `${l}\n`).join(""));
+  }
+
+  touch(p: string, content = ""): void {
+    fs.mkdirSync(path.dirname(path.join(this.root, p)), { recursive: true });
+    fs.writeFileSync(path.join(this.root, p), content);
+  }
+
+  run: Runner = async (file, args, options) => {
+    this.calls.push([file, ...args]);
+    this.options.push(options);
+    const line = [file, ...args].join(" ");
+    for (const [prefix, message] of this.failures) {
+      if (line.startsWith(prefix)) throw new BackendError("COMMAND_FAILED", maskSecrets(`command failed (${message}): ${line}`, options?.secrets), false);
+    }
+    let stdout = "";
+    if (file === "losetup" && args[0] === "--json") {
+      stdout = JSON.stringify({ loopdevices: this.loops.map((l) => ({ name: l.name, "back-file": l.file, ro: l.ro })) });
+    } else if (file === "losetup" && args[0] === "-f") {
+      const name = `/dev/loop${this.nextLoop++}`;
+      this.loops.push({ name, file: args[args.length - 1], ro: args.includes("--read-only") });
+      stdout = `${name}\n`;
+    } else if (file === "losetup" && args[0] === "-d") {
+      this.loops = this.loops.filter((l) => l.name !== args[1]);
+    } else if (file === "blockdev" && args[0] === "--getsize64") {
+      stdout = "33554432\n";
+    }
+    stdout = this.on[file]?.(args) ?? stdout;
+    return { stdout, stderr: "", exitCode: 0 };
+  };
+
+  spawn: Spawner = async (file, args) => {
+    this.spawned.push([file, ...args]);
+    const pid = this.nextPid++;
+    this.live.set(pid, file);
+    // nbdfuse: serve the file and write the pidfile
+    const fuseFile = args.find((a) => a.endsWith("/disk")) as string;
+    fs.writeFileSync(fuseFile, "");
+    fs.writeFileSync(args[args.indexOf("-P") + 1], `${pid}\n`);
+    this.mounts.push(path.dirname(fuseFile));
+    this.syncMounts();
+    return pid;
+  };
+
+  mounts: string[] = [];
+  /** What umount does to an nbdfuse mount: the file goes, nbdfuse exits. */
+  unmountAll(alsoPids: number[] = [...this.live.keys()]): void {
+    for (const m of this.mounts) fs.rmSync(path.join(m, "disk"), { force: true });
+    this.mounts = [];
+    this.syncMounts();
+    for (const p of alsoPids) this.live.delete(p);
+  }
+
+  syncMounts(): void {
+    this.setMounts(this.mounts.map((m) => `nbdfuse ${m} fuse rw 0 0`));
+  }
+
+  processes: ProcessTable = {
+    argv: async (pid) => (this.live.has(pid) ? [this.live.get(pid) as string] : undefined),
+    list: async () => [...this.live].map(([pid, name]) => ({ pid, argv: [name] })),
+    kill: (pid) => void this.live.delete(pid),
+  };
+
+  options_(extra: Record<string, unknown> = {}) {
+    return { stateDir: this.stateDir, run: this.run, spawn: this.spawn, processes: this.processes, fsRoot: this.root, waitMs: 2_000, capabilities: caps, hostname: "h1", ...extra };
+  }
+
+  cleanup(): void {
+    fs.rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+let h: FakeHost;
+beforeEach(() => {
+  h = new FakeHost();
+});
+afterEach(() => h.cleanup());
+
+const iscsiConn = (o: Partial<Connection> = {}): Connection => ({
+  volumeId: "vol1",
+  protocol: "iscsi",
+  portals: ["10.0.0.5:3260"],
+  targetIqn: "iqn.2024-01.io.sds:vol1",
+  targetLun: 1,
+  authMethod: "CHAP",
+  authUsername: "u1",
+  authPassword: PASSWORD,
+  readOnly: false,
+  ...o,
+});
+const nbdConn = (o: Partial<Connection> = {}): Connection => ({ volumeId: "vol2", protocol: "nbd", portals: ["127.0.0.1:10809"], exportName: "vol2", readOnly: false, ...o });
+
+describe("probe and factory", () => {
+  test("kernel iSCSI needs iscsiadm on PATH and iscsi_tcp loaded; kernel NBD needs /sys/block/nbd0", () => {
+    expect(probe(h.root, "")).toMatchObject({ iscsiKernel: false, nbdKernel: false });
+    h.touch("usr/sbin/iscsiadm");
+    fs.chmodSync(path.join(h.root, "usr/sbin/iscsiadm"), 0o755);
+    expect(probe(h.root, "").iscsiKernel).toBe(false); // module not loaded
+    fs.mkdirSync(path.join(h.root, "sys/module/iscsi_tcp"), { recursive: true });
+    expect(probe(h.root, "").iscsiKernel).toBe(true);
+    fs.mkdirSync(path.join(h.root, "sys/block/nbd0"), { recursive: true });
+    expect(probe(h.root, "").nbdKernel).toBe(true);
+  });
+
+  test("connectorFor picks kernel or userspace from the probe, and options force userspace", () => {
+    const kernel = { iscsiKernel: true, nbdKernel: true, userspace: true };
+    expect((connectorFor("iscsi", h.options_({ capabilities: kernel })) as IscsiConnector).mode).toBe("kernel");
+    expect(connectorFor("iscsi", h.options_({ capabilities: kernel })).getSearchPath()).toBe("/dev/disk/by-path");
+    expect(connectorFor("nbd", h.options_({ capabilities: kernel })).getSearchPath()).toBe("/dev");
+    expect((connectorFor("nbd", h.options_({ capabilities: kernel, mode: "userspace" })) as NbdConnector).mode).toBe("userspace");
+    expect(connectorFor("nbd", h.options_()).getSearchPath()).toBe(h.stateDir);
+    expect(connectorFor("iscsi", h.options_()).getSearchPath()).toBe(h.stateDir);
+    expect(connectorFor("local", h.options_())).toBeInstanceOf(LocalConnector);
+  });
+
+  test("connector properties: initiator from /etc/iscsi/initiatorname.iscsi, else our own", async () => {
+    const c = connectorFor("iscsi", h.options_());
+    expect(await c.getConnectorProperties()).toEqual({ initiator: "iqn.2026-11.io.sds:initiator:h1", ip: "127.0.0.1", hostname: "h1", multipath: false, capabilities: caps });
+    h.touch("etc/iscsi/initiatorname.iscsi", "## comment\nInitiatorName=iqn.1993-08.org.debian:01:abc\n");
+    expect((await c.getConnectorProperties()).initiator).toBe("iqn.1993-08.org.debian:01:abc");
+  });
+
+  test("parseLosetupJson strips ' (deleted)' and reads ro", () => {
+    expect(parseLosetupJson('{"loopdevices":[{"name":"/dev/loop1","back-file":"/a/b (deleted)","ro":true}]}')).toEqual([{ name: "/dev/loop1", backFile: "/a/b", ro: true }]);
+    expect(parseLosetupJson("")).toEqual([]);
+  });
+});
+
+describe("iSCSI, kernel initiator", () => {
+  const kernelOpts = () => h.options_({ mode: "kernel" });
+  const dev = "/dev/disk/by-path/ip-10.0.0.5:3260-iscsi-iqn.2024-01.io.sds:vol1-lun-1";
+
+  test("connect: discovery, CHAP on the node (password only as a masked secret), login, wait for the by-path device", async () => {
+    h.touch(dev);
+    const c = new IscsiConnector(kernelOpts());
+    expect(await c.connectVolume(iscsiConn())).toEqual({ path: dev });
+    const node = "iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260";
+    expect(h.calls.map((a) => a.join(" "))).toEqual([
+      "iscsiadm -m discovery -t sendtargets -p 10.0.0.5:3260",
+      `${node} --op update -n node.session.auth.authmethod -v CHAP`,
+      `${node} --op update -n node.session.auth.username -v u1`,
+      `${node} --op update -n node.session.auth.password -v ${PASSWORD}`,
+      `${node} --login`,
+    ]);
+    expect(h.options[3]?.secrets).toEqual([PASSWORD]);
+    expect(fs.readFileSync(new RecordStore(h.stateDir).file("vol1", "rw"), "utf8")).not.toContain(PASSWORD);
+    // connected already: nothing runs again
+    h.calls.length = 0;
+    expect(await c.connectVolume(iscsiConn())).toEqual({ path: dev });
+    expect(h.calls).toEqual([]);
+  });
+
+  test("a failing CHAP update names no password in the error", async () => {
+    h.failures.set("iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --op update -n node.session.auth.password", "exit 6");
+    const err = (await new IscsiConnector(kernelOpts()).connectVolume(iscsiConn()).catch((e: Error) => e)) as Error;
+    expect(err.message).toContain("node.session.auth.password -v ***");
+    expect(err.message).not.toContain(PASSWORD);
+  });
+
+  test("read-only: blockdev --setro; disconnect logs out once, twice is success", async () => {
+    h.touch(dev);
+    const c = new IscsiConnector(kernelOpts());
+    await c.connectVolume(iscsiConn({ readOnly: true, authMethod: undefined }));
+    expect(h.calls.map((a) => a.join(" "))).toEqual([
+      "iscsiadm -m discovery -t sendtargets -p 10.0.0.5:3260",
+      "iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --login",
+      `blockdev --setro ${dev}`,
+    ]);
+    h.calls.length = 0;
+    await c.disconnectVolume(iscsiConn({ readOnly: true }));
+    await c.disconnectVolume(iscsiConn({ readOnly: true }));
+    expect(h.calls.map((a) => a.join(" "))).toEqual(["iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --logout"]);
+  });
+
+  test("no logout while another record uses the same target", async () => {
+    h.touch(dev);
+    const c = new IscsiConnector(kernelOpts());
+    await c.connectVolume(iscsiConn());
+    await c.connectVolume(iscsiConn({ volumeId: "vol9" }));
+    h.calls.length = 0;
+    await c.disconnectVolume(iscsiConn());
+    expect(h.calls).toEqual([]);
+    await c.disconnectVolume(iscsiConn({ volumeId: "vol9" }));
+    expect(h.calls.map((a) => a.at(-1))).toEqual(["--logout"]);
+  });
+});
+
+describe("NBD, kernel client", () => {
+  test("connect uses the first free /dev/nbdX; disconnect runs nbd-client -d only while connected", async () => {
+    h.touch("sys/block/nbd0/pid", "1"); // nbd0 busy
+    fs.mkdirSync(path.join(h.root, "sys/block/nbd1"), { recursive: true });
+    const c = new NbdConnector(h.options_({ mode: "kernel" }));
+    expect(await c.connectVolume(nbdConn({ readOnly: true }))).toEqual({ path: "/dev/nbd1" });
+    expect(h.calls).toEqual([["nbd-client", "127.0.0.1", "10809", "/dev/nbd1", "-N", "vol2", "-readonly"]]);
+    h.touch("sys/block/nbd1/pid", "2");
+    expect(await c.getVolumePaths(nbdConn())).toEqual([{ volumeId: "vol2", path: "/dev/nbd1", protocol: "nbd", via: "kernel" }]);
+    h.calls.length = 0;
+    await c.disconnectVolume(nbdConn({ readOnly: true }));
+    expect(h.calls).toEqual([["nbd-client", "-d", "/dev/nbd1"]]);
+    fs.rmSync(path.join(h.root, "sys/block/nbd1/pid"));
+    h.calls.length = 0;
+    await c.disconnectVolume(nbdConn({ readOnly: true }));
+    expect(h.calls).toEqual([]);
+  });
+});
+
+describe("NBD, userspace (nbdfuse + loop)", () => {
+  const mnt = () => path.join(h.stateDir, "nbd/mnt/vol2-ro");
+
+  test("connect: nbdfuse -r -P <pidfile> <mnt>/disk nbd://host:port/export, then losetup --read-only", async () => {
+    const c = new NbdConnector(h.options_());
+    expect(await c.connectVolume(nbdConn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
+    expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", path.join(h.stateDir, "nbd/run/vol2-ro.nbdfuse.pid"), `${mnt()}/disk`, "nbd://127.0.0.1:10809/vol2"]]);
+    expect(h.calls).toEqual([["losetup", "-f", "--show", "--read-only", `${mnt()}/disk`]]);
+    const rec = new RecordStore(h.stateDir).read("vol2", "ro");
+    expect(rec).toMatchObject({ device: "/dev/loop7", backingFile: `${mnt()}/disk`, mountDir: mnt(), nbdfusePid: 4000, via: "userspace" });
+  });
+
+  test("idempotence from the record: a live loop is returned as is; a dead one is torn down and made again", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn({ readOnly: true }));
+    h.calls.length = 0;
+    expect(await c.connectVolume(nbdConn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
+    expect(h.calls).toEqual([["losetup", "--json", "--list"]]);
+    expect(h.spawned).toHaveLength(1);
+    // the loop device went away behind our back
+    h.loops = [];
+    h.on.umount = () => h.unmountAll(); // nbdfuse exits when unmounted
+    expect(await c.connectVolume(nbdConn({ readOnly: true }))).toEqual({ path: "/dev/loop8" });
+    expect(h.spawned).toHaveLength(2);
+    expect(h.calls.map((a) => a.join(" "))).toContain(`umount -l ${mnt()}`);
+  });
+
+  test("disconnect in reverse order: losetup -d, umount, nbdfuse gone, folder removed; twice is success", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn({ readOnly: true }));
+    h.on.umount = () => h.unmountAll();
+    h.calls.length = 0;
+    await c.disconnectVolume(nbdConn({ readOnly: true }));
+    expect(h.calls.map((a) => a.join(" "))).toEqual(["losetup --json --list", "losetup --json --list", "losetup -d /dev/loop7", `umount ${mnt()}`]);
+    expect(fs.existsSync(mnt())).toBe(false);
+    expect(new RecordStore(h.stateDir).list()).toEqual([]);
+    h.calls.length = 0;
+    await c.disconnectVolume(nbdConn({ readOnly: true }));
+    expect(h.calls).toEqual([]);
+  });
+
+  test("a failed teardown keeps going, reports every step, keeps the record, and getVolumePaths still shows the loop", async () => {
+    const c = new NbdConnector(h.options_({ waitMs: 200 }));
+    await c.connectVolume(nbdConn());
+    h.failures.set("losetup -d", "exit 1");
+    h.failures.set("umount", "exit 32");
+    h.processes.kill = () => undefined; // nbdfuse does not exit either (still mounted)
+    const err = (await c.disconnectVolume(nbdConn(), { force: true }).catch((e: Error) => e)) as Error;
+    expect(err.message).toMatch(/losetup -d \/dev\/loop7.*umount .*stop nbdfuse 4000/);
+    expect(h.calls.map((a) => a[0])).toContain("umount"); // kept going after losetup -d failed
+    expect(await c.getVolumePaths(nbdConn())).toEqual([{ volumeId: "vol2", path: "/dev/loop7", protocol: "nbd", via: "userspace" }]);
+  });
+
+  test("getAllVolumePaths: records of this protocol plus orphan loops over files in <stateDir>/nbd", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn());
+    h.loops.push({ name: "/dev/loop3", file: path.join(h.stateDir, "nbd/mnt/old-rw/disk"), ro: false });
+    h.loops.push({ name: "/dev/loop4", file: "/somewhere/else.img", ro: false });
+    expect(await c.getAllVolumePaths()).toEqual([
+      { volumeId: "vol2", path: "/dev/loop7", protocol: "nbd", via: "userspace" },
+      { path: "/dev/loop3", protocol: "nbd", via: "userspace" },
+    ]);
+  });
+});
+
+describe("iSCSI, userspace (qemu-nbd/libiscsi + nbdfuse + loop)", () => {
+  test("qemu-nbd gets the CHAP password in a 0600 file (not argv) that is gone afterwards; nbdfuse uses its unix socket", async () => {
+    const run = path.join(h.stateDir, "iscsi/run");
+    let secretSeen: { mode: number; content: string } | undefined;
+    h.on["qemu-nbd"] = (args) => {
+      const obj = args[args.indexOf("--object") + 1];
+      const file = /file=(.*)$/.exec(obj)?.[1] as string;
+      secretSeen = { mode: fs.statSync(file).mode & 0o777, content: fs.readFileSync(file, "utf8") };
+      fs.writeFileSync(args[args.indexOf("--pid-file") + 1], "777\n");
+      h.live.set(777, "qemu-nbd");
+    };
+    const c = new IscsiConnector(h.options_({ initiator: "iqn.2024-01.io.sds:h1" }));
+    expect(await c.connectVolume(iscsiConn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
+    expect(h.calls[0]).toEqual([
+      "qemu-nbd",
+      "--fork",
+      "--persistent",
+      "--pid-file",
+      `${run}/vol1-ro.qemu-nbd.pid`,
+      "-k",
+      `${run}/vol1-ro.sock`,
+      "-r",
+      "--object",
+      `secret,id=sdschap,file=${run}/vol1-ro.secret`,
+      "--image-opts",
+      "driver=raw,file.driver=iscsi,file.transport=tcp,file.portal=10.0.0.5:3260,file.target=iqn.2024-01.io.sds:vol1,file.lun=1,file.initiator-name=iqn.2024-01.io.sds:h1,file.user=u1,file.password-secret=sdschap",
+    ]);
+    expect(h.calls[0].join(" ")).not.toContain(PASSWORD);
+    expect(secretSeen).toEqual({ mode: 0o600, content: PASSWORD });
+    expect(fs.existsSync(`${run}/vol1-ro.secret`)).toBe(false);
+    expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", `${run}/vol1-ro.nbdfuse.pid`, path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk"), "--unix", `${run}/vol1-ro.sock`]]);
+    expect(h.calls[1]).toEqual(["losetup", "-f", "--show", "--read-only", path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk")]);
+    expect(new RecordStore(h.stateDir).read("vol1", "ro")).toMatchObject({ qemuNbdPid: 777, socket: `${run}/vol1-ro.sock` });
+  });
+
+  test("a failed qemu-nbd (bad CHAP) removes the secret file and starts no nbdfuse", async () => {
+    h.failures.set("qemu-nbd", "exit 1");
+    const c = new IscsiConnector(h.options_());
+    await expect(c.connectVolume(iscsiConn())).rejects.toThrow(BackendError);
+    expect(fs.readdirSync(path.join(h.stateDir, "iscsi/run"))).toEqual([]);
+    expect(h.spawned).toEqual([]);
+  });
+
+  test("disconnect stops qemu-nbd after nbdfuse", async () => {
+    h.on["qemu-nbd"] = (args) => {
+      fs.writeFileSync(args[args.indexOf("--pid-file") + 1], "777\n");
+      h.live.set(777, "qemu-nbd");
+    };
+    h.on.umount = () => h.unmountAll([4000]);
+    const killed: number[] = [];
+    const kill = h.processes.kill;
+    h.processes.kill = (pid, sig) => {
+      killed.push(pid);
+      kill(pid, sig);
+    };
+    const c = new IscsiConnector(h.options_());
+    await c.connectVolume(iscsiConn());
+    await c.disconnectVolume(iscsiConn());
+    expect(killed).toEqual([777]);
+    expect(h.live.size).toBe(0);
+    expect(new RecordStore(h.stateDir).list()).toEqual([]);
+  });
+});
+
+describe("local (loop device over the volume file)", () => {
+  const file = "/pool/vol3.img";
+  const conn = (o: Partial<Connection> = {}): Connection => ({ volumeId: "vol3", protocol: "local", portals: [], exportName: file, readOnly: false, ...o });
+
+  test("connect: losetup -f --show [--read-only] FILE; connect again reuses the record's live loop", async () => {
+    const c = new LocalConnector(h.options_());
+    expect(await c.connectVolume(conn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
+    expect(h.calls).toEqual([["losetup", "-f", "--show", "--read-only", file]]);
+    h.calls.length = 0;
+    expect(await c.connectVolume(conn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
+    expect(h.calls).toEqual([["losetup", "--json", "--list"]]);
+    // rw is another connection
+    expect(await c.connectVolume(conn())).toEqual({ path: "/dev/loop8" });
+  });
+
+  test("a record whose loop now maps another file is not reused", async () => {
+    const c = new LocalConnector(h.options_());
+    await c.connectVolume(conn());
+    h.loops = [{ name: "/dev/loop7", file: "/other.img", ro: false }];
+    expect(await c.connectVolume(conn())).toEqual({ path: "/dev/loop8" });
+  });
+
+  test("disconnect refuses a mounted device without force; force detaches; a loop made outside the record is still reported", async () => {
+    const c = new LocalConnector(h.options_());
+    await c.connectVolume(conn());
+    h.setMounts(["/dev/loop7 /mnt/x ext4 rw 0 0"]);
+    await expect(c.disconnectVolume(conn())).rejects.toThrow(/mounted on \/mnt\/x/);
+    h.calls.length = 0;
+    await c.disconnectVolume(conn(), { force: true });
+    expect(h.calls.filter((a) => a[1] === "-d")).toEqual([["losetup", "-d", "/dev/loop7"]]);
+    h.loops.push({ name: "/dev/loop2", file, ro: false });
+    expect(await c.getVolumePaths(conn())).toEqual([{ volumeId: "vol3", path: "/dev/loop2", protocol: "local", via: "loop" }]);
+  });
+
+  test("extendVolume: losetup -c, then blockdev --getsize64", async () => {
+    const c = new LocalConnector(h.options_());
+    await c.connectVolume(conn());
+    h.calls.length = 0;
+    expect(await c.extendVolume(conn())).toBe(32 * 1024 * 1024);
+    expect(h.calls).toEqual([
+      ["losetup", "-c", "/dev/loop7"],
+      ["blockdev", "--getsize64", "/dev/loop7"],
+    ]);
+  });
+
+  test("bad input: relative exportName, odd volume ids", async () => {
+    const c = new LocalConnector(h.options_());
+    await expect(c.connectVolume(conn({ exportName: "vol.img" }))).rejects.toThrow(/exportName/);
+    await expect(c.connectVolume(conn({ volumeId: "../x" }))).rejects.toThrow(/volume id/);
+  });
+});
