@@ -7,7 +7,7 @@ import * as outputs from "./types/output";
 import * as utilities from "./utilities";
 
 /**
- * Attaches a volume to a host: exports it from its backend (iSCSI, NBD or local) and, unless `connect` is false, connects it on the host and reports the device path. Any input change replaces the attachment; when the volume is not multi-attach, the old attachment is deleted before the new one is created. Today the storage side is complete (exports per connector, ACLs, CHAP, read-only exports, shared-target locking); connecting on the host (`devicePath`) arrives with the host connectors, and until then `devicePath` is empty and a host other than `localhost` needs `connect: false` and an explicit `connector`.
+ * Attaches a volume to a host: exports it from its backend (iSCSI, NBD or local) and, unless `connect` is false, connects it on the host and reports the device path. Any input change replaces the attachment; when the volume is not multi-attach, the old attachment is deleted before the new one is created. With `connect: true` on `localhost` the volume is connected on this machine (kernel initiator where the host has one, else the userspace path qemu-nbd/nbdfuse/losetup) and `devicePath` is the block device; a detach verifies that no path of the volume is left (seed 001). Hosts other than `localhost` need `connect: false` and an explicit `connector` until their sds-agent is wired in.
  */
 export class Attachment extends pulumi.CustomResource {
     /**

@@ -119,13 +119,13 @@ export function qemuIo(info: ConnectionInfo, command: string, o: { initiator?: s
   });
 }
 
-/** nbdkit and tgtd processes still running whose command line mentions `needle`. */
+/** nbdkit, tgtd, qemu-nbd and nbdfuse processes still running whose command line mentions `needle`. */
 export function processesMentioning(needle: string): string[] {
   const out: string[] = [];
   for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     try {
       const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
-      if (cmd.includes(needle) && /nbdkit|tgtd/.test(cmd)) out.push(`${pid}: ${cmd}`);
+      if (cmd.includes(needle) && /nbdkit|tgtd|qemu-nbd|nbdfuse/.test(cmd)) out.push(`${pid}: ${cmd}`);
     } catch {
       // gone
     }

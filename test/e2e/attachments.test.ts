@@ -7,7 +7,7 @@
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { cannotRun, freePort, qemuIo } from "../datapath/harness";
+import { cannotRun, freePort, processesMentioning, qemuIo } from "../datapath/harness";
 import { localTargets } from "../../provider/src/targets/local-targets";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
 
@@ -52,6 +52,22 @@ suite("attachments", () => {
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
+  test("connect on localhost: real block devices; a pattern written through the rw device reads back through the ro device, which refuses writes", async () => {
+    const out = await p.outputs();
+    const w = out.writerDevice as string;
+    const r = out.readerDevice as string;
+    expect(w).toMatch(/^\/dev\/loop\d+$/);
+    expect(r).toMatch(/^\/dev\/loop\d+$/);
+    expect(fs.statSync(w).isBlockDevice()).toBe(true);
+    const pattern = Buffer.alloc(1024 * 1024, 0x6b);
+    const file = path.join(p.dir, "pattern.bin");
+    fs.writeFileSync(file, pattern);
+    execFileSync("dd", [`if=${file}`, `of=${w}`, "bs=1M", "count=1", "seek=2", "oflag=direct", "conv=fsync", "status=none"]);
+    const back = execFileSync("dd", [`if=${r}`, "bs=1M", "count=1", "skip=2", "iflag=direct", "status=none"]);
+    expect(Buffer.compare(back, pattern)).toBe(0);
+    expect(() => execFileSync("dd", [`if=${file}`, `of=${r}`, "bs=4k", "count=1", "oflag=direct", "status=none"], { stdio: "pipe" })).toThrow();
+  });
+
   test("the CHAP password is a secret: not in the state in plain text", async () => {
     const out = JSON.parse((await p.ok(["stack", "output", "--json", "--show-secrets"])).stdout);
     const password = out.writerInfo.authPassword as string;
@@ -80,10 +96,14 @@ suite("attachments", () => {
     await p.ok(["up", "--yes", "--skip-preview"]);
   });
 
-  test("destroy removes every attachment, target, LUN and ACL, and every volume; the test stops tgtd", async () => {
+  test("destroy disconnects (no loop device, FUSE mount or qemu-nbd left) and removes every attachment, target, LUN and ACL, and every volume", async () => {
     expect(tgtTargets()).toContain("iqn.2026-11.io.sds:");
     await p.ok(["destroy", "--yes", "--skip-preview"]);
     expect(tgtTargets().trim()).toBe("");
+    expect(execFileSync("losetup", ["--list", "--noheadings", "--output", "BACK-FILE"], { encoding: "utf8" })).not.toContain(p.dir);
+    expect(fs.readFileSync("/proc/mounts", "utf8")).not.toContain(p.dir);
+    // tgtd itself stays up (exports outlive `pulumi up`; afterAll stops it); nothing else of ours may.
+    expect(processesMentioning(p.dir).filter((x) => !/^\d+: tgtd /.test(x))).toEqual([]);
     expect(fs.readdirSync(path.join(p.dir, "pools/p0"))).toEqual([]);
   });
 });

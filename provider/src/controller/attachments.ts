@@ -152,7 +152,12 @@ export class Attachments {
     let devicePath: string | null = null;
     if (spec.connect && this.connectorFor) {
       try {
-        devicePath = (await this.connectorFor(connectionInfo.protocol).connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
+        // Serialized per (host, volume, mode): attachments sharing the device must not both make one.
+        devicePath = await this.withLock(`connect:${spec.host}:${volume.id}:${spec.mode}`, async () => {
+          const path = (await this.connectorFor!(connectionInfo.protocol).connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
+          this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
+          return path;
+        });
       } catch (err) {
         await this.rollback(row, volume, backend);
         throw err;
@@ -306,14 +311,29 @@ export class Attachments {
    * left behind fails the detach (orphans corrupt I/O when a LUN id is reused), unless `force`.
    */
   private async disconnect(row: AttachmentRow, volume: VolumeRow, options: { force?: boolean }): Promise<void> {
-    const info = this.initializeConnection(row, volume);
-    const connector = this.connectorFor!(info.protocol);
-    const connection: Connection = { ...info, volumeId: volume.id };
-    await connector.disconnectVolume(connection, { force: options.force });
-    const left = await connector.getVolumePaths(connection);
-    if (left.length > 0 && !options.force) {
-      throw new UserError("INVALID_STATE", `detach of volume ${volume.name} left paths on ${row.host}: ${left.map((p) => p.path).join(", ")}; find what holds them, or detach with force`);
-    }
+    // Attachments of one volume to one host in one mode share the host's device: only the last one
+    // disconnects, and the devices the others still hold are not orphans. The decision is taken
+    // under a lock, after giving up this attachment's claim, so two detaches at once cannot both
+    // leave the device to the other.
+    await this.withLock(`connect:${row.host}:${volume.id}:${row.mode}`, async () => {
+      this.store.updateAttachment(row.id, { devicePath: null, updatedAt: this.at() });
+      const others = this.store.listAttachments({ volumeId: volume.id }).filter((a) => a.id !== row.id && a.host === row.host && a.devicePath);
+      if (others.some((a) => a.mode === row.mode)) return;
+      const info = this.initializeConnection(row, volume);
+      const connector = this.connectorFor!(info.protocol);
+      const connection: Connection = { ...info, volumeId: volume.id };
+      try {
+        await connector.disconnectVolume(connection, { force: options.force });
+        const held = new Set(others.map((a) => a.devicePath));
+        const left = (await connector.getVolumePaths(connection)).filter((p) => !held.has(p.path));
+        if (left.length > 0 && !options.force) {
+          throw new UserError("INVALID_STATE", `detach of volume ${volume.name} left paths on ${row.host}: ${left.map((p) => p.path).join(", ")}; find what holds them, or detach with force`);
+        }
+      } catch (err) {
+        this.store.updateAttachment(row.id, { devicePath: row.devicePath, updatedAt: this.at() });
+        throw err;
+      }
+    });
   }
 
   /** Detach. Detaching what is already gone succeeds. */
@@ -413,7 +433,11 @@ export class Attachments {
   /** Run export work under the (host, backendId) lock when the volume's backend shares targets. */
   private async withExportLock<T>(host: string, volume: VolumeRow, fn: () => Promise<T>): Promise<T> {
     if (!volume.sharedTargets || !this.lockShared) return fn();
-    const name = `export:${host}:${volume.backendId}`;
+    return this.withLock(`export:${host}:${volume.backendId}`, fn);
+  }
+
+  /** Run `fn` holding lock `name` in the store (exclusive across processes and across operations). */
+  private async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
     // One holder per operation, not per process: two operations of one process exclude each other too.
     const holder = `${this.holder}:${randomUUID()}`;
     const deadline = Date.now() + this.lockTimeoutMs;

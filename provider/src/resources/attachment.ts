@@ -88,7 +88,7 @@ export class AttachmentResource implements ResourceHandler {
     }
     const a = await this.ctx.attachments();
     const connector = req.inputs.connector !== undefined ? (reveal(req.inputs.connector) as AttachmentRow["connector"]) : undefined;
-    const { row, connectionInfo } = await a.attach(req.urn, { volumeId: i.volumeId as string, host: i.host as string, mode: i.mode as "rw" | "ro", connector });
+    const { row, connectionInfo } = await a.attach(req.urn, { volumeId: i.volumeId as string, host: i.host as string, mode: i.mode as "rw" | "ro", connector, connect: i.connect as boolean });
     return { id: row.id, outs: this.outputs(row, connectionInfo, req.inputs, c.getVolume(row.volumeId)) };
   }
 

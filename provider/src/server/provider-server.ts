@@ -15,6 +15,8 @@ import { Attachments } from "../controller/attachments";
 import { type ProviderConfig, checkProviderConfig, resolveProviderConfig } from "../controller/config";
 import { SecretBox } from "../controller/secret-box";
 import { AttachmentResource } from "../resources/attachment";
+import type { Connector } from "../connectors/connector";
+import { connectorFor as makeConnector } from "../connectors/factory";
 import { localTargets } from "../targets/local-targets";
 import { Controller } from "../controller/controller";
 import { SdsError, UserError } from "../errors";
@@ -137,7 +139,14 @@ export class ProviderServer implements ProviderContext {
       const controller = await this.controller();
       const file = this.stateFile!;
       const runDir = process.env.SDS_RUN_DIR || path.join(file === ":memory:" ? os.tmpdir() : path.dirname(file), "run");
-      const a = new Attachments({ store: this.store!, controller, targets: localTargets(runDir), box: SecretBox.forDatabase(file) });
+      // Connections made on this machine (host "localhost") keep their records beside the exports.
+      const connectors = new Map<string, Connector>();
+      const connectorFor = (protocol: "iscsi" | "nbd" | "local") => {
+        const c = connectors.get(protocol) ?? makeConnector(protocol, { stateDir: runDir });
+        connectors.set(protocol, c);
+        return c;
+      };
+      const a = new Attachments({ store: this.store!, controller, targets: localTargets(runDir), box: SecretBox.forDatabase(file), connectorFor });
       // ensure_export: exports the state knows are made again; targets of ours it does not know go.
       try {
         const r = await a.ensureExports();

@@ -16,3 +16,5 @@ export const sharedId = shared.id;
 export const writerInfo = writer.connectionInfo;
 export const readerInfo = reader.connectionInfo;
 export const readerId = reader.id;
+export const writerDevice = writer.devicePath;
+export const readerDevice = reader.devicePath;
