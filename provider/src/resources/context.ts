@@ -1,4 +1,5 @@
 /** What handlers get from the server: the controller (after Configure) and the engine's log. */
+import type { VolumePath } from "../connectors/connector";
 import type { Attachments } from "../controller/attachments";
 import type { Controller } from "../controller/controller";
 
@@ -9,6 +10,8 @@ export interface ProviderContext {
   controller(): Promise<Controller>;
   /** Attach/detach, on the same store as the controller. */
   attachments(): Promise<Attachments>;
+  /** Seed 001: the paths on a host (this machine for `localhost`, else its sds-agent), of one volume or all. */
+  hostPaths(host: string, volumeId?: string): Promise<VolumePath[]>;
   /** Send a message to the engine, shown to the user in `pulumi up`. */
   log(severity: Severity, message: string, urn?: string): void;
 }

@@ -87,3 +87,15 @@ export class GetReplicationTargets implements FunctionHandler {
     return { outputs: { targets } };
   }
 }
+
+/** Seed 001 as a function: what paths a volume (or every volume) has on a host, orphans included. */
+export class GetVolumePaths implements FunctionHandler {
+  readonly token = "sds:index:getVolumePaths";
+  constructor(private readonly ctx: ProviderContext) {}
+  async invoke(args: Props) {
+    const { host, volumeId } = parseArgs(z.strictObject({ host: z.string().min(1), volumeId: z.string().min(1).optional() }), args);
+    const paths = await this.ctx.hostPaths(host, volumeId);
+    // An orphan path no connection record claims has no volume: reported with volumeId "".
+    return { outputs: { paths: paths.map((p) => ({ volumeId: p.volumeId ?? "", path: p.path, protocol: p.protocol })) } };
+  }
+}

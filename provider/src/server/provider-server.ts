@@ -15,17 +15,18 @@ import { Attachments } from "../controller/attachments";
 import { type ProviderConfig, checkProviderConfig, resolveProviderConfig } from "../controller/config";
 import { SecretBox } from "../controller/secret-box";
 import { AttachmentResource } from "../resources/attachment";
-import type { Connector } from "../connectors/connector";
+import { AgentClient } from "../agent/client";
+import type { Connector, VolumePath } from "../connectors/connector";
 import { connectorFor as makeConnector } from "../connectors/factory";
 import { localTargets } from "../targets/local-targets";
 import { Controller } from "../controller/controller";
 import { SdsError, UserError } from "../errors";
 import type { ProviderContext, Severity } from "../resources/context";
-import { GetPlacement, GetPools, GetReplicationTargets } from "../resources/functions";
+import { GetPlacement, GetPools, GetReplicationTargets, GetVolumePaths } from "../resources/functions";
 import { ProfileResource } from "../resources/profile";
 import { diffProperties } from "../resources/properties";
 import type { DiffKind, FunctionHandler, ResourceHandler } from "../resources/resource";
-import { UnavailableFunction, UnavailableResource } from "../resources/unavailable";
+import { UnavailableResource } from "../resources/unavailable";
 import { VolumeResource } from "../resources/volume";
 import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
 import { EngineLog } from "./engine-log";
@@ -69,7 +70,7 @@ export function sdsHandlers(ctx: ProviderContext): Handlers {
       new GetPools(ctx),
       new GetPlacement(ctx),
       new GetReplicationTargets(ctx),
-      new UnavailableFunction("sds:index:getVolumePaths", "host connectors arrive with the connectors issue"),
+      new GetVolumePaths(ctx),
     ],
   };
 }
@@ -102,6 +103,7 @@ export class ProviderServer implements ProviderContext {
   private attachmentsPromise?: Promise<Attachments>;
   private store?: SqliteStore;
   private stateFile?: string;
+  private readonly connectors = new Map<string, Connector>();
   private readonly resources: Map<string, ResourceHandler>;
   private readonly functions: Map<string, FunctionHandler>;
 
@@ -138,14 +140,8 @@ export class ProviderServer implements ProviderContext {
     this.attachmentsPromise ??= (async () => {
       const controller = await this.controller();
       const file = this.stateFile!;
-      const runDir = process.env.SDS_RUN_DIR || path.join(file === ":memory:" ? os.tmpdir() : path.dirname(file), "run");
-      // Connections made on this machine (host "localhost") keep their records beside the exports.
-      const connectors = new Map<string, Connector>();
-      const connectorFor = (protocol: "iscsi" | "nbd" | "local") => {
-        const c = connectors.get(protocol) ?? makeConnector(protocol, { stateDir: runDir });
-        connectors.set(protocol, c);
-        return c;
-      };
+      const runDir = this.runDir();
+      const connectorFor = (protocol: "iscsi" | "nbd" | "local") => this.connectorFor(protocol, runDir);
       const a = new Attachments({ store: this.store!, controller, targets: localTargets(runDir), box: SecretBox.forDatabase(file), connectorFor });
       // ensure_export: exports the state knows are made again; targets of ours it does not know go.
       try {
@@ -158,6 +154,36 @@ export class ProviderServer implements ProviderContext {
     })();
     this.attachmentsPromise.catch(() => undefined);
     return this.attachmentsPromise;
+  }
+
+  /** Pidfiles, export state and connection records of this machine (`SDS_RUN_DIR`, else beside the state). */
+  private runDir(): string {
+    const file = this.stateFile!;
+    return process.env.SDS_RUN_DIR || path.join(file === ":memory:" ? os.tmpdir() : path.dirname(file), "run");
+  }
+
+  /** This machine's connectors (host "localhost"); their records live in the run folder. */
+  private connectorFor(protocol: "iscsi" | "nbd" | "local", runDir: string): Connector {
+    const c = this.connectors.get(protocol) ?? makeConnector(protocol, { stateDir: runDir });
+    this.connectors.set(protocol, c);
+    return c;
+  }
+
+  async hostPaths(host: string, volumeId?: string): Promise<VolumePath[]> {
+    let paths: VolumePath[];
+    if (host === "localhost") {
+      await this.controller();
+      const runDir = this.runDir();
+      paths = (await Promise.all((["iscsi", "nbd", "local"] as const).map((p) => this.connectorFor(p, runDir).getAllVolumePaths()))).flat();
+    } else {
+      const config = this.config ?? resolveProviderConfig({}, this.rootDir);
+      const h = config.hosts[host];
+      if (!h) throw new UserError("NOT_FOUND", `host: no host named "${host}" in the provider's hosts (known: ${["localhost", ...Object.keys(config.hosts)].join(", ")})`, "host");
+      const token = h.token ?? config.agentToken;
+      if (!token) throw new UserError("INVALID_INPUT", `host: host "${host}" has no token and the provider has no agentToken`, "host");
+      paths = await new AgentClient({ url: h.url, token, caCert: h.caCert }).getAllVolumePaths();
+    }
+    return volumeId === undefined ? paths : paths.filter((p) => p.volumeId === volumeId);
   }
 
   private resource(type: string, urn: string): ResourceHandler {
