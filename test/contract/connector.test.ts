@@ -253,6 +253,8 @@ if (nbdSkip) {
       const port = await freeTcpPort();
       const pidFile = path.join(dir, "nbdkit.pid");
       await run("nbdkit", ["-p", String(port), "-i", "127.0.0.1", "-P", pidFile, "file", file], { timeoutMs: 30_000 });
+      // nbdkit's parent can exit before the daemon writes its pidfile: wait for it.
+      for (let i = 0; i < 100 && !fs.existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 50));
       nbdkitPid = Number(fs.readFileSync(pidFile, "utf8"));
       return {
         connector: connectorFor("nbd", { stateDir, mode: "userspace" }),
