@@ -60,7 +60,7 @@ export class IscsiConnector extends BaseConnector {
     const mode = modeOf(c);
     const rec = this.host.records.read(c.volumeId, mode);
     if (rec && (await this.livePaths(rec)).length) return { path: rec.device };
-    if (rec) await this.teardown(rec, true, c.authPassword).catch(() => undefined);
+    if (rec) await this.teardown(rec, true, c.authPassword ? [c.authPassword] : []).catch(() => undefined);
     return this.mode === "kernel" ? this.connectKernel(c, t) : this.connectUserspace(c, t);
   }
 
@@ -129,16 +129,7 @@ export class IscsiConnector extends BaseConnector {
     return { path: device };
   }
 
-  async disconnectVolume(c: Connection, options: { force?: boolean } = {}): Promise<void> {
-    const mode = modeOf(c);
-    const rec = this.host.records.read(c.volumeId, mode);
-    if (!rec) return;
-    if ((await this.livePaths(rec)).length) this.checkNotInUse(rec.device, options.force);
-    await this.teardown(rec, !!options.force, c.authPassword);
-  }
-
-  private async teardown(rec: ConnectionRecord, force: boolean, password?: string): Promise<void> {
-    const t = new Teardown(password ? [password] : []);
+  protected async teardownSteps(t: Teardown, rec: ConnectionRecord, force: boolean): Promise<void> {
     if (rec.via === "kernel") {
       const others = this.host.records
         .list("iscsi")
@@ -157,8 +148,6 @@ export class IscsiConnector extends BaseConnector {
     } else {
       await teardownFuseLoop(this.host, t, rec, force);
     }
-    if (!t.failed) this.host.records.remove(rec.volumeId, rec.mode);
-    t.throwIfFailed(`${rec.volumeId} (${rec.mode})`);
   }
 
   protected async livePaths(rec: ConnectionRecord): Promise<VolumePath[]> {

@@ -41,8 +41,26 @@ export abstract class BaseConnector implements Connector {
   }
 
   abstract connectVolume(connection: Connection): Promise<{ path: string }>;
-  abstract disconnectVolume(connection: Connection, options?: { force?: boolean }): Promise<void>;
   abstract getSearchPath(): string;
+
+  /** Idempotent: nothing recorded is success; a device still held is refused unless `force`. */
+  async disconnectVolume(c: Connection, options: { force?: boolean } = {}): Promise<void> {
+    const rec = this.host.records.read(c.volumeId, modeOf(c));
+    if (!rec) return;
+    if ((await this.livePaths(rec)).length) this.checkNotInUse(rec.device, options.force);
+    await this.teardown(rec, !!options.force, c.authPassword ? [c.authPassword] : []);
+  }
+
+  /** Undo a connection, collecting errors and going on; the record goes only when every step worked. */
+  protected async teardown(rec: ConnectionRecord, force: boolean, secrets: string[] = []): Promise<void> {
+    const t = new Teardown(secrets);
+    await this.teardownSteps(t, rec, force);
+    if (!t.failed) this.host.records.remove(rec.volumeId, rec.mode);
+    t.throwIfFailed(`${rec.volumeId} (${rec.mode})`);
+  }
+
+  /** The steps that undo `rec`, in reverse order of making it. */
+  protected abstract teardownSteps(t: Teardown, rec: ConnectionRecord, force: boolean): Promise<void>;
 
   /** The paths a record still has on the host (empty when nothing of it is left). */
   protected abstract livePaths(rec: ConnectionRecord): Promise<VolumePath[]>;
@@ -109,15 +127,8 @@ export class LocalConnector extends BaseConnector {
     return { path: device };
   }
 
-  async disconnectVolume(c: Connection, options: { force?: boolean } = {}): Promise<void> {
-    const mode = modeOf(c);
-    const rec = this.host.records.read(c.volumeId, mode);
-    if (!rec) return;
-    if (await this.host.loopFor(rec.device, rec.backingFile)) this.checkNotInUse(rec.device, options.force);
-    const t = new Teardown();
-    await this.detachLoop(t, rec);
-    if (!t.failed) this.host.records.remove(c.volumeId, mode);
-    t.throwIfFailed(`${c.volumeId} (${mode})`);
+  protected teardownSteps(t: Teardown, rec: ConnectionRecord): Promise<void> {
+    return this.detachLoop(t, rec);
   }
 
   /** Loop devices are named /dev/loopN; they appear in /dev. */

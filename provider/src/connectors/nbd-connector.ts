@@ -55,16 +55,7 @@ export class NbdConnector extends BaseConnector {
     return { path: device };
   }
 
-  async disconnectVolume(c: Connection, options: { force?: boolean } = {}): Promise<void> {
-    const mode = modeOf(c);
-    const rec = this.host.records.read(c.volumeId, mode);
-    if (!rec) return;
-    if ((await this.livePaths(rec)).length) this.checkNotInUse(rec.device, options.force);
-    await this.teardown(rec, !!options.force);
-  }
-
-  private async teardown(rec: ConnectionRecord, force: boolean): Promise<void> {
-    const t = new Teardown();
+  protected async teardownSteps(t: Teardown, rec: ConnectionRecord, force: boolean): Promise<void> {
     if (rec.via === "kernel") {
       await t.step(`nbd-client -d ${rec.device}`, async () => {
         if (this.nbdConnected(rec.device)) await this.host.run("nbd-client", ["-d", rec.device]);
@@ -72,8 +63,6 @@ export class NbdConnector extends BaseConnector {
     } else {
       await teardownFuseLoop(this.host, t, rec, force);
     }
-    if (!t.failed) this.host.records.remove(rec.volumeId, rec.mode);
-    t.throwIfFailed(`${rec.volumeId} (${rec.mode})`);
   }
 
   protected async livePaths(rec: ConnectionRecord): Promise<VolumePath[]> {
