@@ -13,25 +13,14 @@ import { connectorFor } from "../../provider/src/connectors/factory";
 import { Host, parseLosetupJson, RecordStore } from "../../provider/src/connectors/records";
 import { procProcesses } from "../../provider/src/targets/tgt-target";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";
+import { bytesAt, sparseFile } from "../helpers/files";
 
 jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
 const BLOCK = 4096;
 
-function sparse(file: string, size = 16 * MiB): string {
-  fs.writeFileSync(file, "");
-  fs.truncateSync(file, size);
-  return file;
-}
 
-function bytesAt(file: string, offset: number, length: number): Buffer {
-  const buf = Buffer.alloc(length);
-  const fd = fs.openSync(file, "r");
-  fs.readSync(fd, buf, 0, length, offset);
-  fs.closeSync(fd);
-  return buf;
-}
 
 function pattern(seed: string): Buffer {
   return Buffer.alloc(BLOCK, `${seed}:${Math.random()}|`);
@@ -181,7 +170,7 @@ function contract(name: string, setup: () => Promise<Fixture>, teardown: () => P
     test("getAllVolumePaths reports an orphan loop device over a file in the connector's state folder", async () => {
       const sub = c0(fx).protocol === "local" ? fx.stateDir : path.join(fx.stateDir, c0(fx).protocol);
       fs.mkdirSync(sub, { recursive: true });
-      const orphanFile = sparse(path.join(sub, "orphan.img"), MiB);
+      const orphanFile = sparseFile(path.join(sub, "orphan.img"), MiB);
       const dev = (await run("losetup", ["-f", "--show", orphanFile])).stdout.trim();
       try {
         const all = await fx.connector.getAllVolumePaths();
@@ -215,7 +204,7 @@ if (localSkip) {
     async () => {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-conn-local-"));
       const stateDir = path.join(dir, "state");
-      const file = sparse(path.join(dir, "vol.img"));
+      const file = sparseFile(path.join(dir, "vol.img"));
       return {
         connector: connectorFor("local", { stateDir }),
         stateDir,
@@ -249,7 +238,7 @@ if (nbdSkip) {
     async () => {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-conn-nbd-"));
       const stateDir = path.join(dir, "state");
-      const file = sparse(path.join(dir, "vol.img"));
+      const file = sparseFile(path.join(dir, "vol.img"));
       const port = await freeTcpPort();
       const pidFile = path.join(dir, "nbdkit.pid");
       await run("nbdkit", ["-p", String(port), "-i", "127.0.0.1", "-P", pidFile, "file", file], { timeoutMs: 30_000 });
@@ -305,7 +294,7 @@ if (iscsiSkip) {
       daemons = new Daemons();
       dir = daemons.runDir("sds-conn-iscsi-");
       const stateDir = path.join(dir, "state");
-      const file = sparse(path.join(dir, "vol.img"));
+      const file = sparseFile(path.join(dir, "vol.img"));
       const portal = `127.0.0.1:${await freeTcpPort()}`;
       control = await daemons.tgtControlPort();
       await run("tgtd", ["-C", String(control), "--iscsi", `portal=${portal}`], { timeoutMs: 30_000 });

@@ -10,6 +10,7 @@ import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
 import type { IscsiTarget, NbdTarget } from "../../provider/src/targets/target";
 import { TgtTarget } from "../../provider/src/targets/tgt-target";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";
+import { bytesAt, sparseFile } from "../helpers/files";
 
 jest.setTimeout(60_000);
 
@@ -19,21 +20,7 @@ const HOST = "iqn.2024-01.io.sds:host-allowed";
 const OTHER_HOST = "iqn.2024-01.io.sds:host-other";
 const CHAP = { username: "sdsuser", password: "Contract-Secret-42" };
 
-/** A sparse volume file of `sizeBytes`. */
-function volume(dir: string, name: string, sizeBytes = 16 * MiB): string {
-  const file = path.join(dir, name);
-  fs.writeFileSync(file, "");
-  fs.truncateSync(file, sizeBytes);
-  return file;
-}
 
-function bytesAt(file: string, offset: number, length: number): Buffer {
-  const buf = Buffer.alloc(length);
-  const fd = fs.openSync(file, "r");
-  fs.readSync(fd, buf, 0, length, offset);
-  fs.closeSync(fd);
-  return buf;
-}
 
 // ---------------------------------------------------------------------------------------------
 // iSCSI
@@ -95,7 +82,7 @@ if (iscsiSkip) {
 
     /** A target with LUN 1 (rw) on `vol1.img`, HOST in the ACL and CHAP. */
     async function exported(): Promise<{ tid: number; file: string }> {
-      const file = volume(dir, "vol1.img");
+      const file = sparseFile(path.join(dir, "vol1.img"));
       const tid = await target.ensureTarget(IQN);
       await target.ensureLun(tid, 1, file, false);
       await target.ensureInitiator(tid, HOST);
@@ -172,7 +159,7 @@ if (iscsiSkip) {
     test("a read-only LUN refuses writes and serves reads", async () => {
       const { tid, file } = await exported();
       fs.writeFileSync(file, Buffer.alloc(MiB, 0x5a), { flag: "r+" });
-      const ro = volume(dir, "ro.img");
+      const ro = sparseFile(path.join(dir, "ro.img"));
       fs.writeFileSync(ro, Buffer.alloc(MiB, 0x5a), { flag: "r+" });
       await target.ensureLun(tid, 2, ro, true);
       await target.ensureLun(tid, 2, ro, true);
@@ -249,7 +236,7 @@ if (nbdSkip) {
     });
 
     test("data written to the rw server reads back through a read-only server, which refuses writes", async () => {
-      const file = volume(dir, "vol1.img");
+      const file = sparseFile(path.join(dir, "vol1.img"));
       const [rwPort, roPort] = [await freeTcpPort(), await freeTcpPort()];
       await target.ensureServer("rw", rwPort, false);
       await target.ensureServer("ro", roPort, true);
@@ -270,14 +257,14 @@ if (nbdSkip) {
         ["rw", false, [{ name: "vol1", path: file }]],
       ]);
       // Another volume under the same export name is a conflict, not a silent switch.
-      await expect(target.ensureExport("rw", "vol1", volume(dir, "vol2.img"))).rejects.toThrow(/already serves/);
+      await expect(target.ensureExport("rw", "vol1", sparseFile(path.join(dir, "vol2.img")))).rejects.toThrow(/already serves/);
     });
 
     test("removeExport takes the export away without restarting the server", async () => {
       const port = await freeTcpPort();
       await target.ensureServer("rw", port, false);
-      await target.ensureExport("rw", "vol1", volume(dir, "vol1.img"));
-      await target.ensureExport("rw", "vol2", volume(dir, "vol2.img"));
+      await target.ensureExport("rw", "vol1", sparseFile(path.join(dir, "vol1.img")));
+      await target.ensureExport("rw", "vol2", sparseFile(path.join(dir, "vol2.img")));
       const [before] = await target.list();
       expect(await nbdExports(port)).toEqual(["vol1", "vol2"]);
       await target.removeExport("rw", "vol1");
@@ -290,7 +277,7 @@ if (nbdSkip) {
     });
 
     test("state survives a new instance; removeServer twice leaves no process and an empty list", async () => {
-      const file = volume(dir, "vol1.img");
+      const file = sparseFile(path.join(dir, "vol1.img"));
       const port = await freeTcpPort();
       await target.ensureServer("rw", port, false);
       await target.ensureExport("rw", "vol1", file);

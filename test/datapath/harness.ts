@@ -4,7 +4,6 @@
  */
 import { execFile, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Attachments, type ConnectionInfo } from "../../provider/src/controller/attachments";
@@ -13,6 +12,7 @@ import { Controller } from "../../provider/src/controller/controller";
 import { SecretBox } from "../../provider/src/controller/secret-box";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { localTargets } from "../../provider/src/targets/local-targets";
+import { freeTcpPort } from "../helpers/daemons";
 
 /** Why the data-path tests cannot run here, or undefined when they can. */
 export function cannotRun(): string | undefined {
@@ -27,17 +27,6 @@ export function cannotRun(): string | undefined {
   return undefined;
 }
 
-/** A TCP port nothing listens on now. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
 
 export interface Env {
   dir: string;
@@ -52,7 +41,7 @@ export interface Env {
 export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boolean; chap?: boolean; lockSharedTargets?: boolean }): Promise<Env> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-datapath-"));
   const store = new SqliteStore(path.join(dir, "state.db"));
-  const port = await freePort();
+  const port = await freeTcpPort();
   const portal = `127.0.0.1:${port}`;
   const backends = backendsSchema.parse([
     {

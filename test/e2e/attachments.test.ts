@@ -7,7 +7,8 @@
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { cannotRun, freePort, processesMentioning, qemuIo } from "../datapath/harness";
+import { cannotRun, processesMentioning, qemuIo } from "../datapath/harness";
+import { freeTcpPort } from "../helpers/daemons";
 import { localTargets } from "../../provider/src/targets/local-targets";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
 
@@ -23,7 +24,7 @@ suite("attachments", () => {
 
   beforeAll(async () => {
     p = await PulumiProject.create("attachments");
-    port = await freePort();
+    port = await freeTcpPort();
     fs.writeFileSync(
       path.join(p.dir, "backends.yaml"),
       `backends:\n  - name: array\n    driver: file\n    sharedTargets: true\n    export: {protocol: iscsi, portal: "127.0.0.1:${port}", chap: true}\n    pools:\n      - {name: p0, path: pools/p0, totalCapacityGib: 50, multiAttach: true}\n`,

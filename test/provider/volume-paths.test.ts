@@ -4,10 +4,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as pb from "@pulumi/pulumi/proto/provider_pb";
+import { freeTcpPort } from "../helpers/daemons";
 import { type ProviderProcess, call, repoRoot, startProvider, struct } from "../helpers/provider-process";
 
 const SIG = "4dabf18193072939515e22adb298388d";
@@ -18,19 +18,10 @@ let p: ProviderProcess;
 let agent: ChildProcess;
 let agentPort: number;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-paths-"));
   fs.writeFileSync(path.join(dir, "agent.token"), "agent-token-1234567890", { mode: 0o600 });
-  agentPort = await freePort();
+  agentPort = await freeTcpPort();
   agent = spawn(path.join(repoRoot, "provider/bin/sds-agent"), ["--listen", `127.0.0.1:${agentPort}`, "--token-file", path.join(dir, "agent.token"), "--state-dir", path.join(dir, "agent-state")], { stdio: ["ignore", "ignore", "pipe"] });
   await new Promise<void>((resolve, reject) => {
     agent.stderr!.on("data", (d) => String(d).includes("listening") && resolve());
