@@ -145,7 +145,7 @@ export class Attachments {
     try {
       await this.withExportLock(spec.host, volume, () => this.createExport(row, volume, backend));
     } catch (err) {
-      await this.rollback(row, volume, backend);
+      await this.rollback(row, volume);
       throw err;
     }
     const connectionInfo = this.initializeConnection(row, volume);
@@ -159,7 +159,7 @@ export class Attachments {
           return path;
         });
       } catch (err) {
-        await this.rollback(row, volume, backend);
+        await this.rollback(row, volume);
         throw err;
       }
     }
@@ -219,7 +219,6 @@ export class Attachments {
   /** Seed 004: export work happens here, with the connector, before any connection info exists. */
   private async createExport(row: AttachmentRow, volume: VolumeRow, backend: BackendConfig): Promise<void> {
     if (row.protocol === "local") return;
-    const { pool } = this.controller.locate(volume);
     const path = this.controller.volumePath(volume);
     const target = this.ensureTargetRow(row.targetName!, backend, row.mode);
     const lun = this.ensureLunRow(target.name, volume.id);
@@ -235,7 +234,6 @@ export class Attachments {
       await t.ensureServer(target.name, target.port!, row.mode === "ro");
       await t.ensureExport(target.name, exportName(volume.id), path);
     }
-    void pool;
   }
 
   /** The target's row, made on first use: tid or port allocated, CHAP credentials sealed. */
@@ -347,10 +345,7 @@ export class Attachments {
     });
     try {
       if (volume && row.devicePath && this.connectorFor) await this.disconnect(row, volume, options);
-      if (volume) {
-        const { backend } = this.controller.locate(volume);
-        await this.withExportLock(row.host, volume, () => this.removeExport(row, backend));
-      }
+      if (volume) await this.withExportLock(row.host, volume, () => this.removeExport(row));
     } catch (err) {
       this.store.transaction(() => {
         this.store.updateAttachment(id, { status: "error_detaching", updatedAt: this.at() });
@@ -368,7 +363,7 @@ export class Attachments {
    * terminateConnection + removeExport: remove only what no other attachment needs. Decided from
    * the store now, so it must run under the export lock on shared targets.
    */
-  private async removeExport(row: AttachmentRow, backend: BackendConfig): Promise<void> {
+  private async removeExport(row: AttachmentRow): Promise<void> {
     if (row.protocol === "local" || !row.targetName) return;
     const target = this.store.getTarget(row.targetName);
     if (!target) return;
@@ -401,13 +396,12 @@ export class Attachments {
         this.store.deleteLun(target.name, row.volumeId);
       }
     }
-    void backend;
   }
 
   /** Undo a failed attach: remove what createExport made that nothing else needs, forget the row. */
-  private async rollback(row: AttachmentRow, volume: VolumeRow, backend: BackendConfig): Promise<void> {
+  private async rollback(row: AttachmentRow, volume: VolumeRow): Promise<void> {
     try {
-      await this.withExportLock(row.host, volume, () => this.removeExport(row, backend));
+      await this.withExportLock(row.host, volume, () => this.removeExport(row));
       this.store.transaction(() => {
         this.store.deleteAttachment(row.id);
         this.refreshVolumeStatus(volume.id);

@@ -407,7 +407,6 @@ export class Controller {
         if (!r.ok) throw new UserError("NO_VALID_POOL", `sizeGib: pool ${row.poolId} cannot grow volume ${row.name} by ${sizeGib - current.sizeGib} GiB: ${r.rejections.map((x) => x.reason).join("; ")}`, "sizeGib");
       }
       this.store.updateVolume(id, { status: "extending", sizeGib, updatedAt: this.now().toISOString() });
-      return current.status;
     });
     try {
       await this.driverFor(backend).extendVolume(pool, id, sizeGib * GiB);
