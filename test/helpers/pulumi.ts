@@ -76,7 +76,11 @@ export class PulumiProject {
   /** Run and require exit 0, with the CLI's output in the failure message. */
   async ok(args: string[], timeoutMs?: number): Promise<RunResult> {
     const r = await this.run(args, timeoutMs);
-    if (r.code !== 0) throw new Error(`pulumi ${args.join(" ")} exited ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+    if (r.code !== 0) {
+      // CI shows only the head of a failure message: the engine's errors come first.
+      const errors = `${r.stdout}\n${r.stderr}`.split("\n").filter((l) => /error|failed|panic/i.test(l));
+      throw new Error(`pulumi ${args.join(" ")} exited ${r.code}\n--- errors\n${errors.join("\n")}\n--- stderr\n${r.stderr}\n--- stdout\n${r.stdout}`);
+    }
     return r;
   }
 
