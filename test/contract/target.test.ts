@@ -3,6 +3,7 @@
  * IscsiTarget on every implementation (today TgtTarget), NbdTarget on every implementation
  * (today NbdkitTarget). Data goes through real initiators: qemu-io over libiscsi and libnbd.
  */
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { run } from "../../provider/src/exec/run";
@@ -54,10 +55,30 @@ function iscsiIo(login: IscsiLogin, ...commands: string[]) {
   return run("qemu-io", args, { timeoutMs: 30_000 });
 }
 
+/** The LUN's size in bytes as an initiator sees it at login (READ CAPACITY through libiscsi). */
+async function iscsiSize(login: IscsiLogin): Promise<number> {
+  const opts = [
+    "driver=raw",
+    "file.driver=iscsi",
+    "file.transport=tcp",
+    `file.portal=${login.portal}`,
+    `file.target=${login.iqn}`,
+    `file.lun=${login.lun}`,
+    `file.initiator-name=${login.initiator}`,
+  ];
+  const secret: string[] = [];
+  if (login.chap) {
+    opts.push(`file.user=${login.chap.username}`, "file.password-secret=s0");
+    secret.push("--object", `secret,id=s0,data=${login.chap.password}`);
+  }
+  const r = await run("qemu-img", ["info", "--output=json", ...secret, "--image-opts", opts.join(",")], { timeoutMs: 30_000 });
+  return (JSON.parse(r.stdout) as { "virtual-size": number })["virtual-size"];
+}
+
 const iscsiImplementations: Array<[string, (o: { controlPort: number; portal: string; runDir: string }) => IscsiTarget & { controlPort: number; accounts(): Promise<string[]> }]> = [
   ["TgtTarget", (o) => new TgtTarget(o)],
 ];
-const iscsiSkip = skipReason(["tgtd", "tgtadm", "qemu-io", "iscsi-ls"]);
+const iscsiSkip = skipReason(["tgtd", "tgtadm", "qemu-io", "qemu-img", "iscsi-ls"]);
 
 if (iscsiSkip) {
   test.skip(`IscsiTarget contract skipped: ${iscsiSkip}`, () => undefined);
@@ -173,6 +194,34 @@ if (iscsiSkip) {
       expect(bytesAt(ro, 0, 4)).toEqual(Buffer.alloc(4, 0x5a));
     });
 
+    test("refreshLun: a grown backing file shows its new size to the next login; data, LUN and mode stay", async () => {
+      const { tid, file } = await exported();
+      const ro = sparseFile(path.join(dir, "ro.img"));
+      await target.ensureLun(tid, 2, ro, true);
+      const login = { portal, iqn: IQN, lun: 1, initiator: HOST, chap: CHAP };
+      await iscsiIo(login, "write -P 0xcd 0 64k");
+      const listed = await target.list();
+      expect(await iscsiSize(login)).toBe(16 * MiB);
+      fs.truncateSync(file, 32 * MiB);
+      fs.truncateSync(ro, 24 * MiB);
+      // why refreshLun exists: the daemon still reports the size it read when the LUN was added
+      expect(await iscsiSize(login)).toBe(16 * MiB);
+      await target.refreshLun(tid, 1, file, false);
+      await target.refreshLun(tid, 2, ro, true);
+      expect(await iscsiSize(login)).toBe(32 * MiB);
+      expect(await iscsiSize({ ...login, lun: 2 })).toBe(24 * MiB);
+      expect(await target.list()).toEqual(listed);
+      expect((await iscsiIo(login, "read -P 0xcd 0 64k")).stdout).toMatch(/read 65536\/65536 bytes/);
+      await iscsiIo(login, `write -P 0xef ${31 * MiB} 64k`); // the new end is writable
+      expect(bytesAt(file, 31 * MiB, 4)).toEqual(Buffer.alloc(4, 0xef));
+      await expect(iscsiIo({ ...login, lun: 2 }, `write -P 0x11 ${20 * MiB} 4k`)).rejects.toThrow(/write protected/i);
+      // again is success; a LUN missing (a refresh cut short) is added back
+      await target.refreshLun(tid, 1, file, false);
+      await target.removeLun(tid, 2);
+      await target.refreshLun(tid, 2, ro, true);
+      expect(await target.list()).toEqual(listed);
+    });
+
     test("every remove twice is success and leaves list() and the accounts empty", async () => {
       const { tid } = await exported();
       for (let i = 0; i < 2; i++) {
@@ -194,7 +243,7 @@ if (iscsiSkip) {
 // NBD
 
 const nbdImplementations: Array<[string, (o: { host: string; runDir: string }) => NbdTarget]> = [["NbdkitTarget", (o) => new NbdkitTarget(o)]];
-const nbdSkip = skipReason(["nbdkit", "nbdinfo", "qemu-io"]);
+const nbdSkip = skipReason(["nbdkit", "nbdinfo", "qemu-io", "nbdfuse", "umount"]);
 
 /** Export names `nbdinfo --list` reports for the server on `port`. */
 async function nbdExports(port: number): Promise<string[]> {
@@ -204,6 +253,29 @@ async function nbdExports(port: number): Promise<string[]> {
 
 function nbdIo(port: number, exportName: string, readOnly: boolean, ...commands: string[]) {
   return run("qemu-io", [...(readOnly ? ["-r"] : []), "-f", "raw", `nbd://127.0.0.1:${port}/${exportName}`, ...commands.flatMap((c) => ["-c", c])], { timeoutMs: 30_000 });
+}
+
+/**
+ * A client that stays connected: nbdfuse serving the export as a file (its size is what the
+ * handshake said). `stop` unmounts it; nbdfuse then exits.
+ */
+async function nbdfuseOf(port: number, exportName: string, dir: string): Promise<{ file: string; stop(): Promise<void> }> {
+  const mnt = fs.mkdtempSync(path.join(dir, "fuse-"));
+  const file = path.join(mnt, "disk");
+  const pidFile = path.join(dir, `${path.basename(mnt)}.pid`);
+  const child = spawn("nbdfuse", ["-r", "-P", pidFile, file, `nbd://127.0.0.1:${port}/${exportName}`], { detached: true, stdio: "ignore" });
+  child.unref();
+  const stop = async () => {
+    await run("umount", ["-l", mnt]).catch(() => undefined);
+    if (child.exitCode === null) child.kill("SIGKILL");
+    fs.rmSync(mnt, { recursive: true, force: true });
+  };
+  for (let i = 0; i < 200 && !(fs.existsSync(pidFile) && fs.existsSync(file)); i++) await new Promise((r) => setTimeout(r, 50));
+  if (!fs.existsSync(file)) {
+    await stop();
+    throw new Error(`nbdfuse did not serve ${file}`);
+  }
+  return { file, stop };
 }
 
 if (nbdSkip) {
@@ -258,6 +330,31 @@ if (nbdSkip) {
       ]);
       // Another volume under the same export name is a conflict, not a silent switch.
       await expect(target.ensureExport("rw", "vol1", sparseFile(path.join(dir, "vol2.img")))).rejects.toThrow(/already serves/);
+    });
+
+    test("refreshExport: a new connection sees the grown volume file, with no restart; connected clients keep theirs", async () => {
+      const file = sparseFile(path.join(dir, "vol1.img"));
+      const port = await freeTcpPort();
+      await target.ensureServer("rw", port, false);
+      await target.ensureExport("rw", "vol1", file);
+      const size = async () => Number((await run("nbdinfo", ["--size", `nbd://127.0.0.1:${port}/vol1`], { timeoutMs: 30_000 })).stdout.trim());
+      expect(await size()).toBe(16 * MiB);
+      const [before] = await target.list();
+      // A client connected before the grow: its handshake told it 16 MiB, for as long as it stays.
+      const early = await nbdfuseOf(port, "vol1", dir);
+      try {
+        fs.truncateSync(file, 32 * MiB);
+        await target.refreshExport("rw", "vol1", file);
+        expect(await size()).toBe(32 * MiB);
+        expect(fs.statSync(early.file).size).toBe(16 * MiB);
+      } finally {
+        await early.stop();
+      }
+      const [after] = await target.list();
+      expect(after).toEqual(before);
+      await nbdIo(port, "vol1", false, `write -P 0xef ${31 * MiB} 64k`);
+      expect(bytesAt(file, 31 * MiB, 4)).toEqual(Buffer.alloc(4, 0xef));
+      await expect(target.refreshExport("rw", "vol2", file)).rejects.toThrow(/no export vol2/);
     });
 
     test("removeExport takes the export away without restarting the server", async () => {

@@ -120,6 +120,22 @@ describe("exports are symlinks in the server's folder", () => {
     expect(fs.readdirSync(dirOf("rw"))).toEqual([]);
   });
 
+  test("refreshExport runs nothing and restarts nothing (nbdkit reads the size per connection); it checks the export", async () => {
+    const a = volume("a.img");
+    await nbd().ensureServer("rw", 10809, false);
+    await nbd().ensureExport("rw", "vol-a", a);
+    const link = fs.lstatSync(path.join(dirOf("rw"), "vol-a"));
+    await nbd().refreshExport("rw", "vol-a", a);
+    await nbd().refreshExport("rw", "vol-a", path.join(runDir, ".", "a.img"));
+    expect(calls).toHaveLength(1); // the ensureServer start only
+    expect(processes.signals).toEqual([]);
+    expect(fs.lstatSync(path.join(dirOf("rw"), "vol-a")).ino).toBe(link.ino);
+    await expect(nbd().refreshExport("rw", "vol-a", volume("b.img"))).rejects.toMatchObject({ code: "CONFLICT", property: "path" });
+    await expect(nbd().refreshExport("rw", "vol-b", a)).rejects.toMatchObject({ code: "NOT_FOUND", property: "exportName" });
+    await expect(nbd().refreshExport("nope", "vol-a", a)).rejects.toMatchObject({ code: "NOT_FOUND", property: "server" });
+    await expect(nbd().refreshExport("rw", "../vol-a", a)).rejects.toMatchObject({ code: "INVALID_INPUT" });
+  });
+
   test("removeExport unlinks, and removing again is success; the volume stays", async () => {
     const a = volume("a.img");
     await nbd().ensureServer("rw", 10809, false);

@@ -308,6 +308,94 @@ describe("ensure: only what show does not already list", () => {
   });
 });
 
+describe("refreshLun: delete and re-add, so tgtd reads the file's size again", () => {
+  /** `show target` of tid 1 with LUN 1 on `file` while `present()`, as tgtadm prints it. */
+  function showWith(file: string, readOnly: boolean, present: () => boolean): string {
+    const lun = `        LUN: 1\n            Type: disk\n            Readonly: ${readOnly ? "Yes" : "No"}\n            Backing store path: ${file}\n`;
+    return `Target 1: ${T1}\n    LUN information:\n        LUN: 0\n            Type: controller\n${present() ? lun : ""}    Account information:\n    ACL information:\n`;
+  }
+
+  /** A recorder whose LUN 1 goes away on delete and comes back on new; `busy` deletes fail first. */
+  function lunRecorder(file: string, readOnly: boolean, busy: string[] = []) {
+    let present = true;
+    const slept: number[] = [];
+    const r = recorder({
+      fail: (args) => {
+        if (args.includes("delete") && busy.length) return new BackendError("COMMAND_FAILED", `command failed (exit 22): tgtadm ${args.join(" ")}: ${busy.shift()}`, false);
+        return undefined;
+      },
+    });
+    const run: Runner = async (f, args, o) => {
+      if (args.join(" ").endsWith("--op show --mode target")) {
+        r.calls.push({ file: f, args: [...args], options: o });
+        return { stdout: showWith(file, readOnly, () => present), stderr: "", exitCode: 0 };
+      }
+      const out = await r.run(f, args, o);
+      if (args.includes("delete")) present = false;
+      if (args.includes("new")) present = true;
+      return out;
+    };
+    const target = new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run, processes: noProcesses, sleep: async (ms) => void slept.push(ms) });
+    return { r, target, slept, gone: () => (present = false) };
+  }
+
+  test("a rw LUN: delete, then new with the same tid, LUN and backing file", async () => {
+    const file = path.join(runDir, "vol.img");
+    fs.writeFileSync(file, "");
+    const { r, target } = lunRecorder(file, false);
+    await target.refreshLun(1, 1, file, false);
+    expect(r.changes()).toEqual([
+      ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", "1"],
+      ["tgtadm", ...TGTADM, "--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--backing-store", file],
+    ]);
+  });
+
+  test("a read-only LUN comes back read-only", async () => {
+    const file = path.join(runDir, "vol.img");
+    fs.writeFileSync(file, "");
+    const { r, target } = lunRecorder(file, true);
+    await target.refreshLun(1, 1, file, true);
+    expect(r.changes()).toEqual([
+      ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", "1"],
+      ["tgtadm", ...TGTADM, "--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--backing-store", file],
+      ["tgtadm", ...TGTADM, "--op", "update", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--params", "readonly=1"],
+    ]);
+  });
+
+  test("a LUN tgtd says is still active is deleted again after a backoff; other errors are not retried", async () => {
+    const file = path.join(runDir, "vol.img");
+    fs.writeFileSync(file, "");
+    const busy = "tgtadm: this logical unit is still active";
+    const { r, target, slept } = lunRecorder(file, false, [busy, busy]);
+    await target.refreshLun(1, 1, file, false);
+    expect(r.changes().map((c) => c[6])).toEqual(["delete", "delete", "delete", "new"]);
+    expect(slept).toEqual([100, 200]);
+    const stuck = lunRecorder(file, false, Array(9).fill(busy));
+    await expect(stuck.target.refreshLun(1, 1, file, false)).rejects.toThrow(/still active/);
+    expect(stuck.r.changes()).toHaveLength(6);
+    expect(stuck.slept).toEqual([100, 200, 400, 800, 1600]);
+    const broken = lunRecorder(file, false, ["tgtadm: can't find the logical unit"]);
+    await expect(broken.target.refreshLun(1, 1, file, false)).rejects.toThrow(/can't find/);
+    expect(broken.slept).toEqual([]);
+  });
+
+  test("idempotent: a missing LUN (a refresh cut short) is added; another file, a missing file or target change nothing", async () => {
+    const file = path.join(runDir, "vol.img");
+    fs.writeFileSync(file, "");
+    const missing = lunRecorder(file, false);
+    missing.gone();
+    await missing.target.refreshLun(1, 1, file, false);
+    expect(missing.r.changes()).toEqual([["tgtadm", ...TGTADM, "--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--backing-store", file]]);
+    const other = lunRecorder(file, false);
+    await expect(other.target.refreshLun(1, 1, path.join(runDir, "other.img"), false)).rejects.toMatchObject({ code: "CONFLICT" });
+    await expect(other.target.refreshLun(7, 1, file, false)).rejects.toMatchObject({ code: "NOT_FOUND", property: "tid" });
+    await expect(other.target.refreshLun(1, 0, file, false)).rejects.toMatchObject({ code: "INVALID_INPUT" });
+    fs.rmSync(file);
+    await expect(other.target.refreshLun(1, 1, file, false)).rejects.toMatchObject({ code: "NOT_FOUND", property: "path" });
+    expect(other.r.changes()).toEqual([]);
+  });
+});
+
 describe("CHAP", () => {
   const PASSWORD = "Pa55word-Unit-1";
 

@@ -10,6 +10,10 @@
  * - `<server>.pid`   nbdkit's pidfile. A server runs when that pid is alive and is the nbdkit
  *                    serving `<server>/` (pids get reused; nbdkit leaves the pidfile behind).
  *
+ * Size changes: the file plugin opens the export's file when a client connects and reports its
+ * size then, so a new connection sees a grown file with no restart and no command (checked by
+ * test/contract/target.test.ts); `refreshExport` only checks the export is there.
+ *
  * Server and export names become file names: letters, digits, `_ - . :`, no leading dot or dash.
  */
 import * as fs from "node:fs/promises";
@@ -101,6 +105,20 @@ export class NbdkitTarget implements NbdTarget {
     }
     const now = have ?? (await readLink(link));
     if (now !== file) throw new UserError("CONFLICT", `export ${exportName} of nbd server ${server} already serves ${now ?? "something else"}, not ${file}`, "exportName");
+  }
+
+  /**
+   * Nothing to do: nbdkit's file plugin opens the file and reads its size per connection, so
+   * every new connection sees the current size. Checks that the export serves `volumePath`.
+   */
+  async refreshExport(server: string, exportName: string, volumePath: string): Promise<void> {
+    checkName("server", server, SERVER_NAME);
+    checkName("exportName", exportName, EXPORT_NAME);
+    if (!(await this.readState(server))) throw new UserError("NOT_FOUND", `nbd server ${server} does not exist`, "server");
+    const file = path.resolve(volumePath);
+    const have = await readLink(path.join(this.exportDir(server), exportName));
+    if (have === undefined) throw new UserError("NOT_FOUND", `nbd server ${server} has no export ${exportName}`, "exportName");
+    if (have !== file) throw new UserError("CONFLICT", `export ${exportName} of nbd server ${server} serves ${have}, not ${file}`, "path");
   }
 
   async removeExport(server: string, exportName: string): Promise<void> {

@@ -49,6 +49,15 @@ export interface IscsiTarget {
   ensureTarget(iqn: string, tid?: number): Promise<number>;
   /** Add LUN `lun` backed by `path` if missing; `readOnly` LUNs refuse writes at the SCSI level. */
   ensureLun(tid: number, lun: number, path: string, readOnly: boolean): Promise<void>;
+  /**
+   * Make LUN `lun` report its backing file's current size (after the volume grew): the daemon
+   * may have read the size once, when the LUN was added. Same arguments as {@link ensureLun};
+   * the LUN keeps its number, backing file, read-only flag and SCSI identity. Idempotent: a LUN
+   * that is missing (a refresh cut short) is added; a LUN backed by another file is a CONFLICT.
+   * Initiators connected meanwhile see the LUN briefly go away (their I/O may fail during the
+   * swap) and must re-read the capacity themselves (the connector's `extendVolume`).
+   */
+  refreshLun(tid: number, lun: number, path: string, readOnly: boolean): Promise<void>;
   /** Allow `initiatorIqn` to log in to the target. */
   ensureInitiator(tid: number, initiatorIqn: string): Promise<void>;
   /** Require CHAP for the target with these credentials (creates the account, binds it). */
@@ -74,6 +83,13 @@ export interface NbdTarget {
   ensureServer(server: string, port: number, readOnly: boolean): Promise<void>;
   /** Serve `path` under `exportName` on `server` (no restart: existing clients keep going). */
   ensureExport(server: string, exportName: string, path: string): Promise<void>;
+  /**
+   * Make export `exportName` of `server` report its volume file's current size to new
+   * connections (after the volume grew). Connected clients keep the size they read at their
+   * handshake (NBD has no resize notice): they see it after a reconnect (the connector's
+   * `extendVolume`). The export must exist and serve `path` (NOT_FOUND / CONFLICT otherwise).
+   */
+  refreshExport(server: string, exportName: string, path: string): Promise<void>;
   removeExport(server: string, exportName: string): Promise<void>;
   /** Stop the server and forget it. */
   removeServer(server: string): Promise<void>;

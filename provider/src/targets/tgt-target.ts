@@ -7,6 +7,9 @@
  * - tgtd ignores SIGTERM: `stop` deletes the targets, then asks tgtd to exit (`--op delete --mode system`);
  * - a LUN cannot be created read-only (`--params` is refused on `new`): it is made read-only right
  *   after, before `ensureLun` returns, and deleted again if that fails;
+ * - tgtd reads a LUN's size once, when the LUN is added: `refreshLun` deletes and re-adds it
+ *   (same tid/LUN, so the same SCSI id and serial); tgtd refuses to delete a LUN with commands in
+ *   flight ("this logical unit is still active"), so the delete is retried briefly;
  * - tgtd never reports a CHAP password, and deleting an account unbinds it everywhere: a scrypt
  *   hash of each password we set is kept in `runDir`, so `ensureChap` knows whether the account
  *   already has the asked password or must be replaced (and re-bound to the targets that had it).
@@ -20,6 +23,8 @@ import { run as defaultRun, type Runner } from "../exec/run";
 import type { Chap, ExportState, IscsiTarget } from "./target";
 
 const TGTADM_TIMEOUT_MS = 30_000;
+/** Backoff between deletes of a LUN tgtd says is busy: six tries over about 3 s. */
+const LUN_BUSY_RETRY_MS = [100, 200, 400, 800, 1600];
 const DAEMON_TIMEOUT_MS = 10_000;
 const scryptAsync = promisify(scrypt) as (password: string, salt: Buffer, keylen: number) => Promise<Buffer>;
 
@@ -88,6 +93,8 @@ export interface TgtTargetOptions {
   run?: Runner;
   /** Process table (tests pass a fake). */
   processes?: ProcessTable;
+  /** How to wait between retries (tests pass a recorder). Default: setTimeout. */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 const IQN = /^(iqn\.\d{4}-\d{2}\.[^\s,]+|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$/;
@@ -101,6 +108,7 @@ export class TgtTarget implements IscsiTarget {
   private readonly runDir: string;
   private readonly run: Runner;
   private readonly processes: ProcessTable;
+  private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(options: TgtTargetOptions) {
     // tgtd and tgtadm take -C as a signed short.
@@ -111,6 +119,7 @@ export class TgtTarget implements IscsiTarget {
     this.runDir = options.runDir;
     this.run = options.run ?? defaultRun;
     this.processes = options.processes ?? procProcesses;
+    this.sleep = options.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   /** tgtd's pidfile. */
@@ -185,6 +194,35 @@ export class TgtTarget implements IscsiTarget {
       // Never leave writable a LUN that was asked read-only.
       await this.removeLun(tid, lun).catch(() => undefined);
       throw err;
+    }
+  }
+
+  async refreshLun(tid: number, lun: number, backingPath: string, readOnly: boolean): Promise<void> {
+    checkPositive("lun", lun);
+    const file = path.resolve(backingPath);
+    const have = (await this.mustFind(tid)).luns.find((l) => l.lun === lun);
+    if (have) {
+      if (have.path !== file) throw new UserError("CONFLICT", `tid ${tid} lun ${lun} is backed by ${have.path}, not ${file}`, "path");
+      try {
+        await fs.access(file); // never delete a LUN that could not be added back
+      } catch {
+        throw new UserError("NOT_FOUND", `backing file ${file} does not exist`, "path");
+      }
+      await this.deleteLunWhenIdle(tid, lun);
+    }
+    await this.ensureLun(tid, lun, file, readOnly);
+  }
+
+  /** Why the retries: tgtd deletes a LUN only between commands; an initiator's I/O makes it wait. */
+  private async deleteLunWhenIdle(tid: number, lun: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.tgtadm(["--op", "delete", "--mode", "logicalunit", "--tid", String(tid), "--lun", String(lun)]);
+        return;
+      } catch (err) {
+        if (attempt >= LUN_BUSY_RETRY_MS.length || !/still active/.test((err as Error).message)) throw err;
+        await this.sleep(LUN_BUSY_RETRY_MS[attempt]!);
+      }
     }
   }
 
