@@ -11,7 +11,7 @@ import { run } from "../../provider/src/exec/run";
 import type { Connection, Connector } from "../../provider/src/connectors/connector";
 import { connectorFor } from "../../provider/src/connectors/factory";
 import { Host, parseLosetupJson, RecordStore } from "../../provider/src/connectors/records";
-import { procProcesses } from "../../provider/src/targets/tgt-target";
+import { procProcesses, TgtTarget } from "../../provider/src/targets/tgt-target";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";
 import { bytesAt, sparseFile } from "../helpers/files";
 
@@ -73,7 +73,7 @@ async function sweep(dir: string, stateDir: string): Promise<void> {
   const recs = new RecordStore(stateDir).list();
   for (const l of await loops()) if (l.backFile.startsWith(`${dir}/`)) await run("losetup", ["-d", l.name]).catch(() => undefined);
   for (const m of mountsUnder(dir).reverse()) await run("umount", ["-l", m]).catch(() => undefined);
-  for (const r of recs) {
+  for (const r of recs.flatMap((rec) => [rec, ...(rec.extraLayers ?? [])])) {
     if (await alive(r.nbdfusePid, "nbdfuse")) procProcesses.kill(r.nbdfusePid as number, "SIGKILL");
     if (await alive(r.qemuNbdPid, "qemu-nbd")) procProcesses.kill(r.qemuNbdPid as number, "SIGKILL");
   }
@@ -86,6 +86,8 @@ interface Fixture {
   /** Where the written bytes land. */
   backingFile: string;
   connection(readOnly: boolean): Connection;
+  /** Grow the volume to `sizeBytes` and make its target report it (what the controller does before extendVolume). */
+  grow(sizeBytes: number): Promise<void>;
 }
 
 /** The checks every connector passes. */
@@ -167,6 +169,32 @@ function contract(name: string, setup: () => Promise<Fixture>, teardown: () => P
       expect(await fx.connector.getVolumePaths(c)).toEqual([]);
     });
 
+    test("extendVolume: the same device shows the grown volume; data written before still reads; the new end is writable", async () => {
+      const c = fx.connection(false);
+      const { path: dev } = await fx.connector.connectVolume(c);
+      const host = new Host({ stateDir: fx.stateDir });
+      expect(await host.deviceSize(dev)).toBe(16 * MiB);
+      const early = pattern("early");
+      await writeBlock(dev, 5, early, fx.dir);
+      await fx.grow(32 * MiB);
+      expect(await fx.connector.extendVolume(c)).toBe(32 * MiB);
+      expect(await host.deviceSize(dev)).toBe(32 * MiB);
+      expect((await fx.connector.getVolumePaths(c)).map((p) => p.path)).toEqual([dev]);
+      expect((await readBlock(dev, 5, fx.dir)).equals(early)).toBe(true);
+      const late = pattern("late");
+      const lastBlock = (32 * MiB) / BLOCK - 1;
+      await writeBlock(dev, lastBlock, late, fx.dir);
+      expect(bytesAt(fx.backingFile, lastBlock * BLOCK, BLOCK).equals(late)).toBe(true);
+      // again is success: it shows what the target reports
+      expect(await fx.connector.extendVolume(c)).toBe(32 * MiB);
+      // and disconnect leaves nothing (the replaced helpers are gone already)
+      const rec = new RecordStore(fx.stateDir).read(c.volumeId, "rw");
+      expect(rec?.extraLayers).toBeUndefined();
+      await fx.connector.disconnectVolume(c);
+      expect((await loops()).filter((l) => l.name === dev || l.backFile.startsWith(`${fx.dir}/`))).toEqual([]);
+      expect(mountsUnder(fx.dir)).toEqual([]);
+    });
+
     test("getAllVolumePaths reports an orphan loop device over a file in the connector's state folder", async () => {
       const sub = c0(fx).protocol === "local" ? fx.stateDir : path.join(fx.stateDir, c0(fx).protocol);
       fs.mkdirSync(sub, { recursive: true });
@@ -187,6 +215,35 @@ function contract(name: string, setup: () => Promise<Fixture>, teardown: () => P
 
 function c0(fx: Fixture): Connection {
   return fx.connection(false);
+}
+
+/** Userspace paths reconnect to grow: a mounted device is refused, and grows once unmounted. */
+function extendWhileMounted(fx: () => Fixture & { dir: string }): void {
+  test("extendVolume of a mounted device is refused naming it (the size shows after the next reconnect); unmounted, it grows", async () => {
+    const c = fx().connection(false);
+    const { path: dev } = await fx().connector.connectVolume(c);
+    await run("mkfs.ext4", ["-q", "-F", dev], { timeoutMs: 60_000 });
+    const mnt = fs.mkdtempSync(path.join(fx().dir, "m-"));
+    await run("mount", [dev, mnt]);
+    fs.writeFileSync(path.join(mnt, "kept.txt"), "still here\n");
+    await fx().grow(32 * MiB);
+    try {
+      const err = (await fx().connector.extendVolume(c).catch((e: unknown) => e)) as Error & { code?: string };
+      expect(err.code).toBe("INVALID_STATE");
+      expect(err.message).toContain(`${dev} is mounted on ${mnt}`);
+      expect(err.message).toMatch(/after the next reconnect/);
+      expect(fs.readFileSync(path.join(mnt, "kept.txt"), "utf8")).toBe("still here\n");
+    } finally {
+      await run("umount", [mnt]);
+    }
+    expect(await fx().connector.extendVolume(c)).toBe(32 * MiB);
+    await run("mount", [dev, mnt]);
+    try {
+      expect(fs.readFileSync(path.join(mnt, "kept.txt"), "utf8")).toBe("still here\n");
+    } finally {
+      await run("umount", [mnt]);
+    }
+  });
 }
 
 const rootSkip = process.getuid?.() !== 0 ? "needs root (loop devices, FUSE mounts, daemons)" : undefined;
@@ -210,17 +267,10 @@ if (localSkip) {
         stateDir,
         backingFile: file,
         connection: (readOnly) => ({ volumeId: "vol-local", protocol: "local", portals: [], exportName: file, readOnly }),
+        grow: async (sizeBytes) => fs.truncateSync(file, sizeBytes),
       };
     },
     async () => fs.rmSync(dir, { recursive: true, force: true }),
-    (fx) => {
-      test("extendVolume shows the grown file's size", async () => {
-        const c = fx().connection(false);
-        await fx().connector.connectVolume(c);
-        fs.truncateSync(fx().backingFile, 32 * MiB);
-        expect(await fx().connector.extendVolume(c)).toBe(32 * MiB);
-      });
-    },
   );
 }
 
@@ -242,35 +292,30 @@ if (nbdSkip) {
       const port = await freeTcpPort();
       const pidFile = path.join(dir, "nbdkit.pid");
       await run("nbdkit", ["-p", String(port), "-i", "127.0.0.1", "-P", pidFile, "file", file], { timeoutMs: 30_000 });
-      // nbdkit's parent can exit before the daemon writes its pidfile: wait for it.
-      for (let i = 0; i < 100 && !fs.existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 50));
-      nbdkitPid = Number(fs.readFileSync(pidFile, "utf8"));
+      // nbdkit's parent can exit before the daemon writes its pidfile (and a reader can see it
+      // empty, half written): wait for a pid in it.
+      const pidIn = () => Number((fs.existsSync(pidFile) ? fs.readFileSync(pidFile, "utf8") : "").trim());
+      for (let i = 0; i < 100 && !(pidIn() > 0); i++) await new Promise((r) => setTimeout(r, 50));
+      nbdkitPid = pidIn();
       return {
         connector: connectorFor("nbd", { stateDir, mode: "userspace" }),
         stateDir,
         backingFile: file,
         // nbdkit's file plugin serves its one file under any export name
         connection: (readOnly) => ({ volumeId: "vol-nbd", protocol: "nbd", portals: [`127.0.0.1:${port}`], exportName: "vol", readOnly }),
+        // nbdkit's file plugin opens the file per connection: new connections see the new size
+        grow: async (sizeBytes) => fs.truncateSync(file, sizeBytes),
       };
     },
     async () => {
       if (nbdkitPid && (await alive(nbdkitPid, "nbdkit"))) procProcesses.kill(nbdkitPid, "SIGKILL");
+      // and any nbdkit serving this test's file whose pid the pidfile did not give us
+      for (const p of await procProcesses.list()) {
+        if (path.basename(p.argv[0] ?? "") === "nbdkit" && p.argv.includes(path.join(dir, "vol.img"))) procProcesses.kill(p.pid, "SIGKILL");
+      }
       fs.rmSync(dir, { recursive: true, force: true });
     },
-    (fx) => {
-      test("extendVolume: a reconnect shows the grown export; the live connection keeps its size", async () => {
-        const c = fx().connection(false);
-        const { path: dev } = await fx().connector.connectVolume(c);
-        fs.truncateSync(fx().backingFile, 32 * MiB);
-        // nbdfuse learned the size at its connect: the live device cannot grow
-        expect(await fx().connector.extendVolume(c)).toBe(16 * MiB);
-        await fx().connector.disconnectVolume(c);
-        const { path: again } = await fx().connector.connectVolume(c);
-        expect(await new Host({ stateDir: fx().stateDir }).deviceSize(again)).toBe(32 * MiB);
-        expect(again).toMatch(/^\/dev\/loop\d+$/);
-        void dev;
-      });
-    },
+    (fx) => extendWhileMounted(fx),
   );
 }
 
@@ -297,6 +342,7 @@ if (iscsiSkip) {
       const file = sparseFile(path.join(dir, "vol.img"));
       const portal = `127.0.0.1:${await freeTcpPort()}`;
       control = await daemons.tgtControlPort();
+      const tgt = new TgtTarget({ controlPort: control, portal, runDir: dir });
       await run("tgtd", ["-C", String(control), "--iscsi", `portal=${portal}`], { timeoutMs: 30_000 });
       const h = new Host({ stateDir });
       await h.waitUntil("tgtd", async () => (await tgtadm("--op", "show", "--mode", "portal").then(() => true, () => false)), 15_000);
@@ -320,6 +366,11 @@ if (iscsiSkip) {
           authPassword: CHAP.password,
           readOnly,
         }),
+        // tgtd read the size when the LUN was added: the controller refreshes the LUN
+        grow: async (sizeBytes) => {
+          fs.truncateSync(file, sizeBytes);
+          await tgt.refreshLun(1, 1, file, false);
+        },
       };
     },
     async () => {
@@ -328,6 +379,8 @@ if (iscsiSkip) {
       await daemons.cleanup(); // SIGKILLs a tgtd that did not exit, removes the run folder
     },
     (fx) => {
+      extendWhileMounted(fx);
+
       test("a wrong CHAP password fails to connect, names no password, and leaves nothing behind", async () => {
         const c = { ...fx().connection(false), authPassword: "Wrong-Secret-1" };
         const err = (await fx().connector.connectVolume(c).catch((e: Error) => e)) as Error;

@@ -11,8 +11,8 @@ import { connectorFor } from "../../provider/src/connectors/factory";
 import { IscsiConnector } from "../../provider/src/connectors/iscsi-connector";
 import { LocalConnector } from "../../provider/src/connectors/local-connector";
 import { NbdConnector } from "../../provider/src/connectors/nbd-connector";
-import { parseLosetupJson, probe, RecordStore, type Spawner } from "../../provider/src/connectors/records";
-import { BackendError } from "../../provider/src/errors";
+import { Host, parseLosetupJson, probe, RecordStore, type Spawner } from "../../provider/src/connectors/records";
+import { BackendError, type UserError } from "../../provider/src/errors";
 import { maskSecrets, type RunOptions, type Runner } from "../../provider/src/exec/run";
 import type { ProcessTable } from "../../provider/src/targets/tgt-target";
 
@@ -32,6 +32,10 @@ class FakeHost {
   nextPid = 4000;
   /** argv prefix (joined) → error to throw. */
   failures = new Map<string, string>();
+  /** argv prefix (joined) → errors to throw, one per call, then the command works. */
+  flaky = new Map<string, string[]>();
+  /** Backoff delays the host waited (its injected sleep). */
+  slept: number[] = [];
   /** Extra behaviour per command. */
   on: Record<string, (args: readonly string[]) => string | void> = {};
 
@@ -56,6 +60,10 @@ class FakeHost {
     for (const [prefix, message] of this.failures) {
       if (line.startsWith(prefix)) throw new BackendError("COMMAND_FAILED", maskSecrets(`command failed (${message}): ${line}`, options?.secrets), false);
     }
+    for (const [prefix, messages] of this.flaky) {
+      const message = line.startsWith(prefix) ? messages.shift() : undefined;
+      if (message) throw new BackendError("COMMAND_FAILED", `command failed (exit 1): ${line}: ${message}`, false);
+    }
     let stdout = "";
     if (file === "losetup" && args[0] === "--json") {
       stdout = JSON.stringify({ loopdevices: this.loops.map((l) => ({ name: l.name, "back-file": l.file, ro: l.ro })) });
@@ -63,6 +71,9 @@ class FakeHost {
       const name = `/dev/loop${this.nextLoop++}`;
       this.loops.push({ name, file: args[args.length - 1], ro: args.includes("--read-only") });
       stdout = `${name}\n`;
+    } else if (file === "losetup" && args.at(-2)?.startsWith("/dev/loop")) {
+      // losetup [--read-only] /dev/loopN FILE: attach at that device
+      this.loops.push({ name: args.at(-2) as string, file: args.at(-1) as string, ro: args.includes("--read-only") });
     } else if (file === "losetup" && args[0] === "-d") {
       this.loops = this.loops.filter((l) => l.name !== args[1]);
     } else if (file === "blockdev" && args[0] === "--getsize64") {
@@ -81,9 +92,20 @@ class FakeHost {
     fs.writeFileSync(fuseFile, "");
     fs.writeFileSync(args[args.indexOf("-P") + 1], `${pid}\n`);
     this.mounts.push(path.dirname(fuseFile));
+    this.mountPids.set(path.dirname(fuseFile), pid);
     this.syncMounts();
     return pid;
   };
+
+  /** Which nbdfuse serves which mount. */
+  readonly mountPids = new Map<string, number>();
+  /** What umount of one nbdfuse mount does: its file goes, its nbdfuse exits. */
+  unmount(dir: string): void {
+    fs.rmSync(path.join(dir, "disk"), { force: true });
+    this.mounts = this.mounts.filter((m) => m !== dir);
+    this.syncMounts();
+    this.live.delete(this.mountPids.get(dir) as number);
+  }
 
   mounts: string[] = [];
   /** What umount does to an nbdfuse mount: the file goes, nbdfuse exits. */
@@ -105,7 +127,7 @@ class FakeHost {
   };
 
   options_(extra: Record<string, unknown> = {}) {
-    return { stateDir: this.stateDir, run: this.run, spawn: this.spawn, processes: this.processes, fsRoot: this.root, waitMs: 2_000, capabilities: caps, hostname: "h1", ...extra };
+    return { stateDir: this.stateDir, run: this.run, spawn: this.spawn, processes: this.processes, fsRoot: this.root, waitMs: 2_000, sleep: async (ms: number) => void this.slept.push(ms), capabilities: caps, hostname: "h1", ...extra };
   }
 
   cleanup(): void {
@@ -161,6 +183,43 @@ describe("probe and factory", () => {
     expect(await c.getConnectorProperties()).toEqual({ initiator: "iqn.2026-11.io.sds:initiator:h1", ip: "127.0.0.1", hostname: "h1", multipath: false, capabilities: caps });
     h.touch("etc/iscsi/initiatorname.iscsi", "## comment\nInitiatorName=iqn.1993-08.org.debian:01:abc\n");
     expect((await c.getConnectorProperties()).initiator).toBe("iqn.1993-08.org.debian:01:abc");
+  });
+
+  test("attachLoop retries EBUSY/EAGAIN from a concurrent losetup with backoff, then gives the device", async () => {
+    const host = new Host(h.options_());
+    const busy = "losetup: /pool/a.img: failed to set up loop device: Device or resource busy";
+    h.flaky.set("losetup -f", [busy, "losetup: /pool/a.img: failed to set up loop device: Resource temporarily unavailable"]);
+    expect(await host.attachLoop("/pool/a.img", true)).toBe("/dev/loop7");
+    expect(h.calls).toEqual([
+      ["losetup", "-f", "--show", "--read-only", "/pool/a.img"],
+      ["losetup", "-f", "--show", "--read-only", "/pool/a.img"],
+      ["losetup", "-f", "--show", "--read-only", "/pool/a.img"],
+    ]);
+    expect(h.slept).toEqual([100, 200]);
+    // at an explicit device: losetup [--read-only] /dev/loopN FILE
+    h.calls.length = 0;
+    h.flaky.set("losetup /dev/loop3", [busy]);
+    expect(await host.attachLoop("/pool/b.img", false, "/dev/loop3")).toBe("/dev/loop3");
+    expect(h.calls).toEqual([
+      ["losetup", "/dev/loop3", "/pool/b.img"],
+      ["losetup", "/dev/loop3", "/pool/b.img"],
+    ]);
+    expect(h.loops).toContainEqual({ name: "/dev/loop3", file: "/pool/b.img", ro: false });
+  });
+
+  test("attachLoop gives up after five tries, and does not retry other errors", async () => {
+    const host = new Host(h.options_());
+    h.flaky.set("losetup -f", Array(9).fill("losetup: failed to set up loop device: Device or resource busy"));
+    await expect(host.attachLoop("/pool/a.img", false)).rejects.toThrow(/Device or resource busy/);
+    expect(h.calls).toHaveLength(5);
+    expect(h.slept).toEqual([100, 200, 400, 800]);
+    h.calls.length = 0;
+    h.slept.length = 0;
+    h.flaky.set("losetup -f", ["losetup: /pool/none.img: failed to set up loop device: No such file or directory"]);
+    await expect(host.attachLoop("/pool/none.img", false)).rejects.toThrow(/No such file/);
+    expect(h.calls).toHaveLength(1);
+    expect(h.slept).toEqual([]);
+    await expect(host.attachLoop("/pool/a.img", false, "/dev/sda")).rejects.toThrow(/not a loop device/);
   });
 
   test("parseLosetupJson strips ' (deleted)' and reads ro", () => {
@@ -247,6 +306,47 @@ describe("NBD, kernel client", () => {
   });
 });
 
+describe("NBD, kernel client: extendVolume reconnects on the same /dev/nbdX", () => {
+  test("not in use: nbd-client -d, wait until free, nbd-client again on that device, then the size", async () => {
+    fs.mkdirSync(path.join(h.root, "sys/block/nbd0"), { recursive: true });
+    h.on["nbd-client"] = (args) => {
+      if (args[0] === "-d") fs.rmSync(path.join(h.root, "sys/block", path.basename(args[1]), "pid"));
+      else h.touch(`sys/block/${path.basename(args[2])}/pid`, "9");
+    };
+    const c = new NbdConnector(h.options_({ mode: "kernel" }));
+    await c.connectVolume(nbdConn({ readOnly: true }));
+    h.calls.length = 0;
+    expect(await c.extendVolume(nbdConn({ readOnly: true }))).toBe(32 * 1024 * 1024);
+    expect(h.calls).toEqual([
+      ["nbd-client", "-d", "/dev/nbd0"],
+      ["nbd-client", "127.0.0.1", "10809", "/dev/nbd0", "-N", "vol2", "-readonly"],
+      ["blockdev", "--getsize64", "/dev/nbd0"],
+    ]);
+    expect(await c.getVolumePaths(nbdConn())).toEqual([{ volumeId: "vol2", path: "/dev/nbd0", protocol: "nbd", via: "kernel" }]);
+  });
+
+  test("in use: INVALID_STATE naming the device and the next reconnect; nothing runs", async () => {
+    fs.mkdirSync(path.join(h.root, "sys/block/nbd0"), { recursive: true });
+    const c = new NbdConnector(h.options_({ mode: "kernel" }));
+    await c.connectVolume(nbdConn());
+    h.touch("sys/block/nbd0/pid", "9");
+    h.setMounts(["/dev/nbd0 /srv/data ext4 rw 0 0"]);
+    h.calls.length = 0;
+    const err = (await c.extendVolume(nbdConn()).catch((e: unknown) => e)) as UserError;
+    expect(err).toMatchObject({ code: "INVALID_STATE" });
+    expect(err.message).toMatch(/\/dev\/nbd0 is mounted on \/srv\/data.*after the next reconnect/);
+    expect(h.calls).toEqual([]);
+  });
+
+  test("not connected, or its device gone: INVALID_STATE", async () => {
+    fs.mkdirSync(path.join(h.root, "sys/block/nbd0"), { recursive: true });
+    const c = new NbdConnector(h.options_({ mode: "kernel" }));
+    await expect(c.extendVolume(nbdConn())).rejects.toMatchObject({ code: "INVALID_STATE", message: expect.stringMatching(/not connected/) });
+    await c.connectVolume(nbdConn()); // no /sys/block/nbd0/pid: the client went away
+    await expect(c.extendVolume(nbdConn())).rejects.toMatchObject({ code: "INVALID_STATE", message: expect.stringMatching(/lost its device \/dev\/nbd0/) });
+  });
+});
+
 describe("NBD, userspace (nbdfuse + loop)", () => {
   const mnt = () => path.join(h.stateDir, "nbd/mnt/vol2-ro");
 
@@ -309,6 +409,145 @@ describe("NBD, userspace (nbdfuse + loop)", () => {
       { volumeId: "vol2", path: "/dev/loop7", protocol: "nbd", via: "userspace" },
       { path: "/dev/loop3", protocol: "nbd", via: "userspace" },
     ]);
+  });
+});
+
+describe("NBD, userspace: extendVolume moves the same loop device to a new nbdfuse", () => {
+  const run = () => path.join(h.stateDir, "nbd/run");
+  const mnt = (slot = "") => path.join(h.stateDir, `nbd/mnt/vol2-ro${slot}`);
+
+  test("new nbdfuse in slot .1, losetup -d, losetup --read-only /dev/loop7 <new file>, old nbdfuse unmounted; next time back to slot 0", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn({ readOnly: true }));
+    h.on.umount = (args) => h.unmount(args.at(-1) as string);
+    h.calls.length = 0;
+    expect(await c.extendVolume(nbdConn({ readOnly: true }))).toBe(32 * 1024 * 1024);
+    expect(h.spawned[1]).toEqual(["nbdfuse", "-r", "-P", `${run()}/vol2-ro.1.nbdfuse.pid`, `${mnt(".1")}/disk`, "nbd://127.0.0.1:10809/vol2"]);
+    expect(h.calls).toEqual([
+      ["losetup", "--json", "--list"],
+      ["losetup", "-d", "/dev/loop7"],
+      ["losetup", "--read-only", "/dev/loop7", `${mnt(".1")}/disk`],
+      ["umount", mnt()],
+      ["blockdev", "--getsize64", "/dev/loop7"],
+    ]);
+    const rec = new RecordStore(h.stateDir).read("vol2", "ro");
+    expect(rec).toMatchObject({ device: "/dev/loop7", backingFile: `${mnt(".1")}/disk`, mountDir: mnt(".1"), nbdfusePid: 4001 });
+    expect(rec?.extraLayers).toBeUndefined();
+    expect(fs.existsSync(mnt())).toBe(false);
+    expect([...h.live.keys()]).toEqual([4001]);
+    expect(h.loops).toEqual([{ name: "/dev/loop7", file: `${mnt(".1")}/disk`, ro: true }]);
+    // again: back to slot 0
+    h.calls.length = 0;
+    await c.extendVolume(nbdConn({ readOnly: true }));
+    expect(h.spawned[2][4]).toBe(`${mnt()}/disk`);
+    expect(h.calls.map((a) => a.join(" "))).toContain(`umount ${mnt(".1")}`);
+    expect(new RecordStore(h.stateDir).read("vol2", "ro")).toMatchObject({ device: "/dev/loop7", mountDir: mnt(), nbdfusePid: 4002 });
+    // and disconnect still finds everything
+    h.calls.length = 0;
+    await c.disconnectVolume(nbdConn({ readOnly: true }));
+    expect(h.loops).toEqual([]);
+    expect(h.live.size).toBe(0);
+    expect(new RecordStore(h.stateDir).list()).toEqual([]);
+  });
+
+  test("in use: INVALID_STATE naming the device and the next reconnect; nothing started or detached", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn());
+    h.setMounts([...h.mounts.map((m) => `nbdfuse ${m} fuse rw 0 0`), "/dev/loop7 /mnt/x ext4 rw 0 0"]);
+    h.calls.length = 0;
+    await expect(c.extendVolume(nbdConn())).rejects.toThrow(/\/dev\/loop7 is mounted on \/mnt\/x; the new size shows after the next reconnect/);
+    expect(h.spawned).toHaveLength(1);
+    expect(h.calls).toEqual([["losetup", "--json", "--list"]]);
+  });
+
+  test("a new nbdfuse that fails leaves the live connection untouched and nothing of itself", async () => {
+    const c = new NbdConnector(h.options_({ waitMs: 300 }));
+    await c.connectVolume(nbdConn());
+    const before = new RecordStore(h.stateDir).read("vol2", "rw");
+    // this nbdfuse dies at once: it never serves its file
+    h.spawn = async (file, args) => {
+      h.spawned.push([file, ...args]);
+      return h.nextPid++;
+    };
+    const c2 = new NbdConnector(h.options_({ waitMs: 300 }));
+    await expect(c2.extendVolume(nbdConn())).rejects.toThrow(/nbdfuse exited before serving/);
+    expect(h.calls.filter((a) => a[1] === "-d")).toEqual([]);
+    expect(new RecordStore(h.stateDir).read("vol2", "rw")).toEqual(before);
+    expect(fs.existsSync(path.join(h.stateDir, "nbd/mnt/vol2-rw.1"))).toBe(false);
+    expect(await c.getVolumePaths(nbdConn())).toEqual([{ volumeId: "vol2", path: "/dev/loop7", protocol: "nbd", via: "userspace" }]);
+  });
+
+  test("a loop device taken meanwhile: the volume goes to another device, recorded, and the error names it", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn());
+    h.on.umount = (args) => h.unmount(args.at(-1) as string);
+    h.failures.set("losetup /dev/loop7", "losetup: /dev/loop7: failed to set up loop device: Device or resource busy");
+    const err = (await c.extendVolume(nbdConn()).catch((e: unknown) => e)) as BackendError;
+    expect(err).toBeInstanceOf(BackendError);
+    expect(err.message).toMatch(/now shows 33554432 bytes, but at \/dev\/loop8: \/dev\/loop7 was taken/);
+    expect(h.slept).toEqual([100, 200, 400, 800]);
+    expect(new RecordStore(h.stateDir).read("vol2", "rw")).toMatchObject({ device: "/dev/loop8", mountDir: path.join(h.stateDir, "nbd/mnt/vol2-rw.1") });
+    expect(await c.getVolumePaths(nbdConn())).toEqual([{ volumeId: "vol2", path: "/dev/loop8", protocol: "nbd", via: "userspace" }]);
+  });
+});
+
+describe("iSCSI, kernel initiator: extendVolume rescans live", () => {
+  test("iscsiadm --rescan, 1 into the sd device's rescan file, then the size; works while mounted", async () => {
+    const dev = "/dev/disk/by-path/ip-10.0.0.5:3260-iscsi-iqn.2024-01.io.sds:vol1-lun-1";
+    h.touch("dev/sdc");
+    fs.mkdirSync(path.join(h.root, "dev/disk/by-path"), { recursive: true });
+    fs.symlinkSync("../../sdc", path.join(h.root, dev));
+    h.touch("sys/block/sdc/device/rescan", "");
+    const c = new IscsiConnector(h.options_({ mode: "kernel" }));
+    await c.connectVolume(iscsiConn());
+    h.setMounts([`${dev} /srv/db xfs rw 0 0`]);
+    h.calls.length = 0;
+    expect(await c.extendVolume(iscsiConn())).toBe(32 * 1024 * 1024);
+    expect(h.calls).toEqual([
+      ["iscsiadm", "-m", "node", "-T", "iqn.2024-01.io.sds:vol1", "-p", "10.0.0.5:3260", "--rescan"],
+      ["blockdev", "--getsize64", dev],
+    ]);
+    expect(fs.readFileSync(path.join(h.root, "sys/block/sdc/device/rescan"), "utf8")).toBe("1");
+  });
+});
+
+describe("iSCSI, userspace: extendVolume logs in again through a new qemu-nbd", () => {
+  test("new qemu-nbd and nbdfuse in slot .1 (password in a file again), loop moved, old qemu-nbd stopped", async () => {
+    const run = path.join(h.stateDir, "iscsi/run");
+    let nextQemu = 777;
+    h.on["qemu-nbd"] = (args) => {
+      fs.writeFileSync(args[args.indexOf("--pid-file") + 1], `${nextQemu}\n`);
+      h.live.set(nextQemu++, "qemu-nbd");
+    };
+    h.on.umount = (args) => h.unmount(args.at(-1) as string);
+    const c = new IscsiConnector(h.options_({ initiator: "iqn.2024-01.io.sds:h1" }));
+    await c.connectVolume(iscsiConn());
+    h.calls.length = 0;
+    expect(await c.extendVolume(iscsiConn())).toBe(32 * 1024 * 1024);
+    expect(h.calls[1].slice(0, 7)).toEqual(["qemu-nbd", "--fork", "--persistent", "--pid-file", `${run}/vol1-rw.1.qemu-nbd.pid`, "-k", `${run}/vol1-rw.1.sock`]);
+    expect(h.calls[1].join(" ")).not.toContain(PASSWORD);
+    expect(h.spawned[1]).toEqual(["nbdfuse", "-P", `${run}/vol1-rw.1.nbdfuse.pid`, path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk"), "--unix", `${run}/vol1-rw.1.sock`]);
+    expect(h.calls.slice(2).map((a) => a.join(" "))).toEqual([
+      "losetup -d /dev/loop7",
+      `losetup /dev/loop7 ${path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk")}`,
+      `umount ${path.join(h.stateDir, "iscsi/mnt/vol1-rw")}`,
+      "blockdev --getsize64 /dev/loop7",
+    ]);
+    expect([...h.live.keys()].sort()).toEqual([4001, 778]);
+    expect(new RecordStore(h.stateDir).read("vol1", "rw")).toMatchObject({ device: "/dev/loop7", qemuNbdPid: 778, socket: `${run}/vol1-rw.1.sock`, portal: "10.0.0.5:3260" });
+    expect(fs.readdirSync(run).filter((f) => f.endsWith(".secret"))).toEqual([]);
+  });
+
+  test("CHAP without the password cannot log in again: refused before anything runs", async () => {
+    h.on["qemu-nbd"] = (args) => {
+      fs.writeFileSync(args[args.indexOf("--pid-file") + 1], "777\n");
+      h.live.set(777, "qemu-nbd");
+    };
+    const c = new IscsiConnector(h.options_());
+    await c.connectVolume(iscsiConn());
+    h.calls.length = 0;
+    await expect(c.extendVolume(iscsiConn({ authPassword: undefined }))).rejects.toMatchObject({ code: "INVALID_INPUT" });
+    expect(h.calls.filter((a) => a[0] !== "losetup" || a[1] !== "--json")).toEqual([]);
   });
 });
 
@@ -410,12 +649,14 @@ describe("local (loop device over the volume file)", () => {
     expect(await c.getVolumePaths(conn())).toEqual([{ volumeId: "vol3", path: "/dev/loop2", protocol: "local", via: "loop" }]);
   });
 
-  test("extendVolume: losetup -c, then blockdev --getsize64", async () => {
+  test("extendVolume: the loop is live; losetup -c, then blockdev --getsize64 (live, even mounted)", async () => {
     const c = new LocalConnector(h.options_());
     await c.connectVolume(conn());
+    h.setMounts(["/dev/loop7 /mnt/x ext4 rw 0 0"]);
     h.calls.length = 0;
     expect(await c.extendVolume(conn())).toBe(32 * 1024 * 1024);
     expect(h.calls).toEqual([
+      ["losetup", "--json", "--list"],
       ["losetup", "-c", "/dev/loop7"],
       ["blockdev", "--getsize64", "/dev/loop7"],
     ]);

@@ -56,6 +56,14 @@ export interface Connector {
   getAllVolumePaths(): Promise<VolumePath[]>;
   /** Seed 001: where this connector's devices appear (e.g. /dev/disk/by-path, or the state folder). */
   getSearchPath(): string;
-  /** The volume grew on the target: make the device show the new size; returns the new size in bytes. */
+  /**
+   * The volume grew and its target reports the new size (IscsiTarget.refreshLun,
+   * NbdTarget.refreshExport): make the device show it, at the same path; returns the new size
+   * in bytes. Where a live connection cannot grow (userspace paths, kernel NBD) the connector
+   * reconnects under the same device, which must not be in use then (mounted, held):
+   * INVALID_STATE naming the device otherwise, and the new size shows after the next reconnect.
+   * A connection not connected here, or whose device is gone, is INVALID_STATE. Calling it again
+   * is success (it shows the size the target reports).
+   */
   extendVolume(connection: Connection): Promise<number>;
 }

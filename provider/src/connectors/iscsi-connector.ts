@@ -15,13 +15,14 @@
  *   The CHAP password goes to qemu-nbd in a 0600 file removed as soon as qemu-nbd has started
  *   (never in argv, never in a record).
  */
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { invalidInput } from "../errors";
+import { BackendError, invalidInput } from "../errors";
 import type { Connection, VolumePath } from "./connector";
 import { BaseConnector, type ConnectorOptions, orphanLoops } from "./local-connector";
-import { fuseLoop, fusePaths, teardownFuseLoop } from "./nbd-connector";
+import { type FusePaths, fuseLoop, fusePaths, refreshFuseLoop, startFuse, teardownFuseLoop } from "./nbd-connector";
 import { type ConnectionRecord, initiatorName, modeOf, newRecord, pathOf, Teardown } from "./records";
 
 export interface IscsiConnectorOptions extends ConnectorOptions {
@@ -88,9 +89,15 @@ export class IscsiConnector extends BaseConnector {
   }
 
   private async connectUserspace(c: Connection, t: IscsiTargetInfo): Promise<{ path: string }> {
-    const p = fusePaths(this.host, "iscsi", c);
+    const q = await this.startQemuNbd(c, t, fusePaths(this.host, "iscsi", c));
+    const device = await fuseLoop(this.host, "iscsi", c, nbdfuseCommand(c, q.socket), { ...q, portal: t.portal, targetIqn: t.iqn, targetLun: t.lun });
+    return { path: device };
+  }
+
+  /** qemu-nbd logged in to the LUN through libiscsi, serving it on a unix socket in `p`'s run folder. */
+  private async startQemuNbd(c: Connection, t: IscsiTargetInfo, p: FusePaths): Promise<{ qemuNbdPid: number; socket: string }> {
     fs.mkdirSync(p.runDir, { recursive: true, mode: 0o700 });
-    const socket = path.join(p.runDir, `${p.name}.sock`);
+    const socket = socketPath(p.runDir, p.name);
     const qemuPidFile = path.join(p.runDir, `${p.name}.qemu-nbd.pid`);
     const secretFile = path.join(p.runDir, `${p.name}.secret`);
     const esc = (v: string) => v.replace(/,/g, ",,"); // qemu option values double their commas
@@ -119,14 +126,7 @@ export class IscsiConnector extends BaseConnector {
     }
     const qemuNbdPid = Number(fs.readFileSync(qemuPidFile, "utf8").trim());
     fs.rmSync(qemuPidFile, { force: true });
-    const device = await fuseLoop(this.host, "iscsi", c, (file, pidFile) => ["nbdfuse", [...(c.readOnly ? ["-r"] : []), "-P", pidFile, file, "--unix", socket]], {
-      qemuNbdPid,
-      socket,
-      portal: t.portal,
-      targetIqn: t.iqn,
-      targetLun: t.lun,
-    });
-    return { path: device };
+    return { qemuNbdPid, socket };
   }
 
   protected async teardownSteps(t: Teardown, rec: ConnectionRecord, force: boolean): Promise<void> {
@@ -159,14 +159,48 @@ export class IscsiConnector extends BaseConnector {
     return orphanLoops(this.host, "iscsi", explained, path.join(this.host.stateDir, "iscsi"));
   }
 
+  /**
+   * The target must report the new size already (IscsiTarget.refreshLun).
+   * - kernel: live, the device may be in use (os-brick's extend_volume): `iscsiadm -m node -T IQN
+   *   -p PORTAL --rescan`, then `1` into /sys/block/sdX/device/rescan (sdX behind the by-path
+   *   link: the sd driver re-reads the capacity), then the size;
+   * - userspace: qemu-nbd, like nbdfuse, reads the size once, at login: a new qemu-nbd and nbdfuse
+   *   in the other slot, then the loop device moves to them (see nbd-connector's
+   *   refreshFuseLoop). The device must not be in use; the connection info must carry the CHAP
+   *   password (a new login).
+   */
   async extendVolume(c: Connection): Promise<number> {
-    const rec = this.host.records.read(c.volumeId, modeOf(c));
-    if (rec?.via === "kernel" && rec.portal && rec.targetIqn) {
-      await this.host.run("iscsiadm", ["-m", "node", "-T", rec.targetIqn, "-p", rec.portal, "-R"]);
+    const rec = await this.liveRecord(c);
+    if (rec.via === "kernel") {
+      await this.host.run("iscsiadm", ["-m", "node", "-T", rec.targetIqn ?? "", "-p", rec.portal ?? "", "--rescan"]);
+      fs.writeFileSync(this.scsiRescanFile(rec.device), "1");
       return this.host.deviceSize(rec.device);
     }
-    return super.extendVolume(c);
+    const t = iscsiTarget(c);
+    return refreshFuseLoop(this.host, "iscsi", c, rec, async (p, keep) => {
+      const q = await this.startQemuNbd(c, t, p);
+      keep(q);
+      await startFuse(this.host, p, nbdfuseCommand(c, q.socket), keep);
+    });
   }
+
+  /** /sys/block/sdX/device/rescan of the SCSI disk behind a by-path link. */
+  private scsiRescanFile(device: string): string {
+    let disk: string;
+    try {
+      disk = path.basename(fs.realpathSync(this.host.sys(device)));
+    } catch (err) {
+      throw new BackendError("COMMAND_FAILED", `cannot find the SCSI disk behind ${device}: ${(err as Error).message}`, true);
+    }
+    const file = this.host.sys(`/sys/block/${disk}/device/rescan`);
+    if (!fs.existsSync(file)) throw new BackendError("COMMAND_FAILED", `${device} is ${disk}, which has no SCSI rescan file (${file})`, false);
+    return file;
+  }
+}
+
+/** nbdfuse's argv over qemu-nbd's unix socket (what startFuse runs). */
+function nbdfuseCommand(c: Connection, socket: string) {
+  return (file: string, pidFile: string): [string, string[]] => ["nbdfuse", [...(c.readOnly ? ["-r"] : []), "-P", pidFile, file, "--unix", socket]];
 }
 
 interface IscsiTargetInfo {
@@ -182,4 +216,16 @@ function iscsiTarget(c: Connection): IscsiTargetInfo {
   if (!c.targetIqn) throw invalidInput("targetIqn", "an iSCSI connection needs the target IQN");
   if (c.authMethod === "CHAP" && (!c.authUsername || !c.authPassword)) throw invalidInput("authUsername", "CHAP needs a user name and a password");
   return { portal, iqn: c.targetIqn, lun: c.targetLun ?? 0 };
+}
+
+/**
+ * A unix socket path must fit in sun_path (108 bytes with its NUL): under a deep state folder the
+ * natural name does not, so it becomes a short name in /run/sds-sockets, unique per (folder, name).
+ */
+export function socketPath(runDir: string, name: string): string {
+  const natural = path.join(runDir, `${name}.sock`);
+  if (Buffer.byteLength(natural) <= 100) return natural;
+  const dir = "/run/sds-sockets";
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return path.join(dir, `${createHash("sha256").update(natural).digest("hex").slice(0, 24)}.sock`);
 }

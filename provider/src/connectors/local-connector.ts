@@ -86,11 +86,23 @@ export abstract class BaseConnector implements Connector {
     return out;
   }
 
+  /**
+   * The loop device over the volume file re-reads the file's size (`losetup -c`), live, even
+   * while mounted; the path stays. (Other connectors override this: see theirs.)
+   */
   async extendVolume(connection: Connection): Promise<number> {
-    const rec = this.host.records.read(connection.volumeId, modeOf(connection));
-    if (!rec) throw new UserError("INVALID_STATE", `volume ${connection.volumeId} is not connected (${modeOf(connection)}) on this host`);
-    if (rec.via !== "kernel") await this.host.run("losetup", ["-c", rec.device]);
+    const rec = await this.liveRecord(connection);
+    await this.host.run("losetup", ["-c", rec.device]);
     return this.host.deviceSize(rec.device);
+  }
+
+  /** The record of a connection whose device exists now; INVALID_STATE otherwise (nothing to extend). */
+  protected async liveRecord(c: Connection): Promise<ConnectionRecord> {
+    const mode = modeOf(c);
+    const rec = this.host.records.read(c.volumeId, mode);
+    if (!rec || rec.protocol !== this.protocol) throw new UserError("INVALID_STATE", `volume ${c.volumeId} is not connected (${mode}, ${this.protocol}) on this host`);
+    if (!(await this.livePaths(rec)).length) throw new UserError("INVALID_STATE", `volume ${c.volumeId} (${mode}) lost its device ${rec.device || "(none yet)"} on this host; connect it again`);
+    return rec;
   }
 
   /** Refuses to release a device something still holds, unless `force`. */

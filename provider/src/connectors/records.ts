@@ -12,7 +12,7 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BackendError, invalidInput } from "../errors";
+import { BackendError, invalidInput, UserError } from "../errors";
 import { maskSecrets, run as defaultRun, type Runner } from "../exec/run";
 import { procProcesses, type ProcessTable } from "../targets/tgt-target";
 import type { Connection, VolumePath } from "./connector";
@@ -40,7 +40,21 @@ export interface ConnectionRecord {
   portal?: string;
   targetIqn?: string;
   targetLun?: number;
+  /**
+   * Lower layers this connection owns besides the live ones above: the replacement
+   * `extendVolume` is making, or replaced ones whose teardown failed. Torn down with the
+   * connection (and first thing by the next `extendVolume`).
+   */
+  extraLayers?: LowerLayers[];
   createdAt: string;
+}
+
+/** What lies under the loop device on a userspace path: one generation of helpers, mount and socket. */
+export type LowerLayers = Pick<ConnectionRecord, "backingFile" | "mountDir" | "nbdfusePid" | "qemuNbdPid" | "socket">;
+
+/** The record's own lower layers. */
+export function layersOf(rec: ConnectionRecord): LowerLayers {
+  return { backingFile: rec.backingFile, mountDir: rec.mountDir, nbdfusePid: rec.nbdfusePid, qemuNbdPid: rec.qemuNbdPid, socket: rec.socket };
 }
 
 /** Record file name part: volume ids become file names. */
@@ -169,7 +183,14 @@ export interface HostOptions {
   fsRoot?: string;
   /** Milliseconds to wait for devices, mounts and processes. Default 30 s. */
   waitMs?: number;
+  /** How to wait between retries (unit tests pass a recorder). Default: setTimeout. */
+  sleep?: (ms: number) => Promise<void>;
 }
+
+/** losetup's words for a loop device another caller holds or is setting up right now. */
+const LOOP_BUSY = /Device or resource busy|Resource temporarily unavailable/;
+/** Backoff of {@link Host.attachLoop}: five tries over about 1.5 s. */
+const LOOP_RETRY_MS = [100, 200, 400, 800];
 
 /** The host as the connectors see it. */
 export class Host {
@@ -180,6 +201,7 @@ export class Host {
   readonly processes: ProcessTable;
   readonly fsRoot: string;
   readonly waitMs: number;
+  readonly sleep: (ms: number) => Promise<void>;
 
   constructor(o: HostOptions = {}) {
     this.stateDir = path.resolve(o.stateDir ?? DEFAULT_STATE_DIR);
@@ -189,6 +211,7 @@ export class Host {
     this.processes = o.processes ?? procProcesses;
     this.fsRoot = o.fsRoot ?? "/";
     this.waitMs = o.waitMs ?? 30_000;
+    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   /** A host path under the (possibly fake) root. */
@@ -204,12 +227,29 @@ export class Host {
     return parseLosetupJson((await this.run("losetup", ["--json", "--list"])).stdout);
   }
 
-  /** `losetup -f --show [--read-only] file` → /dev/loopN. */
-  async attachLoop(file: string, readOnly: boolean): Promise<string> {
-    const r = await this.run("losetup", ["-f", "--show", ...(readOnly ? ["--read-only"] : []), file]);
-    const dev = r.stdout.trim();
-    if (!/^\/dev\/loop\d+$/.test(dev)) throw new BackendError("COMMAND_FAILED", `losetup gave no loop device for ${file}: ${JSON.stringify(dev)}`, false);
-    return dev;
+  /**
+   * `losetup -f --show [--read-only] file` → /dev/loopN; with `device`,
+   * `losetup [--read-only] /dev/loopN file` (attach at that device, so a reconnect keeps the
+   * path a user has). Why the retries: losetup -f picks a free device, then binds it; another
+   * losetup between the two (a concurrent attach, another tool), or udev still probing a device
+   * just detached, makes it fail with EBUSY/EAGAIN. Only those errors are retried, with backoff.
+   */
+  async attachLoop(file: string, readOnly: boolean, device?: string): Promise<string> {
+    if (device !== undefined && !/^\/dev\/loop\d+$/.test(device)) throw invalidInput("device", `${JSON.stringify(device)} is not a loop device (/dev/loopN)`);
+    const ro = readOnly ? ["--read-only"] : [];
+    const args = device ? [...ro, device, file] : ["-f", "--show", ...ro, file];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await this.run("losetup", args);
+        if (device) return device;
+        const dev = r.stdout.trim();
+        if (!/^\/dev\/loop\d+$/.test(dev)) throw new BackendError("COMMAND_FAILED", `losetup gave no loop device for ${file}: ${JSON.stringify(dev)}`, false);
+        return dev;
+      } catch (err) {
+        if (attempt >= LOOP_RETRY_MS.length || !LOOP_BUSY.test((err as Error).message)) throw err;
+        await this.sleep(LOOP_RETRY_MS[attempt]);
+      }
+    }
   }
 
   /** The live loop device `dev` when it still maps `file`. */
@@ -304,9 +344,18 @@ export class Teardown {
     return this.errors.length > 0;
   }
 
-  throwIfFailed(subject: string): void {
-    if (this.errors.length) throw new BackendError("COMMAND_FAILED", `disconnect of ${subject} left work undone: ${this.errors.join("; ")}`, true);
+  throwIfFailed(subject: string, action = "disconnect"): void {
+    if (this.errors.length) throw new BackendError("COMMAND_FAILED", `${action} of ${subject} left work undone: ${this.errors.join("; ")}`, true);
   }
+}
+
+/**
+ * Refuses to take a device away under its user to reconnect it (extendVolume on the paths that
+ * cannot grow live): INVALID_STATE naming the device and what holds it.
+ */
+export function checkIdleForReconnect(host: Host, rec: ConnectionRecord): void {
+  const why = host.inUse(rec.device);
+  if (why) throw new UserError("INVALID_STATE", `cannot show the new size of volume ${rec.volumeId} on ${rec.device} now: ${why}; the new size shows after the next reconnect (disconnect, then connect again)`);
 }
 
 /** The record's path as a {@link VolumePath}. */
