@@ -6,7 +6,10 @@
  * agent/server.ts with your own factory; that is what the tests do.)
  */
 import { AGENT_USAGE, runAgent } from "./agent/server";
+import * as path from "node:path";
 import { connectorFor } from "./connectors/factory";
+import { FileDriver } from "./drivers/file-driver";
+import { localTargets } from "./targets/local-targets";
 
 async function main(): Promise<void> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -16,7 +19,19 @@ async function main(): Promise<void> {
     process.stdout.write(AGENT_USAGE);
     return;
   }
-  await runAgent(argv, { factory: (protocol, options) => connectorFor(protocol, options), version });
+  const drivers = { file: new FileDriver() };
+  await runAgent(argv, {
+    factory: (protocol, options) => connectorFor(protocol, options),
+    version,
+    storage: ({ root, stateDir }) => ({
+      root,
+      driverFor: (kind) => {
+        if (kind !== "file") throw new Error(`no driver "${kind}" on this node`);
+        return drivers.file;
+      },
+      targets: localTargets(path.join(stateDir, "targets")),
+    }),
+  });
 }
 
 main().catch((err) => {

@@ -1,21 +1,63 @@
-/** The VolumeDriver contract, run on every implementation (today: FileDriver). */
+/**
+ * The VolumeDriver contract, run on every implementation: FileDriver, and RemoteDriver (the file
+ * driver of a storage node, reached through a real sds-agent over HTTP).
+ */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { poolSchema } from "../../provider/src/controller/backends";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
 import type { VolumeDriver } from "../../provider/src/drivers/volume-driver";
+import { AgentClient } from "../../provider/src/agent/client";
+import { RemoteDriver } from "../../provider/src/agent/remote-node";
+import { startAgent, type RunningAgent } from "../../provider/src/agent/server";
 
 const GiB = 1024 ** 3;
-const implementations: Array<[string, () => VolumeDriver]> = [["FileDriver", () => new FileDriver()]];
+let agent: RunningAgent | undefined;
+let client: AgentClient | undefined;
+async function remoteDriver(): Promise<VolumeDriver> {
+  agent ??= await startAgent({
+    host: "127.0.0.1",
+    port: 0,
+    token: "contract-token",
+    version: "test",
+    log: () => undefined,
+    connectorFor: () => {
+      throw new Error("no connectors in this test");
+    },
+    storage: {
+      root: fs.realpathSync(os.tmpdir()),
+      driverFor: () => new FileDriver(),
+      targets: {
+        iscsi: () => {
+          throw new Error("no targets in this test");
+        },
+        nbd: () => {
+          throw new Error("no targets in this test");
+        },
+      },
+    },
+  });
+  client ??= new AgentClient({ url: agent.url, token: "contract-token" });
+  return new RemoteDriver(client, "file");
+}
+afterAll(async () => {
+  await client?.close();
+  await agent?.close();
+});
+
+const implementations: Array<[string, () => VolumeDriver | Promise<VolumeDriver>]> = [
+  ["FileDriver", () => new FileDriver()],
+  ["RemoteDriver (sds-agent storage node)", remoteDriver],
+];
 
 describe.each(implementations)("%s", (_name, make) => {
   let dir: string;
   let driver: VolumeDriver;
   let pool: ReturnType<typeof poolSchema.parse>;
-  beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-driver-"));
-    driver = make();
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(fs.realpathSync(os.tmpdir()), "sds-driver-"));
+    driver = await make();
     pool = poolSchema.parse({ name: "p", path: path.join(dir, "pool"), totalCapacityGib: 50 });
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));

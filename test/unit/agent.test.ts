@@ -198,6 +198,9 @@ describe("OpenAPI document", () => {
         "GET /v1/paths",
         "GET /v1/search-path",
         "POST /v1/connections/extend",
+        "POST /v1/storage/driver",
+        "POST /v1/storage/iscsi",
+        "POST /v1/storage/nbd",
       ].sort(),
     );
     for (const p of ["/v1/connections/connect", "/v1/connections/disconnect", "/v1/connections/paths", "/v1/connections/extend"]) {
@@ -479,5 +482,104 @@ describe("command line", () => {
     fs.chmodSync(f, 0o644);
     await expect(runAgent(["--token-file", f], { version: "x", factory: () => { throw new Error("unused"); } })).rejects.toThrow(/chmod 600/);
     await expect(runAgent(["--listen", "127.0.0.1:0"], { version: "x", factory: () => { throw new Error("unused"); } })).rejects.toThrow(/--token-file is required/);
+  });
+});
+
+describe("storage node routes", () => {
+  let node: RunningAgent;
+  let root: string;
+  let targetCalls: unknown[][];
+  /** A target factory that records (protocol, address, op, args). */
+  const recordingTargets = () =>
+    ({
+      iscsi: (portal: string) =>
+        new Proxy({}, { get: (_t, op) => (op === "then" ? undefined : async (...args: unknown[]) => (targetCalls.push(["iscsi", portal, op, ...args]), op === "ensureTarget" ? 7 : op === "list" ? [] : undefined)) }),
+      nbd: (host: string) => new Proxy({}, { get: (_t, op) => (op === "then" ? undefined : async (...args: unknown[]) => (targetCalls.push(["nbd", host, op, ...args]), undefined)) }),
+    }) as never;
+
+  beforeEach(async () => {
+    targetCalls = [];
+    root = fs.mkdtempSync(path.join(fs.realpathSync(os.tmpdir()), "sds-node-"));
+    const { FileDriver } = await import("../../provider/src/drivers/file-driver");
+    node = await startAgent({
+      host: "127.0.0.1",
+      port: 0,
+      token: TOKEN,
+      version: "9.9.9",
+      connectorFor: (p) => new FakeConnector(p, calls, new Map()),
+      log: (l) => logLines.push(l),
+      storage: { root, driverFor: () => new FileDriver(), targets: recordingTargets() },
+    });
+  });
+  afterEach(async () => {
+    await node.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  const post = async (url: string, p: string, body: unknown) => {
+    const res = await request(`${url}${p}`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    return { status: res.statusCode, body: JSON.parse(await res.body.text()) };
+  };
+
+  it("an agent started without --storage-root answers the storage routes with 404", async () => {
+    const r = await post(agent.url, "/v1/storage/driver", { driver: "file", call: { op: "getPoolStats", args: [{ name: "p", path: "/tmp/p" }] } });
+    expect(r.status).toBe(404);
+    expect(r.body.error.message).toMatch(/not a storage node/);
+  });
+
+  it("refuses paths outside the storage root, naming the field, and touches nothing", async () => {
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), "sds-outside-"));
+    try {
+      const cases: Array<[string, unknown, string]> = [
+        ["/v1/storage/driver", { driver: "file", call: { op: "createVolume", args: [{ name: "p", path: outside }, "v1", 1024] } }, "call.args[0].path"],
+        ["/v1/storage/driver", { driver: "file", call: { op: "createVolume", args: [{ name: "p", path: `${root}/../escape` }, "v1", 1024] } }, "call.args[0].path"],
+        ["/v1/storage/driver", { driver: "file", call: { op: "deleteVolume", args: [{ name: "p", path: root }, "v1"] } }, "call.args[0].path"],
+        ["/v1/storage/iscsi", { portal: "127.0.0.1:3260", call: { op: "ensureLun", args: [1, 1, "/etc/shadow", false] } }, "call.args[2]"],
+        ["/v1/storage/nbd", { host: "127.0.0.1", call: { op: "ensureExport", args: ["s", "e", "relative/file"] } }, "call.args[2]"],
+      ];
+      for (const [route, body, field] of cases) {
+        const r = await post(node.url, route, body);
+        expect([route, r.status, r.body.error.field]).toEqual([route, 400, field]);
+      }
+      expect(fs.readdirSync(outside)).toEqual([]);
+      expect(targetCalls).toEqual([]);
+    } finally {
+      fs.rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
+  it("malformed calls get 400 naming the argument", async () => {
+    const r = await post(node.url, "/v1/storage/iscsi", { portal: "127.0.0.1:3260", call: { op: "ensureLun", args: [1, "one", `${root}/f`, false] } });
+    expect(r.status).toBe(400);
+    expect(r.body.error.field).toBe("call.args[1]");
+    const u = await post(node.url, "/v1/storage/iscsi", { portal: "127.0.0.1:3260", call: { op: "format", args: [] } });
+    expect(u.status).toBe(400);
+    expect(u.body.error.field).toBe("call.op");
+  });
+
+  it("RemoteDriver and remoteTargets drive the node's driver and targets; the CHAP password is never logged", async () => {
+    const { RemoteDriver, remoteTargets } = await import("../../provider/src/agent/remote-node");
+    const client = new AgentClient({ url: node.url, token: TOKEN });
+    try {
+      const pool = { name: "p0", path: path.join(root, "p0") } as never;
+      const d = new RemoteDriver(client, "file");
+      await d.createVolume(pool, "v1", 1 << 20);
+      expect(fs.statSync(d.volumePath(pool, "v1")).size).toBe(1 << 20);
+      expect(await d.getVolumeSizeBytes(pool, "v2")).toBeUndefined();
+      const t = remoteTargets(client).iscsi("10.0.0.5:3260");
+      expect(await t.ensureTarget("iqn.2026-11.io.sds:x")).toBe(7);
+      await t.ensureChap(7, { username: "u", password: CHAP });
+      await t.ensureLun(7, 1, d.volumePath(pool, "v1"), true);
+      await remoteTargets(client).nbd("10.0.0.5").refreshExport("s", "volume-v1", d.volumePath(pool, "v1"));
+      expect(targetCalls).toEqual([
+        ["iscsi", "10.0.0.5:3260", "ensureTarget", "iqn.2026-11.io.sds:x"],
+        ["iscsi", "10.0.0.5:3260", "ensureChap", 7, { username: "u", password: CHAP }],
+        ["iscsi", "10.0.0.5:3260", "ensureLun", 7, 1, d.volumePath(pool, "v1"), true],
+        ["nbd", "10.0.0.5", "refreshExport", "s", "volume-v1", d.volumePath(pool, "v1")],
+      ]);
+      expect(logLines.join("\n")).not.toContain(CHAP);
+    } finally {
+      await client.close();
+    }
   });
 });

@@ -73,6 +73,64 @@ export const errorResponseSchema = z.object({
 });
 export type ErrorBody = z.infer<typeof errorResponseSchema>;
 
+// ------------------------------------------------------------------ storage node routes
+// A backend whose `node` is a host in the provider's `hosts` is driven through that host's agent:
+// the driver calls (VolumeDriver) and the target calls (IscsiTarget, NbdTarget) travel as
+// `{call: {op, args}}`, one route per interface, each op's arguments validated by position.
+
+const poolWireSchema = z
+  .object({ name: z.string().min(1), path: z.string().min(1).describe("Absolute path on the storage node.") })
+  .loose()
+  .describe("A pool as the backends file declares it (PoolConfig).");
+const bytes = z.number().int().min(0);
+const id = z.string().min(1);
+const op = <N extends string, T extends z.ZodTuple>(name: N, args: T) => z.object({ op: z.literal(name), args });
+
+export const driverCallSchema = z.discriminatedUnion("op", [
+  op("getPoolStats", z.tuple([poolWireSchema])),
+  op("createVolume", z.tuple([poolWireSchema, id, bytes])),
+  op("cloneVolume", z.tuple([z.object({ pool: poolWireSchema, volumeId: id }), poolWireSchema, id, bytes])),
+  op("extendVolume", z.tuple([poolWireSchema, id, bytes])),
+  op("deleteVolume", z.tuple([poolWireSchema, id])),
+  op("getVolumeSizeBytes", z.tuple([poolWireSchema, id])),
+]);
+export const driverRequestSchema = z.object({ driver: z.enum(["file"]), call: driverCallSchema });
+
+const tid = z.number().int().min(1);
+const lun = z.number().int().min(0);
+export const iscsiCallSchema = z.discriminatedUnion("op", [
+  op("start", z.tuple([])),
+  op("stop", z.tuple([])),
+  op("ensureTarget", z.tuple([id, tid.optional()])),
+  op("ensureLun", z.tuple([tid, lun, id, z.boolean()])),
+  op("refreshLun", z.tuple([tid, lun, id, z.boolean()])),
+  op("ensureInitiator", z.tuple([tid, id])),
+  op("ensureChap", z.tuple([tid, z.object({ username: id, password: id.describe("CHAP secret; never logged by the agent.") })])),
+  op("removeInitiator", z.tuple([tid, id])),
+  op("removeLun", z.tuple([tid, lun])),
+  op("removeTarget", z.tuple([tid])),
+  op("removeChapAccount", z.tuple([id])),
+  op("list", z.tuple([])),
+]);
+export const iscsiRequestSchema = z.object({ portal: id.describe("The portal of the tgtd to drive, `ip:port`."), call: iscsiCallSchema });
+
+const port = z.number().int().min(1).max(65535);
+export const nbdCallSchema = z.discriminatedUnion("op", [
+  op("ensureServer", z.tuple([id, port, z.boolean()])),
+  op("ensureExport", z.tuple([id, id, id])),
+  op("refreshExport", z.tuple([id, id, id])),
+  op("removeExport", z.tuple([id, id])),
+  op("removeServer", z.tuple([id])),
+  op("list", z.tuple([])),
+]);
+export const nbdRequestSchema = z.object({ host: id.describe("The address the nbdkit servers listen on."), call: nbdCallSchema });
+
+export type DriverCall = z.infer<typeof driverCallSchema>;
+export type IscsiCall = z.infer<typeof iscsiCallSchema>;
+export type NbdCall = z.infer<typeof nbdCallSchema>;
+/** What a storage call returns (undefined for the calls that return nothing). */
+export const storageResponseSchema = z.object({ result: z.unknown().optional() });
+
 // Compile-time checks: the wire schemas and the connector interface describe the same data.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const sameConnection: Same<z.infer<typeof connectionSchema>, Connection> = true;
@@ -160,6 +218,33 @@ export const routes = {
     auth: true,
     body: extendRequestSchema,
     response: extendResponseSchema,
+  },
+  storageDriver: {
+    operationId: "storageDriver",
+    method: "POST",
+    path: `${API_PREFIX}/storage/driver`,
+    summary: "Storage nodes: a volume driver call (pool stats, create, clone, extend, delete, size). Paths must be under the agent's --storage-root.",
+    auth: true,
+    body: driverRequestSchema,
+    response: storageResponseSchema,
+  },
+  storageIscsi: {
+    operationId: "storageIscsi",
+    method: "POST",
+    path: `${API_PREFIX}/storage/iscsi`,
+    summary: "Storage nodes: an iSCSI target call on the tgtd of a portal (targets, LUNs, ACLs, CHAP).",
+    auth: true,
+    body: iscsiRequestSchema,
+    response: storageResponseSchema,
+  },
+  storageNbd: {
+    operationId: "storageNbd",
+    method: "POST",
+    path: `${API_PREFIX}/storage/nbd`,
+    summary: "Storage nodes: an NBD target call on the nbdkit servers of an address.",
+    auth: true,
+    body: nbdRequestSchema,
+    response: storageResponseSchema,
   },
 } as const satisfies Record<string, RouteSpec>;
 

@@ -28,6 +28,10 @@ import {
   pathsResponseSchema,
   routes,
   searchPathResponseSchema,
+  storageResponseSchema,
+  type DriverCall,
+  type IscsiCall,
+  type NbdCall,
   type Protocol,
 } from "./api";
 
@@ -128,6 +132,21 @@ export class AgentClient {
 
   async extendVolume(connection: Connection): Promise<number> {
     return (await this.call(routes.extend, extendResponseSchema, { body: { connection } })).sizeBytes;
+  }
+
+  /** Storage nodes: a driver call (agent/remote-node.ts wraps these as a VolumeDriver). */
+  async driverCall(driver: string, call: DriverCall): Promise<unknown> {
+    return (await this.call(routes.storageDriver, storageResponseSchema, { body: { driver, call } })).result;
+  }
+
+  /** Storage nodes: a call on the tgtd of `portal`. */
+  async iscsiCall(portal: string, call: IscsiCall): Promise<unknown> {
+    return (await this.call(routes.storageIscsi, storageResponseSchema, { body: { portal, call } })).result;
+  }
+
+  /** Storage nodes: a call on the nbdkit servers of `host`. */
+  async nbdCall(host: string, call: NbdCall): Promise<unknown> {
+    return (await this.call(routes.storageNbd, storageResponseSchema, { body: { host, call } })).result;
   }
 
   private async call<S extends z.ZodType>(

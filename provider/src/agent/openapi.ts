@@ -55,7 +55,7 @@ export function openApiDocument(version: string): Json {
   }
   return {
     openapi: "3.1.0",
-    info: { title: "sds-agent", version, description: "The connector API of an sds host agent (attach volumes on this host)." },
+    info: { title: "sds-agent", version, description: "The API of an sds agent: the connector API of a host (attach volumes on this host) and, on storage nodes started with --storage-root, the driver and target calls of its backends." },
     security: [{ bearer: [] }],
     paths,
     components: {

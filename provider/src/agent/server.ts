@@ -18,9 +18,12 @@ import * as https from "node:https";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import type { z } from "zod";
+import * as path from "node:path";
 import type { Connector } from "../connectors/connector";
+import type { TargetFactory } from "../controller/attachments";
+import type { VolumeDriver } from "../drivers/volume-driver";
 import { BackendError, UserError } from "../errors";
-import { fieldPath, PROTOCOLS, routes, type ErrorBody, type Protocol, type RouteSpec } from "./api";
+import { fieldPath, PROTOCOLS, routes, type DriverCall, type ErrorBody, type IscsiCall, type NbdCall, type Protocol, type RouteSpec } from "./api";
 import { openApiDocument } from "./openapi";
 
 /** What the server needs; everything with side effects is injected. */
@@ -36,6 +39,69 @@ export interface AgentServerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Largest request body accepted (default 1 MiB). */
   maxBodyBytes?: number;
+  /** Storage nodes only: the drivers and targets of this node; without it the storage routes answer 404. */
+  storage?: StorageNode;
+}
+
+/** What a storage node serves: every path a client names must be under `root`. */
+export interface StorageNode {
+  /** Absolute folder the pools of this node live in (`--storage-root`). */
+  root: string;
+  driverFor(kind: string): VolumeDriver;
+  targets: TargetFactory;
+}
+
+/**
+ * Why: the storage routes create, serve and delete files at paths the client names; a token
+ * holder must not reach outside the node's storage root (e.g. export /etc/shadow as a LUN).
+ */
+function underRoot(root: string, p: string, field: string): string {
+  const abs = path.resolve(p);
+  if (abs !== p || !(abs + path.sep).startsWith(path.resolve(root) + path.sep) || abs === path.resolve(root)) {
+    throw invalid(field, `${JSON.stringify(p)} is not an absolute, normalized path under this node's storage root ${root}`);
+  }
+  return abs;
+}
+
+function storageOf(o: AgentServerOptions): StorageNode {
+  if (!o.storage) throw new HttpError(404, { error: { code: "NOT_FOUND", message: "this agent is not a storage node (start it with --storage-root)" } });
+  return o.storage;
+}
+
+async function driverCall(node: StorageNode, kind: string, c: DriverCall): Promise<unknown> {
+  const d = node.driverFor(kind);
+  const pool = (i: number) => underRoot(node.root, (c.args[i] as { path: string }).path, `call.args[${i}].path`);
+  switch (c.op) {
+    case "getPoolStats":
+      pool(0);
+      return d.getPoolStats(c.args[0] as never);
+    case "cloneVolume":
+      underRoot(node.root, c.args[0].pool.path, "call.args[0].pool.path");
+      pool(1);
+      return d.cloneVolume(c.args[0] as never, c.args[1] as never, c.args[2], c.args[3]);
+    case "createVolume":
+    case "extendVolume":
+      pool(0);
+      return d[c.op](c.args[0] as never, c.args[1], c.args[2]);
+    case "deleteVolume":
+    case "getVolumeSizeBytes":
+      pool(0);
+      return d[c.op](c.args[0] as never, c.args[1]);
+  }
+}
+
+async function iscsiCall(node: StorageNode, portal: string, c: IscsiCall): Promise<unknown> {
+  if (c.op === "ensureLun" || c.op === "refreshLun") underRoot(node.root, c.args[2], "call.args[2]");
+  const t = node.targets.iscsi(portal) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  if (typeof t[c.op] !== "function") throw invalid("call.op", `the iSCSI target of this agent has no ${c.op}`);
+  return t[c.op](...c.args);
+}
+
+async function nbdCall(node: StorageNode, host: string, c: NbdCall): Promise<unknown> {
+  if (c.op === "ensureExport" || c.op === "refreshExport") underRoot(node.root, c.args[2], "call.args[2]");
+  const t = node.targets.nbd(host) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  if (typeof t[c.op] !== "function") throw invalid("call.op", `the NBD target of this agent has no ${c.op}`);
+  return t[c.op](...c.args);
 }
 
 /** An error answered as is (status, code, field). */
@@ -120,6 +186,9 @@ export function createAgentHandler(o: AgentServerOptions): http.RequestListener 
     },
     getSearchPath: async (q) => ({ path: o.connectorFor(q.protocol).getSearchPath() }),
     extendVolume: async (_q, b) => ({ sizeBytes: await o.connectorFor(b.connection.protocol).extendVolume(b.connection) }),
+    storageDriver: async (_q, b) => ({ result: await driverCall(storageOf(o), b.driver, b.call) }),
+    storageIscsi: async (_q, b) => ({ result: await iscsiCall(storageOf(o), b.portal, b.call) }),
+    storageNbd: async (_q, b) => ({ result: await nbdCall(storageOf(o), b.host, b.call) }),
   };
 
   const send = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
@@ -231,6 +300,8 @@ export interface AgentArgs {
   tlsCert?: string;
   tlsKey?: string;
   stateDir: string;
+  /** Storage nodes: the folder pools live under; enables the storage routes. */
+  storageRoot?: string;
   help: boolean;
 }
 
@@ -241,6 +312,8 @@ export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PO
   --tls-cert FILE      PEM certificate: serve https (needs --tls-key)
   --tls-key FILE       PEM private key of --tls-cert
   --state-dir DIR      where connectors keep their connection records (default /run/sds)
+  --storage-root DIR   storage node: serve the driver and target routes for pools under DIR
+                       (target daemons keep their pidfiles in <state-dir>/targets)
   --help               this text
 `;
 
@@ -254,6 +327,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       "state-dir": { type: "string", default: "/run/sds" },
+      "storage-root": { type: "string" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -265,6 +339,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
     tlsCert: values["tls-cert"],
     tlsKey: values["tls-key"],
     stateDir: values["state-dir"]!,
+    storageRoot: values["storage-root"] ? path.resolve(values["storage-root"]) : undefined,
     help: values.help ?? false,
   };
   if (args.help) return args;
@@ -282,7 +357,10 @@ export type ConnectorFactory = (protocol: Protocol, options: { stateDir: string 
  * "sds-agent listening on …" to stderr, close gracefully on SIGTERM/SIGINT. Returns the running
  * agent (or undefined after --help).
  */
-export async function runAgent(argv: readonly string[], deps: { factory: ConnectorFactory; version: string; log?: (line: string) => void }): Promise<RunningAgent | undefined> {
+export async function runAgent(
+  argv: readonly string[],
+  deps: { factory: ConnectorFactory; version: string; log?: (line: string) => void; storage?: (args: { root: string; stateDir: string }) => StorageNode },
+): Promise<RunningAgent | undefined> {
   const log = deps.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const args = parseAgentArgs(argv);
   if (args.help) {
@@ -297,8 +375,10 @@ export async function runAgent(argv: readonly string[], deps: { factory: Connect
     if (!c) connectors.set(p, (c = deps.factory(p, { stateDir: args.stateDir })));
     return c;
   };
-  const agent = await startAgent({ ...parseListen(args.listen), token, tls, connectorFor, version: deps.version, log });
-  log(`sds-agent ${deps.version} listening on ${agent.url}`);
+  if (args.storageRoot && !deps.storage) throw new Error("--storage-root: this build of the agent has no storage support");
+  const storage = args.storageRoot ? deps.storage!({ root: args.storageRoot, stateDir: args.stateDir }) : undefined;
+  const agent = await startAgent({ ...parseListen(args.listen), token, tls, connectorFor, version: deps.version, log, storage });
+  log(`sds-agent ${deps.version} listening on ${agent.url}${storage ? ` (storage node, pools under ${storage.root})` : ""}`);
   let closing = false;
   const stop = (signal: string) => {
     if (closing) return;

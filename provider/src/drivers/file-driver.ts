@@ -11,13 +11,18 @@ import type { PoolStats, VolumeDriver } from "./volume-driver";
 
 const GiB = 1024 ** 3;
 
+/** Where the file driver keeps a volume (also what a remote node's driver answers: agent/remote-node.ts). */
+export function fileVolumePath(pool: Pick<PoolConfig, "path">, volumeId: string): string {
+  return path.join(pool.path, `volume-${volumeId}.img`);
+}
+
 export class FileDriver implements VolumeDriver {
   readonly kind = "file";
 
   constructor(private readonly run: Runner = defaultRun) {}
 
   volumePath(pool: PoolConfig, volumeId: string): string {
-    return path.join(pool.path, `volume-${volumeId}.img`);
+    return fileVolumePath(pool, volumeId);
   }
 
   async getPoolStats(pool: PoolConfig): Promise<PoolStats> {
