@@ -87,3 +87,17 @@ test("provider config: built-in default, file if present, env fallbacks, not bot
   expect(() => resolveProviderConfig({ backendsFile: f, backends: [] }, dir, {})).toThrow(/either backends or backendsFile/);
   expect(() => resolveProviderConfig({ backendsFile: "missing.yaml" }, dir, {})).toThrow(/backendsFile: cannot read/);
 });
+
+test("a backend on a remote node: absolute pool paths kept as they are, the node and a portal required", () => {
+  const remote = (extra: Record<string, unknown> = {}, pool: Record<string, unknown> = {}) => [
+    { name: "array", driver: "file", node: "store1", export: { protocol: "iscsi", portal: "10.0.0.5:3260" }, pools: [{ name: "p0", path: "/srv/sds/p0", ...pool }], ...extra },
+  ];
+  const hosts = { store1: { url: "http://10.0.0.5:7700", token: "t" } };
+  const ok = resolveProviderConfig({ backends: remote(), hosts }, "/project", {});
+  expect(ok.backends[0].pools[0].path).toBe("/srv/sds/p0");
+  expect(() => resolveProviderConfig({ backends: remote({}, { path: "pools/p0" }), hosts }, "/project", {})).toThrow(/backends\[0\]\.pools\[0\]\.path: a pool of a backend on node "store1" needs an absolute path/);
+  expect(() => resolveProviderConfig({ backends: remote() }, "/project", {})).toThrow(/backends\[0\]\.node: .*"store1", which is not in the provider's hosts/);
+  expect(() => resolveProviderConfig({ backends: remote({ export: { protocol: "iscsi" } }), hosts }, "/project", {})).toThrow(/backends\[0\]\.export\.portal/);
+  expect(() => resolveProviderConfig({ backends: remote({ export: { protocol: "local" } }), hosts }, "/project", {})).toThrow(/backends\[0\]\.export/);
+  expect(() => resolveProviderConfig({ backends: remote(), hosts: { store1: { url: "http://10.0.0.5:7700" } } }, "/project", {})).toThrow(/hosts\.store1\.token/);
+});

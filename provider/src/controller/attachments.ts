@@ -52,12 +52,29 @@ export function portalHost(portal: string): string {
   return portal.split(":").slice(0, -1).join(":");
 }
 
+/** What attachments need of a host's connector: the local one, or the host's agent (AgentClient). */
+export type HostConnector = Pick<Connector, "connectVolume" | "disconnectVolume" | "getVolumePaths" | "extendVolume">;
+
+/** A host other than `localhost`, reached through its sds-agent. */
+export interface RemoteHost {
+  connector(protocol: ConnectionInfo["protocol"]): HostConnector;
+  /** The host's connector properties (initiator IQN, …) as its agent reports them. */
+  properties(protocol: ConnectionInfo["protocol"]): Promise<ConnectorRow>;
+}
+
+export interface DetachOptions {
+  /** Operators: tear down what can be, and report (not refuse) paths left on the host. */
+  force?: boolean;
+  /** Where forced detaches report what they left. */
+  warn?: (message: string) => void;
+}
+
 export interface AttachSpec {
   volumeId: string;
   host: string;
   mode: "rw" | "ro";
   connector?: ConnectorRow;
-  /** Also connect on the host and report the device (only `localhost` until host agents exist). */
+  /** Also connect on the host and report the device (localhost: this machine; other hosts: their agent). */
   connect?: boolean;
 }
 
@@ -72,6 +89,10 @@ export interface AttachmentsOptions {
   now?: () => Date;
   /** The connectors of this machine, by protocol: `connect` on host `localhost` uses them. */
   connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
+  /** Hosts other than localhost (the provider's `hosts`); undefined for a host not configured. */
+  remoteHost?: (host: string) => RemoteHost | undefined;
+  /** The targets of a remote storage node (a backend whose `node` is not local). */
+  nodeTargets?: (node: string) => TargetFactory;
 }
 
 const defaultPortals = { iscsi: "127.0.0.1:3260", nbd: "127.0.0.1:10809" };
@@ -98,6 +119,8 @@ export class Attachments {
   private readonly now: () => Date;
   private readonly holder = randomUUID();
   private readonly connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
+  private readonly remoteHost?: (host: string) => RemoteHost | undefined;
+  private readonly nodeTargets?: (node: string) => TargetFactory;
 
   constructor(o: AttachmentsOptions) {
     this.store = o.store;
@@ -108,6 +131,22 @@ export class Attachments {
     this.lockTimeoutMs = o.lockTimeoutMs ?? 120_000;
     this.now = o.now ?? (() => new Date());
     this.connectorFor = o.connectorFor;
+    this.remoteHost = o.remoteHost;
+    this.nodeTargets = o.nodeTargets;
+  }
+
+  /** The connector that makes devices on `host`, if that host can be reached. */
+  private hostConnector(host: string, protocol: ConnectionInfo["protocol"]): HostConnector | undefined {
+    if (host === "localhost") return this.connectorFor?.(protocol);
+    return this.remoteHost?.(host)?.connector(protocol);
+  }
+
+  /** The targets of the node a backend runs on: this machine's, or a storage node's through its agent. */
+  private targetsOf(backendName: string): TargetFactory {
+    const b = this.controller.backendConfigs().find((x) => x.name === backendName);
+    if (!b || b.node === "local") return this.targets;
+    if (!this.nodeTargets) throw new UserError("INVALID_STATE", `backend ${backendName} runs on node "${b.node}", which this provider cannot reach`);
+    return this.nodeTargets(b.node);
   }
 
   private at(): string {
@@ -129,15 +168,20 @@ export class Attachments {
     if (!volume) throw new UserError("NOT_FOUND", `no volume with id "${spec.volumeId}"`, "volumeId");
     const { backend } = this.controller.locate(volume);
     const protocol = backend.export.protocol;
-    const connector = { ...(spec.host === "localhost" ? localConnector() : {}), ...(spec.connector ?? {}) };
+    const remote = spec.host === "localhost" ? undefined : this.remoteHost?.(spec.host);
+    if (spec.connect && spec.host !== "localhost" && !remote) {
+      throw new UserError("INVALID_INPUT", `host: no host named "${spec.host}" in the provider's hosts, so sds cannot connect there; add it to hosts (its sds-agent), or set connect: false and give the connector`, "host");
+    }
+    // The connector defaults to what the host says of itself (its agent, or this machine); what the user gave wins.
+    const told = spec.connector ?? {};
+    const needsProperties = protocol === "iscsi" && !told.initiator;
+    const fromHost = spec.host === "localhost" ? localConnector() : remote && needsProperties ? await remote.properties(protocol) : {};
+    const connector = { ...fromHost, ...told };
     if (protocol === "iscsi" && !connector.initiator) throw new UserError("INVALID_INPUT", "connector.initiator: an iSCSI attachment needs the host's initiator IQN", "connector.initiator");
     if (protocol === "local" && spec.host !== "localhost") {
       throw new UserError("INVALID_INPUT", `host: backend ${backend.name} exports with protocol "local", which serves only the machine running the provider (host "localhost")`, "host");
     }
 
-    if (spec.connect && this.connectorFor && spec.host !== "localhost") {
-      throw new UserError("NOT_AVAILABLE_YET", `connect: connecting on host "${spec.host}" needs its sds-agent, which is not available yet`, "connect");
-    }
     const existing = this.store.listAttachments({ owner, volumeId: spec.volumeId }).find((a) => a.host === spec.host && a.mode === spec.mode);
     if (existing && existing.status === "attached") return { row: existing, connectionInfo: this.initializeConnection(existing, volume) };
 
@@ -150,11 +194,12 @@ export class Attachments {
     }
     const connectionInfo = this.initializeConnection(row, volume);
     let devicePath: string | null = null;
-    if (spec.connect && this.connectorFor) {
+    const hostConnector = spec.connect ? this.hostConnector(spec.host, connectionInfo.protocol) : undefined;
+    if (hostConnector) {
       try {
         // Serialized per (host, volume, mode): attachments sharing the device must not both make one.
         devicePath = await this.withLock(`connect:${spec.host}:${volume.id}:${spec.mode}`, async () => {
-          const path = (await this.connectorFor!(connectionInfo.protocol).connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
+          const path = (await hostConnector.connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
           this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
           return path;
         });
@@ -223,14 +268,14 @@ export class Attachments {
     const target = this.ensureTargetRow(row.targetName!, backend, row.mode);
     const lun = this.ensureLunRow(target.name, volume.id);
     if (row.protocol === "iscsi") {
-      const t = this.targets.iscsi(target.portal);
+      const t = this.targetsOf(backend.name).iscsi(target.portal);
       await t.start();
       const tid = await t.ensureTarget(target.name, target.tid ?? undefined);
       await t.ensureLun(tid, lun, path, row.mode === "ro");
       await t.ensureInitiator(tid, row.connector.initiator!);
       if (target.chapUser && target.chapSecretEnc) await t.ensureChap(tid, { username: target.chapUser, password: this.box.open(target.chapSecretEnc) });
     } else {
-      const t = this.targets.nbd(portalHost(target.portal));
+      const t = this.targetsOf(backend.name).nbd(portalHost(target.portal));
       await t.ensureServer(target.name, target.port!, row.mode === "ro");
       await t.ensureExport(target.name, exportName(volume.id), path);
     }
@@ -302,13 +347,60 @@ export class Attachments {
     return info;
   }
 
+  // ---------------------------------------------------------------- extend
+
+  /**
+   * After a volume grew (the driver extended its bytes): the targets serving it report the new
+   * size (tgtd reads a LUN's size only when the LUN is added), then every device of it on a host
+   * is extended (os-brick's extend_volume). A device that cannot take the new size now (in use on
+   * a userspace path) is reported in `pending`, not failed: the volume did grow, and the device
+   * shows the size on its next connect. Anything else (an agent unreachable) throws, and the
+   * update is retried as a whole (every step is idempotent).
+   */
+  async volumeGrew(volumeId: string): Promise<{ devices: Array<{ host: string; path: string; sizeBytes: number }>; pending: Array<{ host: string; path: string; reason: string }> }> {
+    const volume = this.controller.getVolume(volumeId);
+    const out = { devices: [] as Array<{ host: string; path: string; sizeBytes: number }>, pending: [] as Array<{ host: string; path: string; reason: string }> };
+    if (!volume) return out;
+    const path = this.controller.volumePath(volume);
+    const rows = this.store.listAttachments({ volumeId });
+    for (const name of new Set(rows.map((a) => a.targetName).filter((n): n is string => !!n))) {
+      // No export lock: the LUN stays (it is re-added in place), and Pulumi never extends a volume
+      // while one of its attachments is being made or removed (they depend on the volume).
+      const target = this.store.getTarget(name);
+      const lun = target && this.store.listLuns(name).find((l) => l.volumeId === volumeId);
+      if (!target || !lun) continue;
+      if (target.protocol === "iscsi") await this.targetsOf(target.backendName).iscsi(target.portal).refreshLun(target.tid!, lun.lun, path, target.mode === "ro");
+      else await this.targetsOf(target.backendName).nbd(portalHost(target.portal)).refreshExport(name, exportName(volumeId), path);
+    }
+    const seen = new Set<string>();
+    for (const row of rows) {
+      if (!row.devicePath || seen.has(`${row.host}|${row.mode}`)) continue;
+      seen.add(`${row.host}|${row.mode}`);
+      const connector = this.hostConnector(row.host, row.protocol);
+      if (!connector) {
+        out.pending.push({ host: row.host, path: row.devicePath, reason: `host "${row.host}" is not in the provider's hosts` });
+        continue;
+      }
+      const connection: Connection = { ...this.initializeConnection(row, volume), volumeId };
+      await this.withLock(`connect:${row.host}:${volumeId}:${row.mode}`, async () => {
+        try {
+          out.devices.push({ host: row.host, path: row.devicePath!, sizeBytes: await connector.extendVolume(connection) });
+        } catch (err) {
+          if (!(err instanceof UserError) || err.code !== "INVALID_STATE") throw err;
+          out.pending.push({ host: row.host, path: row.devicePath!, reason: err.message });
+        }
+      });
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------- detach
 
   /**
    * Seed 001's verifier: disconnect on the host, then ask the host for the volume's paths; a path
    * left behind fails the detach (orphans corrupt I/O when a LUN id is reused), unless `force`.
    */
-  private async disconnect(row: AttachmentRow, volume: VolumeRow, options: { force?: boolean }): Promise<void> {
+  private async disconnect(row: AttachmentRow, volume: VolumeRow, options: DetachOptions): Promise<void> {
     // Attachments of one volume to one host in one mode share the host's device: only the last one
     // disconnects, and the devices the others still hold are not orphans. The decision is taken
     // under a lock, after giving up this attachment's claim, so two detaches at once cannot both
@@ -318,14 +410,22 @@ export class Attachments {
       const others = this.store.listAttachments({ volumeId: volume.id }).filter((a) => a.id !== row.id && a.host === row.host && a.devicePath);
       if (others.some((a) => a.mode === row.mode)) return;
       const info = this.initializeConnection(row, volume);
-      const connector = this.connectorFor!(info.protocol);
+      const connector = this.hostConnector(row.host, info.protocol);
+      if (!connector) throw new UserError("INVALID_STATE", `attachment ${row.id}: host "${row.host}" is no longer in the provider's hosts, so its device ${row.devicePath} cannot be disconnected; add the host back, or detach with force`);
       const connection: Connection = { ...info, volumeId: volume.id };
       try {
-        await connector.disconnectVolume(connection, { force: options.force });
+        try {
+          await connector.disconnectVolume(connection, { force: options.force });
+        } catch (err) {
+          if (!options.force) throw err;
+          options.warn?.(`forced detach of volume ${volume.name} on ${row.host}: ${(err as Error).message}`);
+        }
         const held = new Set(others.map((a) => a.devicePath));
         const left = (await connector.getVolumePaths(connection)).filter((p) => !held.has(p.path));
-        if (left.length > 0 && !options.force) {
-          throw new UserError("INVALID_STATE", `detach of volume ${volume.name} left paths on ${row.host}: ${left.map((p) => p.path).join(", ")}; find what holds them, or detach with force`);
+        if (left.length > 0) {
+          const what = `detach of volume ${volume.name} left paths on ${row.host}: ${left.map((p) => p.path).join(", ")}`;
+          if (!options.force) throw new UserError("INVALID_STATE", `${what}; find what holds them, or detach with force (SDS_FORCE_DETACH=${row.id})`);
+          options.warn?.(`${what} (forced: clean them up on the host)`);
         }
       } catch (err) {
         this.store.updateAttachment(row.id, { devicePath: row.devicePath, updatedAt: this.at() });
@@ -335,7 +435,7 @@ export class Attachments {
   }
 
   /** Detach. Detaching what is already gone succeeds. */
-  async detach(id: string, options: { force?: boolean } = {}): Promise<void> {
+  async detach(id: string, options: DetachOptions = {}): Promise<void> {
     const row = this.store.getAttachment(id);
     if (!row) return;
     const volume = this.controller.getVolume(row.volumeId);
@@ -344,7 +444,7 @@ export class Attachments {
       if (volume) this.store.updateVolume(volume.id, { status: "detaching", updatedAt: this.at() });
     });
     try {
-      if (volume && row.devicePath && this.connectorFor) await this.disconnect(row, volume, options);
+      if (volume && row.devicePath && (this.hostConnector(row.host, row.protocol) || !options.force)) await this.disconnect(row, volume, options);
       if (volume) await this.withExportLock(row.host, volume, () => this.removeExport(row));
     } catch (err) {
       this.store.transaction(() => {
@@ -370,7 +470,7 @@ export class Attachments {
     const others = this.store.listAttachments({ targetName: target.name }).filter((a) => a.id !== row.id);
     const volumeStillServed = others.some((a) => a.volumeId === row.volumeId);
     if (target.protocol === "iscsi") {
-      const t = this.targets.iscsi(target.portal);
+      const t = this.targetsOf(target.backendName).iscsi(target.portal);
       const tid = target.tid!;
       if (others.length === 0) {
         await t.removeTarget(tid);
@@ -385,7 +485,7 @@ export class Attachments {
         this.store.deleteLun(target.name, row.volumeId);
       }
     } else {
-      const t = this.targets.nbd(portalHost(target.portal));
+      const t = this.targetsOf(target.backendName).nbd(portalHost(target.portal));
       if (others.length === 0) {
         await t.removeServer(target.name);
         this.store.deleteTarget(target.name);
@@ -459,15 +559,16 @@ export class Attachments {
     let ensured = 0;
     const removed: string[] = [];
     // First what the store does not know (it may hold a tid or port the store's exports need)…
-    const portals = new Set(this.store.listTargets().filter((t) => t.protocol === "iscsi").map((t) => t.portal));
-    for (const b of this.controller.backendConfigs()) if (b.export.protocol === "iscsi") portals.add(b.export.portal ?? defaultPortals.iscsi);
-    for (const portal of portals) {
-      const t = this.targets.iscsi(portal);
+    const portals = new Map<string, string>(); // portal → backend name (whose node runs its tgtd)
+    for (const t of this.store.listTargets()) if (t.protocol === "iscsi") portals.set(t.portal, t.backendName);
+    for (const b of this.controller.backendConfigs()) if (b.export.protocol === "iscsi") portals.set(b.export.portal ?? defaultPortals.iscsi, b.name);
+    for (const [portal, backendName] of portals) {
+      const t = this.targetsOf(backendName).iscsi(portal);
       let live: Awaited<ReturnType<IscsiTarget["list"]>>;
       try {
         live = await t.list();
       } catch {
-        continue; // no tgtd on that portal: nothing to clean
+        continue; // no tgtd on that portal (or its node is unreachable): nothing to clean
       }
       for (const e of live) {
         if (!e.name.startsWith(`${IQN_PREFIX}:`) || this.store.getTarget(e.name)?.tid === e.tid) continue;
@@ -475,9 +576,10 @@ export class Attachments {
         removed.push(e.name);
       }
     }
-    const nbdHosts = new Set(this.controller.backendConfigs().filter((b) => b.export.protocol === "nbd").map((b) => portalHost(b.export.portal ?? defaultPortals.nbd)));
-    for (const host of nbdHosts) {
-      const t = this.targets.nbd(host);
+    const nbdHosts = new Map<string, string>();
+    for (const b of this.controller.backendConfigs()) if (b.export.protocol === "nbd") nbdHosts.set(portalHost(b.export.portal ?? defaultPortals.nbd), b.name);
+    for (const [host, backendName] of nbdHosts) {
+      const t = this.targetsOf(backendName).nbd(host);
       for (const server of await t.list()) {
         if (this.store.getTarget(server.server)) continue;
         await t.removeServer(server.server);

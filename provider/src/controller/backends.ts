@@ -58,6 +58,9 @@ export const backendsSchema = z
       seen.set(b.name, i);
       const pools = new Set<string>();
       b.pools.forEach((p, j) => {
+        if (b.node !== "local" && !path.isAbsolute(p.path)) {
+          ctx.addIssue({ code: "custom", path: [i, "pools", j, "path"], message: `a pool of a backend on node "${b.node}" needs an absolute path (a path on that node)` });
+        }
         if (pools.has(p.name)) ctx.addIssue({ code: "custom", path: [i, "pools", j, "name"], message: `duplicate pool name "${p.name}" in backend "${b.name}"` });
         pools.add(p.name);
       });
@@ -100,7 +103,8 @@ export function defaultBackends(projectDir: string): BackendConfig[] {
 
 /** Resolve relative pool paths against `baseDir`. */
 function resolvePaths(backends: BackendConfig[], baseDir: string): BackendConfig[] {
-  return backends.map((b) => ({ ...b, pools: b.pools.map((p) => ({ ...p, path: path.resolve(baseDir, p.path) })) }));
+  // Pools on remote nodes are paths on those nodes: already absolute (checked), never resolved here.
+  return backends.map((b) => (b.node !== "local" ? b : { ...b, pools: b.pools.map((p) => ({ ...p, path: path.resolve(baseDir, p.path) })) }));
 }
 
 /** Validate inline `backends` provider config. Relative pool paths are relative to the project folder. */

@@ -73,5 +73,16 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
       backendsSource = "built-in";
     }
   }
-  return { projectDir, stateUrl, backendsSource, backends, hosts: c.hosts ?? {}, agentToken: c.agentToken };
+  const hosts = c.hosts ?? {};
+  backends.forEach((b, i) => {
+    if (b.node === "local") return;
+    const where = backendsSource === "inline" ? "" : `${backendsSource}: `;
+    if (!hosts[b.node]) {
+      throw new UserError("INVALID_INPUT", `${where}backends[${i}].node: backend ${b.name} runs on node "${b.node}", which is not in the provider's hosts (known: ${Object.keys(hosts).join(", ") || "none"})`, "hosts");
+    }
+    if (!hosts[b.node].token && !c.agentToken) throw new UserError("INVALID_INPUT", `hosts.${b.node}.token: backend ${b.name}'s node has no token and the provider has no agentToken`, "hosts");
+    if (!b.export.portal) throw new UserError("INVALID_INPUT", `${where}backends[${i}].export.portal: backend ${b.name} is on node "${b.node}": name the portal hosts reach it on (e.g. 10.0.0.5:3260)`, "backends");
+    if (b.export.protocol === "local") throw new UserError("INVALID_INPUT", `${where}backends[${i}].export.protocol: backend ${b.name} is on node "${b.node}": "local" serves only the machine running the provider; use iscsi or nbd`, "backends");
+  });
+  return { projectDir, stateUrl, backendsSource, backends, hosts, agentToken: c.agentToken };
 }

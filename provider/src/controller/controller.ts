@@ -51,12 +51,15 @@ export interface ControllerOptions {
   drivers?: Record<string, VolumeDriver>;
   now?: () => Date;
   log?: (message: string) => void;
+  /** The driver of a backend on a remote storage node (`node` ≠ local): its agent (agent/remote-node.ts). */
+  nodeDriver?: (node: string, kind: string) => VolumeDriver;
 }
 
 export class Controller {
   private readonly store: Store;
   private readonly backends: Map<string, BackendConfig>;
   private readonly drivers: Record<string, VolumeDriver>;
+  private readonly nodeDriver?: (node: string, kind: string) => VolumeDriver;
   private readonly now: () => Date;
   private readonly log: (message: string) => void;
   /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
@@ -75,6 +78,7 @@ export class Controller {
     this.store = options.store;
     this.backends = new Map(options.backends.map((b) => [b.name, b]));
     this.drivers = options.drivers ?? { file: new FileDriver() };
+    this.nodeDriver = options.nodeDriver;
     this.now = options.now ?? (() => new Date());
     this.log = options.log ?? (() => undefined);
   }
@@ -107,6 +111,10 @@ export class Controller {
   }
 
   private driverFor(b: BackendConfig): VolumeDriver {
+    if (b.node !== "local") {
+      if (!this.nodeDriver) throw new UserError("INVALID_INPUT", `backend ${b.name}: node "${b.node}" cannot be reached (no storage node agents configured)`);
+      return this.nodeDriver(b.node, b.driver);
+    }
     const d = this.drivers[b.driver];
     if (!d) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
     return d;
@@ -398,7 +406,7 @@ export class Controller {
     if (sizeGib === row.sizeGib) return row;
     const { backend, pool } = this.locate(row);
     // Capacity check under the lock, then mark the volume extending so the growth is counted.
-    this.store.transaction(() => {
+    const before = this.store.transaction(() => {
       const current = this.requireVolume(id);
       if (current.status !== "available" && current.status !== "in-use") throw new UserError("INVALID_STATE", `volume ${row.name} is ${current.status}; it can grow only when available or in-use`);
       const state = this.pools().find((p) => p.id === row.poolId);
@@ -407,6 +415,7 @@ export class Controller {
         if (!r.ok) throw new UserError("NO_VALID_POOL", `sizeGib: pool ${row.poolId} cannot grow volume ${row.name} by ${sizeGib - current.sizeGib} GiB: ${r.rejections.map((x) => x.reason).join("; ")}`, "sizeGib");
       }
       this.store.updateVolume(id, { status: "extending", sizeGib, updatedAt: this.now().toISOString() });
+      return current.status;
     });
     try {
       await this.driverFor(backend).extendVolume(pool, id, sizeGib * GiB);
@@ -414,7 +423,8 @@ export class Controller {
       this.store.updateVolume(id, { status: "error_extending", updatedAt: this.now().toISOString() });
       throw err;
     }
-    return this.store.updateVolume(id, { status: "available", updatedAt: this.now().toISOString() });
+    // An in-use volume stays in use: growing does not touch its attachments.
+    return this.store.updateVolume(id, { status: before, updatedAt: this.now().toISOString() });
   }
 
   /** Change what can change in place: name, description, metadata, multiAttach. */

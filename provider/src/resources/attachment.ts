@@ -42,11 +42,12 @@ export class AttachmentResource implements ResourceHandler {
   async check(req: CheckRequest): Promise<CheckResult> {
     const failures = checkProperties(attachmentProperties, req.news);
     const host = req.news.host;
-    if (typeof host === "string" && host !== "localhost" && !isUnknown(host)) {
+    if (typeof host === "string" && host !== "localhost" && !isUnknown(host) && !this.ctx.hostNames().includes(host)) {
+      const known = ["localhost", ...this.ctx.hostNames()].join(", ");
       if (req.news.connect !== false) {
-        failures.push({ property: "connect", reason: `connecting on host "${host}" needs its sds-agent, which arrives with the connectors issue; set connect: false to export only (and give the connector)` });
+        failures.push({ property: "host", reason: `no host named "${host}" in the provider's hosts (known: ${known}): add its sds-agent to hosts, or set connect: false to export only (and give the connector)` });
       } else if (req.news.connector === undefined) {
-        failures.push({ property: "connector", reason: `host "${host}" is not this machine: give its connector (at least the initiator for iSCSI)` });
+        failures.push({ property: "connector", reason: `host "${host}" has no agent in the provider's hosts to ask: give its connector (at least the initiator for iSCSI)` });
       }
     }
     return { inputs: { ...req.news }, failures };
@@ -112,8 +113,16 @@ export class AttachmentResource implements ResourceHandler {
     return req.oldOutputs;
   }
 
+  /**
+   * Operators force a detach that the orphan check refuses (a device something still holds):
+   * `SDS_FORCE_DETACH=<attachment id>[,<id>…]` (or `all`) in the environment of `pulumi destroy`/`up`.
+   * What the host could not release is reported as a warning instead of failing.
+   */
   async delete(req: DeleteRequest): Promise<void> {
     const a = await this.ctx.attachments();
-    await a.detach(req.id);
+    const wanted = (process.env.SDS_FORCE_DETACH ?? "").split(",").map((x) => x.trim());
+    const force = wanted.includes("all") || wanted.includes(req.id);
+    if (force) this.ctx.log("warning", `attachment ${req.id}: detaching with force (SDS_FORCE_DETACH); paths left on the host are reported, not refused`, req.urn);
+    await a.detach(req.id, { force, warn: (m) => this.ctx.log("warning", m, req.urn) });
   }
 }

@@ -12,6 +12,8 @@ export interface ProviderContext {
   attachments(): Promise<Attachments>;
   /** Seed 001: the paths on a host (this machine for `localhost`, else its sds-agent), of one volume or all. */
   hostPaths(host: string, volumeId?: string): Promise<VolumePath[]>;
+  /** The names in the provider's `hosts` (hosts reached through their sds-agent). */
+  hostNames(): string[];
   /** Send a message to the engine, shown to the user in `pulumi up`. */
   log(severity: Severity, message: string, urn?: string): void;
 }

@@ -183,6 +183,13 @@ export class VolumeResource implements ResourceHandler {
       this.ctx.log("info", `extending volume ${row.name} from ${row.sizeGib} to ${s.sizeGib} GiB`, req.urn);
       row = await c.extendVolume(req.id, s.sizeGib);
     }
+    // Compared with the old inputs, not the row: a retried update whose driver step already ran
+    // still extends the devices on the hosts.
+    if (s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib) && row.status === "in-use") {
+      const grown = await (await this.ctx.attachments()).volumeGrew(req.id);
+      for (const d of grown.devices) this.ctx.log("info", `volume ${row.name}: ${d.path} on ${d.host} now shows ${d.sizeBytes} bytes`, req.urn);
+      for (const p of grown.pending) this.ctx.log("warning", `volume ${row.name} grew, but ${p.path} on ${p.host} still shows the old size: ${p.reason}`, req.urn);
+    }
     row = c.updateVolume(req.id, { name: s.name, description: s.description, metadata: s.metadata, multiAttach: c.effectiveMultiAttach({ profile: s.profile, multiAttach: s.multiAttach }) });
     return volumeOutputs(row, req.news);
   }

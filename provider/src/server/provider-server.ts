@@ -11,11 +11,12 @@ import * as pluginPb from "@pulumi/pulumi/proto/plugin_pb";
 import * as providerRpc from "@pulumi/pulumi/proto/provider_grpc_pb";
 import * as pb from "@pulumi/pulumi/proto/provider_pb";
 import * as os from "node:os";
-import { Attachments } from "../controller/attachments";
+import { Attachments, type RemoteHost } from "../controller/attachments";
 import { type ProviderConfig, checkProviderConfig, resolveProviderConfig } from "../controller/config";
 import { SecretBox } from "../controller/secret-box";
 import { AttachmentResource } from "../resources/attachment";
 import { AgentClient } from "../agent/client";
+import { RemoteDriver, remoteTargets } from "../agent/remote-node";
 import type { Connector, VolumePath } from "../connectors/connector";
 import { connectorFor as makeConnector } from "../connectors/factory";
 import { localTargets } from "../targets/local-targets";
@@ -104,6 +105,7 @@ export class ProviderServer implements ProviderContext {
   private store?: SqliteStore;
   private stateFile?: string;
   private readonly connectors = new Map<string, Connector>();
+  private readonly agents = new Map<string, AgentClient>();
   private readonly resources: Map<string, ResourceHandler>;
   private readonly functions: Map<string, FunctionHandler>;
 
@@ -127,7 +129,12 @@ export class ProviderServer implements ProviderContext {
         const file = sqlitePathFromUrl(config.stateUrl, config.projectDir);
         this.stateFile = file;
         this.store = new SqliteStore(file);
-        const c = new Controller({ store: this.store, backends: config.backends, log: (m) => this.log("info", m) });
+        const c = new Controller({
+          store: this.store,
+          backends: config.backends,
+          log: (m) => this.log("info", m),
+          nodeDriver: (node, kind) => new RemoteDriver(this.agent(node), kind as "file"),
+        });
         await c.discover();
         return c;
       })();
@@ -142,7 +149,15 @@ export class ProviderServer implements ProviderContext {
       const file = this.stateFile!;
       const runDir = this.runDir();
       const connectorFor = (protocol: "iscsi" | "nbd" | "local") => this.connectorFor(protocol, runDir);
-      const a = new Attachments({ store: this.store!, controller, targets: localTargets(runDir), box: SecretBox.forDatabase(file), connectorFor });
+      const a = new Attachments({
+        store: this.store!,
+        controller,
+        targets: localTargets(runDir),
+        box: SecretBox.forDatabase(file),
+        connectorFor,
+        remoteHost: (host) => (this.config?.hosts[host] ? this.remoteHost(host) : undefined),
+        nodeTargets: (node) => remoteTargets(this.agent(node)),
+      });
       // ensure_export: exports the state knows are made again; targets of ours it does not know go.
       try {
         const r = await a.ensureExports();
@@ -169,6 +184,36 @@ export class ProviderServer implements ProviderContext {
     return c;
   }
 
+  hostNames(): string[] {
+    return Object.keys(this.config?.hosts ?? {});
+  }
+
+  /** The sds-agent of a host or storage node in the provider's `hosts`, one client per host. */
+  private agent(host: string): AgentClient {
+    let client = this.agents.get(host);
+    if (client) return client;
+    const config = this.config ?? resolveProviderConfig({}, this.rootDir);
+    const h = config.hosts[host];
+    if (!h) throw new UserError("NOT_FOUND", `host: no host named "${host}" in the provider's hosts (known: ${["localhost", ...Object.keys(config.hosts)].join(", ")})`, "host");
+    const token = h.token ?? config.agentToken;
+    if (!token) throw new UserError("INVALID_INPUT", `host: host "${host}" has no token and the provider has no agentToken`, "host");
+    client = new AgentClient({ url: h.url, token, caCert: h.caCert });
+    this.agents.set(host, client);
+    return client;
+  }
+
+  /** A host other than localhost as attachments see it: its agent's connector API. */
+  private remoteHost(host: string): RemoteHost {
+    const agent = this.agent(host);
+    return {
+      connector: () => agent,
+      properties: async (protocol) => {
+        const p = await agent.getConnectorProperties(protocol);
+        return { initiator: p.initiator, nqn: p.nqn, ip: p.ip, hostname: p.hostname, multipath: p.multipath };
+      },
+    };
+  }
+
   async hostPaths(host: string, volumeId?: string): Promise<VolumePath[]> {
     let paths: VolumePath[];
     if (host === "localhost") {
@@ -176,12 +221,7 @@ export class ProviderServer implements ProviderContext {
       const runDir = this.runDir();
       paths = (await Promise.all((["iscsi", "nbd", "local"] as const).map((p) => this.connectorFor(p, runDir).getAllVolumePaths()))).flat();
     } else {
-      const config = this.config ?? resolveProviderConfig({}, this.rootDir);
-      const h = config.hosts[host];
-      if (!h) throw new UserError("NOT_FOUND", `host: no host named "${host}" in the provider's hosts (known: ${["localhost", ...Object.keys(config.hosts)].join(", ")})`, "host");
-      const token = h.token ?? config.agentToken;
-      if (!token) throw new UserError("INVALID_INPUT", `host: host "${host}" has no token and the provider has no agentToken`, "host");
-      paths = await new AgentClient({ url: h.url, token, caCert: h.caCert }).getAllVolumePaths();
+      paths = await this.agent(host).getAllVolumePaths();
     }
     return volumeId === undefined ? paths : paths.filter((p) => p.volumeId === volumeId);
   }
