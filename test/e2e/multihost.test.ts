@@ -1,0 +1,150 @@
+/**
+ * Three machines in network namespaces, the real Pulumi CLI in this one: a storage node (its
+ * sds-agent drives the file driver and tgtd), hostA and hostB (their sds-agents connect through
+ * the userspace iSCSI path, each in its own network, mount and UTS namespace). A multiAttach
+ * volume is attached rw to hostA and ro to hostB: a pattern written on hostA reads back on hostB,
+ * hostB cannot write, growing the volume grows hostA's device, and after destroy no path, loop
+ * device, FUSE mount or daemon of ours is left on either host.
+ */
+import { type ChildProcess, execFileSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { AgentClient } from "../../provider/src/agent/client";
+import { cannotRun, processesMentioning } from "../datapath/harness";
+import { NetLab } from "../helpers/netns";
+import { repoRoot } from "../helpers/provider-process";
+import { PulumiProject, summaryCount } from "../helpers/pulumi";
+
+jest.setTimeout(900_000);
+const why = cannotRun() ?? (fs.existsSync("/usr/bin/unshare") || fs.existsSync("/bin/unshare") ? undefined : "multi-host tests need unshare (util-linux)");
+const suite = why ? describe.skip : describe;
+if (why) test.skip(`skipped: ${why}`, () => undefined);
+
+const GiB = 1024 ** 3;
+const TOKEN = randomBytes(24).toString("hex");
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
+  let lab: NetLab;
+  let p: PulumiProject;
+  let work: string;
+  const agents = new Map<string, { child: ChildProcess; stateDir: string; client: AgentClient }>();
+  const portal = () => `${lab.node("storage").ip}:3260`;
+
+  const startAgent = async (name: string, extra: string[] = []) => {
+    const stateDir = path.join(work, `${name}-state`);
+    const n = lab.node(name);
+    const child = lab.spawn(name, [path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--token-file", path.join(work, "token"), "--state-dir", stateDir, ...extra]);
+    let err = "";
+    await new Promise<void>((resolve, reject) => {
+      child.stderr!.on("data", (d) => {
+        err += String(d);
+        if (err.includes("listening")) resolve();
+      });
+      child.on("exit", (c) => reject(new Error(`sds-agent on ${name} exited ${c}: ${err}`)));
+    });
+    agents.set(name, { child, stateDir, client: new AgentClient({ url: `http://${n.ip}:7700`, token: TOKEN, retries: 0 }) });
+  };
+
+  /** Devices and mounts of ours on a host: loop devices over files in its state folder, mounts in its mount namespace. */
+  const leftovers = (name: string): string[] => {
+    const a = agents.get(name)!;
+    const loops = JSON.parse(execFileSync("losetup", ["--json", "--list"], { encoding: "utf8" }) || '{"loopdevices":[]}').loopdevices as Array<{ name: string; "back-file": string | null }>;
+    const mine = loops.filter((l) => (l["back-file"] ?? "").includes(a.stateDir)).map((l) => `${l.name} over ${l["back-file"]}`);
+    const mounts = fs.readFileSync(`/proc/${a.child.pid}/mounts`, "utf8").split("\n").filter((l) => l.includes(a.stateDir));
+    return [...mine, ...mounts, ...processesMentioning(a.stateDir)];
+  };
+
+  beforeAll(async () => {
+    lab = new NetLab(["storage", "hostA", "hostB"]);
+    lab.up();
+    p = await PulumiProject.create("multihost");
+    work = path.join(p.dir, "lab");
+    fs.mkdirSync(path.join(work, "pools"), { recursive: true });
+    fs.writeFileSync(path.join(work, "token"), TOKEN, { mode: 0o600 });
+    await startAgent("storage", ["--storage-root", path.join(work, "pools")]);
+    await startAgent("hostA");
+    await startAgent("hostB");
+    fs.writeFileSync(
+      path.join(p.dir, "backends.yaml"),
+      [
+        "backends:",
+        "  - name: array",
+        "    driver: file",
+        "    node: storage",
+        `    export: {protocol: iscsi, portal: "${portal()}", chap: true}`,
+        "    pools:",
+        `      - {name: p0, path: ${path.join(work, "pools", "p0")}, totalCapacityGib: 50, multiAttach: true}`,
+        "",
+      ].join("\n"),
+    );
+    const hosts = Object.fromEntries(["storage", "hostA", "hostB"].map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]));
+    await p.config({ "sds:backendsFile": "backends.yaml", sizeGib: 1 });
+    await p.config({ "sds:hosts": JSON.stringify(hosts), "sds:agentToken": TOKEN }, { secret: true });
+  });
+
+  afterAll(async () => {
+    try {
+      if (p) await p.run(["destroy", "--yes"]);
+      // tgtd outlives the provider and the agent (exports outlive `pulumi up`): stop the storage node's.
+      await agents.get("storage")?.client.iscsiCall(portal(), { op: "stop", args: [] }).catch(() => undefined);
+      for (const a of agents.values()) await a.client.close();
+    } finally {
+      lab?.down();
+      p?.remove();
+    }
+  });
+
+  test("up: the volume is on the storage node, with a real device on hostA (rw) and on hostB (ro); no changes after", async () => {
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "created")).toBe(4);
+    const out = await p.outputs();
+    expect(out.aDevice).toMatch(/^\/dev\/loop\d+$/);
+    expect(out.bDevice).toMatch(/^\/dev\/loop\d+$/);
+    expect(out.aDevice).not.toBe(out.bDevice);
+    expect(fs.readdirSync(path.join(work, "pools", "p0"))).toEqual([`volume-${out.volumeId}.img`]);
+    // Each host's agent reports its own path of the volume (seed 001), and only its own.
+    const onA = await agents.get("hostA")!.client.getAllVolumePaths();
+    const onB = await agents.get("hostB")!.client.getAllVolumePaths();
+    expect(onA.map((x) => [x.path, x.volumeId])).toEqual([[out.aDevice, out.volumeId]]);
+    expect(onB.map((x) => [x.path, x.volumeId])).toEqual([[out.bDevice, out.volumeId]]);
+    await p.ok(["preview", "--expect-no-changes"]);
+  });
+
+  test("a pattern written through hostA's device reads back through hostB's; hostB cannot write", async () => {
+    const out = await p.outputs();
+    const pattern = randomBytes(4 * 1024 * 1024);
+    lab.exec("hostA", ["dd", `of=${out.aDevice}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);
+    const back = lab.exec("hostB", ["dd", `if=${out.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+    expect(sha(back)).toBe(sha(pattern));
+    expect(() => lab.exec("hostB", ["dd", `of=${out.bDevice}`, "bs=4k", "count=1", "oflag=direct", "status=none"], Buffer.alloc(4096, 1))).toThrow();
+    fs.writeFileSync(path.join(work, "pattern.sha"), sha(pattern));
+  });
+
+  test("growing the volume is one update (no replace) and grows hostA's device; the data stays", async () => {
+    const before = await p.outputs();
+    await p.config({ sizeGib: 2 });
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "updated")).toBe(1);
+    expect(summaryCount(up.stdout, "replaced")).toBe(0);
+    const after = await p.outputs();
+    expect(after.aDevice).toBe(before.aDevice);
+    expect(Number(lab.exec("hostA", ["blockdev", "--getsize64", String(after.aDevice)]).toString().trim())).toBe(2 * GiB);
+    const back = lab.exec("hostA", ["dd", `if=${after.aDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+    expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
+    // The end of the grown device is writable on hostA.
+    lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "status=none"], Buffer.alloc(1 << 20, 7));
+  });
+
+  test("destroy: nothing of ours is left on either host, and the volume is gone from the storage node", async () => {
+    await p.ok(["destroy", "--yes"]);
+    for (const h of ["hostA", "hostB"]) {
+      expect(await agents.get(h)!.client.getAllVolumePaths()).toEqual([]);
+      expect(leftovers(h)).toEqual([]);
+    }
+    expect(fs.readdirSync(path.join(work, "pools", "p0"))).toEqual([]);
+    const targets = (await agents.get("storage")!.client.iscsiCall(portal(), { op: "list", args: [] })) as unknown[];
+    expect(targets).toEqual([]);
+  });
+});
