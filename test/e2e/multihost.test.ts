@@ -114,6 +114,8 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
 
   test("a pattern written through hostA's device reads back through hostB's; hostB cannot write", async () => {
     const out = await p.outputs();
+    // Never dd to a path that is not the device up made (a failed up leaves no outputs).
+    expect([out.aDevice, out.bDevice]).toEqual([expect.stringMatching(/^\/dev\/loop\d+$/), expect.stringMatching(/^\/dev\/loop\d+$/)]);
     const pattern = randomBytes(4 * 1024 * 1024);
     lab.exec("hostA", ["dd", `of=${out.aDevice}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);
     const back = lab.exec("hostB", ["dd", `if=${out.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
@@ -124,6 +126,7 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
 
   test("growing the volume is one update (no replace) and grows hostA's device; the data stays", async () => {
     const before = await p.outputs();
+    expect(before.aDevice).toMatch(/^\/dev\/loop\d+$/);
     await p.config({ sizeGib: 2 });
     const up = await p.ok(["up", "--yes"]);
     expect(summaryCount(up.stdout, "updated")).toBe(1);
