@@ -7,7 +7,7 @@ import * as outputs from "./types/output";
 import * as utilities from "./utilities";
 
 /**
- * Attaches a volume to a host: exports it from its backend (iSCSI, NBD or local) and, unless `connect` is false, connects it on the host and reports the device path. Any input change replaces the attachment; when the volume is not multi-attach, the old attachment is deleted before the new one is created. With `connect: true` on `localhost` the volume is connected on this machine (kernel initiator where the host has one, else the userspace path qemu-nbd/nbdfuse/losetup) and `devicePath` is the block device; a detach verifies that no path of the volume is left (seed 001). Hosts other than `localhost` need `connect: false` and an explicit `connector` until their sds-agent is wired in.
+ * Attaches a volume to a host: exports it from its backend (iSCSI, NBD or local) and, unless `connect` is false, connects it on the host and reports the device path. Any input change replaces the attachment; when the volume is not multi-attach, the old attachment is deleted before the new one is created. With `connect: true` on `localhost` the volume is connected on this machine (kernel initiator where the host has one, else the userspace path qemu-nbd/nbdfuse/losetup) and `devicePath` is the block device; a detach verifies that no path of the volume is left (seed 001). Any other host is reached through its `sds-agent` (the provider's `hosts`): the connector is read from it and `devicePath` is the device on that host. A delete that the orphan check refuses can be forced by an operator with `SDS_FORCE_DETACH=<attachment id>` (or `all`) in the environment of `pulumi destroy`.
  */
 export class Attachment extends pulumi.CustomResource {
     /**
