@@ -354,7 +354,7 @@ describe("NBD, userspace (nbdfuse + loop)", () => {
     const c = new NbdConnector(h.options_());
     expect(await c.connectVolume(nbdConn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
     expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", path.join(h.stateDir, "nbd/run/vol2-ro.nbdfuse.pid"), `${mnt()}/disk`, "nbd://127.0.0.1:10809/vol2"]]);
-    expect(h.calls).toEqual([["losetup", "-f", "--show", "--read-only", `${mnt()}/disk`]]);
+    expect(h.calls).toEqual([["losetup", "-f", "--show", "--read-only", "--direct-io=on", `${mnt()}/disk`]]);
     const rec = new RecordStore(h.stateDir).read("vol2", "ro");
     expect(rec).toMatchObject({ device: "/dev/loop7", backingFile: `${mnt()}/disk`, mountDir: mnt(), nbdfusePid: 4000, via: "userspace" });
   });
@@ -426,7 +426,7 @@ describe("NBD, userspace: extendVolume moves the same loop device to a new nbdfu
     expect(h.calls).toEqual([
       ["losetup", "--json", "--list"],
       ["losetup", "-d", "/dev/loop7"],
-      ["losetup", "--read-only", "/dev/loop7", `${mnt(".1")}/disk`],
+      ["losetup", "--read-only", "--direct-io=on", "/dev/loop7", `${mnt(".1")}/disk`],
       ["umount", mnt()],
       ["blockdev", "--getsize64", "/dev/loop7"],
     ]);
@@ -481,7 +481,7 @@ describe("NBD, userspace: extendVolume moves the same loop device to a new nbdfu
     const c = new NbdConnector(h.options_());
     await c.connectVolume(nbdConn());
     h.on.umount = (args) => h.unmount(args.at(-1) as string);
-    h.failures.set("losetup /dev/loop7", "losetup: /dev/loop7: failed to set up loop device: Device or resource busy");
+    h.failures.set("losetup --direct-io=on /dev/loop7", "losetup: /dev/loop7: failed to set up loop device: Device or resource busy");
     const err = (await c.extendVolume(nbdConn()).catch((e: unknown) => e)) as BackendError;
     expect(err).toBeInstanceOf(BackendError);
     expect(err.message).toMatch(/now shows 33554432 bytes, but at \/dev\/loop8: \/dev\/loop7 was taken/);
@@ -529,7 +529,7 @@ describe("iSCSI, userspace: extendVolume logs in again through a new qemu-nbd", 
     expect(h.spawned[1]).toEqual(["nbdfuse", "-P", `${run}/vol1-rw.1.nbdfuse.pid`, path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk"), "--unix", `${run}/vol1-rw.1.sock`]);
     expect(h.calls.slice(2).map((a) => a.join(" "))).toEqual([
       "losetup -d /dev/loop7",
-      `losetup /dev/loop7 ${path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk")}`,
+      `losetup --direct-io=on /dev/loop7 ${path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk")}`,
       `umount ${path.join(h.stateDir, "iscsi/mnt/vol1-rw")}`,
       "blockdev --getsize64 /dev/loop7",
     ]);
@@ -582,7 +582,7 @@ describe("iSCSI, userspace (qemu-nbd/libiscsi + nbdfuse + loop)", () => {
     expect(secretSeen).toEqual({ mode: 0o600, content: PASSWORD });
     expect(fs.existsSync(`${run}/vol1-ro.secret`)).toBe(false);
     expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", `${run}/vol1-ro.nbdfuse.pid`, path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk"), "--unix", `${run}/vol1-ro.sock`]]);
-    expect(h.calls[1]).toEqual(["losetup", "-f", "--show", "--read-only", path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk")]);
+    expect(h.calls[1]).toEqual(["losetup", "-f", "--show", "--read-only", "--direct-io=on", path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk")]);
     expect(new RecordStore(h.stateDir).read("vol1", "ro")).toMatchObject({ qemuNbdPid: 777, socket: `${run}/vol1-ro.sock` });
   });
 

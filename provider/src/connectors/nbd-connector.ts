@@ -206,7 +206,7 @@ export async function fuseLoop(
       Object.assign(rec, layers);
       host.records.write(rec);
     });
-    rec.device = await host.attachLoop(rec.backingFile as string, c.readOnly);
+    rec.device = await host.attachLoop(rec.backingFile as string, c.readOnly, undefined, { directIo: true });
     host.records.write(rec);
     return rec.device;
   } catch (err) {
@@ -272,10 +272,10 @@ export async function refreshFuseLoop(
   host.records.write(rec);
   const wanted = rec.device;
   try {
-    await host.attachLoop(fresh.backingFile as string, c.readOnly, wanted);
+    await host.attachLoop(fresh.backingFile as string, c.readOnly, wanted, { directIo: true });
   } catch (err) {
     // Taken by someone else meanwhile: the volume gets another device rather than none.
-    rec.device = await host.attachLoop(fresh.backingFile as string, c.readOnly).catch(() => Promise.reject(err));
+    rec.device = await host.attachLoop(fresh.backingFile as string, c.readOnly, undefined, { directIo: true }).catch(() => Promise.reject(err));
     host.records.write(rec);
   }
   // 3. the old pieces go (kept in the record when they will not)
