@@ -99,4 +99,28 @@ export const migrations: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: "replication pairs",
+    sql: `
+      CREATE TABLE replication_pairs (
+        id                   TEXT PRIMARY KEY,
+        owner                TEXT NOT NULL,
+        primary_volume_id    TEXT NOT NULL UNIQUE REFERENCES volumes(id),
+        secondary_volume_id  TEXT,
+        target_backend       TEXT NOT NULL,
+        target_pool          TEXT,
+        rpo_seconds          INTEGER NOT NULL,
+        enabled              INTEGER NOT NULL,
+        active_side          TEXT NOT NULL CHECK (active_side IN ('primary', 'secondary')),
+        status               TEXT NOT NULL,
+        last_sync_at         TEXT,
+        bytes_transferred    INTEGER NOT NULL DEFAULT 0,
+        last_error           TEXT,
+        created_at           TEXT NOT NULL,
+        updated_at           TEXT NOT NULL
+      );
+      CREATE INDEX replication_pairs_secondary ON replication_pairs(secondary_volume_id);
+    `,
+  },
 ];

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { UserError } from "../errors";
 import { migrations } from "./migrations";
-import type { AttachmentRow, BackendRow, LunRow, ProfileRow, Store, TargetRow, VolumeRow } from "./store";
+import type { AttachmentRow, BackendRow, LunRow, PairRow, ProfileRow, Store, TargetRow, VolumeRow } from "./store";
 
 type Row = Record<string, unknown>;
 
@@ -71,6 +71,30 @@ const targetColumns: Record<keyof TargetRow, string> = {
   chapSecretEnc: "chap_secret_enc",
   createdAt: "created_at",
 };
+
+const pairColumns: Record<keyof PairRow, string> = {
+  id: "id",
+  owner: "owner",
+  primaryVolumeId: "primary_volume_id",
+  secondaryVolumeId: "secondary_volume_id",
+  targetBackend: "target_backend",
+  targetPool: "target_pool",
+  rpoSeconds: "rpo_seconds",
+  enabled: "enabled",
+  activeSide: "active_side",
+  status: "status",
+  lastSyncAt: "last_sync_at",
+  bytesTransferred: "bytes_transferred",
+  lastError: "last_error",
+  createdAt: "created_at",
+  updatedAt: "updated_at",
+};
+
+function pairFromRow(r: Row): PairRow {
+  const out = Object.fromEntries(Object.entries(pairColumns).map(([k, c]) => [k, r[c]])) as unknown as PairRow;
+  out.enabled = r.enabled === 1;
+  return out;
+}
 
 function attachmentFromRow(r: Row): AttachmentRow {
   return {
@@ -331,6 +355,30 @@ export class SqliteStore implements Store {
 
   deleteLun(targetName: string, volumeId: string): void {
     this.db.prepare("DELETE FROM luns WHERE target_name = ? AND volume_id = ?").run(targetName, volumeId);
+  }
+
+  getPair(id: string): PairRow | undefined {
+    const r = this.db.prepare("SELECT * FROM replication_pairs WHERE id = ?").get(id) as Row | undefined;
+    return r && pairFromRow(r);
+  }
+
+  listPairs(filter: { primaryVolumeId?: string; secondaryVolumeId?: string } = {}): PairRow[] {
+    return this.selectWhere("replication_pairs", pairColumns, filter, "created_at, id").map(pairFromRow);
+  }
+
+  insertPair(row: PairRow): void {
+    this.insert("replication_pairs", pairColumns, row);
+  }
+
+  updatePair(id: string, changes: Partial<Omit<PairRow, "id" | "createdAt">>): PairRow {
+    this.update("replication_pairs", pairColumns, id, changes);
+    const row = this.getPair(id);
+    if (!row) throw new UserError("NOT_FOUND", `replication pair ${id} not found`);
+    return row;
+  }
+
+  deletePair(id: string): void {
+    this.db.prepare("DELETE FROM replication_pairs WHERE id = ?").run(id);
   }
 
   tryLock(name: string, holder: string, ttlMs: number): boolean {

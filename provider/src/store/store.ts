@@ -96,6 +96,27 @@ export interface BackendRow {
   createdAt: string;
 }
 
+/** A replication pair (seed 002): the primary volume, its secondary on a target backend, the sync state. */
+export interface PairRow {
+  id: string;
+  owner: string;
+  primaryVolumeId: string;
+  secondaryVolumeId: string | null;
+  targetBackend: string;
+  targetPool: string | null;
+  rpoSeconds: number;
+  enabled: boolean;
+  activeSide: "primary" | "secondary";
+  /** enabling, enabled, disabling, disabled, failing-over, failed-over, failover-error, error. */
+  status: string;
+  lastSyncAt: string | null;
+  /** Bytes sent by every sync of this pair so far. */
+  bytesTransferred: number;
+  lastError: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
 export interface Store {
   /** Run `fn` inside one write transaction, exclusive across processes. `fn` must not await. */
   transaction<T>(fn: () => T): T;
@@ -131,6 +152,12 @@ export interface Store {
   deleteLun(targetName: string, volumeId: string): void;
 
   /** Take lock `name` for `holder` until `ttlMs` from now; false when someone else holds it. */
+  getPair(id: string): PairRow | undefined;
+  listPairs(filter?: { primaryVolumeId?: string; secondaryVolumeId?: string }): PairRow[];
+  insertPair(row: PairRow): void;
+  updatePair(id: string, changes: Partial<Omit<PairRow, "id" | "createdAt">>): PairRow;
+  deletePair(id: string): void;
+
   tryLock(name: string, holder: string, ttlMs: number): boolean;
   unlock(name: string, holder: string): void;
   /** Record that backend volumes report `sharedTargets` (seed 000: the backend corrects its volumes). */
