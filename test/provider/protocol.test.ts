@@ -197,11 +197,13 @@ test("Create with preview places the volume and allocates nothing; Create then R
   expect(gone.getId()).toBe("");
 });
 
-test("Attachment check names bad inputs; ReplicationPair answers a clear not-available-yet failure", async () => {
+test("Attachment and ReplicationPair checks name bad inputs", async () => {
   const bad = await check(checkReq("a1", { volumeId: "x", mode: "rwx", connector: { initiator: "not an iqn" } }, {}, "sds:index:Attachment"));
   expect(bad.getFailuresList().map((f) => f.getProperty()).sort()).toEqual(["connector.initiator", "mode"]);
   const ok = await check(checkReq("a2", { volumeId: UNKNOWN, mode: "ro" }, {}, "sds:index:Attachment"));
   expect(ok.getFailuresList()).toEqual([]);
-  const rp = await check(checkReq("r1", { primaryVolumeId: "x" }, {}, "sds:index:ReplicationPair"));
-  expect(rp.getFailuresList()[0].getReason()).toMatch(/not available yet/);
+  const rp = await check(checkReq("r1", { primaryVolumeId: "x", mode: "sync", rpoSeconds: 0, activeSide: "secondary" }, {}, "sds:index:ReplicationPair"));
+  expect(rp.getFailuresList().map((f) => f.getProperty()).sort()).toEqual(["activeSide", "mode", "rpoSeconds", "targetBackend"]);
+  const unknownVolume = await check(checkReq("r2", { primaryVolumeId: UNKNOWN, targetBackend: "dr" }, {}, "sds:index:ReplicationPair"));
+  expect(unknownVolume.getFailuresList()).toEqual([]);
 });

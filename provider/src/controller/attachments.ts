@@ -93,6 +93,8 @@ export interface AttachmentsOptions {
   remoteHost?: (host: string) => RemoteHost | undefined;
   /** The targets of a remote storage node (a backend whose `node` is not local). */
   nodeTargets?: (node: string) => TargetFactory;
+  /** Replication (seed 002): the volume that serves `volumeId` now (its secondary while failed over). */
+  activeVolume?: (volumeId: string) => Promise<VolumeRow | undefined>;
 }
 
 const defaultPortals = { iscsi: "127.0.0.1:3260", nbd: "127.0.0.1:10809" };
@@ -121,6 +123,7 @@ export class Attachments {
   private readonly connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
   private readonly remoteHost?: (host: string) => RemoteHost | undefined;
   private readonly nodeTargets?: (node: string) => TargetFactory;
+  private readonly activeVolume?: (volumeId: string) => Promise<VolumeRow | undefined>;
 
   constructor(o: AttachmentsOptions) {
     this.store = o.store;
@@ -133,6 +136,7 @@ export class Attachments {
     this.connectorFor = o.connectorFor;
     this.remoteHost = o.remoteHost;
     this.nodeTargets = o.nodeTargets;
+    this.activeVolume = o.activeVolume;
   }
 
   /** The connector that makes devices on `host`, if that host can be reached. */
@@ -164,7 +168,8 @@ export class Attachments {
    * same mode gets the attachment it made before.
    */
   async attach(owner: string, spec: AttachSpec): Promise<{ row: AttachmentRow; connectionInfo: ConnectionInfo }> {
-    const volume = this.controller.getVolume(spec.volumeId);
+    // While its replication pair is failed over, a volume is served by its secondary.
+    const volume = this.activeVolume ? await this.activeVolume(spec.volumeId) : this.controller.getVolume(spec.volumeId);
     if (!volume) throw new UserError("NOT_FOUND", `no volume with id "${spec.volumeId}"`, "volumeId");
     const { backend } = this.controller.locate(volume);
     const protocol = backend.export.protocol;
@@ -182,7 +187,7 @@ export class Attachments {
       throw new UserError("INVALID_INPUT", `host: backend ${backend.name} exports with protocol "local", which serves only the machine running the provider (host "localhost")`, "host");
     }
 
-    const existing = this.store.listAttachments({ owner, volumeId: spec.volumeId }).find((a) => a.host === spec.host && a.mode === spec.mode);
+    const existing = this.store.listAttachments({ owner, volumeId: volume.id }).find((a) => a.host === spec.host && a.mode === spec.mode);
     if (existing && existing.status === "attached") return { row: existing, connectionInfo: this.initializeConnection(existing, volume) };
 
     const row = existing ?? this.reserve(owner, volume, backend, spec, connector, protocol);

@@ -36,6 +36,8 @@ export interface VolumeSpec {
   sourceVolumeId?: string;
   description: string;
   metadata: Record<string, string>;
+  /** Only pools of this backend (and pool) are considered: the secondary of a replication pair. */
+  placeOn?: { backend: string; pool?: string };
 }
 
 /** Where a volume will land (preview) or landed; the other pools' reasons are computed when read. */
@@ -311,7 +313,9 @@ export class Controller {
         if (existing.owner !== owner) throw new UserError("CONFLICT", `name: a volume named "${spec.name}" already exists (id ${existing.id}, created by ${existing.owner})`, "name");
         return { row: existing, adopted: true };
       }
-      const pools = this.pools();
+      const on = spec.placeOn;
+      const pools = on ? this.pools().filter((p) => p.backendName === on.backend && (on.pool === undefined || p.poolName === on.pool)) : this.pools();
+      if (on && pools.length === 0) throw new UserError("NO_VALID_POOL", `backend ${on.backend} has no pool${on.pool ? ` named ${on.pool}` : ""}`);
       const r = place(pools, request);
       if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
       const at = this.now().toISOString();

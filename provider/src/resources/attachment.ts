@@ -100,7 +100,8 @@ export class AttachmentResource implements ResourceHandler {
     if (!row) return undefined;
     const volume = c.getVolume(row.volumeId);
     if (!volume) return undefined;
-    const inputs: Props = { volumeId: row.volumeId };
+    // A volume failed over to its replica is served by the replica's volume: the input stays the volume's id.
+    const inputs: Props = { volumeId: typeof req.inputs.volumeId === "string" ? req.inputs.volumeId : row.volumeId };
     if (row.host !== "localhost" || req.inputs.host !== undefined) inputs.host = row.host;
     if (row.mode !== "rw" || req.inputs.mode !== undefined) inputs.mode = row.mode;
     if (req.inputs.connector !== undefined) inputs.connector = req.inputs.connector;

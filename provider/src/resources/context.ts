@@ -2,12 +2,15 @@
 import type { VolumePath } from "../connectors/connector";
 import type { Attachments } from "../controller/attachments";
 import type { Controller } from "../controller/controller";
+import type { Replication } from "../controller/replication";
 
 export type Severity = "debug" | "info" | "warning" | "error";
 
 export interface ProviderContext {
   /** The configured controller; waits for Configure and start-up discovery. */
   controller(): Promise<Controller>;
+  /** Replication pairs and their sync, on the same store as the controller. */
+  replication(): Promise<Replication>;
   /** Attach/detach, on the same store as the controller. */
   attachments(): Promise<Attachments>;
   /** Seed 001: the paths on a host (this machine for `localhost`, else its sds-agent), of one volume or all. */

@@ -183,6 +183,12 @@ export class VolumeResource implements ResourceHandler {
       this.ctx.log("info", `extending volume ${row.name} from ${row.sizeGib} to ${s.sizeGib} GiB`, req.urn);
       row = await c.extendVolume(req.id, s.sizeGib);
     }
+    // Seed 002: growing the primary grows its secondary (and the devices made from it).
+    const secondaryId = s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib) ? (await this.ctx.replication()).list().find((p) => p.primaryVolumeId === req.id)?.secondaryVolumeId : undefined;
+    if (secondaryId) {
+      const secondary = await (await this.ctx.replication()).volumeGrew(req.id, s.sizeGib);
+      if (secondary?.status === "in-use") await (await this.ctx.attachments()).volumeGrew(secondary.id);
+    }
     // Compared with the old inputs, not the row: a retried update whose driver step already ran
     // still extends the devices on the hosts.
     if (s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib) && row.status === "in-use") {

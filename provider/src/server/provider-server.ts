@@ -27,7 +27,8 @@ import { GetPlacement, GetPools, GetReplicationTargets, GetVolumePaths } from ".
 import { ProfileResource } from "../resources/profile";
 import { diffProperties } from "../resources/properties";
 import type { DiffKind, FunctionHandler, ResourceHandler } from "../resources/resource";
-import { UnavailableResource } from "../resources/unavailable";
+import { ReplicationPairResource } from "../resources/replication-pair";
+import { Replication, replicationDir } from "../controller/replication";
 import { VolumeResource } from "../resources/volume";
 import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
 import { EngineLog } from "./engine-log";
@@ -65,7 +66,7 @@ export function sdsHandlers(ctx: ProviderContext): Handlers {
       new VolumeResource(ctx),
       new ProfileResource(ctx),
       new AttachmentResource(ctx),
-      new UnavailableResource("sds:index:ReplicationPair", "replication arrives with the replication issue"),
+      new ReplicationPairResource(ctx),
     ],
     functions: [
       new GetPools(ctx),
@@ -102,6 +103,7 @@ export class ProviderServer implements ProviderContext {
   private config?: ProviderConfig;
   private controllerPromise?: Promise<Controller>;
   private attachmentsPromise?: Promise<Attachments>;
+  private replicationPromise?: Promise<Replication>;
   private store?: SqliteStore;
   private stateFile?: string;
   private readonly connectors = new Map<string, Connector>();
@@ -143,6 +145,20 @@ export class ProviderServer implements ProviderContext {
     return this.controllerPromise;
   }
 
+  replication(): Promise<Replication> {
+    this.replicationPromise ??= (async () => {
+      const controller = await this.controller();
+      const r = new Replication({ store: this.store!, controller, stateDir: replicationDir(this.stateFile!), log: (m) => this.log("info", m) });
+      // The embedded default has no agent to run the sync: pairs past their RPO sync while the provider runs.
+      void r.syncDue().then((done) => {
+        for (const d of done) if (!d.ok) this.log("warning", `replication ${d.id}: scheduled sync failed: ${d.error}`);
+      });
+      return r;
+    })();
+    this.replicationPromise.catch(() => undefined);
+    return this.replicationPromise;
+  }
+
   attachments(): Promise<Attachments> {
     this.attachmentsPromise ??= (async () => {
       const controller = await this.controller();
@@ -157,6 +173,7 @@ export class ProviderServer implements ProviderContext {
         connectorFor,
         remoteHost: (host) => (this.config?.hosts[host] ? this.remoteHost(host) : undefined),
         nodeTargets: (node) => remoteTargets(this.agent(node)),
+        activeVolume: async (id) => (await this.replication()).activeVolume(id),
       });
       // ensure_export: exports the state knows are made again; targets of ours it does not know go.
       try {

@@ -1,0 +1,360 @@
+/**
+ * Replication pairs (seed 002), async: a primary volume, its secondary on one of the primary
+ * backend's `replicationTargets`, and an incremental sync (replication/sync.ts) between them.
+ *
+ *   create    → the secondary volume (same size, placed on the target backend) + a full sync
+ *   enabled   → false pauses the sync (disable_replication), true resumes it with a sync
+ *   failover  (activeSide primary → secondary): a last sync when the primary is reachable, then
+ *              the primary is fenced: every new export of the volume serves the secondary, which
+ *              becomes the volume attachments and extends use. Attachments made before the
+ *              failover keep their export of the primary until replaced (a warning names them):
+ *              cutting a live LUN under a host would turn a planned failover into an outage.
+ *   failback  (secondary → primary): resync secondary → primary first, then unfence
+ *   delete    → the secondary volume and the maps go; the primary stays
+ *
+ * Syncs of one pair are serialized by a store lock (`replicate:<id>`), across processes. A sync
+ * copies a live file: what a sync carries is crash-consistent per chunk, not a point-in-time
+ * snapshot (the file driver has none). Both backends must be on this machine's node for now.
+ */
+import { randomUUID } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { BackendError, UserError } from "../errors";
+import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, syncFiles, type SyncDirection, type SyncResult } from "../replication/sync";
+import type { PairRow, Store, VolumeRow } from "../store/store";
+import type { Controller } from "./controller";
+
+/** Chunk maps of replication pairs: beside the state database (`.sds/replication`). */
+export function replicationDir(stateFile: string): string {
+  return path.join(stateFile === ":memory:" ? os.tmpdir() : path.dirname(stateFile), "replication");
+}
+
+export interface PairSpec {
+  primaryVolumeId: string;
+  targetBackend: string;
+  targetPool?: string;
+  rpoSeconds: number;
+  enabled: boolean;
+  activeSide: "primary" | "secondary";
+}
+
+export interface ReplicationOptions {
+  store: Store;
+  controller: Controller;
+  /** Where the chunk maps live (`<state dir>/replication`). */
+  stateDir: string;
+  now?: () => Date;
+  log?: (message: string) => void;
+  lockTimeoutMs?: number;
+}
+
+export class Replication {
+  private readonly store: Store;
+  private readonly controller: Controller;
+  private readonly stateDir: string;
+  private readonly now: () => Date;
+  private readonly log: (message: string) => void;
+  private readonly lockTimeoutMs: number;
+
+  constructor(o: ReplicationOptions) {
+    this.store = o.store;
+    this.controller = o.controller;
+    this.stateDir = o.stateDir;
+    this.now = o.now ?? (() => new Date());
+    this.log = o.log ?? (() => undefined);
+    this.lockTimeoutMs = o.lockTimeoutMs ?? 600_000;
+  }
+
+  private at(): string {
+    return this.now().toISOString();
+  }
+
+  get(id: string): PairRow | undefined {
+    return this.store.getPair(id);
+  }
+
+  list(): PairRow[] {
+    return this.store.listPairs();
+  }
+
+  /** Seconds since the last completed sync (undefined before the first). */
+  lag(row: PairRow): number | undefined {
+    return lagSeconds(row.lastSyncAt, this.now());
+  }
+
+  /** The volume that serves I/O for `volumeId` now: its secondary while its pair is failed over. */
+  activeVolume(volumeId: string): VolumeRow | undefined {
+    const pair = this.store.listPairs({ primaryVolumeId: volumeId })[0];
+    if (pair?.activeSide === "secondary" && pair.secondaryVolumeId) return this.controller.getVolume(pair.secondaryVolumeId);
+    return this.controller.getVolume(volumeId);
+  }
+
+  /** Why a spec cannot make a pair, as [property, reason]; [] when it can. */
+  validate(spec: Pick<PairSpec, "primaryVolumeId" | "targetBackend" | "targetPool">): Array<[string, string]> {
+    const v = this.controller.getVolume(spec.primaryVolumeId);
+    if (!v) return [["primaryVolumeId", `no volume with id "${spec.primaryVolumeId}"`]];
+    const { backend, pool } = this.controller.locate(v);
+    const targets = backend.replicationTargets.map((t) => t.backend);
+    if (!targets.includes(spec.targetBackend)) {
+      return [["targetBackend", `backend ${backend.name} (volume ${v.name}) does not replicate to "${spec.targetBackend}"; its replicationTargets: ${targets.join(", ") || "none"}`]];
+    }
+    if (pool.replication !== "async") return [["primaryVolumeId", `volume ${v.name} is on pool ${backend.name}/${pool.name}, which does not report replication: async; place it with a profile asking "capabilities:replication": "<is> true"`]];
+    const target = this.controller.backendConfigs().find((b) => b.name === spec.targetBackend)!;
+    if (spec.targetPool !== undefined && !target.pools.some((p) => p.name === spec.targetPool)) {
+      return [["targetPool", `backend ${target.name} has no pool "${spec.targetPool}" (pools: ${target.pools.map((p) => p.name).join(", ")})`]];
+    }
+    if (backend.node !== "local" || target.node !== "local") {
+      return [["targetBackend", `replication between backends on storage nodes (${backend.node} → ${target.node}) runs in their agents, which is not available yet; both backends must be on node local`]];
+    }
+    return [];
+  }
+
+  /**
+   * Create a pair: the secondary volume, then a full sync (when enabled). Safe to retry: the same
+   * owner gets the pair it made before, and a pair whose first sync failed syncs again.
+   */
+  async create(owner: string, spec: PairSpec): Promise<PairRow> {
+    const problems = this.validate(spec);
+    if (problems.length) throw new UserError("INVALID_INPUT", `${problems[0][0]}: ${problems[0][1]}`, problems[0][0]);
+    if (spec.activeSide !== "primary") throw new UserError("INVALID_INPUT", "activeSide: a new pair starts with activeSide primary (fail over by changing it afterwards)", "activeSide");
+    const primary = this.controller.getVolume(spec.primaryVolumeId)!;
+    let row = this.store.transaction(() => {
+      const existing = this.store.listPairs({ primaryVolumeId: primary.id })[0];
+      if (existing) {
+        if (existing.owner !== owner) throw new UserError("CONFLICT", `primaryVolumeId: volume ${primary.name} is already replicated by pair ${existing.id} (${existing.owner})`, "primaryVolumeId");
+        return existing;
+      }
+      const at = this.at();
+      const r: PairRow = {
+        id: randomUUID(),
+        owner,
+        primaryVolumeId: primary.id,
+        secondaryVolumeId: null,
+        targetBackend: spec.targetBackend,
+        targetPool: spec.targetPool ?? null,
+        rpoSeconds: spec.rpoSeconds,
+        enabled: spec.enabled,
+        activeSide: "primary",
+        status: "enabling",
+        lastSyncAt: null,
+        bytesTransferred: 0,
+        lastError: null,
+        createdAt: at,
+        updatedAt: at,
+      };
+      this.store.insertPair(r);
+      return r;
+    });
+    if (!row.secondaryVolumeId) {
+      try {
+        const secondary = await this.controller.createVolume(`${owner}#secondary`, {
+          name: `${primary.name}-replica-${row.id.slice(0, 8)}`,
+          sizeGib: primary.sizeGib,
+          multiAttach: primary.multiAttach,
+          description: `secondary of ${primary.name} (replication pair ${row.id})`,
+          metadata: { "sds:replicaOf": primary.id, "sds:pair": row.id },
+          placeOn: { backend: spec.targetBackend, pool: spec.targetPool },
+        });
+        row = this.store.updatePair(row.id, { secondaryVolumeId: secondary.id, updatedAt: this.at() });
+      } catch (err) {
+        this.store.deletePair(row.id);
+        throw err;
+      }
+    }
+    if (!spec.enabled) return this.setStatus(row.id, "disabled");
+    await this.sync(row.id, { reason: "initial sync" });
+    return this.setStatus(row.id, "enabled");
+  }
+
+  private setStatus(id: string, status: string, lastError: string | null = null): PairRow {
+    const row = this.store.updatePair(id, { status, lastError, updatedAt: this.at() });
+    const replicationStatus = status === "failed-over" ? "failed-over" : status;
+    this.store.updateVolume(row.primaryVolumeId, { replicationStatus, updatedAt: this.at() });
+    return row;
+  }
+
+  private paths(row: PairRow): { primary: string; secondary: string } {
+    const p = this.controller.getVolume(row.primaryVolumeId);
+    const s = row.secondaryVolumeId ? this.controller.getVolume(row.secondaryVolumeId) : undefined;
+    if (!p || !s) throw new UserError("INVALID_STATE", `replication pair ${row.id}: its ${p ? "secondary" : "primary"} volume is gone`);
+    return { primary: this.controller.volumePath(p), secondary: this.controller.volumePath(s) };
+  }
+
+  /**
+   * Sync one pair now, in the direction its active side gives (forward normally; reverse only
+   * for failback). Serialized per pair; counts the bytes and records lastSyncAt.
+   */
+  async sync(id: string, o: { direction?: SyncDirection; reason?: string } = {}): Promise<SyncResult> {
+    return this.withLock(`replicate:${id}`, async () => {
+      const row = this.store.getPair(id);
+      if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}`);
+      const direction = o.direction ?? "forward";
+      const { primary, secondary } = this.paths(row);
+      const maps = pairStatePaths(this.stateDir, row.id);
+      fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+      const [from, to] = direction === "forward" ? [primary, secondary] : [secondary, primary];
+      let r: SyncResult;
+      try {
+        r = await syncFiles(from, to, maps[direction].mapPath, { mapKey: maps[direction].mapKey });
+      } catch (err) {
+        this.store.updatePair(id, { lastError: (err as Error).message, updatedAt: this.at() });
+        throw err;
+      }
+      const bytes = row.bytesTransferred + r.bytesTransferred;
+      this.store.updatePair(id, { lastSyncAt: direction === "forward" ? r.lastSyncAt : row.lastSyncAt, bytesTransferred: bytes, lastError: null, updatedAt: this.at() });
+      this.log(`replication ${row.id} (${o.reason ?? "sync"}, ${direction}): ${r.bytesTransferred} bytes sent of ${r.bytesScanned} scanned${r.full ? " (full)" : ""} in ${r.durationMs.toFixed(0)} ms`);
+      return r;
+    });
+  }
+
+  /** Pairs that are enabled, on their primary, and older than their RPO: sync them (the `sds replicate` command and provider start). */
+  async syncDue(o: { all?: boolean } = {}): Promise<Array<{ id: string; ok: boolean; bytes?: number; error?: string }>> {
+    const out: Array<{ id: string; ok: boolean; bytes?: number; error?: string }> = [];
+    for (const row of this.store.listPairs()) {
+      if (!row.enabled || row.activeSide !== "primary" || !["enabled", "failover-error"].includes(row.status)) continue;
+      const lag = this.lag(row);
+      if (!o.all && lag !== undefined && lag < row.rpoSeconds) continue;
+      try {
+        const r = await this.sync(row.id, { reason: "scheduled" });
+        out.push({ id: row.id, ok: true, bytes: r.bytesTransferred });
+      } catch (err) {
+        out.push({ id: row.id, ok: false, error: (err as Error).message });
+      }
+    }
+    return out;
+  }
+
+  /** Change a pair: rpo, enabled, activeSide (failover / failback). Never replaces. */
+  async update(id: string, spec: Pick<PairSpec, "rpoSeconds" | "enabled" | "activeSide">, warn: (m: string) => void = () => undefined): Promise<PairRow> {
+    let row = this.store.getPair(id);
+    if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}; run pulumi refresh`);
+    if (spec.rpoSeconds !== row.rpoSeconds) row = this.store.updatePair(id, { rpoSeconds: spec.rpoSeconds, updatedAt: this.at() });
+    if (spec.activeSide !== row.activeSide) {
+      row = spec.activeSide === "secondary" ? await this.failover(row, warn) : await this.failback(row);
+    }
+    if (spec.enabled !== row.enabled) {
+      row = this.store.updatePair(id, { enabled: spec.enabled, updatedAt: this.at() });
+      if (row.activeSide === "primary") {
+        if (spec.enabled) {
+          this.setStatus(id, "enabling");
+          await this.sync(id, { reason: "enable" });
+          row = this.setStatus(id, "enabled");
+        } else {
+          row = this.setStatus(id, "disabled");
+        }
+      }
+    }
+    return row;
+  }
+
+  /**
+   * Fail over: a last sync when the primary can be read (else the data up to the last sync, with a
+   * warning), fence the primary, make the secondary the active side. A failure leaves the pair as
+   * it was (on the primary), with the reason in its status.
+   */
+  private async failover(row: PairRow, warn: (m: string) => void): Promise<PairRow> {
+    const before = row.status;
+    this.setStatus(row.id, "failing-over");
+
+    try {
+      const { primary, secondary } = this.paths(row);
+      if (!fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
+      if (primaryReachable(primary)) {
+        if (row.enabled) await this.sync(row.id, { reason: "last sync before failover" });
+        const old = this.store.listAttachments({ volumeId: row.primaryVolumeId });
+        if (old.length > 0) warn(`replication ${row.id}: attachment(s) ${old.map((a) => `${a.id} (${a.host}, ${a.mode})`).join(", ")} still export the primary; replace them to move them to the secondary`);
+      } else {
+        warn(`replication ${row.id}: the primary ${primary} cannot be read: failing over with the data of the last sync (${row.lastSyncAt ?? "never synced"})`);
+      }
+      // From now on the secondary is written: the forward map no longer describes it.
+      await invalidateMap(pairStatePaths(this.stateDir, row.id).forward.mapPath);
+      this.store.updatePair(row.id, { activeSide: "secondary", updatedAt: this.at() });
+      return this.setStatus(row.id, "failed-over");
+    } catch (err) {
+      // Still on the primary, still syncing (syncDue takes failover-error pairs): the status says why.
+      void before;
+      this.setStatus(row.id, "failover-error", (err as Error).message);
+      throw new UserError("INVALID_STATE", `failover of replication pair ${row.id} failed, the pair stays on its primary: ${(err as Error).message}`);
+    }
+  }
+
+  /** Fail back: resync secondary → primary (the newest data), unfence the primary, forward again. */
+  private async failback(row: PairRow): Promise<PairRow> {
+    const { primary } = this.paths(row);
+    if (!fs.existsSync(path.dirname(primary))) {
+      throw new UserError("INVALID_STATE", `failback of replication pair ${row.id}: the primary's pool ${path.dirname(primary)} cannot be reached; the pair stays failed over`);
+    }
+    this.setStatus(row.id, "enabling");
+    try {
+      const maps = pairStatePaths(this.stateDir, row.id);
+      await this.sync(row.id, { direction: "reverse", reason: "failback resync" });
+      // Both sides equal the reverse map now: the forward direction can start from it.
+      await adoptMap(maps.reverse.mapPath, maps.forward.mapPath, maps.forward.mapKey);
+      await invalidateMap(maps.reverse.mapPath);
+      this.store.updatePair(row.id, { activeSide: "primary", lastSyncAt: this.at(), updatedAt: this.at() });
+      return this.setStatus(row.id, row.enabled ? "enabled" : "disabled");
+    } catch (err) {
+      this.setStatus(row.id, "failed-over", (err as Error).message);
+      throw new UserError("INVALID_STATE", `failback of replication pair ${row.id} failed, the pair stays failed over: ${(err as Error).message}`);
+    }
+  }
+
+  /** Growing the primary grows the secondary (and the other way round while failed over). */
+  async volumeGrew(volumeId: string, sizeGib: number): Promise<VolumeRow | undefined> {
+    const pair = this.store.listPairs({ primaryVolumeId: volumeId })[0];
+    if (!pair?.secondaryVolumeId) return undefined;
+    const secondary = this.controller.getVolume(pair.secondaryVolumeId);
+    if (secondary && secondary.sizeGib < sizeGib) return this.controller.extendVolume(secondary.id, sizeGib);
+    return secondary;
+  }
+
+  /** Delete a pair: the secondary volume and the maps go, the primary stays (unfenced). Gone is fine. */
+  async delete(id: string, warn: (m: string) => void = () => undefined): Promise<void> {
+    let row = this.store.getPair(id);
+    if (!row) return;
+    if (row.activeSide === "secondary") {
+      // The newest data is on the secondary: it goes back to the primary before the secondary goes.
+      warn(`replication ${id} is failed over: failing back (resync to the primary) before removing the secondary`);
+      row = await this.failback(row);
+    }
+    this.setStatus(id, "disabling");
+    const primary = this.controller.getVolume(row.primaryVolumeId);
+    if (row.secondaryVolumeId) {
+      const inUse = this.store.listAttachments({ volumeId: row.secondaryVolumeId });
+      if (inUse.length > 0) {
+        throw new UserError("INVALID_STATE", `replication pair ${id}: its secondary volume still has ${inUse.length} attachment(s) (${inUse.map((a) => a.id).join(", ")}); delete them first`);
+      }
+      await this.controller.deleteVolume(row.secondaryVolumeId);
+    }
+    const maps = pairStatePaths(this.stateDir, id);
+    await invalidateMap(maps.forward.mapPath);
+    await invalidateMap(maps.reverse.mapPath);
+    this.store.deletePair(id);
+    if (primary) this.store.updateVolume(primary.id, { replicationStatus: "disabled", updatedAt: this.at() });
+  }
+
+  private async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const holder = randomUUID();
+    const deadline = Date.now() + this.lockTimeoutMs;
+    while (!this.store.tryLock(name, holder, this.lockTimeoutMs)) {
+      if (Date.now() > deadline) throw new BackendError("TIMEOUT", `timed out waiting for lock ${name} (another sync of this pair is running)`, true);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    try {
+      return await fn();
+    } finally {
+      this.store.unlock(name, holder);
+    }
+  }
+}
+
+/** The primary's file can be read (its pool is reachable). */
+function primaryReachable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
