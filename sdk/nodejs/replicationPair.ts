@@ -5,7 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as utilities from "./utilities";
 
 /**
- * Asynchronous replication of a volume to a secondary volume in another backend. The controller creates the secondary volume in `targetBackend` and a replication worker copies changes every `rpoSeconds`. `enabled` pauses and resumes; `activeSide` fails over and back, in place. This resource is still being built; its properties are final.
+ * Asynchronous replication of a volume to a secondary volume in another backend. The controller creates the secondary volume in `targetBackend` and a full copy, then the incremental sync sends only changed chunks. `enabled` pauses and resumes; `activeSide` fails over and back, in place. Failover and failback are updates, never replaces. In the embedded controller the sync runs while the provider runs (pairs past their RPO) and through `provider/bin/sds replicate`; deleting a failed-over pair fails back first. Both backends must be on node `local` for now.
  */
 export class ReplicationPair extends pulumi.CustomResource {
     /**
@@ -152,7 +152,7 @@ export interface ReplicationPairArgs {
      */
     primaryVolumeId: pulumi.Input<string>;
     /**
-     * Recovery point objective in seconds: the replication worker syncs changes at least this often. Default: `60`. Updates in place.
+     * Recovery point objective in seconds: a pair whose last sync is older than this is synced the next time the sync runs (each provider run, and `provider/bin/sds replicate`, e.g. from a timer). Default: `60`. Updates in place.
      */
     rpoSeconds?: pulumi.Input<number | undefined>;
     /**
