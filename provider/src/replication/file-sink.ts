@@ -34,7 +34,8 @@ const ZERO_WRITE_BYTES = 1 << 20;
 
 /** A destination volume file, opened read-write on first use and created when missing. */
 export class FileSink implements SyncSink {
-  private fh?: fs.FileHandle;
+  /** The open handle, as a promise: concurrent first calls (read-ahead) share one open. */
+  private fh?: Promise<fs.FileHandle>;
   /** How zero ranges are applied now; drops to `write-zeros` after the first failed punch. */
   zeroMethod: "punch-hole" | "write-zeros";
   /** Why the sink fell back to writing zeros, if it did. */
@@ -52,7 +53,7 @@ export class FileSink implements SyncSink {
   }
 
   private async handle(): Promise<fs.FileHandle> {
-    this.fh ??= await this.io("open", () => fs.open(this.path, constants.O_RDWR | constants.O_CREAT, 0o600));
+    this.fh ??= this.io("open", () => fs.open(this.path, constants.O_RDWR | constants.O_CREAT, 0o600));
     return this.fh;
   }
 
@@ -121,7 +122,7 @@ export class FileSink implements SyncSink {
 
   async flush(): Promise<void> {
     if (!this.fh) return;
-    const fh = this.fh;
+    const fh = await this.fh;
     await this.io("fdatasync", () => fh.datasync());
   }
 
@@ -145,7 +146,7 @@ export class FileSink implements SyncSink {
   async close(): Promise<void> {
     const fh = this.fh;
     this.fh = undefined;
-    await fh?.close();
+    await (await fh?.catch(() => undefined))?.close();
   }
 }
 

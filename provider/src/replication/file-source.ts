@@ -34,7 +34,8 @@ export interface FileSourceOptions {
 
 /** A volume file read in place. Opens lazily; read-only. */
 export class FileSource implements SyncSource {
-  private fh?: fs.FileHandle;
+  /** The open handle, as a promise: concurrent first calls (read-ahead) share one open. */
+  private fh?: Promise<fs.FileHandle>;
   /** How the last `dataRanges` call answered: `filefrag`, or why it fell back to zero-checking. */
   extentNote = "not asked";
 
@@ -48,7 +49,7 @@ export class FileSource implements SyncSource {
   }
 
   private async handle(): Promise<fs.FileHandle> {
-    this.fh ??= await fs.open(this.path, "r");
+    this.fh ??= fs.open(this.path, "r");
     return this.fh;
   }
 
@@ -90,7 +91,7 @@ export class FileSource implements SyncSource {
   async close(): Promise<void> {
     const fh = this.fh;
     this.fh = undefined;
-    await fh?.close();
+    await (await fh?.catch(() => undefined))?.close();
   }
 }
 
