@@ -10,6 +10,14 @@ import * as path from "node:path";
 import { connectorFor } from "./connectors/factory";
 import { FileDriver } from "./drivers/file-driver";
 import { localTargets } from "./targets/local-targets";
+import { NodeReplication } from "./agent/node-replication";
+
+/** This node's replication: schedules resumed from the state folder, a timer every second. */
+function startReplication(stateDir: string): NodeReplication {
+  const r = new NodeReplication(stateDir, (line) => process.stderr.write(`${line}\n`));
+  r.start();
+  return r;
+}
 
 async function main(): Promise<void> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -30,6 +38,7 @@ async function main(): Promise<void> {
         return drivers.file;
       },
       targets: localTargets(path.join(stateDir, "targets")),
+      replication: startReplication(stateDir),
     }),
   });
 }

@@ -201,6 +201,11 @@ describe("OpenAPI document", () => {
         "POST /v1/storage/driver",
         "POST /v1/storage/iscsi",
         "POST /v1/storage/nbd",
+        "GET /v1/storage/replication/pairs",
+        "POST /v1/storage/replication/sync",
+        "POST /v1/storage/replication/schedule",
+        "POST /v1/storage/replication/unschedule",
+        "POST /v1/storage/replication/sink",
       ].sort(),
     );
     for (const p of ["/v1/connections/connect", "/v1/connections/disconnect", "/v1/connections/paths", "/v1/connections/extend"]) {

@@ -125,6 +125,52 @@ export const nbdCallSchema = z.discriminatedUnion("op", [
 ]);
 export const nbdRequestSchema = z.object({ host: id.describe("The address the nbdkit servers listen on."), call: nbdCallSchema });
 
+// Replication between storage nodes (seed 002): the primary's node runs the sync (its own timer
+// every rpoSeconds, or now when asked) and writes through the secondary node's sink route.
+export const peerSchema = z
+  .object({ url: z.string().url(), token: z.string().min(1).describe("Secret; never logged."), caCert: z.string().optional() })
+  .describe("The agent of the node that holds the destination, when it is another node.");
+export const syncSpecSchema = z.object({
+  pairId: z.string().regex(/^[A-Za-z0-9._-]+$/),
+  direction: z.enum(["forward", "reverse"]),
+  source: z.string().min(1).describe("The volume file read, on this node."),
+  sink: z.string().min(1).describe("The volume file written: on this node, or on `peer`'s."),
+  peer: peerSchema.optional(),
+  fresh: z.boolean().optional().describe("Forget this direction's chunk map first (a full, digest-compared sync): after the destination was written by others."),
+});
+export const syncRequestSchema = syncSpecSchema;
+export const syncResultSchema = z.object({
+  bytesTransferred: z.number().int().min(0),
+  full: z.boolean(),
+  lastSyncAt: z.string(),
+  durationMs: z.number(),
+});
+export const syncResponseSchema = z.object({ result: syncResultSchema });
+export const scheduleRequestSchema = z.object({ spec: syncSpecSchema, rpoSeconds: z.number().int().min(1) });
+export const unscheduleRequestSchema = z.object({ pairId: z.string().min(1) });
+export const pairStatusSchema = z.object({
+  pairId: z.string(),
+  rpoSeconds: z.number(),
+  lastSyncAt: z.string().nullable(),
+  bytesTransferred: z.number().int().min(0).describe("Sent by this node's scheduled syncs since the pair was scheduled."),
+  lastError: z.string().nullable(),
+});
+export const pairsResponseSchema = z.object({ pairs: z.array(pairStatusSchema) });
+
+const b64 = z.string().describe("base64");
+export const sinkCallSchema = z.discriminatedUnion("op", [
+  op("sizeBytes", z.tuple([])),
+  op("resize", z.tuple([bytes])),
+  op("writeChunks", z.tuple([z.array(z.object({ offset: bytes, data: b64 }))])),
+  op("zeroRanges", z.tuple([z.array(z.object({ offset: bytes, length: bytes }))])),
+  op("flush", z.tuple([])),
+  op("readDigests", z.tuple([z.number().int().min(4096), z.enum(["sha256", "sha1", "md5"])])),
+]);
+export const sinkRequestSchema = z.object({ path: z.string().min(1), call: sinkCallSchema });
+export type SinkCall = z.infer<typeof sinkCallSchema>;
+export type SyncSpec = z.infer<typeof syncSpecSchema>;
+export type PairStatus = z.infer<typeof pairStatusSchema>;
+
 export type DriverCall = z.infer<typeof driverCallSchema>;
 export type IscsiCall = z.infer<typeof iscsiCallSchema>;
 export type NbdCall = z.infer<typeof nbdCallSchema>;
@@ -244,6 +290,50 @@ export const routes = {
     summary: "Storage nodes: an NBD target call on the nbdkit servers of an address.",
     auth: true,
     body: nbdRequestSchema,
+    response: storageResponseSchema,
+  },
+  storageSync: {
+    operationId: "storageSync",
+    method: "POST",
+    path: `${API_PREFIX}/storage/replication/sync`,
+    summary: "Storage nodes: sync a replication pair now (incremental), from a volume on this node to one here or on the peer's node.",
+    auth: true,
+    body: syncRequestSchema,
+    response: syncResponseSchema,
+  },
+  storageSchedule: {
+    operationId: "storageSchedule",
+    method: "POST",
+    path: `${API_PREFIX}/storage/replication/schedule`,
+    summary: "Storage nodes: sync a pair every rpoSeconds from now on (kept across agent restarts).",
+    auth: true,
+    body: scheduleRequestSchema,
+    response: emptyResponseSchema,
+  },
+  storageUnschedule: {
+    operationId: "storageUnschedule",
+    method: "POST",
+    path: `${API_PREFIX}/storage/replication/unschedule`,
+    summary: "Storage nodes: stop syncing a pair on a timer (what is not scheduled is success).",
+    auth: true,
+    body: unscheduleRequestSchema,
+    response: emptyResponseSchema,
+  },
+  storagePairs: {
+    operationId: "storagePairs",
+    method: "GET",
+    path: `${API_PREFIX}/storage/replication/pairs`,
+    summary: "Storage nodes: the scheduled pairs and their last sync.",
+    auth: true,
+    response: pairsResponseSchema,
+  },
+  storageSink: {
+    operationId: "storageSink",
+    method: "POST",
+    path: `${API_PREFIX}/storage/replication/sink`,
+    summary: "Storage nodes: the destination side of a sync from another node (size, resize, chunks, zero ranges, flush, digests).",
+    auth: true,
+    body: sinkRequestSchema,
     response: storageResponseSchema,
   },
 } as const satisfies Record<string, RouteSpec>;

@@ -29,6 +29,11 @@ import {
   routes,
   searchPathResponseSchema,
   storageResponseSchema,
+  syncResponseSchema,
+  pairsResponseSchema,
+  type PairStatus,
+  type SinkCall,
+  type SyncSpec,
   type DriverCall,
   type IscsiCall,
   type NbdCall,
@@ -147,6 +152,29 @@ export class AgentClient {
   /** Storage nodes: a call on the nbdkit servers of `host`. */
   async nbdCall(host: string, call: NbdCall): Promise<unknown> {
     return (await this.call(routes.storageNbd, storageResponseSchema, { body: { host, call } })).result;
+  }
+
+  /** Storage nodes: sync a replication pair now. */
+  async syncPair(spec: SyncSpec): Promise<{ bytesTransferred: number; full: boolean; lastSyncAt: string; durationMs: number }> {
+    return (await this.call(routes.storageSync, syncResponseSchema, { body: spec })).result;
+  }
+
+  /** Storage nodes: sync a pair every rpoSeconds on the node's own timer. */
+  async schedulePair(spec: SyncSpec, rpoSeconds: number): Promise<void> {
+    await this.call(routes.storageSchedule, emptyResponseSchema, { body: { spec, rpoSeconds } });
+  }
+
+  async unschedulePair(pairId: string): Promise<void> {
+    await this.call(routes.storageUnschedule, emptyResponseSchema, { body: { pairId } });
+  }
+
+  async pairs(): Promise<PairStatus[]> {
+    return (await this.call(routes.storagePairs, pairsResponseSchema)).pairs;
+  }
+
+  /** Storage nodes: the destination side of a sync from another node. */
+  async sinkCall(file: string, call: SinkCall): Promise<unknown> {
+    return (await this.call(routes.storageSink, storageResponseSchema, { body: { path: file, call } })).result;
   }
 
   private async call<S extends z.ZodType>(

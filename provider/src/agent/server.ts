@@ -24,6 +24,7 @@ import type { TargetFactory } from "../controller/attachments";
 import type { VolumeDriver } from "../drivers/volume-driver";
 import { BackendError, UserError } from "../errors";
 import { fieldPath, PROTOCOLS, routes, type DriverCall, type ErrorBody, type IscsiCall, type NbdCall, type Protocol, type RouteSpec } from "./api";
+import type { NodeReplication } from "./node-replication";
 import { openApiDocument } from "./openapi";
 
 /** What the server needs; everything with side effects is injected. */
@@ -49,6 +50,8 @@ export interface StorageNode {
   root: string;
   driverFor(kind: string): VolumeDriver;
   targets: TargetFactory;
+  /** Replication syncs run by this node (agent/node-replication.ts). */
+  replication?: NodeReplication;
 }
 
 /**
@@ -66,6 +69,17 @@ function underRoot(root: string, p: string, field: string): string {
 function storageOf(o: AgentServerOptions): StorageNode {
   if (!o.storage) throw new HttpError(404, { error: { code: "NOT_FOUND", message: "this agent is not a storage node (start it with --storage-root)" } });
   return o.storage;
+}
+
+/** The node's replication, with the paths of a sync spec checked against the storage root. */
+function replicationOf(o: AgentServerOptions, spec?: { source: string; sink: string; peer?: unknown }): NodeReplication {
+  const node = storageOf(o);
+  if (!node.replication) throw new HttpError(404, { error: { code: "NOT_FOUND", message: "this storage node does not run replication" } });
+  if (spec) {
+    underRoot(node.root, spec.source, "source");
+    if (!spec.peer) underRoot(node.root, spec.sink, "sink");
+  }
+  return node.replication;
 }
 
 async function driverCall(node: StorageNode, kind: string, c: DriverCall): Promise<unknown> {
@@ -189,6 +203,22 @@ export function createAgentHandler(o: AgentServerOptions): http.RequestListener 
     storageDriver: async (_q, b) => ({ result: await driverCall(storageOf(o), b.driver, b.call) }),
     storageIscsi: async (_q, b) => ({ result: await iscsiCall(storageOf(o), b.portal, b.call) }),
     storageNbd: async (_q, b) => ({ result: await nbdCall(storageOf(o), b.host, b.call) }),
+    storageSync: async (_q, b) => {
+      const repl = replicationOf(o, b);
+      const r = await repl.sync(b);
+      repl.noteSync(b.pairId, r);
+      return { result: { bytesTransferred: r.bytesTransferred, full: r.full, lastSyncAt: r.lastSyncAt, durationMs: r.durationMs } };
+    },
+    storageSchedule: async (_q, b) => {
+      replicationOf(o, b.spec).schedule(b.spec, b.rpoSeconds);
+      return {};
+    },
+    storageUnschedule: async (_q, b) => {
+      await replicationOf(o).unschedule(b.pairId);
+      return {};
+    },
+    storagePairs: async () => ({ pairs: replicationOf(o).pairs() }),
+    storageSink: async (_q, b) => ({ result: await replicationOf(o).sinkCall(underRoot(storageOf(o).root, b.path, "path"), b.call) }),
   };
 
   const send = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
@@ -221,7 +251,9 @@ export function createAgentHandler(o: AgentServerOptions): http.RequestListener 
       }
       routeName = route.path;
       const query = route.query ? validate(route.query, Object.fromEntries(url.searchParams)) : {};
-      const body = route.body ? validate(route.body, await readJson(req, maxBody)) : undefined;
+      // Sync batches from another node carry up to 4 MiB of data (base64): that route takes more.
+      const limit = route.operationId === "storageSink" ? Math.max(maxBody, 16 << 20) : maxBody;
+      const body = route.body ? validate(route.body, await readJson(req, limit)) : undefined;
       const result = await handlers[route.operationId](query, body);
       finish(200, result);
     })().catch((err: unknown) => {
