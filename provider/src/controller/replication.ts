@@ -21,7 +21,20 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { BackendError, UserError } from "../errors";
-import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, syncFiles, type SyncDirection, type SyncResult } from "../replication/sync";
+import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, syncFiles, type SyncDirection } from "../replication/sync";
+
+/** What one sync did, wherever it ran. */
+export interface SyncSummary {
+  bytesTransferred: number;
+  full: boolean;
+  lastSyncAt: string;
+  durationMs: number;
+}
+
+/** The agent calls replication needs of a storage node. */
+export type NodeAgent = Pick<AgentClient, "syncPair" | "schedulePair" | "unschedulePair" | "pairs" | "health">;
+import type { AgentClient } from "../agent/client";
+import type { SyncSpec } from "../agent/api";
 import type { PairRow, Store, VolumeRow } from "../store/store";
 import type { Controller } from "./controller";
 
@@ -47,6 +60,10 @@ export interface ReplicationOptions {
   now?: () => Date;
   log?: (message: string) => void;
   lockTimeoutMs?: number;
+  /** Storage nodes: the agent of a node (backends whose `node` is not local sync there). */
+  nodeAgent?: (node: string) => NodeAgent;
+  /** How one node's agent reaches another's (url, token): the peer of a sync between nodes. */
+  nodePeer?: (node: string) => { url: string; token: string; caCert?: string };
 }
 
 export class Replication {
@@ -56,6 +73,8 @@ export class Replication {
   private readonly now: () => Date;
   private readonly log: (message: string) => void;
   private readonly lockTimeoutMs: number;
+  private readonly nodeAgent?: (node: string) => NodeAgent;
+  private readonly nodePeer?: (node: string) => { url: string; token: string; caCert?: string };
 
   constructor(o: ReplicationOptions) {
     this.store = o.store;
@@ -64,6 +83,52 @@ export class Replication {
     this.now = o.now ?? (() => new Date());
     this.log = o.log ?? (() => undefined);
     this.lockTimeoutMs = o.lockTimeoutMs ?? 600_000;
+    this.nodeAgent = o.nodeAgent;
+    this.nodePeer = o.nodePeer;
+  }
+
+  /** The nodes of a pair's two volumes. */
+  private nodes(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): { primary: string; secondary: string } {
+    const v = this.controller.getVolume(row.primaryVolumeId);
+    const primary = v ? this.controller.locate(v).backend.node : "local";
+    const secondary = this.controller.backendConfigs().find((b) => b.name === row.targetBackend)?.node ?? "local";
+    return { primary, secondary };
+  }
+
+  /** Syncs of this pair run in storage node agents (both volumes on nodes), not here. */
+  private remote(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): boolean {
+    return this.nodes(row).primary !== "local";
+  }
+
+  /** One direction of a pair as a storage node agent runs it: on the source's node, the peer when the sink is on another. */
+  private nodeSpec(row: PairRow, direction: SyncDirection, fresh = false): { node: string; spec: SyncSpec } {
+    const { primary, secondary } = this.paths(row);
+    const n = this.nodes(row);
+    const [fromNode, toNode, source, sink] = direction === "forward" ? [n.primary, n.secondary, primary, secondary] : [n.secondary, n.primary, secondary, primary];
+    const spec: SyncSpec = { pairId: row.id, direction, source, sink, ...(fromNode !== toNode ? { peer: this.nodePeer!(toNode) } : {}), ...(fresh ? { fresh } : {}) };
+    return { node: fromNode, spec };
+  }
+
+  /** Scheduled syncs: storage nodes run them every rpoSeconds; here only while on the primary and enabled. */
+  private async reschedule(row: PairRow, warn: (m: string) => void = () => undefined): Promise<void> {
+    if (!this.remote(row)) return;
+    const { node, spec } = this.nodeSpec(row, "forward");
+    try {
+      if (row.enabled && row.activeSide === "primary") await this.nodeAgent!(node).schedulePair(spec, row.rpoSeconds);
+      else await this.nodeAgent!(node).unschedulePair(row.id);
+    } catch (err) {
+      if (row.enabled && row.activeSide === "primary") throw err;
+      warn(`replication ${row.id}: could not stop the schedule on node ${node}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Remote pairs: the node's view of the last scheduled sync, folded into the row (refresh). */
+  async refresh(id: string): Promise<PairRow | undefined> {
+    const row = this.store.getPair(id);
+    if (!row || !this.remote(row) || row.activeSide !== "primary") return row;
+    const status = (await this.nodeAgent!(this.nodes(row).primary).pairs()).find((p) => p.pairId === id);
+    if (!status?.lastSyncAt || (row.lastSyncAt && status.lastSyncAt <= row.lastSyncAt)) return row;
+    return this.store.updatePair(id, { lastSyncAt: status.lastSyncAt, bytesTransferred: Math.max(row.bytesTransferred, status.bytesTransferred), lastError: status.lastError, updatedAt: this.at() });
   }
 
   private at(): string {
@@ -104,9 +169,10 @@ export class Replication {
     if (spec.targetPool !== undefined && !target.pools.some((p) => p.name === spec.targetPool)) {
       return [["targetPool", `backend ${target.name} has no pool "${spec.targetPool}" (pools: ${target.pools.map((p) => p.name).join(", ")})`]];
     }
-    if (backend.node !== "local" || target.node !== "local") {
-      return [["targetBackend", `replication between backends on storage nodes (${backend.node} → ${target.node}) runs in their agents, which is not available yet; both backends must be on node local`]];
+    if ((backend.node === "local") !== (target.node === "local")) {
+      return [["targetBackend", `backend ${backend.name} is on node ${backend.node} and ${target.name} on node ${target.node}: replication runs between two storage nodes (in their agents) or on this machine, not between the two`]];
     }
+    if (backend.node !== "local" && (!this.nodeAgent || !this.nodePeer)) return [["targetBackend", "replication between storage nodes needs their agents in the provider's hosts"]];
     return [];
   }
 
@@ -163,6 +229,8 @@ export class Replication {
       }
     }
     if (!spec.enabled) return this.setStatus(row.id, "disabled");
+    // Scheduled first, so the node counts the initial sync in the pair's bytes.
+    await this.reschedule(row);
     await this.sync(row.id, { reason: "initial sync" });
     return this.setStatus(row.id, "enabled");
   }
@@ -185,25 +253,31 @@ export class Replication {
    * Sync one pair now, in the direction its active side gives (forward normally; reverse only
    * for failback). Serialized per pair; counts the bytes and records lastSyncAt.
    */
-  async sync(id: string, o: { direction?: SyncDirection; reason?: string } = {}): Promise<SyncResult> {
+  async sync(id: string, o: { direction?: SyncDirection; reason?: string; fresh?: boolean } = {}): Promise<SyncSummary> {
     return this.withLock(`replicate:${id}`, async () => {
       const row = this.store.getPair(id);
       if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}`);
       const direction = o.direction ?? "forward";
-      const { primary, secondary } = this.paths(row);
-      const maps = pairStatePaths(this.stateDir, row.id);
-      fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
-      const [from, to] = direction === "forward" ? [primary, secondary] : [secondary, primary];
-      let r: SyncResult;
+      let r: SyncSummary;
       try {
-        r = await syncFiles(from, to, maps[direction].mapPath, { mapKey: maps[direction].mapKey });
+        if (this.remote(row)) {
+          const { node, spec } = this.nodeSpec(row, direction, o.fresh);
+          r = await this.nodeAgent!(node).syncPair(spec);
+        } else {
+          const { primary, secondary } = this.paths(row);
+          const maps = pairStatePaths(this.stateDir, row.id);
+          fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+          const [from, to] = direction === "forward" ? [primary, secondary] : [secondary, primary];
+          if (o.fresh) await invalidateMap(maps[direction].mapPath);
+          r = await syncFiles(from, to, maps[direction].mapPath, { mapKey: maps[direction].mapKey });
+        }
       } catch (err) {
         this.store.updatePair(id, { lastError: (err as Error).message, updatedAt: this.at() });
         throw err;
       }
       const bytes = row.bytesTransferred + r.bytesTransferred;
       this.store.updatePair(id, { lastSyncAt: direction === "forward" ? r.lastSyncAt : row.lastSyncAt, bytesTransferred: bytes, lastError: null, updatedAt: this.at() });
-      this.log(`replication ${row.id} (${o.reason ?? "sync"}, ${direction}): ${r.bytesTransferred} bytes sent of ${r.bytesScanned} scanned${r.full ? " (full)" : ""} in ${r.durationMs.toFixed(0)} ms`);
+      this.log(`replication ${row.id} (${o.reason ?? "sync"}, ${direction}${this.remote(row) ? `, on node ${this.nodes(row)[direction === "forward" ? "primary" : "secondary"]}` : ""}): ${r.bytesTransferred} bytes sent${r.full ? " (full)" : ""} in ${r.durationMs.toFixed(0)} ms`);
       return r;
     });
   }
@@ -229,12 +303,16 @@ export class Replication {
   async update(id: string, spec: Pick<PairSpec, "rpoSeconds" | "enabled" | "activeSide">, warn: (m: string) => void = () => undefined): Promise<PairRow> {
     let row = this.store.getPair(id);
     if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}; run pulumi refresh`);
-    if (spec.rpoSeconds !== row.rpoSeconds) row = this.store.updatePair(id, { rpoSeconds: spec.rpoSeconds, updatedAt: this.at() });
+    if (spec.rpoSeconds !== row.rpoSeconds) {
+      row = this.store.updatePair(id, { rpoSeconds: spec.rpoSeconds, updatedAt: this.at() });
+      await this.reschedule(row, warn);
+    }
     if (spec.activeSide !== row.activeSide) {
       row = spec.activeSide === "secondary" ? await this.failover(row, warn) : await this.failback(row);
     }
     if (spec.enabled !== row.enabled) {
       row = this.store.updatePair(id, { enabled: spec.enabled, updatedAt: this.at() });
+      await this.reschedule(row, warn);
       if (row.activeSide === "primary") {
         if (spec.enabled) {
           this.setStatus(id, "enabling");
@@ -259,17 +337,19 @@ export class Replication {
 
     try {
       const { primary, secondary } = this.paths(row);
-      if (!fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
-      if (primaryReachable(primary)) {
+      if (!this.remote(row) && !fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
+      if (await this.primaryReachable(row, primary)) {
         if (row.enabled) await this.sync(row.id, { reason: "last sync before failover" });
         const old = this.store.listAttachments({ volumeId: row.primaryVolumeId });
         if (old.length > 0) warn(`replication ${row.id}: attachment(s) ${old.map((a) => `${a.id} (${a.host}, ${a.mode})`).join(", ")} still export the primary; replace them to move them to the secondary`);
       } else {
         warn(`replication ${row.id}: the primary ${primary} cannot be read: failing over with the data of the last sync (${row.lastSyncAt ?? "never synced"})`);
       }
-      // From now on the secondary is written: the forward map no longer describes it.
+      // From now on the secondary is written: the forward map no longer describes it (storage
+      // nodes: the first forward sync after failback is a fresh one).
       await invalidateMap(pairStatePaths(this.stateDir, row.id).forward.mapPath);
-      this.store.updatePair(row.id, { activeSide: "secondary", updatedAt: this.at() });
+      const moved = this.store.updatePair(row.id, { activeSide: "secondary", updatedAt: this.at() });
+      await this.reschedule(moved, warn);
       return this.setStatus(row.id, "failed-over");
     } catch (err) {
       // Still on the primary, still syncing (syncDue takes failover-error pairs): the status says why.
@@ -282,17 +362,23 @@ export class Replication {
   /** Fail back: resync secondary → primary (the newest data), unfence the primary, forward again. */
   private async failback(row: PairRow): Promise<PairRow> {
     const { primary } = this.paths(row);
-    if (!fs.existsSync(path.dirname(primary))) {
+    if (this.remote(row) ? !(await this.primaryReachable(row, primary)) : !fs.existsSync(path.dirname(primary))) {
       throw new UserError("INVALID_STATE", `failback of replication pair ${row.id}: the primary's pool ${path.dirname(primary)} cannot be reached; the pair stays failed over`);
     }
     this.setStatus(row.id, "enabling");
     try {
       const maps = pairStatePaths(this.stateDir, row.id);
-      await this.sync(row.id, { direction: "reverse", reason: "failback resync" });
-      // Both sides equal the reverse map now: the forward direction can start from it.
-      await adoptMap(maps.reverse.mapPath, maps.forward.mapPath, maps.forward.mapKey);
-      await invalidateMap(maps.reverse.mapPath);
-      this.store.updatePair(row.id, { activeSide: "primary", lastSyncAt: this.at(), updatedAt: this.at() });
+      await this.sync(row.id, { direction: "reverse", reason: "failback resync", fresh: true });
+      if (this.remote(row)) {
+        // The maps live on two nodes: the forward one starts again, comparing digests (only what differs travels).
+        await this.sync(row.id, { direction: "forward", reason: "resume after failback", fresh: true });
+      } else {
+        // Both sides equal the reverse map now: the forward direction can start from it.
+        await adoptMap(maps.reverse.mapPath, maps.forward.mapPath, maps.forward.mapKey);
+        await invalidateMap(maps.reverse.mapPath);
+      }
+      const back = this.store.updatePair(row.id, { activeSide: "primary", lastSyncAt: this.at(), updatedAt: this.at() });
+      await this.reschedule(back);
       return this.setStatus(row.id, row.enabled ? "enabled" : "disabled");
     } catch (err) {
       this.setStatus(row.id, "failed-over", (err as Error).message);
@@ -319,6 +405,7 @@ export class Replication {
       row = await this.failback(row);
     }
     this.setStatus(id, "disabling");
+    if (this.remote(row)) await this.reschedule({ ...row, enabled: false }, warn);
     const primary = this.controller.getVolume(row.primaryVolumeId);
     if (row.secondaryVolumeId) {
       const inUse = this.store.listAttachments({ volumeId: row.secondaryVolumeId });
@@ -334,6 +421,24 @@ export class Replication {
     if (primary) this.store.updateVolume(primary.id, { replicationStatus: "disabled", updatedAt: this.at() });
   }
 
+  /** The primary can be read: its file (this machine), or its node's agent answers. */
+  private async primaryReachable(row: PairRow, file: string): Promise<boolean> {
+    if (!this.remote(row)) {
+      try {
+        fs.accessSync(file, fs.constants.R_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    }
+    try {
+      await this.nodeAgent!(this.nodes(row).primary).health();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   private async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const holder = randomUUID();
     const deadline = Date.now() + this.lockTimeoutMs;
@@ -346,15 +451,5 @@ export class Replication {
     } finally {
       this.store.unlock(name, holder);
     }
-  }
-}
-
-/** The primary's file can be read (its pool is reachable). */
-function primaryReachable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.R_OK);
-    return true;
-  } catch {
-    return false;
   }
 }

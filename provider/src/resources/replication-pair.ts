@@ -85,7 +85,8 @@ export class ReplicationPairResource implements ResourceHandler {
 
   async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
     const r = await this.ctx.replication();
-    const row = r.get(req.id);
+    // Pairs on storage nodes sync on the node's timer: its last sync is read from there.
+    const row = await r.refresh(req.id);
     if (!row) return undefined;
     const inputs: Props = { primaryVolumeId: row.primaryVolumeId, targetBackend: row.targetBackend };
     if (row.targetPool !== null) inputs.targetPool = row.targetPool;

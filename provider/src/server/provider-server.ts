@@ -148,7 +148,20 @@ export class ProviderServer implements ProviderContext {
   replication(): Promise<Replication> {
     this.replicationPromise ??= (async () => {
       const controller = await this.controller();
-      const r = new Replication({ store: this.store!, controller, stateDir: replicationDir(this.stateFile!), log: (m) => this.log("info", m) });
+      const r = new Replication({
+        store: this.store!,
+        controller,
+        stateDir: replicationDir(this.stateFile!),
+        log: (m) => this.log("info", m),
+        nodeAgent: (node) => this.agent(node),
+        nodePeer: (node) => {
+          const config = this.config ?? resolveProviderConfig({}, this.rootDir);
+          const h = config.hosts[node];
+          const token = h?.token ?? config.agentToken;
+          if (!h || !token) throw new UserError("INVALID_INPUT", `host: storage node "${node}" is not in the provider's hosts (with a token)`, "host");
+          return { url: h.url, token, ...(h.caCert ? { caCert: h.caCert } : {}) };
+        },
+      });
       // The embedded default has no agent to run the sync: pairs past their RPO sync while the provider runs.
       void r.syncDue().then((done) => {
         for (const d of done) if (!d.ok) this.log("warning", `replication ${d.id}: scheduled sync failed: ${d.error}`);
