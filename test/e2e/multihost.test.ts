@@ -1,10 +1,11 @@
 /**
- * Three machines in network namespaces, the real Pulumi CLI in this one: a storage node (its
- * sds-agent drives the file driver and tgtd), hostA and hostB (their sds-agents connect through
- * the userspace iSCSI path, each in its own network, mount and UTS namespace). A multiAttach
- * volume is attached rw to hostA and ro to hostB: a pattern written on hostA reads back on hostB,
- * hostB cannot write, growing the volume grows hostA's device, and after destroy no path, loop
- * device, FUSE mount or daemon of ours is left on either host.
+ * Four machines in network namespaces, the real Pulumi CLI in this one: a storage node (its
+ * sds-agent drives the file driver and tgtd), a second storage node (the replica), hostA and hostB
+ * (their sds-agents connect through the userspace iSCSI path, each in its own network, mount and
+ * UTS namespace). A multiAttach volume is attached rw to hostA and ro to hostB: a pattern written
+ * on hostA reads back on hostB, hostB cannot write, the storage node's agent replicates it to the
+ * second node on its own timer, growing the volume grows hostA's device (and the replica), and
+ * after destroy no path, loop device, FUSE mount or daemon of ours is left on either host.
  */
 import { type ChildProcess, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -57,13 +58,15 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
   };
 
   beforeAll(async () => {
-    lab = new NetLab(["storage", "hostA", "hostB"]);
+    lab = new NetLab(["storage", "hostA", "hostB", "storage2"]);
     lab.up();
     p = await PulumiProject.create("multihost");
     work = path.join(p.dir, "lab");
     fs.mkdirSync(path.join(work, "pools"), { recursive: true });
+    fs.mkdirSync(path.join(work, "pools2"), { recursive: true });
     fs.writeFileSync(path.join(work, "token"), TOKEN, { mode: 0o600 });
     await startAgent("storage", ["--storage-root", path.join(work, "pools")]);
+    await startAgent("storage2", ["--storage-root", path.join(work, "pools2")]);
     await startAgent("hostA");
     await startAgent("hostB");
     fs.writeFileSync(
@@ -74,12 +77,19 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
         "    driver: file",
         "    node: storage",
         `    export: {protocol: iscsi, portal: "${portal()}", chap: true}`,
+        "    replicationTargets: [{backend: dr}]",
         "    pools:",
-        `      - {name: p0, path: ${path.join(work, "pools", "p0")}, totalCapacityGib: 50, multiAttach: true}`,
+        `      - {name: p0, path: ${path.join(work, "pools", "p0")}, totalCapacityGib: 50, multiAttach: true, replication: async}`,
+        "  - name: dr",
+        "    driver: file",
+        "    node: storage2",
+        `    export: {protocol: iscsi, portal: "${lab.node("storage2").ip}:3260"}`,
+        "    pools:",
+        `      - {name: p0, path: ${path.join(work, "pools2", "p0")}, totalCapacityGib: 50, multiAttach: true}`,
         "",
       ].join("\n"),
     );
-    const hosts = Object.fromEntries(["storage", "hostA", "hostB"].map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]));
+    const hosts = Object.fromEntries(["storage", "storage2", "hostA", "hostB"].map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]));
     await p.config({ "sds:backendsFile": "backends.yaml", sizeGib: 1 });
     await p.config({ "sds:hosts": JSON.stringify(hosts), "sds:agentToken": TOKEN }, { secret: true });
   });
@@ -98,7 +108,7 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
 
   test("up: the volume is on the storage node, with a real device on hostA (rw) and on hostB (ro); no changes after", async () => {
     const up = await p.ok(["up", "--yes"]);
-    expect(summaryCount(up.stdout, "created")).toBe(4);
+    expect(summaryCount(up.stdout, "created")).toBe(5);
     const out = await p.outputs();
     expect(out.aDevice).toMatch(/^\/dev\/loop\d+$/);
     expect(out.bDevice).toMatch(/^\/dev\/loop\d+$/);
@@ -124,6 +134,27 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
     fs.writeFileSync(path.join(work, "pattern.sha"), sha(pattern));
   });
 
+  test("the storage node's agent replicates the pattern to the second storage node on its own timer (rpoSeconds 2)", async () => {
+    const out = await p.outputs();
+    const replica = path.join(work, "pools2", "p0", `volume-${out.secondaryVolumeId}.img`);
+    const want = fs.readFileSync(path.join(work, "pattern.sha"), "utf8");
+    const deadline = Date.now() + 60_000;
+    const at = () => {
+      const fd = fs.openSync(replica, "r");
+      const b = Buffer.alloc(4 * 1024 * 1024);
+      fs.readSync(fd, b, 0, b.length, 2 * 1024 * 1024);
+      fs.closeSync(fd);
+      return sha(b);
+    };
+    while (at() !== want) {
+      if (Date.now() > deadline) throw new Error("the replica did not get the pattern within 60 s");
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const pairs = await agents.get("storage")!.client.pairs();
+    expect(pairs).toEqual([expect.objectContaining({ rpoSeconds: 2, lastError: null })]);
+    expect(pairs[0].bytesTransferred).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+  });
+
   test("growing the volume is one update (no replace) and grows hostA's device; the data stays", async () => {
     const before = await p.outputs();
     expect(before.aDevice).toMatch(/^\/dev\/loop\d+$/);
@@ -147,6 +178,8 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
       expect(leftovers(h)).toEqual([]);
     }
     expect(fs.readdirSync(path.join(work, "pools", "p0"))).toEqual([]);
+    expect(fs.readdirSync(path.join(work, "pools2", "p0"))).toEqual([]);
+    expect(await agents.get("storage")!.client.pairs()).toEqual([]);
     const targets = (await agents.get("storage")!.client.iscsiCall(portal(), { op: "list", args: [] })) as unknown[];
     expect(targets).toEqual([]);
   });
