@@ -5,7 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as utilities from "./utilities";
 
 /**
- * Asynchronous replication of a volume to a secondary volume in another backend. The controller creates the secondary volume in `targetBackend` and a full copy, then the incremental sync sends only changed chunks. `enabled` pauses and resumes; `activeSide` fails over and back, in place. Failover and failback are updates, never replaces. In the embedded controller the sync runs while the provider runs (pairs past their RPO) and through `provider/bin/sds replicate`; deleting a failed-over pair fails back first. Both backends must be on node `local` for now.
+ * Asynchronous replication of a volume to a secondary volume in another backend. The controller creates the secondary volume in `targetBackend` and a full copy, then the incremental sync sends only changed chunks. `enabled` pauses and resumes; `activeSide` fails over and back, in place. Failover and failback are updates, never replaces. On storage nodes the agent of the primary's node runs the sync every `rpoSeconds`; in the embedded controller it runs while the provider runs (pairs past their RPO) and through `provider/bin/sds replicate`. Deleting a failed-over pair fails back first.
  */
 export class ReplicationPair extends pulumi.CustomResource {
     /**
