@@ -128,3 +128,20 @@ test("enabled: false pauses (no scheduled sync); growing the primary grows the s
   expect(secondary?.sizeGib).toBe(3);
   expect(fs.statSync(controller.volumePath(secondary!)).size).toBe(3 * 1024 * MiB);
 });
+
+test("growing a failed-over volume whose primary is unreachable grows the secondary now and the primary at failback", async () => {
+  const v = await volume("v", "p0");
+  const pair = await r.create("urn:p", spec(v.id));
+  fs.renameSync(path.join(dir, "main"), path.join(dir, "main.away"));
+  const warnings: string[] = [];
+  await r.update(pair.id, { rpoSeconds: 60, enabled: true, activeSide: "secondary" }, (m) => warnings.push(m));
+  expect(warnings.join("\n")).toMatch(/cannot be read: failing over with the data of the last sync/);
+  const secondary = await r.volumeGrew(v.id, 2);
+  expect(secondary?.sizeGib).toBe(2);
+  expect((await r.growFailedOverPrimary(v.id, 2, (m) => warnings.push(m))).sizeGib).toBe(2);
+  expect(warnings.join("\n")).toMatch(/takes the new size when it fails back/);
+  fs.rmSync(path.join(dir, "main"), { recursive: true, force: true });
+  fs.renameSync(path.join(dir, "main.away"), path.join(dir, "main"));
+  await r.update(pair.id, { rpoSeconds: 60, enabled: true, activeSide: "primary" });
+  expect(fs.statSync(controller.volumePath(v)).size).toBe(2 * 1024 * MiB);
+});

@@ -395,6 +395,20 @@ export class Replication {
     return secondary;
   }
 
+  /**
+   * Grow the primary of a failed-over pair: with the driver when the primary can be reached, else
+   * only in the state (capacity is counted) with a warning; the failback resync grows the file.
+   */
+  async growFailedOverPrimary(volumeId: string, sizeGib: number, warn: (m: string) => void = () => undefined): Promise<VolumeRow> {
+    const pair = this.store.listPairs({ primaryVolumeId: volumeId })[0];
+    const primary = this.controller.getVolume(volumeId);
+    if (!primary) throw new UserError("NOT_FOUND", `no volume with id "${volumeId}"`);
+    if (!pair || (await this.primaryReachable(pair, this.controller.volumePath(primary)))) return this.controller.extendVolume(volumeId, sizeGib);
+    if (sizeGib < primary.sizeGib) throw new UserError("INVALID_INPUT", `sizeGib: cannot shrink volume ${primary.name} from ${primary.sizeGib} to ${sizeGib} GiB`, "sizeGib");
+    warn(`volume ${primary.name} is failed over and its primary cannot be reached: the secondary grew to ${sizeGib} GiB; the primary takes the new size when it fails back`);
+    return this.store.updateVolume(volumeId, { sizeGib, updatedAt: this.at() });
+  }
+
   /** Delete a pair: the secondary volume and the maps go, the primary stays (unfenced). Gone is fine. */
   async delete(id: string, warn: (m: string) => void = () => undefined): Promise<void> {
     let row = this.store.getPair(id);

@@ -181,7 +181,15 @@ export class VolumeResource implements ResourceHandler {
     if (!row) throw new Error(`volume ${req.id} no longer exists; run pulumi refresh`);
     if (s.sizeGib !== row.sizeGib) {
       this.ctx.log("info", `extending volume ${row.name} from ${row.sizeGib} to ${s.sizeGib} GiB`, req.urn);
-      row = await c.extendVolume(req.id, s.sizeGib);
+      const r = await this.ctx.replication();
+      if (r.list().some((p) => p.primaryVolumeId === req.id && p.activeSide === "secondary")) {
+        // Seed 002: while failed over the secondary is the active side and grows first; a primary
+        // that cannot be reached takes the new size when it fails back (the resync grows it).
+        await r.volumeGrew(req.id, s.sizeGib);
+        row = await r.growFailedOverPrimary(req.id, s.sizeGib, (m) => this.ctx.log("warning", m, req.urn));
+      } else {
+        row = await c.extendVolume(req.id, s.sizeGib);
+      }
     }
     // Seed 002: growing the primary grows its secondary (and the devices made from it).
     const secondaryId = s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib) ? (await this.ctx.replication()).list().find((p) => p.primaryVolumeId === req.id)?.secondaryVolumeId : undefined;
