@@ -16,7 +16,7 @@ import type { Connection } from "../../provider/src/connectors/connector";
 import { parseLosetupJson, probe, RecordStore } from "../../provider/src/connectors/records";
 import { run } from "../../provider/src/exec/run";
 import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
-import { procProcesses } from "../../provider/src/targets/tgt-target";
+import { procProcesses } from "../../provider/src/exec/processes";
 import { freeTcpPort, skipReason } from "../helpers/daemons";
 import { repoRoot } from "../helpers/provider-process";
 import { sparseFile } from "../helpers/files";

@@ -11,7 +11,8 @@ import { run } from "../../provider/src/exec/run";
 import type { Connection, Connector } from "../../provider/src/connectors/connector";
 import { connectorFor } from "../../provider/src/connectors/factory";
 import { Host, parseLosetupJson, RecordStore } from "../../provider/src/connectors/records";
-import { procProcesses, TgtTarget } from "../../provider/src/targets/tgt-target";
+import { procProcesses } from "../../provider/src/exec/processes";
+import { TgtTarget } from "../../provider/src/targets/tgt-target";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";
 import { bytesAt, sparseFile } from "../helpers/files";
 

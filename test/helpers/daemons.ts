@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { procProcesses } from "../../provider/src/targets/tgt-target";
+import { procProcesses } from "../../provider/src/exec/processes";
 
 /** A TCP port free on 127.0.0.1 right now (the kernel picks it). */
 export function freeTcpPort(): Promise<number> {

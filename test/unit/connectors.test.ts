@@ -11,10 +11,11 @@ import { connectorFor } from "../../provider/src/connectors/factory";
 import { IscsiConnector } from "../../provider/src/connectors/iscsi-connector";
 import { LocalConnector } from "../../provider/src/connectors/local-connector";
 import { NbdConnector } from "../../provider/src/connectors/nbd-connector";
-import { Host, parseLosetupJson, probe, RecordStore, type Spawner } from "../../provider/src/connectors/records";
+import { Host, parseLosetupJson, probe, RecordStore } from "../../provider/src/connectors/records";
+import type { Spawner } from "../../provider/src/exec/processes";
 import { BackendError, type UserError } from "../../provider/src/errors";
 import { maskSecrets, type RunOptions, type Runner } from "../../provider/src/exec/run";
-import type { ProcessTable } from "../../provider/src/targets/tgt-target";
+import type { ProcessTable } from "../../provider/src/exec/processes";
 
 const PASSWORD = "Unit-Chap-Secret-9";
 const caps = { iscsiKernel: false, nbdKernel: false, userspace: true };

@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { RunOptions, Runner } from "../../provider/src/exec/run";
 import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
-import type { ProcessTable } from "../../provider/src/targets/tgt-target";
+import type { ProcessTable } from "../../provider/src/exec/processes";
 
 /** Processes by pid; `kill` ends them and is recorded. */
 class FakeProcesses implements ProcessTable {

@@ -7,7 +7,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { BackendError, UserError } from "../../provider/src/errors";
 import { run as realRun, type RunOptions, type Runner } from "../../provider/src/exec/run";
-import { parseTgtAccounts, parseTgtPortals, parseTgtTargets, type ProcessTable, TgtTarget } from "../../provider/src/targets/tgt-target";
+import type { ProcessTable } from "../../provider/src/exec/processes";
+import { parseTgtAccounts, parseTgtPortals, parseTgtTargets, TgtTarget } from "../../provider/src/targets/tgt-target";
 
 /** `tgtadm -C 901 --lld iscsi --op show --mode target` captured from tgt 1.0.85 with one logged-in session. */
 const SHOW_TARGETS = `Target 1: iqn.2024-01.io.sds:t1

@@ -9,12 +9,11 @@
  * Locking rule: a connector assumes one caller per (volumeId, mode) at a time (the agent
  * serialises attach/detach of one attachment); records of different connections never collide.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { BackendError, invalidInput, UserError } from "../errors";
 import { maskSecrets, run as defaultRun, type Runner } from "../exec/run";
-import { procProcesses, type ProcessTable } from "../targets/tgt-target";
+import { procProcesses, type ProcessTable, spawnDetached, type Spawner, waitUntil } from "../exec/processes";
 import type { Connection, VolumePath } from "./connector";
 
 /** Default state folder of the connectors. */
@@ -145,29 +144,6 @@ export function parseLosetupJson(text: string): LoopDevice[] {
     ro: d.ro === true || d.ro === 1 || d.ro === "1",
   }));
 }
-
-/**
- * Starts a long-running process detached from us (nbdfuse stays in the foreground until its
- * mount goes away); stdout/stderr go to `logFile`. Returns its pid. Injected so unit tests record
- * the argv; the default is the only process start outside exec/, because exec's Runner waits for
- * the process to end.
- */
-export type Spawner = (file: string, args: readonly string[], options: { logFile: string }) => Promise<number>;
-
-export const spawnDetached: Spawner = async (file, args, options) => {
-  const fd = fs.openSync(options.logFile, "a", 0o600);
-  try {
-    const child = spawn(file, [...args], { detached: true, stdio: ["ignore", fd, fd] });
-    const pid = await new Promise<number>((resolve, reject) => {
-      child.once("error", (err) => reject(new BackendError("COMMAND_FAILED", `could not start ${file}: ${err.message}`, false, { cause: err })));
-      child.once("spawn", () => resolve(child.pid as number));
-    });
-    child.unref();
-    return pid;
-  } finally {
-    fs.closeSync(fd);
-  }
-};
 
 /** Everything a connector needs from the host; every part injectable. */
 export interface HostOptions {
@@ -315,12 +291,7 @@ export class Host {
   }
 
   async waitUntil(what: string, check: () => Promise<boolean> | boolean, timeoutMs = this.waitMs): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (await check()) return;
-      if (Date.now() > deadline) throw new BackendError("TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${what}`, true);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitUntil(what, async () => check(), timeoutMs);
   }
 }
 

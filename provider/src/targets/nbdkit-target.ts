@@ -21,7 +21,7 @@ import * as path from "node:path";
 import { BackendError, invalidInput, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
 import type { NbdTarget } from "./target";
-import { procProcesses, type ProcessTable, waitUntil } from "./tgt-target";
+import { procProcesses, type ProcessTable, waitUntil } from "../exec/processes";
 
 const START_TIMEOUT_MS = 30_000;
 const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;

@@ -20,6 +20,7 @@ import * as path from "node:path";
 import { promisify } from "node:util";
 import { BackendError, invalidInput, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
+import { procProcesses, type ProcessTable, waitUntil } from "../exec/processes";
 import type { Chap, ExportState, IscsiTarget } from "./target";
 
 const TGTADM_TIMEOUT_MS = 30_000;
@@ -27,59 +28,6 @@ const TGTADM_TIMEOUT_MS = 30_000;
 const LUN_BUSY_RETRY_MS = [100, 200, 400, 800, 1600];
 const DAEMON_TIMEOUT_MS = 10_000;
 const scryptAsync = promisify(scrypt) as (password: string, salt: Buffer, keylen: number) => Promise<Buffer>;
-
-/**
- * The processes of this machine, as far as targets need them (daemons that fork into the
- * background are not our children). Injected so unit tests need no real daemon.
- */
-export interface ProcessTable {
-  /** argv of a live process; undefined when there is none, or only a zombie. */
-  argv(pid: number): Promise<string[] | undefined>;
-  /** Every live process and its argv. */
-  list(): Promise<Array<{ pid: number; argv: string[] }>>;
-  /** Send `signal`; a process already gone is not an error. */
-  kill(pid: number, signal: NodeJS.Signals): void;
-}
-
-/** {@link ProcessTable} over /proc (a zombie has an empty cmdline, so it counts as gone). */
-export const procProcesses: ProcessTable = {
-  async argv(pid) {
-    let raw: string;
-    try {
-      raw = await fs.readFile(`/proc/${pid}/cmdline`, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ESRCH") return undefined;
-      throw err;
-    }
-    return raw ? raw.replace(/\0$/, "").split("\0") : undefined;
-  },
-  async list() {
-    const out: Array<{ pid: number; argv: string[] }> = [];
-    for (const name of await fs.readdir("/proc")) {
-      if (!/^\d+$/.test(name)) continue;
-      const argv = await procProcesses.argv(Number(name)).catch(() => undefined);
-      if (argv) out.push({ pid: Number(name), argv });
-    }
-    return out;
-  },
-  kill(pid, signal) {
-    try {
-      process.kill(pid, signal);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
-    }
-  },
-};
-
-/** Why: daemons report readiness only by starting to answer; poll instead of sleeping blindly. */
-export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = DAEMON_TIMEOUT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new BackendError("TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${what}`, true);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Options of {@link TgtTarget}. */
 export interface TgtTargetOptions {
