@@ -13,11 +13,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { AgentClient } from "../../provider/src/agent/client";
 import type { Connection } from "../../provider/src/connectors/connector";
-import { parseLosetupJson, probe, RecordStore } from "../../provider/src/connectors/records";
-import { run } from "../../provider/src/exec/run";
+import { probe, RecordStore } from "../../provider/src/connectors/records";
 import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
-import { procProcesses } from "../../provider/src/exec/processes";
 import { freeTcpPort, skipReason } from "../helpers/daemons";
+import { alive, loops, mountsUnder, sweepConnections } from "../helpers/host";
 import { repoRoot } from "../helpers/provider-process";
 import { sparseFile } from "../helpers/files";
 
@@ -62,24 +61,6 @@ async function killAgent(a: RunningAgent): Promise<void> {
   await exited;
 }
 
-async function loops() {
-  return parseLosetupJson((await run("losetup", ["--json", "--list"])).stdout);
-}
-
-function mountsUnder(dir: string): string[] {
-  return fs
-    .readFileSync("/proc/mounts", "utf8")
-    .split("\n")
-    .map((l) => (l.split(" ")[1] ?? "").replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
-    .filter((m) => m.startsWith(`${dir}/`));
-}
-
-async function alive(pid: number | undefined, name: string): Promise<boolean> {
-  if (!pid) return false;
-  const argv = await procProcesses.argv(pid);
-  return !!argv && path.basename(argv[0] ?? "") === name;
-}
-
 const rootSkip = process.getuid?.() !== 0 ? "needs root (the agent makes loop devices and FUSE mounts)" : undefined;
 
 if (rootSkip) {
@@ -101,13 +82,7 @@ if (rootSkip) {
     // in our folder, mounts in it, the helpers our records name, our nbdkit servers.
     for (const a of started) await killAgent(a).catch(() => undefined);
     if (!dir) return;
-    const recs = new RecordStore(stateDir).list();
-    for (const l of await loops()) if (l.backFile.startsWith(`${dir}/`)) await run("losetup", ["-d", l.name]).catch(() => undefined);
-    for (const m of mountsUnder(dir).reverse()) await run("umount", ["-l", m]).catch(() => undefined);
-    for (const r of recs.flatMap((rec) => [rec, ...(rec.extraLayers ?? [])])) {
-      if (await alive(r.nbdfusePid, "nbdfuse")) procProcesses.kill(r.nbdfusePid as number, "SIGKILL");
-      if (await alive(r.qemuNbdPid, "qemu-nbd")) procProcesses.kill(r.qemuNbdPid as number, "SIGKILL");
-    }
+    await sweepConnections(dir, stateDir);
     for (const s of (await nbd?.list().catch(() => [])) ?? []) await nbd?.removeServer(s.server).catch(() => undefined);
     fs.rmSync(dir, { recursive: true, force: true });
   });

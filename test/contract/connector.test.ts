@@ -10,10 +10,11 @@ import * as path from "node:path";
 import { run } from "../../provider/src/exec/run";
 import type { Connection, Connector } from "../../provider/src/connectors/connector";
 import { connectorFor } from "../../provider/src/connectors/factory";
-import { Host, parseLosetupJson, RecordStore } from "../../provider/src/connectors/records";
+import { Host, RecordStore } from "../../provider/src/connectors/records";
 import { procProcesses } from "../../provider/src/exec/processes";
 import { TgtTarget } from "../../provider/src/targets/tgt-target";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";
+import { alive, loops, mountsUnder, sweepConnections } from "../helpers/host";
 import { bytesAt, sparseFile } from "../helpers/files";
 
 jest.setTimeout(120_000);
@@ -48,38 +49,6 @@ async function readBlock(dev: string, blockNo: number, tmp: string): Promise<Buf
   }
 }
 
-async function loops() {
-  return parseLosetupJson((await run("losetup", ["--json", "--list"])).stdout);
-}
-
-function mountsUnder(dir: string): string[] {
-  return fs
-    .readFileSync("/proc/mounts", "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[1])
-    .filter((m) => m && m.startsWith(`${dir}/`));
-}
-
-async function alive(pid: number | undefined, name: string): Promise<boolean> {
-  if (!pid) return false;
-  const argv = await procProcesses.argv(pid);
-  return !!argv && path.basename(argv[0] ?? "") === name;
-}
-
-/**
- * Ends what a test left behind, by name/pid only: loop devices whose backing file is under
- * `dir`, mounts under `dir`, and the nbdfuse/qemu-nbd pids of the records in `stateDir`.
- */
-async function sweep(dir: string, stateDir: string): Promise<void> {
-  const recs = new RecordStore(stateDir).list();
-  for (const l of await loops()) if (l.backFile.startsWith(`${dir}/`)) await run("losetup", ["-d", l.name]).catch(() => undefined);
-  for (const m of mountsUnder(dir).reverse()) await run("umount", ["-l", m]).catch(() => undefined);
-  for (const r of recs.flatMap((rec) => [rec, ...(rec.extraLayers ?? [])])) {
-    if (await alive(r.nbdfusePid, "nbdfuse")) procProcesses.kill(r.nbdfusePid as number, "SIGKILL");
-    if (await alive(r.qemuNbdPid, "qemu-nbd")) procProcesses.kill(r.qemuNbdPid as number, "SIGKILL");
-  }
-}
-
 /** What each protocol's suite hands the shared contract. */
 interface Fixture {
   connector: Connector;
@@ -100,7 +69,7 @@ function contract(name: string, setup: () => Promise<Fixture>, teardown: () => P
       fx = { ...f, dir: path.dirname(f.stateDir) };
     });
     afterEach(async () => {
-      await sweep(fx.dir, fx.stateDir);
+      await sweepConnections(fx.dir, fx.stateDir);
       await teardown();
     });
 

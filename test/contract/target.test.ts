@@ -35,8 +35,8 @@ interface IscsiLogin {
   readOnly?: boolean;
 }
 
-/** qemu-io through libiscsi; rejects with qemu-io's stderr (the login or SCSI error). */
-function iscsiIo(login: IscsiLogin, ...commands: string[]) {
+/** qemu's block options for a LUN through libiscsi, and the CHAP secret object when there is one. */
+function libiscsiImage(login: IscsiLogin): { secret: string[]; imageOpts: string } {
   const opts = [
     "driver=raw",
     "file.driver=iscsi",
@@ -51,27 +51,20 @@ function iscsiIo(login: IscsiLogin, ...commands: string[]) {
     opts.push(`file.user=${login.chap.username}`, "file.password-secret=s0");
     secret.push("--object", `secret,id=s0,data=${login.chap.password}`);
   }
-  const args = [...secret, ...(login.readOnly ? ["-r"] : []), "--image-opts", opts.join(","), ...commands.flatMap((c) => ["-c", c])];
+  return { secret, imageOpts: opts.join(",") };
+}
+
+/** qemu-io through libiscsi; rejects with qemu-io's stderr (the login or SCSI error). */
+function iscsiIo(login: IscsiLogin, ...commands: string[]) {
+  const { secret, imageOpts } = libiscsiImage(login);
+  const args = [...secret, ...(login.readOnly ? ["-r"] : []), "--image-opts", imageOpts, ...commands.flatMap((c) => ["-c", c])];
   return run("qemu-io", args, { timeoutMs: 30_000 });
 }
 
 /** The LUN's size in bytes as an initiator sees it at login (READ CAPACITY through libiscsi). */
 async function iscsiSize(login: IscsiLogin): Promise<number> {
-  const opts = [
-    "driver=raw",
-    "file.driver=iscsi",
-    "file.transport=tcp",
-    `file.portal=${login.portal}`,
-    `file.target=${login.iqn}`,
-    `file.lun=${login.lun}`,
-    `file.initiator-name=${login.initiator}`,
-  ];
-  const secret: string[] = [];
-  if (login.chap) {
-    opts.push(`file.user=${login.chap.username}`, "file.password-secret=s0");
-    secret.push("--object", `secret,id=s0,data=${login.chap.password}`);
-  }
-  const r = await run("qemu-img", ["info", "--output=json", ...secret, "--image-opts", opts.join(",")], { timeoutMs: 30_000 });
+  const { secret, imageOpts } = libiscsiImage(login);
+  const r = await run("qemu-img", ["info", "--output=json", ...secret, "--image-opts", imageOpts], { timeoutMs: 30_000 });
   return (JSON.parse(r.stdout) as { "virtual-size": number })["virtual-size"];
 }
 
