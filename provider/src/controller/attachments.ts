@@ -19,6 +19,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { UserError } from "../errors";
+import { withStoreLock } from "../store/lock";
 import type { AttachmentRow, ConnectorRow, Store, TargetRow, VolumeRow } from "../store/store";
 import type { Connection, Connector } from "../connectors/connector";
 import type { IscsiTarget, NbdTarget } from "../targets/target";
@@ -536,21 +537,9 @@ export class Attachments {
   }
 
   /** Run `fn` holding lock `name` in the store (exclusive across processes and across operations). */
-  private async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    // One holder per operation, not per process: two operations of one process exclude each other too.
-    const holder = `${this.holder}:${randomUUID()}`;
-    const deadline = Date.now() + this.lockTimeoutMs;
-    let wait = 2;
-    while (!this.store.tryLock(name, holder, this.lockTimeoutMs)) {
-      if (Date.now() > deadline) throw new UserError("INVALID_STATE", `timed out after ${this.lockTimeoutMs} ms waiting for lock ${name}`);
-      await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(wait * 2, 50);
-    }
-    try {
-      return await fn();
-    } finally {
-      this.store.unlock(name, holder);
-    }
+  private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const timedOut = () => new UserError("INVALID_STATE", `timed out after ${this.lockTimeoutMs} ms waiting for lock ${name}`);
+    return withStoreLock(this.store, name, { timeoutMs: this.lockTimeoutMs, holderPrefix: this.holder, timedOut }, fn);
   }
 
   // ---------------------------------------------------------------- restart

@@ -35,6 +35,7 @@ export interface SyncSummary {
 export type NodeAgent = Pick<AgentClient, "syncPair" | "schedulePair" | "unschedulePair" | "pairs" | "health">;
 import type { AgentClient } from "../agent/client";
 import type { SyncSpec } from "../agent/api";
+import { withStoreLock } from "../store/lock";
 import type { PairRow, Store, VolumeRow } from "../store/store";
 import type { Controller } from "./controller";
 
@@ -148,9 +149,14 @@ export class Replication {
     return lagSeconds(row.lastSyncAt, this.now());
   }
 
+  /** The pair whose primary is `volumeId`, if any (a volume is the primary of one pair at most). */
+  pairOf(volumeId: string): PairRow | undefined {
+    return this.store.listPairs({ primaryVolumeId: volumeId })[0];
+  }
+
   /** The volume that serves I/O for `volumeId` now: its secondary while its pair is failed over. */
   activeVolume(volumeId: string): VolumeRow | undefined {
-    const pair = this.store.listPairs({ primaryVolumeId: volumeId })[0];
+    const pair = this.pairOf(volumeId);
     if (pair?.activeSide === "secondary" && pair.secondaryVolumeId) return this.controller.getVolume(pair.secondaryVolumeId);
     return this.controller.getVolume(volumeId);
   }
@@ -186,7 +192,7 @@ export class Replication {
     if (spec.activeSide !== "primary") throw new UserError("INVALID_INPUT", "activeSide: a new pair starts with activeSide primary (fail over by changing it afterwards)", "activeSide");
     const primary = this.controller.getVolume(spec.primaryVolumeId)!;
     let row = this.store.transaction(() => {
-      const existing = this.store.listPairs({ primaryVolumeId: primary.id })[0];
+      const existing = this.pairOf(primary.id);
       if (existing) {
         if (existing.owner !== owner) throw new UserError("CONFLICT", `primaryVolumeId: volume ${primary.name} is already replicated by pair ${existing.id} (${existing.owner})`, "primaryVolumeId");
         return existing;
@@ -388,7 +394,7 @@ export class Replication {
 
   /** Growing the primary grows the secondary (and the other way round while failed over). */
   async volumeGrew(volumeId: string, sizeGib: number): Promise<VolumeRow | undefined> {
-    const pair = this.store.listPairs({ primaryVolumeId: volumeId })[0];
+    const pair = this.pairOf(volumeId);
     if (!pair?.secondaryVolumeId) return undefined;
     const secondary = this.controller.getVolume(pair.secondaryVolumeId);
     if (secondary && secondary.sizeGib < sizeGib) return this.controller.extendVolume(secondary.id, sizeGib);
@@ -400,7 +406,7 @@ export class Replication {
    * only in the state (capacity is counted) with a warning; the failback resync grows the file.
    */
   async growFailedOverPrimary(volumeId: string, sizeGib: number, warn: (m: string) => void = () => undefined): Promise<VolumeRow> {
-    const pair = this.store.listPairs({ primaryVolumeId: volumeId })[0];
+    const pair = this.pairOf(volumeId);
     const primary = this.controller.getVolume(volumeId);
     if (!primary) throw new UserError("NOT_FOUND", `no volume with id "${volumeId}"`);
     if (!pair || (await this.primaryReachable(pair, this.controller.volumePath(primary)))) return this.controller.extendVolume(volumeId, sizeGib);
@@ -453,17 +459,8 @@ export class Replication {
     }
   }
 
-  private async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const holder = randomUUID();
-    const deadline = Date.now() + this.lockTimeoutMs;
-    while (!this.store.tryLock(name, holder, this.lockTimeoutMs)) {
-      if (Date.now() > deadline) throw new BackendError("TIMEOUT", `timed out waiting for lock ${name} (another sync of this pair is running)`, true);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    try {
-      return await fn();
-    } finally {
-      this.store.unlock(name, holder);
-    }
+  private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const timedOut = () => new BackendError("TIMEOUT", `timed out waiting for lock ${name} (another sync of this pair is running)`, true);
+    return withStoreLock(this.store, name, { timeoutMs: this.lockTimeoutMs, timedOut }, fn);
   }
 }
