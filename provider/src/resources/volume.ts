@@ -179,27 +179,22 @@ export class VolumeResource implements ResourceHandler {
     const s = spec(req.news);
     let row = c.getVolume(req.id);
     if (!row) throw new Error(`volume ${req.id} no longer exists; run pulumi refresh`);
+    // Compared with the old inputs, not the row: a retried update whose driver step already ran
+    // still grows the replica and extends the devices on the hosts.
+    const grew = s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib);
+    const r = grew || s.sizeGib !== row.sizeGib ? await this.ctx.replication() : undefined;
+    const pair = r?.pairOf(req.id);
+    const failedOver = pair?.activeSide === "secondary";
+    // Seed 002: the secondary grows with its primary. While failed over it is the active side and
+    // grows first; a primary that cannot be reached then takes the new size when it fails back.
+    let secondary = grew && failedOver ? await r!.volumeGrew(req.id, s.sizeGib) : undefined;
     if (s.sizeGib !== row.sizeGib) {
       this.ctx.log("info", `extending volume ${row.name} from ${row.sizeGib} to ${s.sizeGib} GiB`, req.urn);
-      const r = await this.ctx.replication();
-      if (r.list().some((p) => p.primaryVolumeId === req.id && p.activeSide === "secondary")) {
-        // Seed 002: while failed over the secondary is the active side and grows first; a primary
-        // that cannot be reached takes the new size when it fails back (the resync grows it).
-        await r.volumeGrew(req.id, s.sizeGib);
-        row = await r.growFailedOverPrimary(req.id, s.sizeGib, (m) => this.ctx.log("warning", m, req.urn));
-      } else {
-        row = await c.extendVolume(req.id, s.sizeGib);
-      }
+      row = failedOver ? await r!.growFailedOverPrimary(req.id, s.sizeGib, (m) => this.ctx.log("warning", m, req.urn)) : await c.extendVolume(req.id, s.sizeGib);
     }
-    // Seed 002: growing the primary grows its secondary (and the devices made from it).
-    const secondaryId = s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib) ? (await this.ctx.replication()).list().find((p) => p.primaryVolumeId === req.id)?.secondaryVolumeId : undefined;
-    if (secondaryId) {
-      const secondary = await (await this.ctx.replication()).volumeGrew(req.id, s.sizeGib);
-      if (secondary?.status === "in-use") await (await this.ctx.attachments()).volumeGrew(secondary.id);
-    }
-    // Compared with the old inputs, not the row: a retried update whose driver step already ran
-    // still extends the devices on the hosts.
-    if (s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib) && row.status === "in-use") {
+    if (grew && pair?.secondaryVolumeId && !failedOver) secondary = await r!.volumeGrew(req.id, s.sizeGib);
+    if (secondary?.status === "in-use") await (await this.ctx.attachments()).volumeGrew(secondary.id);
+    if (grew && row.status === "in-use") {
       const grown = await (await this.ctx.attachments()).volumeGrew(req.id);
       for (const d of grown.devices) this.ctx.log("info", `volume ${row.name}: ${d.path} on ${d.host} now shows ${d.sizeBytes} bytes`, req.urn);
       for (const p of grown.pending) this.ctx.log("warning", `volume ${row.name} grew, but ${p.path} on ${p.host} still shows the old size: ${p.reason}`, req.urn);
