@@ -154,13 +154,7 @@ export class ProviderServer implements ProviderContext {
         stateDir: replicationDir(this.stateFile!),
         log: (m) => this.log("info", m),
         nodeAgent: (node) => this.agent(node),
-        nodePeer: (node) => {
-          const config = this.config ?? resolveProviderConfig({}, this.rootDir);
-          const h = config.hosts[node];
-          const token = h?.token ?? config.agentToken;
-          if (!h || !token) throw new UserError("INVALID_INPUT", `host: storage node "${node}" is not in the provider's hosts (with a token)`, "host");
-          return { url: h.url, token, ...(h.caCert ? { caCert: h.caCert } : {}) };
-        },
+        nodePeer: (node) => this.agentEndpoint(node),
       });
       // The embedded default has no agent to run the sync: pairs past their RPO sync while the provider runs.
       void r.syncDue().then((done) => {
@@ -222,14 +216,19 @@ export class ProviderServer implements ProviderContext {
   private agent(host: string): AgentClient {
     let client = this.agents.get(host);
     if (client) return client;
+    client = new AgentClient(this.agentEndpoint(host));
+    this.agents.set(host, client);
+    return client;
+  }
+
+  /** How to reach the agent of a host in the provider's `hosts`: its url, token (its own or agentToken), CA. */
+  private agentEndpoint(host: string): { url: string; token: string; caCert?: string } {
     const config = this.config ?? resolveProviderConfig({}, this.rootDir);
     const h = config.hosts[host];
     if (!h) throw new UserError("NOT_FOUND", `host: no host named "${host}" in the provider's hosts (known: ${["localhost", ...Object.keys(config.hosts)].join(", ")})`, "host");
     const token = h.token ?? config.agentToken;
     if (!token) throw new UserError("INVALID_INPUT", `host: host "${host}" has no token and the provider has no agentToken`, "host");
-    client = new AgentClient({ url: h.url, token, caCert: h.caCert });
-    this.agents.set(host, client);
-    return client;
+    return { url: h.url, token, ...(h.caCert ? { caCert: h.caCert } : {}) };
   }
 
   /** A host other than localhost as attachments see it: its agent's connector API. */
