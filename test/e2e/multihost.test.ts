@@ -13,6 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { AgentClient } from "../../provider/src/agent/client";
 import { cannotRun, processesMentioning } from "../datapath/harness";
+import { bytesAt } from "../helpers/files";
 import { NetLab } from "../helpers/netns";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
@@ -139,13 +140,7 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
     const replica = path.join(work, "pools2", "p0", `volume-${out.secondaryVolumeId}.img`);
     const want = fs.readFileSync(path.join(work, "pattern.sha"), "utf8");
     const deadline = Date.now() + 60_000;
-    const at = () => {
-      const fd = fs.openSync(replica, "r");
-      const b = Buffer.alloc(4 * 1024 * 1024);
-      fs.readSync(fd, b, 0, b.length, 2 * 1024 * 1024);
-      fs.closeSync(fd);
-      return sha(b);
-    };
+    const at = () => sha(bytesAt(replica, 2 * 1024 * 1024, 4 * 1024 * 1024));
     while (at() !== want) {
       if (Date.now() > deadline) throw new Error("the replica did not get the pattern within 60 s");
       await new Promise((r) => setTimeout(r, 500));

@@ -9,6 +9,7 @@ import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { bytesAt } from "../helpers/files";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
 
@@ -30,16 +31,6 @@ suite("replication: sync, failover, failback, failover with the primary unreacha
   const readDev = (dev: unknown, n: number) => {
     expect(dev).toMatch(/^\/dev\/loop\d+$/);
     return execFileSync("dd", [`if=${dev}`, "bs=1M", "skip=3", `count=${n}`, "iflag=direct", "status=none"], { maxBuffer: 1 << 28 });
-  };
-  const readFileAt = (file: string, n: number) => {
-    const fd = fs.openSync(file, "r");
-    try {
-      const b = Buffer.alloc(n * MiB);
-      fs.readSync(fd, b, 0, b.length, 3 * MiB);
-      return b;
-    } finally {
-      fs.closeSync(fd);
-    }
   };
   const volumeFile = (pool: string, id: unknown) => path.join(p.dir, "pools", pool, `volume-${id}.img`);
   const replicate = () => execFileSync(path.join(repoRoot, "provider/bin/sds"), ["replicate", "--all", "--project", p.dir, "--backends", "backends.yaml"], { cwd: p.dir, encoding: "utf8", env: { ...p.env } });
@@ -79,10 +70,10 @@ suite("replication: sync, failover, failback, failover with the primary unreacha
     expect(fs.existsSync(volumeFile("dr", out.secondaryVolumeId))).toBe(true);
     patterns.p1 = randomBytes(4 * MiB);
     write(out.writerDevice, patterns.p1);
-    expect(sha(readFileAt(volumeFile("dr", out.secondaryVolumeId), 4))).not.toBe(sha(patterns.p1));
+    expect(sha(bytesAt(volumeFile("dr", out.secondaryVolumeId), 3 * MiB, 4 * MiB))).not.toBe(sha(patterns.p1));
     const log = replicate();
     expect(log).toMatch(/1 pair\(s\) synced, 0 failed/);
-    expect(sha(readFileAt(volumeFile("dr", out.secondaryVolumeId), 4))).toBe(sha(patterns.p1));
+    expect(sha(bytesAt(volumeFile("dr", out.secondaryVolumeId), 3 * MiB, 4 * MiB))).toBe(sha(patterns.p1));
     // Refresh reads the pair's sync state (stack outputs are recomputed only by up: read the state).
     await p.ok(["refresh", "--yes"]);
     const state = (await p.stackExport()).deployment.resources?.find((r) => r.type === "sds:index:ReplicationPair");
@@ -114,7 +105,7 @@ suite("replication: sync, failover, failback, failover with the primary unreacha
     const out = await p.outputs();
     expect(out).toMatchObject({ replicationStatus: "enabled", activeSide: "primary" });
     expect(sha(readDev(out.writerDevice, 4))).toBe(sha(patterns.p2));
-    expect(sha(readFileAt(volumeFile("main", out.volumeId), 4))).toBe(sha(patterns.p2));
+    expect(sha(bytesAt(volumeFile("main", out.volumeId), 3 * MiB, 4 * MiB))).toBe(sha(patterns.p2));
   });
 
   test("with the primary's pool unreachable, failover still succeeds with the data of the last sync", async () => {

@@ -10,6 +10,7 @@ import { backendsSchema } from "../../provider/src/controller/backends";
 import { Controller } from "../../provider/src/controller/controller";
 import { Replication } from "../../provider/src/controller/replication";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import { bytesAt } from "../helpers/files";
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -33,14 +34,6 @@ const writeAt = (file: string, offset: number, data: Buffer) => {
   fs.writeSync(fd, data, 0, data.length, offset);
   fs.closeSync(fd);
 };
-const readAt = (file: string, offset: number, n: number) => {
-  const fd = fs.openSync(file, "r");
-  const b = Buffer.alloc(n);
-  fs.readSync(fd, b, 0, n, offset);
-  fs.closeSync(fd);
-  return b;
-};
-
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-repl-"));
   store = new SqliteStore(path.join(dir, "state.db"));
@@ -75,7 +68,7 @@ test("create makes the secondary on the target backend and syncs; the next sync 
   expect(pair.status).toBe("enabled");
   const secondary = controller.getVolume(pair.secondaryVolumeId!)!;
   expect(secondary.backendName).toBe("dr");
-  expect(readAt(controller.volumePath(secondary), 5 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB, 0x11))).toBe(true);
+  expect(bytesAt(controller.volumePath(secondary), 5 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB, 0x11))).toBe(true);
   expect(pair.bytesTransferred).toBe(2 * MiB);
   expect(store.getVolume(v.id)?.replicationStatus).toBe("enabled");
   expect((await r.create("urn:p", spec(v.id))).id).toBe(pair.id);
@@ -108,7 +101,7 @@ test("failover routes the volume to its secondary; failback brings the secondary
   writeAt(controller.volumePath(controller.getVolume(pair.secondaryVolumeId!)!), 7 * MiB, Buffer.alloc(MiB, 0x33));
   const back = await r.update(pair.id, { rpoSeconds: 60, enabled: true, activeSide: "primary" });
   expect(back).toMatchObject({ activeSide: "primary", status: "enabled" });
-  expect(readAt(controller.volumePath(v), 7 * MiB, MiB).equals(Buffer.alloc(MiB, 0x33))).toBe(true);
+  expect(bytesAt(controller.volumePath(v), 7 * MiB, MiB).equals(Buffer.alloc(MiB, 0x33))).toBe(true);
   // After failback the forward map was adopted: nothing changed, nothing is sent.
   expect((await r.sync(pair.id)).bytesTransferred).toBe(0);
   await r.delete(pair.id);

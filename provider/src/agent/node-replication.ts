@@ -88,7 +88,7 @@ export class NodeReplication {
     }
   }
 
-  /** Sync a pair now; a sync of the same pair already running is joined, not repeated. */
+  /** Sync a pair now; a sync of the same pair already running is waited for first (one at a time). */
   async sync(spec: SyncSpec): Promise<SyncResult> {
     const busy = this.running.get(spec.pairId);
     if (busy) await busy.catch(() => undefined);

@@ -191,13 +191,8 @@ export class NbdkitTarget implements NbdTarget {
 
   /** The pid of the live nbdkit serving `server`'s folder, if any. */
   private async runningPid(server: string): Promise<number | undefined> {
-    let text: string;
-    try {
-      text = await fs.readFile(this.pidFile(server), "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
+    const text = await readIfPresent(this.pidFile(server));
+    if (text === undefined) return undefined;
     const pid = Number(text.trim());
     if (!Number.isInteger(pid) || pid <= 0) return undefined; // being written, or garbage
     const argv = await this.processes.argv(pid);
@@ -206,13 +201,8 @@ export class NbdkitTarget implements NbdTarget {
   }
 
   private async readState(server: string): Promise<ServerState | undefined> {
-    let text: string;
-    try {
-      text = await fs.readFile(this.stateFile(server), "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
+    const text = await readIfPresent(this.stateFile(server));
+    if (text === undefined) return undefined;
     const state = JSON.parse(text) as Partial<ServerState>;
     if (typeof state.port !== "number" || typeof state.readOnly !== "boolean") {
       throw new BackendError("COMMAND_FAILED", `${this.stateFile(server)} is not a server state ({port, readOnly}): ${text}`, false);
@@ -242,4 +232,14 @@ async function readLink(link: string): Promise<string | undefined> {
 
 function checkName(property: string, name: string, pattern: RegExp): void {
   if (!pattern.test(name)) throw invalidInput(property, `"${name}" must match ${pattern.source}`);
+}
+
+/** A file's text, or undefined when it does not exist. */
+async function readIfPresent(file: string): Promise<string | undefined> {
+  try {
+    return await fs.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
 }
