@@ -14,6 +14,13 @@ export interface RunOptions {
   input?: string;
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /**
+   * Start the command in a session of its own (setsid). Daemons that fork into the background
+   * (tgtd, nbdkit, qemu-nbd --fork) must: otherwise they stay in the caller's process group and
+   * session, and the signal the Pulumi engine sends its plugin when it stops it (or a Ctrl-C of
+   * the CLI, or systemd stopping the agent's group) reaches them too. Exports outlive the provider.
+   */
+  detached?: boolean;
 }
 
 export interface RunResult {
@@ -41,6 +48,7 @@ export const run: Runner = async (file, args, options = {}) => {
       timeout,
       input: options.input,
       env: options.env,
+      detached: options.detached,
       reject: false,
       stripFinalNewline: true,
     });
