@@ -29,10 +29,10 @@ afterEach(() => {
 });
 
 test("migrations are applied once and recorded", () => {
-  expect(store.appliedMigrations()).toEqual([1, 2, 3]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4]);
   store.close();
   store = new SqliteStore(path.join(dir, "state.db"));
-  expect(store.appliedMigrations()).toEqual([1, 2, 3]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4]);
 });
 
 test("a stable backend id is kept across restarts", async () => {

@@ -4,6 +4,7 @@
  * state file, and what each call skips because it is already done.
  */
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { RunOptions, Runner } from "../../provider/src/exec/run";
@@ -32,8 +33,12 @@ let calls: Array<{ file: string; args: string[]; options?: RunOptions }>;
 let nextPid: number;
 
 /** Records the call; "starts" nbdkit the way the real one does: a live process and its pidfile. */
+let portInUse: number | undefined;
 const run: Runner = async (file, args, options) => {
   calls.push({ file, args: [...args], options });
+  if (file === "nbdkit" && portInUse !== undefined && args[args.indexOf("-p") + 1] === String(portInUse)) {
+    throw new Error(`command failed (exit 1): nbdkit -p ${portInUse}: nbdkit: bind: Address already in use`);
+  }
   if (file === "nbdkit") {
     const pid = nextPid++;
     processes.procs.set(pid, ["nbdkit", ...args]);
@@ -74,13 +79,29 @@ describe("ensureServer", () => {
     expect(fs.statSync(dirOf("rw")).isDirectory()).toBe(true);
   });
 
-  test("a running server with the same port and mode is left alone; another port or mode is a conflict", async () => {
-    await nbd().ensureServer("rw", 10809, false);
-    await nbd().ensureServer("rw", 10809, false);
+  test("a running server with the same mode is left alone and keeps its port (the port is a wish); another mode is a conflict", async () => {
+    await expect(nbd().ensureServer("rw", 10809, false)).resolves.toBe(10809);
+    await expect(nbd().ensureServer("rw", 10809, false)).resolves.toBe(10809);
     expect(calls).toHaveLength(1);
-    await expect(nbd().ensureServer("rw", 10811, false)).rejects.toMatchObject({ code: "CONFLICT" });
+    await expect(nbd().ensureServer("rw", 10811, false)).resolves.toBe(10809);
     await expect(nbd().ensureServer("rw", 10809, true)).rejects.toMatchObject({ code: "CONFLICT" });
     expect(calls).toHaveLength(1);
+  });
+
+  test("a wished port another program holds is skipped for the next free one", async () => {
+    const busy = net.createServer();
+    await new Promise<void>((r) => busy.listen({ host: "127.0.0.1", port: 0 }, () => r()));
+    const port = (busy.address() as net.AddressInfo).port;
+    portInUse = port;
+    try {
+      const got = await nbd().ensureServer("rw", port, false);
+      expect(got).toBeGreaterThan(port);
+      expect(calls.map((c) => c.args[c.args.indexOf("-p") + 1])).toEqual([String(port), String(got)]);
+      expect(JSON.parse(fs.readFileSync(path.join(runDir, "nbd", "rw.json"), "utf8"))).toEqual({ port: got, readOnly: false });
+    } finally {
+      portInUse = undefined;
+      busy.close();
+    }
   });
 
   test("a dead server (stale pidfile, or its pid reused by another program) is started again", async () => {

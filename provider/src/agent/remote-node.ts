@@ -105,8 +105,10 @@ class RemoteNbdTarget implements NbdTarget {
     private readonly client: NodeClient,
     readonly host: string,
   ) {}
-  async ensureServer(server: string, port: number, readOnly: boolean): Promise<void> {
-    await this.client.nbdCall(this.host, { op: "ensureServer", args: [server, port, readOnly] });
+  async ensureServer(server: string, port: number, readOnly: boolean): Promise<number> {
+    const r = await this.client.nbdCall(this.host, { op: "ensureServer", args: [server, port, readOnly] });
+    // An agent of round 1 answered nothing: then the server runs where it was asked.
+    return typeof r === "number" ? r : port;
   }
   async ensureExport(server: string, exportName: string, file: string): Promise<void> {
     await this.client.nbdCall(this.host, { op: "ensureExport", args: [server, exportName, file] });

@@ -123,4 +123,21 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX replication_pairs_secondary ON replication_pairs(secondary_volume_id);
     `,
   },
+  {
+    version: 4,
+    name: "state identity",
+    // Why: several states (projects, stacks, teams) can share one target daemon or storage node;
+    // what this state makes there carries this id so reconciliation touches only its own.
+    sql: `
+      CREATE TABLE state_info (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+      );
+      INSERT INTO state_info (key, value) VALUES ('state_id', lower(hex(randomblob(16))));
+      -- A target's tid (and an NBD server's port) is what the daemon gave it, learnt again after
+      -- a restart or beside other states' targets: a stale row must not block recording a new one.
+      DROP INDEX targets_tid;
+      DROP INDEX targets_port;
+    `,
+  },
 ];

@@ -337,6 +337,11 @@ export class SqliteStore implements Store {
     this.insert("targets", targetColumns, row);
   }
 
+  updateTarget(name: string, changes: Partial<Pick<TargetRow, "tid" | "port">>): void {
+    if (changes.tid !== undefined) this.db.prepare("UPDATE targets SET tid = ? WHERE name = ?").run(changes.tid, name);
+    if (changes.port !== undefined) this.db.prepare("UPDATE targets SET port = ? WHERE name = ?").run(changes.port, name);
+  }
+
   deleteTarget(name: string): void {
     this.db.prepare("DELETE FROM targets WHERE name = ?").run(name);
   }
@@ -397,6 +402,11 @@ export class SqliteStore implements Store {
 
   setSharedTargets(backendName: string, sharedTargets: boolean): number {
     return this.db.prepare("UPDATE volumes SET shared_targets = ? WHERE backend_name = ? AND shared_targets != ?").run(sharedTargets ? 1 : 0, backendName, sharedTargets ? 1 : 0).changes;
+  }
+
+  stateId(): string {
+    const r = this.db.prepare("SELECT value FROM state_info WHERE key = 'state_id'").get() as Row | undefined;
+    return String(r?.value);
   }
 
   getBackend(name: string): BackendRow | undefined {

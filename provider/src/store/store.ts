@@ -146,6 +146,8 @@ export interface Store {
   getTarget(name: string): TargetRow | undefined;
   listTargets(filter?: { portal?: string; backendName?: string }): TargetRow[];
   insertTarget(row: TargetRow): void;
+  /** Record what the daemon says of a target now (its tid or port after a restart). */
+  updateTarget(name: string, changes: Partial<Pick<TargetRow, "tid" | "port">>): void;
   deleteTarget(name: string): void;
   listLuns(targetName: string): LunRow[];
   insertLun(row: LunRow): void;
@@ -162,6 +164,13 @@ export interface Store {
   unlock(name: string, holder: string): void;
   /** Record that backend volumes report `sharedTargets` (seed 000: the backend corrects its volumes). */
   setSharedTargets(backendName: string, sharedTargets: boolean): number;
+
+  /**
+   * This state's identity: 32 hex digits made once, when the state was created. Targets, CHAP
+   * accounts and NBD servers made for this state carry it, so that several states sharing one
+   * target daemon or storage node never take each other's for strays.
+   */
+  stateId(): string;
 
   getBackend(name: string): BackendRow | undefined;
   upsertBackend(row: BackendRow): void;

@@ -17,13 +17,17 @@
  * Server and export names become file names: letters, digits, `_ - . :`, no leading dot or dash.
  */
 import * as fs from "node:fs/promises";
+import * as net from "node:net";
 import * as path from "node:path";
 import { BackendError, invalidInput, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
 import type { NbdTarget } from "./target";
 import { procProcesses, type ProcessTable, waitUntil } from "../exec/processes";
+import { DaemonRecords, startDaemon } from "../exec/daemons";
 
 const START_TIMEOUT_MS = 30_000;
+/** Ports tried after the wished one is taken. */
+const PORT_TRIES = 64;
 const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const EXPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$/;
 
@@ -52,33 +56,45 @@ export class NbdkitTarget implements NbdTarget {
   private readonly root: string;
   private readonly run: Runner;
   private readonly processes: ProcessTable;
+  private readonly daemons: DaemonRecords;
 
   constructor(options: NbdkitTargetOptions) {
     this.host = options.host;
     this.root = path.join(options.runDir, "nbd");
+    this.daemons = new DaemonRecords(path.join(options.runDir, "daemons"));
     this.run = options.run ?? defaultRun;
     this.processes = options.processes ?? procProcesses;
   }
 
-  async ensureServer(server: string, port: number, readOnly: boolean): Promise<void> {
+  async ensureServer(server: string, port: number, readOnly: boolean): Promise<number> {
     checkName("server", server, SERVER_NAME);
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalidInput("port", `must be 1-65535, got ${port}`);
     const pid = await this.runningPid(server);
     if (pid !== undefined) {
       const state = await this.readState(server);
-      if (state?.port === port && state.readOnly === readOnly) return;
-      throw new UserError(
-        "CONFLICT",
-        `nbd server ${server} already runs (pid ${pid}, port ${state?.port ?? "?"}, read-only ${state?.readOnly ?? "?"}); remove it to serve port ${port}, read-only ${readOnly}`,
-        "port",
-      );
+      if (state?.readOnly === readOnly) return state.port;
+      throw new UserError("CONFLICT", `nbd server ${server} already runs (pid ${pid}, port ${state?.port ?? "?"}, read-only ${state?.readOnly ?? "?"}); remove it to serve read-only ${readOnly}`, "readOnly");
     }
-    // State first: a server that fails to start is retried by the next ensureServer and cleaned by removeServer.
-    await fs.mkdir(this.exportDir(server), { recursive: true });
+    await fs.mkdir(this.exportDir(server), { recursive: true, mode: 0o700 });
+    // The wished port, or the next free one: another state's server (or any program) may hold it.
+    for (let candidate = port, tries = 0; ; candidate++, tries++) {
+      if (tries > 0 && !(await tcpPortFree(this.host, candidate))) continue;
+      try {
+        await this.startServer(server, candidate, readOnly);
+        return candidate;
+      } catch (err) {
+        if (tries >= PORT_TRIES || !/in use/i.test((err as Error).message)) throw err;
+      }
+    }
+  }
+
+  /** State first: a server that fails to start is retried by the next ensureServer and cleaned by removeServer. */
+  private async startServer(server: string, port: number, readOnly: boolean): Promise<void> {
     await this.writeState(server, { port, readOnly });
     await fs.rm(this.pidFile(server), { force: true });
     const args = [...(readOnly ? ["-r"] : []), "-p", String(port), "-i", this.host, "-P", this.pidFile(server), "file", `dir=${this.exportDir(server)}`];
-    await this.run("nbdkit", args, { timeoutMs: START_TIMEOUT_MS });
+    // A session of its own: the engine stops its plugin with a signal when `pulumi up` returns.
+    await startDaemon(this.run, this.daemons, { kind: "nbdkit", name: server, file: "nbdkit", args, pidFile: this.pidFile(server) }, { timeoutMs: START_TIMEOUT_MS });
     // nbdkit listens before it forks, and writes the pidfile from the background process.
     await waitUntil(`nbdkit ${server} to write ${this.pidFile(server)}`, async () => (await this.runningPid(server)) !== undefined);
   }
@@ -144,6 +160,7 @@ export class NbdkitTarget implements NbdTarget {
     await fs.rm(this.exportDir(server), { recursive: true, force: true });
     await fs.rm(this.stateFile(server), { force: true });
     await fs.rm(this.pidFile(server), { force: true });
+    this.daemons.remove("nbdkit", server);
   }
 
   async list(): Promise<Array<{ server: string; port: number; readOnly: boolean; pid: number; exports: Array<{ name: string; path: string }> }>> {
@@ -242,4 +259,14 @@ async function readIfPresent(file: string): Promise<string | undefined> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
   }
+}
+
+/** Why: nbdkit's own "address in use" costs a process start; a bind test is cheap. */
+function tcpPortFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (port > 65535) return resolve(false);
+    const srv = net.createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen({ host, port, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
 }

@@ -36,6 +36,8 @@ export interface ExportState {
   chapUsers: string[];
   /** NBD: the TCP port of the server serving this export. */
   port?: number;
+  /** iSCSI: live sessions (logged-in initiators) on the target, when the daemon reports them. */
+  sessions?: number;
 }
 
 /** iSCSI through tgtd/tgtadm: a target holds LUNs, an ACL of initiators and optional CHAP. */
@@ -77,10 +79,12 @@ export interface NbdTarget {
   /** Address servers listen on. */
   readonly host: string;
   /**
-   * Make sure a server `server` runs on `port` (read-only servers refuse writes), serving the
-   * exports added to it. Starting it again with the same arguments is success.
+   * Make sure a server `server` runs (read-only servers refuse writes), serving the exports added
+   * to it; returns the port it listens on. `port` is a wish: a server already running keeps its
+   * port, and a port another program (another state's server) holds is skipped for a free one.
+   * Starting it again with the same arguments is success.
    */
-  ensureServer(server: string, port: number, readOnly: boolean): Promise<void>;
+  ensureServer(server: string, port: number, readOnly: boolean): Promise<number>;
   /** Serve `path` under `exportName` on `server` (no restart: existing clients keep going). */
   ensureExport(server: string, exportName: string, path: string): Promise<void>;
   /**
