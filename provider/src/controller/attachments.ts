@@ -9,10 +9,16 @@
  *           there, the target when nothing needs it) → the volume is available again when its
  *           last attachment is gone.
  *
- * Locking rule: on a backend with shared targets, export work for one (host, backendId) runs under
- * a lock held in the store (so it holds across provider processes): otherwise a detach that finds
- * its target unused could remove it while an attach of another volume is adding a LUN to it
- * (seed 000's race). Backends with one target per volume are not serialized.
+ * Locking rule: export work runs under a lock on the TARGET it touches, held in the store (so it
+ * holds across provider processes), whichever host asks: a target, its CHAP account, its ACL and
+ * its LUNs are shared by every host attached through it. Otherwise a detach that finds the target
+ * unused could remove it while an attach (of another volume, or from another host) adds a LUN to
+ * it; or two hosts' first attaches both make the target; or two last detaches each leave it to
+ * the other. The last LUN and the target go under the same lock, whoever detaches last.
+ *
+ * Several states on one target daemon: every target name (and CHAP account, NBD server) carries
+ * this state's tag (the first 12 hex digits of the store's state id), and reconciliation at start
+ * touches only names with its own tag.
  * Failures part way roll back what was made; what cannot be rolled back is marked error_*.
  */
 import { randomBytes, randomUUID } from "node:crypto";
@@ -84,8 +90,11 @@ export interface AttachmentsOptions {
   controller: Controller;
   targets: TargetFactory;
   box: SecretBox;
-  /** Serialize shared-target export work per (host, backendId). Only tests of the race turn it off. */
-  lockSharedTargets?: boolean;
+  /**
+   * What the export lock covers: the target (the default and the only correct scope), or, for
+   * the race tests' negative runs only, the (host, backendId) pair or nothing.
+   */
+  exportLockScope?: "target" | "host" | "none";
   lockTimeoutMs?: number;
   now?: () => Date;
   /** The connectors of this machine, by protocol: `connect` on host `localhost` uses them. */
@@ -117,10 +126,11 @@ export class Attachments {
   private readonly controller: Controller;
   private readonly targets: TargetFactory;
   private readonly box: SecretBox;
-  private readonly lockShared: boolean;
+  private readonly lockScope: "target" | "host" | "none";
   private readonly lockTimeoutMs: number;
   private readonly now: () => Date;
   private readonly holder = randomUUID();
+  private tag?: string;
   private readonly connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
   private readonly remoteHost?: (host: string) => RemoteHost | undefined;
   private readonly nodeTargets?: (node: string) => TargetFactory;
@@ -131,7 +141,7 @@ export class Attachments {
     this.controller = o.controller;
     this.targets = o.targets;
     this.box = o.box;
-    this.lockShared = o.lockSharedTargets ?? true;
+    this.lockScope = o.exportLockScope ?? "target";
     this.lockTimeoutMs = o.lockTimeoutMs ?? 120_000;
     this.now = o.now ?? (() => new Date());
     this.connectorFor = o.connectorFor;
@@ -193,7 +203,7 @@ export class Attachments {
 
     const row = existing ?? this.reserve(owner, volume, backend, spec, connector, protocol);
     try {
-      await this.withExportLock(spec.host, volume, () => this.createExport(row, volume, backend));
+      await this.withExportLock(row, volume, () => this.createExport(row, volume, backend));
     } catch (err) {
       await this.rollback(row, volume);
       throw err;
@@ -260,11 +270,21 @@ export class Attachments {
     });
   }
 
-  /** The target serving a volume in a mode: one per backend (shared) or one per volume. */
+  /** This state's tag in the names of what it makes on shared daemons (see the file comment). */
+  stateTag(): string {
+    return (this.tag ??= this.store.stateId().slice(0, 12));
+  }
+
+  /**
+   * The target serving a volume in a mode: one per backend (shared) or one per volume, named
+   * with this state's tag: `iqn.2026-11.io.sds:<tag>:<backendId>[.ro]` or
+   * `…:<tag>:volume-<id>[.ro]`; NBD servers `<tag>-<backend>-<mode>` or `<tag>-volume-<id>-<mode>`.
+   */
   targetName(backend: BackendConfig, volume: Pick<VolumeRow, "id" | "backendId">, mode: "rw" | "ro"): string {
     const suffix = mode === "ro" ? ".ro" : "";
-    if (backend.export.protocol === "nbd") return backend.sharedTargets ? `${backend.name}-${mode}` : `volume-${volume.id}-${mode}`;
-    return backend.sharedTargets ? `${IQN_PREFIX}:${volume.backendId}${suffix}` : `${IQN_PREFIX}:volume-${volume.id}${suffix}`;
+    const tag = this.stateTag();
+    if (backend.export.protocol === "nbd") return backend.sharedTargets ? `${tag}-${backend.name}-${mode}` : `${tag}-volume-${volume.id}-${mode}`;
+    return backend.sharedTargets ? `${IQN_PREFIX}:${tag}:${iqnPart(volume.backendId)}${suffix}` : `${IQN_PREFIX}:${tag}:volume-${volume.id}${suffix}`;
   }
 
   /** Seed 004: export work happens here, with the connector, before any connection info exists. */
@@ -276,13 +296,18 @@ export class Attachments {
     if (row.protocol === "iscsi") {
       const t = this.targetsOf(backend.name).iscsi(target.portal);
       await t.start();
+      // The stored tid is a hint: after a daemon restart, or beside another state's targets on
+      // the same daemon, the target may get another one. What the daemon says is recorded.
       const tid = await t.ensureTarget(target.name, target.tid ?? undefined);
+      if (tid !== target.tid) this.store.updateTarget(target.name, { tid });
       await t.ensureLun(tid, lun, path, row.mode === "ro");
       await t.ensureInitiator(tid, row.connector.initiator!);
       if (target.chapUser && target.chapSecretEnc) await t.ensureChap(tid, { username: target.chapUser, password: this.box.open(target.chapSecretEnc) });
     } else {
       const t = this.targetsOf(backend.name).nbd(portalHost(target.portal));
-      await t.ensureServer(target.name, target.port!, row.mode === "ro");
+      // The port is a wish: another state's server may listen there; the server says where it runs.
+      const port = await t.ensureServer(target.name, target.port!, row.mode === "ro");
+      if (port !== target.port) this.store.updateTarget(target.name, { port });
       await t.ensureExport(target.name, exportName(volume.id), path);
     }
   }
@@ -315,7 +340,7 @@ export class Attachments {
         portal,
         tid,
         port,
-        chapUser: chap ? `sds${randomBytes(6).toString("hex")}` : null,
+        chapUser: chap ? `sds-${this.stateTag()}-${randomBytes(6).toString("hex")}` : null,
         chapSecretEnc: chap ? this.box.seal(randomBytes(12).toString("base64url")) : null,
         createdAt: this.at(),
       };
@@ -451,7 +476,7 @@ export class Attachments {
     });
     try {
       if (volume && row.devicePath && (this.hostConnector(row.host, row.protocol) || !options.force)) await this.disconnect(row, volume, options);
-      if (volume) await this.withExportLock(row.host, volume, () => this.removeExport(row));
+      if (volume) await this.withExportLock(row, volume, () => this.removeExport(row));
     } catch (err) {
       this.store.transaction(() => {
         this.store.updateAttachment(id, { status: "error_detaching", updatedAt: this.at() });
@@ -507,7 +532,7 @@ export class Attachments {
   /** Undo a failed attach: remove what createExport made that nothing else needs, forget the row. */
   private async rollback(row: AttachmentRow, volume: VolumeRow): Promise<void> {
     try {
-      await this.withExportLock(row.host, volume, () => this.removeExport(row));
+      await this.withExportLock(row, volume, () => this.removeExport(row));
       this.store.transaction(() => {
         this.store.deleteAttachment(row.id);
         this.refreshVolumeStatus(volume.id);
@@ -530,10 +555,12 @@ export class Attachments {
     if (status !== v.status) this.store.updateVolume(volumeId, { status, updatedAt: this.at() });
   }
 
-  /** Run export work under the (host, backendId) lock when the volume's backend shares targets. */
-  private async withExportLock<T>(host: string, volume: VolumeRow, fn: () => Promise<T>): Promise<T> {
-    if (!volume.sharedTargets || !this.lockShared) return fn();
-    return this.withLock(`export:${host}:${volume.backendId}`, fn);
+  /** Run export work under the lock of the attachment's target (see the locking rule above). */
+  private async withExportLock<T>(row: AttachmentRow, volume: VolumeRow, fn: () => Promise<T>): Promise<T> {
+    if (!row.targetName || this.lockScope === "none") return fn();
+    // The old, wrong scope, kept for the race tests' negative run: hosts do not exclude each other.
+    if (this.lockScope === "host") return volume.sharedTargets ? this.withLock(`export:${row.host}:${volume.backendId}`, fn) : fn();
+    return this.withLock(`export:${row.targetName}`, fn);
   }
 
   /** Run `fn` holding lock `name` in the store (exclusive across processes and across operations). */
@@ -545,14 +572,19 @@ export class Attachments {
   // ---------------------------------------------------------------- restart
 
   /**
-   * Cinder's ensure_export, at provider start: every export the store knows is made again (a
-   * rebooted storage node loses tgtd's configuration), and targets of ours the store does not know
-   * are removed. Returns what it did, for the log.
+   * Reconciliation at provider start (Cinder's ensure_export): every export the store knows is
+   * made again (a restarted or rebooted target daemon lost its configuration), and strays of
+   * THIS state (names with its tag that the store does not know: left by a crash) are removed.
+   * Targets of other states on the same daemon are never touched. A stray that still has
+   * sessions is left in place and reported: removing it would cut a host's live I/O.
+   * Returns what it did, for the log.
    */
-  async ensureExports(): Promise<{ ensured: number; removed: string[] }> {
+  async ensureExports(): Promise<{ ensured: number; removed: string[]; kept: string[] }> {
     let ensured = 0;
     const removed: string[] = [];
-    // First what the store does not know (it may hold a tid or port the store's exports need)…
+    const kept: string[] = [];
+    const tag = this.stateTag();
+    // First our strays (one may hold a tid, port or CHAP name the store's exports need)…
     const portals = new Map<string, string>(); // portal → backend name (whose node runs its tgtd)
     for (const t of this.store.listTargets()) if (t.protocol === "iscsi") portals.set(t.portal, t.backendName);
     for (const b of this.controller.backendConfigs()) if (b.export.protocol === "iscsi") portals.set(b.export.portal ?? defaultPortals.iscsi, b.name);
@@ -565,8 +597,15 @@ export class Attachments {
         continue; // no tgtd on that portal (or its node is unreachable): nothing to clean
       }
       for (const e of live) {
-        if (!e.name.startsWith(`${IQN_PREFIX}:`) || this.store.getTarget(e.name)?.tid === e.tid) continue;
-        await t.removeTarget(e.tid!);
+        if (!e.name.startsWith(`${IQN_PREFIX}:${tag}:`) || this.store.getTarget(e.name)) continue;
+        if ((e.sessions ?? 0) > 0) {
+          kept.push(`${e.name} (${e.sessions} session(s))`);
+          continue;
+        }
+        await this.withLock(`export:${e.name}`, async () => {
+          await t.removeTarget(e.tid!);
+          for (const user of e.chapUsers) if (user.startsWith(`sds-${tag}-`)) await t.removeChapAccount(user);
+        });
         removed.push(e.name);
       }
     }
@@ -575,8 +614,8 @@ export class Attachments {
     for (const [host, backendName] of nbdHosts) {
       const t = this.targetsOf(backendName).nbd(host);
       for (const server of await t.list()) {
-        if (this.store.getTarget(server.server)) continue;
-        await t.removeServer(server.server);
+        if (!server.server.startsWith(`${tag}-`) || this.store.getTarget(server.server)) continue;
+        await this.withLock(`export:${server.server}`, () => t.removeServer(server.server));
         removed.push(server.server);
       }
     }
@@ -585,11 +624,16 @@ export class Attachments {
       const v = this.controller.getVolume(a.volumeId);
       if (!v || a.protocol === "local") continue;
       const { backend } = this.controller.locate(v);
-      await this.withExportLock(a.host, v, () => this.createExport(a, v, backend));
+      await this.withExportLock(a, v, () => this.createExport(a, v, backend));
       ensured++;
     }
-    return { ensured, removed };
+    return { ensured, removed, kept };
   }
+}
+
+/** Why: user-set backendIds ("Array_1") must still make a valid IQN (lowercase, digits, `.-:`). */
+function iqnPart(id: string): string {
+  return id.toLowerCase().replace(/[^a-z0-9.-]/g, "-");
 }
 
 export function exportName(volumeId: string): string {
