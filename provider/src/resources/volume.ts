@@ -60,13 +60,17 @@ export function volumeOutputs(row: VolumeRow, inputs: Props): Props {
   };
 }
 
-/** The inputs that describe an existing volume (import and refresh), in the shape check produces. */
-function inputsFromRow(row: VolumeRow, old: Props, profileName: string | undefined): Props {
+/**
+ * The inputs that describe an existing volume (import and refresh), in the shape check produces.
+ * A value the controller derived (multiAttach from the profile) is not an input the user wrote:
+ * returning it would show as drift (`+multiAttach`) and the next preview would propose removing it.
+ */
+function inputsFromRow(row: VolumeRow, old: Props, profileName: string | undefined, derivedMultiAttach: boolean): Props {
   const inputs: Props = { name: row.name, sizeGib: row.sizeGib };
   // Keep how the user referred to the profile (id or name) when it still points at the same profile.
   if (row.profileId) inputs.profile = typeof old.profile === "string" ? old.profile : (profileName ?? row.profileId);
   if (typeof old.availabilityZone === "string") inputs.availabilityZone = row.availabilityZone;
-  if (row.multiAttach || old.multiAttach !== undefined) inputs.multiAttach = row.multiAttach;
+  if (old.multiAttach !== undefined || row.multiAttach !== derivedMultiAttach) inputs.multiAttach = row.multiAttach;
   if (row.sourceVolumeId) inputs.sourceVolumeId = row.sourceVolumeId;
   if (row.description || old.description !== undefined) inputs.description = row.description;
   if (Object.keys(row.metadata).length > 0 || old.metadata !== undefined) inputs.metadata = row.metadata;
@@ -166,7 +170,13 @@ export class VolumeResource implements ResourceHandler {
     const row = await c.readVolume(req.id);
     if (!row) return undefined;
     const profileName = row.profileId ? c.getProfile(row.profileId)?.name : undefined;
-    const inputs = inputsFromRow(row, req.inputs, profileName);
+    let derived = false;
+    try {
+      derived = row.profileId ? c.effectiveMultiAttach({ profile: row.profileId, multiAttach: undefined }) : false;
+    } catch {
+      // the profile is gone or broken: nothing is derived from it
+    }
+    const inputs = inputsFromRow(row, req.inputs, profileName, derived);
     return { id: row.id, outs: volumeOutputs(row, inputs), inputs };
   }
 
