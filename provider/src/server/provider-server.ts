@@ -10,17 +10,14 @@ import { Empty } from "google-protobuf/google/protobuf/empty_pb";
 import * as pluginPb from "@pulumi/pulumi/proto/plugin_pb";
 import * as providerRpc from "@pulumi/pulumi/proto/provider_grpc_pb";
 import * as pb from "@pulumi/pulumi/proto/provider_pb";
-import * as os from "node:os";
-import { Attachments, type RemoteHost } from "../controller/attachments";
 import { type ProviderConfig, checkProviderConfig, resolveProviderConfig } from "../controller/config";
-import { SecretBox } from "../controller/secret-box";
 import { AttachmentResource } from "../resources/attachment";
-import { AgentClient } from "../agent/client";
-import { RemoteDriver, remoteTargets } from "../agent/remote-node";
-import type { Connector, VolumePath } from "../connectors/connector";
-import { connectorFor as makeConnector } from "../connectors/factory";
-import { localTargets } from "../targets/local-targets";
-import { Controller } from "../controller/controller";
+import type { Attachments } from "../controller/attachments";
+import type { Controller } from "../controller/controller";
+import type { Replication } from "../controller/replication";
+import type { VolumePath } from "../connectors/connector";
+import { Composition } from "../compose/composition";
+import { findProjectDir } from "../compose/stack-config";
 import { SdsError, UserError } from "../errors";
 import type { ProviderContext, Severity } from "../resources/context";
 import { GetPlacement, GetPools, GetReplicationTargets, GetVolumePaths } from "../resources/functions";
@@ -28,9 +25,7 @@ import { ProfileResource } from "../resources/profile";
 import { diffProperties } from "../resources/properties";
 import type { DiffKind, FunctionHandler, ResourceHandler } from "../resources/resource";
 import { ReplicationPairResource } from "../resources/replication-pair";
-import { Replication, replicationDir } from "../controller/replication";
 import { VolumeResource } from "../resources/volume";
-import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
 import { EngineLog } from "./engine-log";
 import { type Props, containsUnknown, fromStruct, reveal, toStruct } from "./values";
 
@@ -101,13 +96,7 @@ export class ProviderServer implements ProviderContext {
   /** The Pulumi project folder: relative paths in config are resolved against it. */
   private readonly rootDir = findProjectDir(process.cwd());
   private config?: ProviderConfig;
-  private controllerPromise?: Promise<Controller>;
-  private attachmentsPromise?: Promise<Attachments>;
-  private replicationPromise?: Promise<Replication>;
-  private store?: SqliteStore;
-  private stateFile?: string;
-  private readonly connectors = new Map<string, Connector>();
-  private readonly agents = new Map<string, AgentClient>();
+  private composition?: Composition;
   private readonly resources: Map<string, ResourceHandler>;
   private readonly functions: Map<string, FunctionHandler>;
 
@@ -122,137 +111,44 @@ export class ProviderServer implements ProviderContext {
     this.engineLog.log(severity, message, urn);
   }
 
-  controller(): Promise<Controller> {
-    if (!this.controllerPromise) {
-      // Configure may not have been called (e.g. an invoke before any resource): use defaults.
+  /** The parts, wired once per configuration (Configure may not have come: defaults then). */
+  private parts(): Composition {
+    if (!this.composition) {
       this.config ??= resolveProviderConfig({}, this.rootDir);
-      const config = this.config;
-      this.controllerPromise = (async () => {
-        const file = sqlitePathFromUrl(config.stateUrl, config.projectDir);
-        this.stateFile = file;
-        this.store = new SqliteStore(file);
-        const c = new Controller({
-          store: this.store,
-          backends: config.backends,
-          log: (m) => this.log("info", m),
-          nodeDriver: (node, kind) => new RemoteDriver(this.agent(node), kind as "file"),
-        });
-        await c.discover();
-        return c;
-      })();
-      this.controllerPromise.catch(() => undefined);
+      this.composition = new Composition(this.config, (severity, message) => this.log(severity, message));
     }
-    return this.controllerPromise;
+    return this.composition;
+  }
+
+  controller(): Promise<Controller> {
+    return this.parts().controller();
   }
 
   replication(): Promise<Replication> {
-    this.replicationPromise ??= (async () => {
-      const controller = await this.controller();
-      const r = new Replication({
-        store: this.store!,
-        controller,
-        stateDir: replicationDir(this.stateFile!),
-        log: (m) => this.log("info", m),
-        nodeAgent: (node) => this.agent(node),
-        nodePeer: (node) => this.agentEndpoint(node),
-      });
-      // The embedded default has no agent to run the sync: pairs past their RPO sync while the provider runs.
-      void r.syncDue().then((done) => {
-        for (const d of done) if (!d.ok) this.log("warning", `replication ${d.id}: scheduled sync failed: ${d.error}`);
-      });
-      return r;
-    })();
-    this.replicationPromise.catch(() => undefined);
-    return this.replicationPromise;
+    const parts = this.parts();
+    if (!this.syncsStarted) {
+      this.syncsStarted = true;
+      void parts.startDueSyncs().catch(() => undefined);
+    }
+    return parts.replication();
   }
+  private syncsStarted = false;
 
-  attachments(): Promise<Attachments> {
-    this.attachmentsPromise ??= (async () => {
-      const controller = await this.controller();
-      const file = this.stateFile!;
-      const runDir = this.runDir();
-      const connectorFor = (protocol: "iscsi" | "nbd" | "local") => this.connectorFor(protocol, runDir);
-      const a = new Attachments({
-        store: this.store!,
-        controller,
-        targets: localTargets(runDir),
-        box: SecretBox.forDatabase(file),
-        connectorFor,
-        remoteHost: (host) => (this.config?.hosts[host] ? this.remoteHost(host) : undefined),
-        nodeTargets: (node) => remoteTargets(this.agent(node)),
-        activeVolume: async (id) => (await this.replication()).activeVolume(id),
-      });
-      // ensure_export: exports the state knows are made again; targets of ours it does not know go.
-      try {
-        const r = await a.ensureExports();
-        if (r.removed.length > 0) this.log("warning", `sds: removed ${r.removed.length} export(s) the state does not know: ${r.removed.join(", ")}`);
-      } catch (err) {
-        this.log("warning", `sds: could not re-ensure exports at start: ${(err as Error).message}`);
-      }
-      return a;
-    })();
-    this.attachmentsPromise.catch(() => undefined);
-    return this.attachmentsPromise;
+  /** Attachments; the first use reconciles the exports the state knows (they may be gone after a daemon restart). */
+  async attachments(): Promise<Attachments> {
+    const parts = this.parts();
+    this.exportsStarted ??= parts.startExports();
+    await this.exportsStarted;
+    return parts.attachments();
   }
-
-  /** Pidfiles, export state and connection records of this machine (`SDS_RUN_DIR`, else beside the state). */
-  private runDir(): string {
-    const file = this.stateFile!;
-    return process.env.SDS_RUN_DIR || path.join(file === ":memory:" ? os.tmpdir() : path.dirname(file), "run");
-  }
-
-  /** This machine's connectors (host "localhost"); their records live in the run folder. */
-  private connectorFor(protocol: "iscsi" | "nbd" | "local", runDir: string): Connector {
-    const c = this.connectors.get(protocol) ?? makeConnector(protocol, { stateDir: runDir });
-    this.connectors.set(protocol, c);
-    return c;
-  }
+  private exportsStarted?: Promise<void>;
 
   hostNames(): string[] {
     return Object.keys(this.config?.hosts ?? {});
   }
 
-  /** The sds-agent of a host or storage node in the provider's `hosts`, one client per host. */
-  private agent(host: string): AgentClient {
-    let client = this.agents.get(host);
-    if (client) return client;
-    client = new AgentClient(this.agentEndpoint(host));
-    this.agents.set(host, client);
-    return client;
-  }
-
-  /** How to reach the agent of a host in the provider's `hosts`: its url, token (its own or agentToken), CA. */
-  private agentEndpoint(host: string): { url: string; token: string; caCert?: string } {
-    const config = this.config ?? resolveProviderConfig({}, this.rootDir);
-    const h = config.hosts[host];
-    if (!h) throw new UserError("NOT_FOUND", `host: no host named "${host}" in the provider's hosts (known: ${["localhost", ...Object.keys(config.hosts)].join(", ")})`, "host");
-    const token = h.token ?? config.agentToken;
-    if (!token) throw new UserError("INVALID_INPUT", `host: host "${host}" has no token and the provider has no agentToken`, "host");
-    return { url: h.url, token, ...(h.caCert ? { caCert: h.caCert } : {}) };
-  }
-
-  /** A host other than localhost as attachments see it: its agent's connector API. */
-  private remoteHost(host: string): RemoteHost {
-    const agent = this.agent(host);
-    return {
-      connector: () => agent,
-      properties: async (protocol) => {
-        const p = await agent.getConnectorProperties(protocol);
-        return { initiator: p.initiator, nqn: p.nqn, ip: p.ip, hostname: p.hostname, multipath: p.multipath };
-      },
-    };
-  }
-
-  async hostPaths(host: string, volumeId?: string): Promise<VolumePath[]> {
-    let paths: VolumePath[];
-    if (host === "localhost") {
-      await this.controller();
-      const runDir = this.runDir();
-      paths = (await Promise.all((["iscsi", "nbd", "local"] as const).map((p) => this.connectorFor(p, runDir).getAllVolumePaths()))).flat();
-    } else {
-      paths = await this.agent(host).getAllVolumePaths();
-    }
-    return volumeId === undefined ? paths : paths.filter((p) => p.volumeId === volumeId);
+  hostPaths(host: string, volumeId?: string): Promise<VolumePath[]> {
+    return this.parts().hostPaths(host, volumeId);
   }
 
   private resource(type: string, urn: string): ResourceHandler {
@@ -464,16 +360,8 @@ export class ProviderServer implements ProviderContext {
   }
 
   close(): void {
-    this.store?.close();
+    this.composition?.close();
     this.engineLog.close();
-  }
-}
-
-/** The nearest folder at or above `dir` holding Pulumi.yaml, else `dir`. */
-export function findProjectDir(dir: string): string {
-  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-    if (fs.existsSync(path.join(d, "Pulumi.yaml")) || fs.existsSync(path.join(d, "Pulumi.yml"))) return d;
-    if (path.dirname(d) === d) return path.resolve(dir);
   }
 }
 
