@@ -58,7 +58,7 @@ suite.each([
     await env.attachments.detach(rw.row.id);
     await env.attachments.detach(ro.row.id);
     await env.attachments.detach(ro.row.id); // gone: success
-    expect(await env.make().ensureExports()).toEqual({ ensured: 0, removed: [] });
+    expect(await env.make().ensureExports()).toEqual({ ensured: 0, removed: [], kept: [] });
     const { localTargets } = await import("../../provider/src/targets/local-targets");
     expect(await localTargets(`${env.dir}/run`).iscsi(env.portal).list()).toEqual([]);
     expect(env.store.listTargets()).toEqual([]);
@@ -79,7 +79,7 @@ suite.each([
     await env.controller.deleteVolume(v.id);
   });
 
-  test("after a restart of the target daemon, ensureExports brings the exports back; unknown targets of ours go", async () => {
+  test("after a restart of the target daemon, ensureExports brings the exports back; unknown targets of this state go, other states' stay", async () => {
     const v = await env.controller.createVolume("urn:r", spec("r"));
     const a = await env.attachments.attach("urn:ra", { volumeId: v.id, host: "hostA", mode: "rw", connector: { initiator: I1 } });
     expect((await qemuIo(a.connectionInfo, "write -P 0x77 0 64k", { initiator: I1 })).ok).toBe(true);
@@ -88,11 +88,16 @@ suite.each([
     await tgt.stop();
     expect((await qemuIo(a.connectionInfo, "read 0 4k", { initiator: I1, readOnly: true })).ok).toBe(false);
     await tgt.start();
-    await tgt.ensureTarget("iqn.2026-11.io.sds:stray");
+    const tag = env.attachments.stateTag();
+    const stray = `iqn.2026-11.io.sds:${tag}:stray`;
+    const foreign = "iqn.2026-11.io.sds:0123456789ab:volume-of-another-state";
+    await tgt.ensureTarget(stray);
+    await tgt.ensureTarget(foreign);
     const r = await env.make().ensureExports();
     expect(r.ensured).toBe(1);
-    expect(r.removed).toEqual(["iqn.2026-11.io.sds:stray"]);
-    expect((await tgt.list()).map((t) => t.name)).toEqual([a.row.targetName]);
+    expect(r.removed).toEqual([stray]);
+    expect((await tgt.list()).map((t) => t.name).sort()).toEqual([foreign, a.row.targetName].sort());
+    await tgt.removeTarget((await tgt.list()).find((t) => t.name === foreign)!.tid!);
     expect((await qemuIo(a.connectionInfo, "read -P 0x77 0 64k", { initiator: I1, readOnly: true })).ok).toBe(true);
     await env.attachments.detach(a.row.id);
   });

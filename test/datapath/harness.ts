@@ -34,11 +34,14 @@ export interface Env {
   controller: Controller;
   attachments: Attachments;
   portal: string;
-  make(lockSharedTargets?: boolean): Attachments;
+  /** Attachments on the env's store; `lockScope` "host" or "none" only for the races' negative runs. */
+  make(lockScope?: "target" | "host" | "none"): Attachments;
+  /** The tgtd of the env's portal (iSCSI envs). */
+  targets: ReturnType<typeof localTargets>;
   close(): Promise<void>;
 }
 
-export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boolean; chap?: boolean; lockSharedTargets?: boolean }): Promise<Env> {
+export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boolean; chap?: boolean }): Promise<Env> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-datapath-"));
   const store = new SqliteStore(path.join(dir, "state.db"));
   const port = await freeTcpPort();
@@ -57,7 +60,7 @@ export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boo
   const runDir = path.join(dir, "run");
   const box = SecretBox.forDatabase(path.join(dir, "state.db"));
   const targets = localTargets(runDir);
-  const make = (lock = o.lockSharedTargets ?? true) => new Attachments({ store, controller, targets, box, lockSharedTargets: lock });
+  const make = (lockScope: "target" | "host" | "none" = "target") => new Attachments({ store, controller, targets, box, exportLockScope: lockScope });
   const attachments = make();
   return {
     dir,
@@ -66,6 +69,7 @@ export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boo
     attachments,
     portal,
     make,
+    targets,
     async close() {
       for (const a of store.listAttachments()) await attachments.detach(a.id).catch(() => undefined);
       if (o.protocol === "iscsi") await targets.iscsi(portal).stop().catch(() => undefined);
