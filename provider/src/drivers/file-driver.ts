@@ -1,19 +1,28 @@
 /**
  * The `file` driver: a volume is a sparse file `volume-<id>.img` in its pool's folder.
  * Thin by nature: creating or growing a volume allocates no blocks.
+ *
+ * Every entry checks the volume id (domain/volume-id.ts), and a volume file is always a regular
+ * file: one that is a symbolic link is refused, never followed (opens use O_NOFOLLOW), so a link
+ * in a pool cannot make the driver grow, clone or report a file elsewhere. Keeping pool folders
+ * inside a storage node's root is the agent's job (agent/server.ts, drivers/confine.ts): locally
+ * a pool may well live behind a symlink.
  */
+import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { PoolConfig } from "../controller/backends";
+import { checkVolumeId } from "../domain/volume-id";
 import { UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
+import { openNoFollow, refuseSymlink } from "./confine";
 import type { PoolStats, VolumeDriver } from "./volume-driver";
 
 const GiB = 1024 ** 3;
 
 /** Where the file driver keeps a volume (also what a remote node's driver answers: agent/remote-node.ts). */
-export function fileVolumePath(pool: Pick<PoolConfig, "path">, volumeId: string): string {
-  return path.join(pool.path, `volume-${volumeId}.img`);
+export function fileVolumePath(pool: Pick<PoolConfig, "path">, volumeId: string, field = "volumeId"): string {
+  return path.join(pool.path, `volume-${checkVolumeId(field, volumeId)}.img`);
 }
 
 export class FileDriver implements VolumeDriver {
@@ -34,15 +43,17 @@ export class FileDriver implements VolumeDriver {
   }
 
   async createVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
-    await fs.mkdir(pool.path, { recursive: true });
     const file = this.volumePath(pool, volumeId);
+    await fs.mkdir(pool.path, { recursive: true });
     let handle: fs.FileHandle;
     try {
-      handle = await fs.open(file, "wx");
+      handle = await openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, "volumeId", 0o666);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      // Idempotent: an existing file of the right size is the volume we made before.
-      const st = await fs.stat(file);
+      // Idempotent: an existing file of the right size is the volume we made before (O_EXCL also
+      // fails on a symlink, dangling or not: that is refused, not adopted).
+      await refuseSymlink(file, "volumeId");
+      const st = await fs.lstat(file);
       if (st.size === sizeBytes) return;
       throw new UserError("CONFLICT", `volume file ${file} already exists with ${st.size} bytes, ${sizeBytes} asked`);
     }
@@ -57,15 +68,25 @@ export class FileDriver implements VolumeDriver {
   }
 
   async cloneVolume(source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
-    await fs.mkdir(pool.path, { recursive: true });
-    const from = this.volumePath(source.pool, source.volumeId);
+    const from = fileVolumePath(source.pool, source.volumeId, "source.volumeId");
     const to = this.volumePath(pool, volumeId);
+    await refuseSymlink(from, "source.volumeId");
+    await refuseSymlink(to, "volumeId");
+    await fs.mkdir(pool.path, { recursive: true });
     const tmp = `${to}.partial`;
     // cp keeps holes (SEEK_DATA) and reflinks where the file system can: a clone costs only the data.
+    // --no-dereference: a source swapped for a link after the check is copied as a link (and
+    // refused below), never read through; --remove-destination: a link left at tmp is replaced,
+    // not written through.
     try {
-      await this.run("cp", ["--sparse=always", "--reflink=auto", "--", from, tmp], { timeoutMs: 3_600_000 });
-      const st = await fs.stat(tmp);
-      if (st.size < sizeBytes) await fs.truncate(tmp, sizeBytes);
+      await fs.rm(tmp, { force: true });
+      await this.run("cp", ["--sparse=always", "--reflink=auto", "--no-dereference", "--remove-destination", "--", from, tmp], { timeoutMs: 3_600_000 });
+      const fh = await openNoFollow(tmp, constants.O_RDWR, "source.volumeId");
+      try {
+        if ((await fh.stat()).size < sizeBytes) await fh.truncate(sizeBytes);
+      } finally {
+        await fh.close();
+      }
       await fs.rename(tmp, to);
     } catch (err) {
       await fs.rm(tmp, { force: true });
@@ -75,19 +96,30 @@ export class FileDriver implements VolumeDriver {
 
   async extendVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
     const file = this.volumePath(pool, volumeId);
-    const st = await fs.stat(file);
-    if (sizeBytes < st.size) throw new UserError("INVALID_INPUT", `cannot shrink ${file} from ${st.size} to ${sizeBytes} bytes`, "sizeGib");
-    if (sizeBytes > st.size) await fs.truncate(file, sizeBytes);
+    const fh = await openNoFollow(file, constants.O_RDWR, "volumeId");
+    try {
+      const st = await fh.stat();
+      if (sizeBytes < st.size) throw new UserError("INVALID_INPUT", `cannot shrink ${file} from ${st.size} to ${sizeBytes} bytes`, "sizeGib");
+      if (sizeBytes > st.size) await fh.truncate(sizeBytes);
+    } finally {
+      await fh.close();
+    }
   }
 
   async deleteVolume(pool: PoolConfig, volumeId: string): Promise<void> {
-    await fs.rm(this.volumePath(pool, volumeId), { force: true });
-    await fs.rm(`${this.volumePath(pool, volumeId)}.partial`, { force: true });
+    const file = this.volumePath(pool, volumeId);
+    // rm would only unlink a link, but a link here is not ours to remove: say so instead.
+    await refuseSymlink(file, "volumeId");
+    await fs.rm(file, { force: true });
+    await fs.rm(`${file}.partial`, { force: true });
   }
 
   async getVolumeSizeBytes(pool: PoolConfig, volumeId: string): Promise<number | undefined> {
+    const file = this.volumePath(pool, volumeId);
     try {
-      return (await fs.stat(this.volumePath(pool, volumeId))).size;
+      const st = await fs.lstat(file);
+      if (st.isSymbolicLink()) await refuseSymlink(file, "volumeId");
+      return st.size;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;

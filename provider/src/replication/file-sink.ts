@@ -8,9 +8,15 @@
  * or, in a full sync without digests, runs of zero chunks merged into one range each: few calls.
  * When fallocate is missing or the file system refuses (EOPNOTSUPP), the sink falls back to
  * writing zeros from then on (correct, but the range stops being thin); `zeroMethod` tells which.
+ *
+ * The destination is always a regular file: a symbolic link there is refused, never written
+ * through (the open uses O_NOFOLLOW, so a link made after the caller's check cannot redirect it).
+ * fallocate still takes the path (Node cannot hand it our descriptor): the race left is the one
+ * drivers/confine.ts documents, open only to someone who can write in the storage root.
  */
 import * as fs from "node:fs/promises";
 import { constants } from "node:fs";
+import { openNoFollow, refuseSymlink } from "../drivers/confine";
 import { BackendError, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
 import { scanChunks } from "./chunk-scan";
@@ -28,6 +34,8 @@ export interface FileSinkOptions {
   run?: Runner;
   /** fallocate runs at once. Default 4. */
   punchConcurrency?: number;
+  /** The request field that named this file, for errors (default `sink`). */
+  field?: string;
 }
 
 const ZERO_WRITE_BYTES = 1 << 20;
@@ -53,7 +61,7 @@ export class FileSink implements SyncSink {
   }
 
   private async handle(): Promise<fs.FileHandle> {
-    this.fh ??= this.io("open", () => fs.open(this.path, constants.O_RDWR | constants.O_CREAT, 0o600));
+    this.fh ??= this.io("open", () => openNoFollow(this.path, constants.O_RDWR | constants.O_CREAT, this.options.field ?? "sink", 0o600));
     return this.fh;
   }
 
@@ -69,7 +77,9 @@ export class FileSink implements SyncSink {
 
   async sizeBytes(): Promise<number | undefined> {
     try {
-      return (await fs.stat(this.path)).size;
+      const st = await fs.lstat(this.path);
+      if (st.isSymbolicLink()) await refuseSymlink(this.path, this.options.field ?? "sink");
+      return st.size;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
@@ -129,7 +139,7 @@ export class FileSink implements SyncSink {
   async readDigests(chunkSizeBytes: number, algorithm: ChunkHashAlgorithm, signal?: AbortSignal): Promise<SinkDigests> {
     const size = await this.sizeBytes();
     if (size === undefined || size === 0) return { chunkSizeBytes, algorithm, sizeBytes: 0, digests: Buffer.alloc(0) };
-    const source = new FileSource(this.path, { extents: this.options.extents, run: this.options.run });
+    const source = new FileSource(this.path, { extents: this.options.extents, run: this.options.run, field: this.options.field ?? "sink" });
     const len = digestLength(algorithm);
     try {
       const parts: Buffer[] = [];

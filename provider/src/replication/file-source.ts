@@ -9,8 +9,12 @@
  * extent flagged `last`; anything else (no filefrag, tmpfs, NFS, FUSE, odd output, timeout) falls back to reading
  * everything. Correctness never depends on it: an extent only says "may hold data", and every chunk
  * read is still zero-checked; unwritten (preallocated) extents read as zeros and are found so.
+ *
+ * The source is always a regular file: a symbolic link is refused (O_NOFOLLOW), never read through.
  */
-import * as fs from "node:fs/promises";
+import { constants } from "node:fs";
+import type * as fs from "node:fs/promises";
+import { openNoFollow } from "../drivers/confine";
 import { run as defaultRun, type Runner } from "../exec/run";
 import type { ByteRange, SyncSource } from "./sync-sink";
 
@@ -30,6 +34,8 @@ export interface FileSourceOptions {
   extents?: ExtentMode;
   /** Runs filefrag; injected for tests. */
   run?: Runner;
+  /** The request field that named this file, for errors (default `source`). */
+  field?: string;
 }
 
 /** A volume file read in place. Opens lazily; read-only. */
@@ -49,7 +55,7 @@ export class FileSource implements SyncSource {
   }
 
   private async handle(): Promise<fs.FileHandle> {
-    this.fh ??= fs.open(this.path, "r");
+    this.fh ??= openNoFollow(this.path, constants.O_RDONLY, this.options.field ?? "source");
     return this.fh;
   }
 
