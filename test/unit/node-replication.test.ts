@@ -17,10 +17,13 @@ const MiB = 1024 * 1024;
 let dir: string;
 const nodes: Array<{ agent: RunningAgent; root: string; repl: NodeReplication; client: AgentClient }> = [];
 
-async function node(name: string) {
+/** A node; `peers` are the nodes it may sync to (its agent's --peers), by name. */
+async function node(name: string, peers: Record<string, { agent: RunningAgent }> = {}) {
   const root = path.join(dir, name, "pools");
   fs.mkdirSync(root, { recursive: true });
-  const repl = new NodeReplication(path.join(dir, name, "state"));
+  const repl = new NodeReplication(path.join(dir, name, "state"), undefined, {
+    peers: Object.fromEntries(Object.entries(peers).map(([peer, n]) => [peer, { url: n.agent.url, token: TOKEN }])),
+  });
   const agent = await startAgent({
     host: "127.0.0.1",
     port: 0,
@@ -56,14 +59,14 @@ afterEach(async () => {
 });
 
 test("node A syncs a sparse volume to node B over HTTP; the next sync sends only what changed", async () => {
-  const a = await node("a");
   const b = await node("b");
+  const a = await node("a", { b });
   const source = path.join(a.root, "vol.img");
   const sink = path.join(b.root, "replica.img");
   fs.writeFileSync(source, "");
   fs.truncateSync(source, 256 * MiB);
   writeAt(source, 10 * MiB, Buffer.alloc(3 * MiB, 0x5a));
-  const spec = { pairId: "p1", direction: "forward" as const, source, sink, peer: { url: b.agent.url, token: TOKEN } };
+  const spec = { pairId: "p1", direction: "forward" as const, source, sink, peer: "b" };
   const first = await a.client.syncPair(spec);
   expect(first).toMatchObject({ bytesTransferred: 3 * MiB, full: true });
   expect(fs.statSync(sink).size).toBe(256 * MiB);

@@ -9,6 +9,7 @@
  */
 import { z } from "zod";
 import type { Connection, ConnectorProperties, VolumePath } from "../connectors/connector";
+import { VOLUME_ID_PATTERN, VOLUME_ID_RULE, volumeIdProblem } from "../domain/volume-id";
 
 /** The wire API version (the path prefix). */
 export const API_PREFIX = "/v1";
@@ -16,6 +17,9 @@ export const API_PREFIX = "/v1";
 export const protocolSchema = z.enum(["iscsi", "nbd", "local"]).describe("The connector protocol.");
 export type Protocol = z.infer<typeof protocolSchema>;
 export const PROTOCOLS: readonly Protocol[] = protocolSchema.options;
+
+/** A volume id (domain/volume-id.ts): ids become file names, so every route checks them. */
+export const volumeIdSchema = z.string().regex(VOLUME_ID_PATTERN, { error: (iss) => volumeIdProblem(iss.input) }).describe(`A volume id: ${VOLUME_ID_RULE}.`);
 
 /** A connection: the connection info an attachment returned, plus the volume id (connectors/connector.ts). */
 export const connectionSchema = z
@@ -29,7 +33,7 @@ export const connectionSchema = z
     authUsername: z.string().optional(),
     authPassword: z.string().optional().describe("CHAP secret; never logged by the agent."),
     readOnly: z.boolean(),
-    volumeId: z.string().min(1),
+    volumeId: volumeIdSchema,
   })
   .describe("Connection info plus the volume id.");
 
@@ -84,15 +88,16 @@ const poolWireSchema = z
   .describe("A pool as the backends file declares it (PoolConfig).");
 const bytes = z.number().int().min(0);
 const id = z.string().min(1);
+const vid = volumeIdSchema;
 const op = <N extends string, T extends z.ZodTuple>(name: N, args: T) => z.object({ op: z.literal(name), args });
 
 export const driverCallSchema = z.discriminatedUnion("op", [
   op("getPoolStats", z.tuple([poolWireSchema])),
-  op("createVolume", z.tuple([poolWireSchema, id, bytes])),
-  op("cloneVolume", z.tuple([z.object({ pool: poolWireSchema, volumeId: id }), poolWireSchema, id, bytes])),
-  op("extendVolume", z.tuple([poolWireSchema, id, bytes])),
-  op("deleteVolume", z.tuple([poolWireSchema, id])),
-  op("getVolumeSizeBytes", z.tuple([poolWireSchema, id])),
+  op("createVolume", z.tuple([poolWireSchema, vid, bytes])),
+  op("cloneVolume", z.tuple([z.object({ pool: poolWireSchema, volumeId: vid }), poolWireSchema, vid, bytes])),
+  op("extendVolume", z.tuple([poolWireSchema, vid, bytes])),
+  op("deleteVolume", z.tuple([poolWireSchema, vid])),
+  op("getVolumeSizeBytes", z.tuple([poolWireSchema, vid])),
 ]);
 export const driverRequestSchema = z.object({ driver: z.enum(["file"]), call: driverCallSchema });
 
@@ -125,17 +130,32 @@ export const nbdCallSchema = z.discriminatedUnion("op", [
 ]);
 export const nbdRequestSchema = z.object({ host: id.describe("The address the nbdkit servers listen on."), call: nbdCallSchema });
 
-// Replication between storage nodes (seed 002): the primary's node runs the sync (its own timer
-// every rpoSeconds, or now when asked) and writes through the secondary node's sink route.
-export const peerSchema = z
-  .object({ url: z.string().url(), token: z.string().min(1).describe("Secret; never logged."), caCert: z.string().optional() })
-  .describe("The agent of the node that holds the destination, when it is another node.");
+// Replication between storage nodes: the primary's node runs the sync (its own timer every
+// rpoSeconds, or now when asked) and writes through the secondary node's sink route.
+// Where a node may send data is its own configuration (`--peers`), never the request's: a
+// request names a peer, and a token holder cannot make the node send a volume to any url.
+
+/** How this node reaches another node's agent: an entry of the agent's `--peers` file. */
+export const peerEndpointSchema = z.strictObject({
+  url: z.url({ protocol: /^https?$/ }).describe("The peer agent's URL, e.g. https://10.0.0.6:7700."),
+  token: z.string().min(1).describe("The peer agent's bearer token. Secret; never logged."),
+  caCert: z.string().min(1).optional().describe("PEM (or a path to it) of the CA that signed the peer agent's certificate."),
+});
+export type PeerEndpoint = z.infer<typeof peerEndpointSchema>;
+/** The `--peers` file: peer name (the node's key in the provider's `hosts`) → endpoint. */
+export const peersFileSchema = z.record(z.string().min(1), peerEndpointSchema);
+export type Peers = z.infer<typeof peersFileSchema>;
+
+export const peerNameSchema = z
+  .string({ error: (iss) => (iss.input === undefined ? undefined : "name a peer from this agent's --peers file; a url or token in the request is not accepted") })
+  .min(1)
+  .describe("The node that holds the destination, when it is another node: a name from this agent's --peers file.");
 export const syncSpecSchema = z.object({
   pairId: z.string().regex(/^[A-Za-z0-9._-]+$/),
   direction: z.enum(["forward", "reverse"]),
-  source: z.string().min(1).describe("The volume file read, on this node."),
-  sink: z.string().min(1).describe("The volume file written: on this node, or on `peer`'s."),
-  peer: peerSchema.optional(),
+  source: z.string().min(1).describe("The volume file read, on this node (under its storage root)."),
+  sink: z.string().min(1).describe("The volume file written: on this node (under its storage root), or on `peer`'s."),
+  peer: peerNameSchema.optional(),
   fresh: z.boolean().optional().describe("Forget this direction's chunk map first (a full, digest-compared sync): after the destination was written by others."),
 });
 export const syncRequestSchema = syncSpecSchema;

@@ -1,19 +1,24 @@
 /**
- * Replication on storage nodes (seed 002): the agent of the primary's node runs the incremental
- * sync (replication/sync.ts) of a pair, now when the provider asks (create, failover, failback,
+ * Replication on storage nodes: the agent of the primary's node runs the incremental sync
+ * (replication/sync.ts) of a pair, now when the provider asks (create, failover, failback,
  * `sds replicate`) and on its own timer every rpoSeconds once the pair is scheduled. The
- * destination is a file on this node or, through {@link HttpSink}, on the peer node's agent.
+ * destination is a file on this node or, through {@link HttpSink}, on a peer node's agent.
  *
+ * - Peers are this node's configuration (`sds-agent --peers FILE`: name → url, token, CA), never
+ *   the request's: a sync names its peer, so a token holder cannot make the node send a volume
+ *   to a url of their choosing. Schedules keep the name only, so no token lands in the state folder.
  * - Chunk maps and the schedules live in `<state dir>/replication` (0700): a restarted agent
- *   resumes its schedules. The peer's token is kept there (0600) so the timer can run alone.
+ *   resumes its schedules.
  * - One sync of a pair at a time (an in-process mutex; the provider's store lock covers the rest).
- * - Every path is confined to the node's storage root by the caller (agent/server.ts).
+ * - Every path is confined to the node's storage root by the caller (agent/server.ts); the file
+ *   source and sink refuse symbolic links themselves, the last guard against a link made since.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { invalidInput } from "../errors";
 import { FileSink, FileSource, invalidateMap, pairStatePaths, syncVolume, type SyncResult } from "../replication/sync";
 import type { ByteRange, ChunkHashAlgorithm, SinkChunk, SinkDigests, SyncSink } from "../replication/sync-sink";
-import type { PairStatus, SinkCall, SyncSpec } from "./api";
+import type { PairStatus, PeerEndpoint, Peers, SinkCall, SyncSpec } from "./api";
 import { AgentClient } from "./client";
 
 /** Sync batches to a peer travel as JSON (base64): 4 MiB of data per request. */
@@ -67,25 +72,66 @@ interface Schedule {
   retryAt?: number;
 }
 
+/** Options of {@link NodeReplication}. */
+export interface NodeReplicationOptions {
+  /** The nodes this one may send to, by name (the agent's `--peers` file). Default: none. */
+  peers?: Peers;
+}
+
+/**
+ * Why: agents before `--peers` saved `{url, token}` as a schedule's peer. Such a schedule is not
+ * run (its peer is no name: every sync fails, saying so) until the provider schedules the pair
+ * again, and its token is dropped so that it leaves the state folder at the next save.
+ */
+function withoutLegacyPeer(s: Schedule): Schedule {
+  const peer: unknown = s.spec.peer;
+  if (peer === undefined || typeof peer === "string") return s;
+  const url = typeof peer === "object" && peer !== null && "url" in peer ? String(peer.url) : "?";
+  return { ...s, spec: { ...s.spec, peer: { url } as never }, lastError: `saved by an older agent with the peer's url (${url}) instead of its name: schedule the pair again` };
+}
+
 export class NodeReplication {
   private readonly dir: string;
   private readonly schedulesFile: string;
   private schedules = new Map<string, Schedule>();
   private readonly running = new Map<string, Promise<SyncResult>>();
   private timer?: NodeJS.Timeout;
+  private peerTable: Peers;
 
   constructor(
     stateDir: string,
     private readonly log: (line: string) => void = () => undefined,
+    options: NodeReplicationOptions = {},
   ) {
+    this.peerTable = { ...options.peers };
     this.dir = path.join(stateDir, "replication");
     this.schedulesFile = path.join(this.dir, "schedules.json");
     try {
       const saved = JSON.parse(fs.readFileSync(this.schedulesFile, "utf8")) as Schedule[];
-      this.schedules = new Map(saved.map((s) => [s.spec.pairId, s]));
+      this.schedules = new Map(saved.map((s) => [s.spec.pairId, withoutLegacyPeer(s)]));
     } catch {
       // none yet
     }
+  }
+
+  /**
+   * Set the peers (runAgent does, from `--peers`, for a NodeReplication its caller built without
+   * them). Later syncs, scheduled ones included, resolve names against this table.
+   */
+  setPeers(peers: Peers): void {
+    this.peerTable = { ...peers };
+  }
+
+  /**
+   * The endpoint of a peer named by a sync spec; `field` names the spec's peer in errors.
+   * Why it also refuses objects: schedules saved by an older agent carried `{url, token}`.
+   */
+  peer(name: unknown, field = "peer"): PeerEndpoint {
+    const known = Object.keys(this.peerTable);
+    if (typeof name !== "string") throw invalidInput(field, "name a peer from this agent's --peers file; a url or token in the request is not accepted");
+    const p = Object.hasOwn(this.peerTable, name) ? this.peerTable[name] : undefined;
+    if (!p) throw invalidInput(field, `no peer ${JSON.stringify(name)} in this agent's --peers file (known: ${known.length ? known.join(", ") : "none"})`);
+    return p;
   }
 
   /** Sync a pair now; a sync of the same pair already running is waited for first (one at a time). */
@@ -103,19 +149,20 @@ export class NodeReplication {
 
   private async syncOnce(spec: SyncSpec): Promise<SyncResult> {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const peer = spec.peer === undefined ? undefined : this.peer(spec.peer);
     const maps = pairStatePaths(this.dir, spec.pairId)[spec.direction];
     if (spec.fresh) await invalidateMap(maps.mapPath);
     const source = new FileSource(spec.source);
     let client: AgentClient | undefined;
     let sink: SyncSink;
-    if (spec.peer) {
-      client = new AgentClient({ url: spec.peer.url, token: spec.peer.token, caCert: spec.peer.caCert });
-      sink = new HttpSink(client, spec.sink, spec.peer.url);
+    if (peer) {
+      client = new AgentClient({ url: peer.url, token: peer.token, caCert: peer.caCert });
+      sink = new HttpSink(client, spec.sink, spec.peer!);
     } else {
       sink = new FileSink(spec.sink);
     }
     try {
-      return await syncVolume(source, sink, maps.mapPath, { mapKey: maps.mapKey, batchBytes: spec.peer ? PEER_BATCH_BYTES : undefined });
+      return await syncVolume(source, sink, maps.mapPath, { mapKey: maps.mapKey, batchBytes: peer ? PEER_BATCH_BYTES : undefined });
     } finally {
       await Promise.allSettled([source.close(), sink.close(), client?.close()]);
     }
@@ -123,7 +170,7 @@ export class NodeReplication {
 
   /** The sink side of a sync from another node: one call on a file of this node. */
   async sinkCall(file: string, c: SinkCall): Promise<unknown> {
-    const sink = new FileSink(file);
+    const sink = new FileSink(file, { field: "path" });
     // Every case awaits inside the try: the finally must not close the file under a call in flight.
     try {
       switch (c.op) {

@@ -8,6 +8,9 @@
  * - Errors: malformed request → 400 INVALID_INPUT naming the field; UserError → 400/404/409 by
  *   code; BackendError → 502 with `retryable`; anything else → 500 with a generic message, the
  *   stack only in the agent's own log.
+ * - Storage routes keep callers inside the node: volume ids match domain/volume-id.ts, paths stay
+ *   under --storage-root with symlinks followed (drivers/confine.ts), and replication sends only
+ *   to the nodes of the agent's own --peers file, named by the request, never to a request's url.
  * - Logging: one line per request (method, route, status, duration). Headers and bodies are never
  *   logged, so neither the token nor a CHAP password can reach the log.
  */
@@ -19,11 +22,15 @@ import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import type { z } from "zod";
 import * as path from "node:path";
+import { parse as parseYaml } from "yaml";
 import type { Connector } from "../connectors/connector";
 import type { TargetFactory } from "../controller/attachments";
+import type { PoolConfig } from "../controller/backends";
+import { checkVolumeId } from "../domain/volume-id";
+import { confinedFile, confinedFolder, refuseSymlink } from "../drivers/confine";
 import type { VolumeDriver } from "../drivers/volume-driver";
 import { BackendError, UserError } from "../errors";
-import { fieldPath, PROTOCOLS, routes, type DriverCall, type ErrorBody, type IscsiCall, type NbdCall, type Protocol, type RouteSpec } from "./api";
+import { fieldPath, peersFileSchema, PROTOCOLS, routes, type DriverCall, type ErrorBody, type IscsiCall, type NbdCall, type Peers, type Protocol, type RouteSpec, type SyncSpec } from "./api";
 import type { NodeReplication } from "./node-replication";
 import { openApiDocument } from "./openapi";
 
@@ -44,7 +51,10 @@ export interface AgentServerOptions {
   storage?: StorageNode;
 }
 
-/** What a storage node serves: every path a client names must be under `root`. */
+/**
+ * What a storage node serves: every path a client names must stay under `root` with symlinks
+ * followed (drivers/confine.ts), and every volume id must be one (domain/volume-id.ts).
+ */
 export interface StorageNode {
   /** Absolute folder the pools of this node live in (`--storage-root`). */
   root: string;
@@ -54,65 +64,96 @@ export interface StorageNode {
   replication?: NodeReplication;
 }
 
-/**
- * Why: the storage routes create, serve and delete files at paths the client names; a token
- * holder must not reach outside the node's storage root (e.g. export /etc/shadow as a LUN).
- */
-function underRoot(root: string, p: string, field: string): string {
-  const abs = path.resolve(p);
-  if (abs !== p || !(abs + path.sep).startsWith(path.resolve(root) + path.sep) || abs === path.resolve(root)) {
-    throw invalid(field, `${JSON.stringify(p)} is not an absolute, normalized path under this node's storage root ${root}`);
-  }
-  return abs;
-}
-
 function storageOf(o: AgentServerOptions): StorageNode {
   if (!o.storage) throw new HttpError(404, { error: { code: "NOT_FOUND", message: "this agent is not a storage node (start it with --storage-root)" } });
   return o.storage;
 }
 
-/** The node's replication, with the paths of a sync spec checked against the storage root. */
-function replicationOf(o: AgentServerOptions, spec?: { source: string; sink: string; peer?: unknown }): NodeReplication {
+function replicationOf(o: AgentServerOptions): NodeReplication {
   const node = storageOf(o);
   if (!node.replication) throw new HttpError(404, { error: { code: "NOT_FOUND", message: "this storage node does not run replication" } });
-  if (spec) {
-    underRoot(node.root, spec.source, "source");
-    if (!spec.peer) underRoot(node.root, spec.sink, "sink");
-  }
   return node.replication;
 }
 
+/**
+ * A sync spec checked against this node: the peer is one of its `--peers`, the source (and a
+ * local sink) are files under its storage root, not symlinks. Returns the spec with the
+ * resolved paths. `prefix` is where the spec sits in the request (`spec` for schedule).
+ */
+async function checkedSpec(o: AgentServerOptions, spec: SyncSpec, prefix = ""): Promise<SyncSpec> {
+  const root = storageOf(o).root;
+  const field = (name: string) => (prefix ? `${prefix}.${name}` : name);
+  if (spec.peer !== undefined) replicationOf(o).peer(spec.peer, field("peer"));
+  const source = await confinedFile(root, spec.source, field("source"));
+  // A sink on a peer is that node's to check (its sink route confines it to its own root).
+  const sink = spec.peer === undefined ? await confinedFile(root, spec.sink, field("sink")) : spec.sink;
+  return { ...spec, source, sink };
+}
+
+/**
+ * Why each driver call resolves its pools here: the driver follows what it is given, so the
+ * folders it gets are the real ones inside the root (drivers/confine.ts), and a volume file
+ * that is a symlink is refused naming the id that led to it.
+ */
 async function driverCall(node: StorageNode, kind: string, c: DriverCall): Promise<unknown> {
   const d = node.driverFor(kind);
-  const pool = (i: number) => underRoot(node.root, (c.args[i] as { path: string }).path, `call.args[${i}].path`);
+  const pool = async (p: PoolConfig, field: string, create: boolean): Promise<PoolConfig | undefined> => {
+    const real = await confinedFolder(node.root, p.path, field, { create });
+    return real === undefined ? undefined : { ...p, path: real };
+  };
+  const existingPool = async (p: PoolConfig, field: string): Promise<PoolConfig> => {
+    const found = await pool(p, field, false);
+    if (!found) throw new UserError("NOT_FOUND", `${field}: pool folder ${p.path} does not exist on this node`, field);
+    return found;
+  };
+  const volumeFile = (p: PoolConfig, volumeId: string, field: string) => refuseSymlink(d.volumePath(p, checkVolumeId(field, volumeId)), field);
   switch (c.op) {
     case "getPoolStats":
-      pool(0);
-      return d.getPoolStats(c.args[0] as never);
-    case "cloneVolume":
-      underRoot(node.root, c.args[0].pool.path, "call.args[0].pool.path");
-      pool(1);
-      return d.cloneVolume(c.args[0] as never, c.args[1] as never, c.args[2], c.args[3]);
-    case "createVolume":
-    case "extendVolume":
-      pool(0);
-      return d[c.op](c.args[0] as never, c.args[1], c.args[2]);
+      return d.getPoolStats((await pool(c.args[0] as PoolConfig, "call.args[0].path", true))!);
+    case "createVolume": {
+      const p = (await pool(c.args[0] as PoolConfig, "call.args[0].path", true))!;
+      await volumeFile(p, c.args[1], "call.args[1]");
+      return d.createVolume(p, c.args[1], c.args[2]);
+    }
+    case "cloneVolume": {
+      const [source, target, volumeId, sizeBytes] = c.args;
+      // The target's pool first, as the driver does: it is made even when the source is missing.
+      const to = (await pool(target as PoolConfig, "call.args[1].path", true))!;
+      await volumeFile(to, volumeId, "call.args[2]");
+      const from = await existingPool(source.pool as PoolConfig, "call.args[0].pool.path");
+      await volumeFile(from, source.volumeId, "call.args[0].volumeId");
+      return d.cloneVolume({ pool: from, volumeId: source.volumeId }, to, volumeId, sizeBytes);
+    }
+    case "extendVolume": {
+      const p = await existingPool(c.args[0] as PoolConfig, "call.args[0].path");
+      await volumeFile(p, c.args[1], "call.args[1]");
+      return d.extendVolume(p, c.args[1], c.args[2]);
+    }
     case "deleteVolume":
-    case "getVolumeSizeBytes":
-      pool(0);
-      return d[c.op](c.args[0] as never, c.args[1]);
+    case "getVolumeSizeBytes": {
+      // A pool folder that is not there holds no volume: deleted already, size unknown.
+      const p = await pool(c.args[0] as PoolConfig, "call.args[0].path", false);
+      if (!p) return undefined;
+      await volumeFile(p, c.args[1], "call.args[1]");
+      return d[c.op](p, c.args[1]);
+    }
   }
 }
 
+/**
+ * Why only the backing file is checked: it is the one argument naming a path, and tgtd and
+ * nbdkit would open whatever it names. The target still gets the path as sent (it lists LUNs
+ * by it); the check refuses every path whose folders leave the root or that is a symlink.
+ */
 async function iscsiCall(node: StorageNode, portal: string, c: IscsiCall): Promise<unknown> {
-  if (c.op === "ensureLun" || c.op === "refreshLun") underRoot(node.root, c.args[2], "call.args[2]");
+  if (c.op === "ensureLun" || c.op === "refreshLun") await confinedFile(node.root, c.args[2], "call.args[2]");
   const t = node.targets.iscsi(portal) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   if (typeof t[c.op] !== "function") throw invalid("call.op", `the iSCSI target of this agent has no ${c.op}`);
   return t[c.op](...c.args);
 }
 
 async function nbdCall(node: StorageNode, host: string, c: NbdCall): Promise<unknown> {
-  if (c.op === "ensureExport" || c.op === "refreshExport") underRoot(node.root, c.args[2], "call.args[2]");
+  if (c.op === "ensureExport" || c.op === "refreshExport") await confinedFile(node.root, c.args[2], "call.args[2]");
   const t = node.targets.nbd(host) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   if (typeof t[c.op] !== "function") throw invalid("call.op", `the NBD target of this agent has no ${c.op}`);
   return t[c.op](...c.args);
@@ -204,13 +245,16 @@ export function createAgentHandler(o: AgentServerOptions): http.RequestListener 
     storageIscsi: async (_q, b) => ({ result: await iscsiCall(storageOf(o), b.portal, b.call) }),
     storageNbd: async (_q, b) => ({ result: await nbdCall(storageOf(o), b.host, b.call) }),
     storageSync: async (_q, b) => {
-      const repl = replicationOf(o, b);
-      const r = await repl.sync(b);
+      const repl = replicationOf(o);
+      const r = await repl.sync(await checkedSpec(o, b));
       repl.noteSync(b.pairId, r);
       return { result: { bytesTransferred: r.bytesTransferred, full: r.full, lastSyncAt: r.lastSyncAt, durationMs: r.durationMs } };
     },
     storageSchedule: async (_q, b) => {
-      replicationOf(o, b.spec).schedule(b.spec, b.rpoSeconds);
+      const repl = replicationOf(o);
+      // Checked now, saved as sent: the timer's syncs open the files with O_NOFOLLOW.
+      await checkedSpec(o, b.spec, "spec");
+      repl.schedule(b.spec, b.rpoSeconds);
       return {};
     },
     storageUnschedule: async (_q, b) => {
@@ -218,7 +262,10 @@ export function createAgentHandler(o: AgentServerOptions): http.RequestListener 
       return {};
     },
     storagePairs: async () => ({ pairs: replicationOf(o).pairs() }),
-    storageSink: async (_q, b) => ({ result: await replicationOf(o).sinkCall(underRoot(storageOf(o).root, b.path, "path"), b.call) }),
+    storageSink: async (_q, b) => {
+      const repl = replicationOf(o);
+      return { result: await repl.sinkCall(await confinedFile(storageOf(o).root, b.path, "path"), b.call) };
+    },
   };
 
   const send = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
@@ -304,18 +351,47 @@ export async function startAgent(o: AgentServerOptions & { host: string; port: n
 
 // ------------------------------------------------------------------ command line
 
+/** Why: token and peers files hold passwords; one readable by group or others is refused. */
+function readPrivateFile(file: string, what: string): string {
+  const st = fs.statSync(file);
+  if ((st.mode & 0o077) !== 0) {
+    throw new Error(`${what} ${file} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`);
+  }
+  return fs.readFileSync(file, "utf8");
+}
+
 /**
  * Read the token file: refused when group/other have any permission on it (it is a password) or
  * when it is empty. Trailing whitespace (a final newline) is not part of the token.
  */
 export function readTokenFile(file: string): string {
-  const st = fs.statSync(file);
-  if ((st.mode & 0o077) !== 0) {
-    throw new Error(`token file ${file} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`);
-  }
-  const token = fs.readFileSync(file, "utf8").trim();
+  const token = readPrivateFile(file, "token file").trim();
   if (token === "") throw new Error(`token file ${file} is empty`);
   return token;
+}
+
+/**
+ * Read the peers file (`--peers`): YAML or JSON, a map of peer name → {url, token, caCert?}, the
+ * name being the node's key in the provider's `hosts`. Mode 600 or stricter (it holds tokens).
+ * Example:
+ * ```yaml
+ * storage2: {url: "https://10.0.0.6:7700", token: "…", caCert: /etc/sds/storage2-ca.pem}
+ * ```
+ */
+export function readPeersFile(file: string): Peers {
+  const text = readPrivateFile(file, "peers file");
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new Error(`peers file ${file} is not YAML or JSON: ${(err as Error).message.split("\n")[0]}`);
+  }
+  const r = peersFileSchema.safeParse(raw ?? {});
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new Error(`peers file ${file}: ${fieldPath(issue.path) || "(top)"}: ${issue.message}`);
+  }
+  return r.data;
 }
 
 /** `127.0.0.1:7700`, `[::1]:7700`, `0.0.0.0:7700` → host and port. */
@@ -334,10 +410,13 @@ export interface AgentArgs {
   stateDir: string;
   /** Storage nodes: the folder pools live under; enables the storage routes. */
   storageRoot?: string;
+  /** Storage nodes: the file naming the nodes this one may replicate to. */
+  peersFile?: string;
   help: boolean;
 }
 
 export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--state-dir DIR]
+                 [--storage-root DIR [--peers FILE]]
 
   --listen HOST:PORT   address to listen on (default 127.0.0.1:7700; loopback unless told otherwise)
   --token-file FILE    bearer token clients must send; mode 600 or stricter, not empty (required)
@@ -345,7 +424,12 @@ export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PO
   --tls-key FILE       PEM private key of --tls-cert
   --state-dir DIR      where connectors keep their connection records (default /run/sds)
   --storage-root DIR   storage node: serve the driver and target routes for pools under DIR
-                       (target daemons keep their pidfiles in <state-dir>/targets)
+                       (target daemons keep their pidfiles in <state-dir>/targets); every path and
+                       volume id a call names must stay under DIR, symlinks followed
+  --peers FILE         storage node: the nodes this one replicates to, YAML or JSON, mode 600:
+                         <name>: {url: https://HOST:PORT, token: TOKEN, caCert: PEM-or-FILE}
+                       <name> is the node's key in the provider's hosts; a sync request names a
+                       peer, never a url (default: no peers, local replication only)
   --help               this text
 `;
 
@@ -360,6 +444,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
       "tls-key": { type: "string" },
       "state-dir": { type: "string", default: "/run/sds" },
       "storage-root": { type: "string" },
+      peers: { type: "string" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -372,11 +457,13 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
     tlsKey: values["tls-key"],
     stateDir: values["state-dir"]!,
     storageRoot: values["storage-root"] ? path.resolve(values["storage-root"]) : undefined,
+    peersFile: values.peers,
     help: values.help ?? false,
   };
   if (args.help) return args;
   if (!args.tokenFile) throw new Error("--token-file is required");
   if (!!args.tlsCert !== !!args.tlsKey) throw new Error("--tls-cert and --tls-key go together");
+  if (args.peersFile && !args.storageRoot) throw new Error("--peers is for storage nodes: give --storage-root too");
   parseListen(args.listen);
   return args;
 }
@@ -391,7 +478,7 @@ export type ConnectorFactory = (protocol: Protocol, options: { stateDir: string 
  */
 export async function runAgent(
   argv: readonly string[],
-  deps: { factory: ConnectorFactory; version: string; log?: (line: string) => void; storage?: (args: { root: string; stateDir: string }) => StorageNode },
+  deps: { factory: ConnectorFactory; version: string; log?: (line: string) => void; storage?: (args: { root: string; stateDir: string; peers: Peers }) => StorageNode },
 ): Promise<RunningAgent | undefined> {
   const log = deps.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const args = parseAgentArgs(argv);
@@ -408,9 +495,15 @@ export async function runAgent(
     return c;
   };
   if (args.storageRoot && !deps.storage) throw new Error("--storage-root: this build of the agent has no storage support");
-  const storage = args.storageRoot ? deps.storage!({ root: args.storageRoot, stateDir: args.stateDir }) : undefined;
+  const peers = args.peersFile ? readPeersFile(args.peersFile) : undefined;
+  const storage = args.storageRoot ? deps.storage!({ root: args.storageRoot, stateDir: args.stateDir, peers: peers ?? {} }) : undefined;
+  if (peers) {
+    if (!storage?.replication) throw new Error("--peers: this storage node does not run replication");
+    storage.replication.setPeers(peers);
+  }
   const agent = await startAgent({ ...parseListen(args.listen), token, tls, connectorFor, version: deps.version, log, storage });
-  log(`sds-agent ${deps.version} listening on ${agent.url}${storage ? ` (storage node, pools under ${storage.root})` : ""}`);
+  const peerNote = peers ? `, peers ${Object.keys(peers).join(", ") || "none"}` : "";
+  log(`sds-agent ${deps.version} listening on ${agent.url}${storage ? ` (storage node, pools under ${storage.root}${peerNote})` : ""}`);
   let closing = false;
   const stop = (signal: string) => {
     if (closing) return;

@@ -63,7 +63,10 @@ export interface ReplicationOptions {
   lockTimeoutMs?: number;
   /** Storage nodes: the agent of a node (backends whose `node` is not local sync there). */
   nodeAgent?: (node: string) => NodeAgent;
-  /** How one node's agent reaches another's (url, token): the peer of a sync between nodes. */
+  /**
+   * @deprecated Ignored: a node's agent reaches its peers through its own `--peers` file, and a
+   * sync names the peer by its `hosts` key. Kept only until the provider wiring stops passing it.
+   */
   nodePeer?: (node: string) => { url: string; token: string; caCert?: string };
 }
 
@@ -75,7 +78,6 @@ export class Replication {
   private readonly log: (message: string) => void;
   private readonly lockTimeoutMs: number;
   private readonly nodeAgent?: (node: string) => NodeAgent;
-  private readonly nodePeer?: (node: string) => { url: string; token: string; caCert?: string };
 
   constructor(o: ReplicationOptions) {
     this.store = o.store;
@@ -85,7 +87,6 @@ export class Replication {
     this.log = o.log ?? (() => undefined);
     this.lockTimeoutMs = o.lockTimeoutMs ?? 600_000;
     this.nodeAgent = o.nodeAgent;
-    this.nodePeer = o.nodePeer;
   }
 
   /** The nodes of a pair's two volumes. */
@@ -101,12 +102,16 @@ export class Replication {
     return this.nodes(row).primary !== "local";
   }
 
-  /** One direction of a pair as a storage node agent runs it: on the source's node, the peer when the sink is on another. */
+  /**
+   * One direction of a pair as a storage node agent runs it: on the source's node, naming the
+   * sink's node (its `hosts` key) as the peer when it is another; the source's agent finds that
+   * name in its own `--peers` file.
+   */
   private nodeSpec(row: PairRow, direction: SyncDirection, fresh = false): { node: string; spec: SyncSpec } {
     const { primary, secondary } = this.paths(row);
     const n = this.nodes(row);
     const [fromNode, toNode, source, sink] = direction === "forward" ? [n.primary, n.secondary, primary, secondary] : [n.secondary, n.primary, secondary, primary];
-    const spec: SyncSpec = { pairId: row.id, direction, source, sink, ...(fromNode !== toNode ? { peer: this.nodePeer!(toNode) } : {}), ...(fresh ? { fresh } : {}) };
+    const spec: SyncSpec = { pairId: row.id, direction, source, sink, ...(fromNode !== toNode ? { peer: toNode } : {}), ...(fresh ? { fresh } : {}) };
     return { node: fromNode, spec };
   }
 
@@ -178,7 +183,7 @@ export class Replication {
     if ((backend.node === "local") !== (target.node === "local")) {
       return [["targetBackend", `backend ${backend.name} is on node ${backend.node} and ${target.name} on node ${target.node}: replication runs between two storage nodes (in their agents) or on this machine, not between the two`]];
     }
-    if (backend.node !== "local" && (!this.nodeAgent || !this.nodePeer)) return [["targetBackend", "replication between storage nodes needs their agents in the provider's hosts"]];
+    if (backend.node !== "local" && !this.nodeAgent) return [["targetBackend", "replication between storage nodes needs their agents in the provider's hosts"]];
     return [];
   }
 
