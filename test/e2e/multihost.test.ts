@@ -66,8 +66,14 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
     fs.mkdirSync(path.join(work, "pools"), { recursive: true });
     fs.mkdirSync(path.join(work, "pools2"), { recursive: true });
     fs.writeFileSync(path.join(work, "token"), TOKEN, { mode: 0o600 });
-    await startAgent("storage", ["--storage-root", path.join(work, "pools")]);
-    await startAgent("storage2", ["--storage-root", path.join(work, "pools2")]);
+    // Each storage node may replicate only to the other, named by its key in the provider's hosts.
+    const peers = (peer: string) => {
+      const file = path.join(work, `peer-${peer}.json`);
+      fs.writeFileSync(file, JSON.stringify({ [peer]: { url: `http://${lab.node(peer).ip}:7700`, token: TOKEN } }), { mode: 0o600 });
+      return file;
+    };
+    await startAgent("storage", ["--storage-root", path.join(work, "pools"), "--peers", peers("storage2")]);
+    await startAgent("storage2", ["--storage-root", path.join(work, "pools2"), "--peers", peers("storage")]);
     await startAgent("hostA");
     await startAgent("hostB");
     fs.writeFileSync(
