@@ -86,7 +86,6 @@ export class Composition {
         stateDir: replicationDir(this.stateFile),
         log: (m) => this.log("info", m),
         nodeAgent: (node) => this.agent(node),
-        nodePeer: (node) => this.agentEndpoint(node),
       });
     })();
     this.replicationPromise.catch(() => undefined);

@@ -61,13 +61,11 @@ export interface ReplicationOptions {
   now?: () => Date;
   log?: (message: string) => void;
   lockTimeoutMs?: number;
-  /** Storage nodes: the agent of a node (backends whose `node` is not local sync there). */
-  nodeAgent?: (node: string) => NodeAgent;
   /**
-   * @deprecated Ignored: a node's agent reaches its peers through its own `--peers` file, and a
-   * sync names the peer by its `hosts` key. Kept only until the provider wiring stops passing it.
+   * Storage nodes: the agent of a node (backends whose `node` is not local sync there). A node's
+   * agent reaches its peers through its own `--peers` file; a sync names the peer by its `hosts` key.
    */
-  nodePeer?: (node: string) => { url: string; token: string; caCert?: string };
+  nodeAgent?: (node: string) => NodeAgent;
 }
 
 export class Replication {
