@@ -33,7 +33,7 @@ suite("replication: sync, failover, failback, failover with the primary unreacha
     return execFileSync("dd", [`if=${dev}`, "bs=1M", "skip=3", `count=${n}`, "iflag=direct", "status=none"], { maxBuffer: 1 << 28 });
   };
   const volumeFile = (pool: string, id: unknown) => path.join(p.dir, "pools", pool, `volume-${id}.img`);
-  const replicate = () => execFileSync(path.join(repoRoot, "provider/bin/sds"), ["replicate", "--all", "--project", p.dir, "--backends", "backends.yaml"], { cwd: p.dir, encoding: "utf8", env: { ...p.env } });
+  const replicate = () => execFileSync(path.join(repoRoot, "provider/bin/sds"), ["replicate", "--all", "--project", p.dir], { cwd: p.dir, encoding: "utf8", env: { ...p.env } });
 
   beforeAll(async () => {
     p = await PulumiProject.create("replication");
