@@ -69,9 +69,13 @@ export class Attachment extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly sharedTargets: pulumi.Output<boolean>;
     /**
-     * Status of the attachment: `attaching`, `attached` (exported, and connected when `connect` is true), `detaching`, `error_attaching` or `error_detaching`.
+     * Status of the attachment: `attaching`, `attached` (exported, and connected when `connect` is true), `broken` (refresh found the export gone from its target or the device's path dead, e.g. after the target daemon crashed: `statusReason` says why, and the next `pulumi up` repairs it, on the same device path), `detaching`, `error_attaching` or `error_detaching`.
      */
     declare public /*out*/ readonly status: pulumi.Output<string>;
+    /**
+     * Why the attachment is `broken`, in one line (empty otherwise).
+     */
+    declare public /*out*/ readonly statusReason: pulumi.Output<string | undefined>;
     /**
      * Id of the volume to attach. Changing it replaces the attachment.
      */
@@ -101,6 +105,7 @@ export class Attachment extends pulumi.CustomResource {
             resourceInputs["devicePath"] = undefined /*out*/;
             resourceInputs["sharedTargets"] = undefined /*out*/;
             resourceInputs["status"] = undefined /*out*/;
+            resourceInputs["statusReason"] = undefined /*out*/;
         } else {
             resourceInputs["backendId"] = undefined /*out*/;
             resourceInputs["connect"] = undefined /*out*/;
@@ -111,6 +116,7 @@ export class Attachment extends pulumi.CustomResource {
             resourceInputs["mode"] = undefined /*out*/;
             resourceInputs["sharedTargets"] = undefined /*out*/;
             resourceInputs["status"] = undefined /*out*/;
+            resourceInputs["statusReason"] = undefined /*out*/;
             resourceInputs["volumeId"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);

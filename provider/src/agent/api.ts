@@ -41,6 +41,7 @@ export const connectRequestSchema = z.object({ connection: connectionSchema });
 export const disconnectRequestSchema = z.object({ connection: connectionSchema, force: z.boolean().optional() });
 export const volumePathsRequestSchema = z.object({ connection: connectionSchema });
 export const extendRequestSchema = z.object({ connection: connectionSchema });
+export const checkRequestSchema = z.object({ connection: connectionSchema });
 
 /** `?protocol=` required. */
 export const protocolQuerySchema = z.object({ protocol: protocolSchema });
@@ -67,6 +68,11 @@ export const emptyResponseSchema = z.object({});
 export const pathsResponseSchema = z.object({ paths: z.array(volumePathSchema) });
 export const searchPathResponseSchema = z.object({ path: z.string() });
 export const extendResponseSchema = z.object({ sizeBytes: z.number().int().min(0) });
+export const checkResponseSchema = z.object({
+  path: z.string().nullable().describe("The device, or null when the volume is not connected here."),
+  healthy: z.boolean().describe("Every layer of the device answers, down to the target."),
+  reason: z.string().optional().describe("Why not, in one line."),
+});
 export const errorResponseSchema = z.object({
   error: z.object({
     code: z.string().describe("Stable code: INVALID_INPUT, UNAUTHORIZED, NOT_FOUND, CONFLICT, COMMAND_FAILED, TIMEOUT, INTERNAL, …"),
@@ -284,6 +290,24 @@ export const routes = {
     auth: true,
     body: extendRequestSchema,
     response: extendResponseSchema,
+  },
+  check: {
+    operationId: "checkVolume",
+    method: "POST",
+    path: `${API_PREFIX}/connections/check`,
+    summary: "Whether the device of a connection works end to end (a bounded probe: it never hangs).",
+    auth: true,
+    body: checkRequestSchema,
+    response: checkResponseSchema,
+  },
+  fence: {
+    operationId: "fenceVolume",
+    method: "POST",
+    path: `${API_PREFIX}/connections/fence`,
+    summary: "When the device of a connection is broken, make its I/O fail now instead of hanging (the device stays, for a repair on the same path).",
+    auth: true,
+    body: checkRequestSchema,
+    response: checkResponseSchema,
   },
   storageDriver: {
     operationId: "storageDriver",

@@ -16,7 +16,7 @@
 import * as fs from "node:fs";
 import { Agent, request, type Dispatcher } from "undici";
 import type { z } from "zod";
-import type { Connection, ConnectorProperties, VolumePath } from "../connectors/connector";
+import type { Connection, ConnectorProperties, PathHealth, VolumePath } from "../connectors/connector";
 import { BackendError, UserError } from "../errors";
 import {
   connectorPropertiesSchema,
@@ -24,6 +24,7 @@ import {
   emptyResponseSchema,
   errorResponseSchema,
   extendResponseSchema,
+  checkResponseSchema,
   healthResponseSchema,
   pathsResponseSchema,
   routes,
@@ -137,6 +138,16 @@ export class AgentClient {
 
   async extendVolume(connection: Connection): Promise<number> {
     return (await this.call(routes.extend, extendResponseSchema, { body: { connection } })).sizeBytes;
+  }
+
+  async checkVolume(connection: Connection): Promise<PathHealth> {
+    const r = await this.call(routes.check, checkResponseSchema, { body: { connection } });
+    return { path: r.path, healthy: r.healthy, ...(r.reason !== undefined ? { reason: r.reason } : {}) };
+  }
+
+  async fenceVolume(connection: Connection): Promise<PathHealth> {
+    const r = await this.call(routes.fence, checkResponseSchema, { body: { connection } });
+    return { path: r.path, healthy: r.healthy, ...(r.reason !== undefined ? { reason: r.reason } : {}) };
   }
 
   /** Storage nodes: a driver call (agent/remote-node.ts wraps these as a VolumeDriver). */

@@ -241,6 +241,8 @@ export function createAgentHandler(o: AgentServerOptions): http.RequestListener 
     },
     getSearchPath: async (q) => ({ path: o.connectorFor(q.protocol).getSearchPath() }),
     extendVolume: async (_q, b) => ({ sizeBytes: await o.connectorFor(b.connection.protocol).extendVolume(b.connection) }),
+    checkVolume: async (_q, b) => o.connectorFor(b.connection.protocol).checkVolume(b.connection),
+    fenceVolume: async (_q, b) => o.connectorFor(b.connection.protocol).fenceVolume(b.connection),
     storageDriver: async (_q, b) => ({ result: await driverCall(storageOf(o), b.driver, b.call) }),
     storageIscsi: async (_q, b) => ({ result: await iscsiCall(storageOf(o), b.portal, b.call) }),
     storageNbd: async (_q, b) => ({ result: await nbdCall(storageOf(o), b.host, b.call) }),

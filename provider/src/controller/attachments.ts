@@ -60,7 +60,7 @@ export function portalHost(portal: string): string {
 }
 
 /** What attachments need of a host's connector: the local one, or the host's agent (AgentClient). */
-export type HostConnector = Pick<Connector, "connectVolume" | "disconnectVolume" | "getVolumePaths" | "extendVolume">;
+export type HostConnector = Pick<Connector, "connectVolume" | "disconnectVolume" | "getVolumePaths" | "extendVolume" | "checkVolume" | "fenceVolume">;
 
 /** A host other than `localhost`, reached through its sds-agent. */
 export interface RemoteHost {
@@ -423,6 +423,84 @@ export class Attachments {
       });
     }
     return out;
+  }
+
+  // ---------------------------------------------------------------- health and repair
+
+  /**
+   * What an attachment really is now (refresh): the export on the target daemon and, when it was
+   * connected, the device on its host, probed end to end (bounded: a probe never hangs). A broken
+   * device is fenced on the way (its I/O fails at once instead of waiting for a target that came
+   * back without it), so readers see EIO, not a hang; {@link repair} puts it back on the same path.
+   */
+  async health(id: string): Promise<{ status: "attached" | "broken" | string; reason?: string }> {
+    const row = this.store.getAttachment(id);
+    if (!row) return { status: "gone" };
+    if (row.status !== "attached") return { status: row.status };
+    const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : this.controller.getVolume(row.volumeId);
+    if (!volume) return { status: "broken", reason: `volume ${row.volumeId} is gone` };
+    const exportProblem = await this.exportProblem(row);
+    if (exportProblem) return { status: "broken", reason: exportProblem };
+    if (!row.devicePath) return { status: "attached" };
+    const connector = this.hostConnector(row.host, row.protocol);
+    if (!connector) return { status: "attached" }; // cannot look: not a finding
+    const connection: Connection = { ...this.initializeConnection(row, volume), volumeId: volume.id };
+    const h = await connector.fenceVolume(connection);
+    if (h.healthy) return { status: "attached" };
+    return { status: "broken", reason: `${row.devicePath} on ${row.host}: ${h.reason ?? "unhealthy"}` };
+  }
+
+  /** Why the attachment's export is not on its target now, or undefined when it is. */
+  private async exportProblem(row: AttachmentRow): Promise<string | undefined> {
+    if (row.protocol === "local" || !row.targetName) return undefined;
+    const target = this.store.getTarget(row.targetName);
+    if (!target) return `its target ${row.targetName} is not in the state`;
+    const lun = this.store.listLuns(target.name).find((l) => l.volumeId === row.volumeId);
+    try {
+      if (target.protocol === "iscsi") {
+        const live = (await this.targetsOf(target.backendName).iscsi(target.portal).list()).find((t) => t.name === target.name);
+        if (!live) return `target ${target.name} is gone from the daemon on ${target.portal} (restarted?)`;
+        if (lun && !live.luns.some((l) => l.lun === lun.lun)) return `LUN ${lun.lun} is gone from target ${target.name}`;
+        if (row.connector.initiator && !live.initiators.includes(row.connector.initiator)) return `initiator ${row.connector.initiator} is not in the ACL of ${target.name}`;
+        return undefined;
+      }
+      const live = (await this.targetsOf(target.backendName).nbd(portalHost(target.portal)).list()).find((s) => s.server === target.name);
+      if (!live) return `NBD server ${target.name} is not running (crashed or stopped)`;
+      if (!live.exports.some((e) => e.name === exportName(row.volumeId))) return `export ${exportName(row.volumeId)} is gone from NBD server ${target.name}`;
+      return undefined;
+    } catch (err) {
+      return `the target daemon on ${target.portal} does not answer: ${(err as Error).message}`;
+    }
+  }
+
+  /**
+   * Put a broken attachment back (the `up` after a refresh found it broken): the export is made
+   * again (idempotent), then the device is reconnected on its host, on the same path whenever the
+   * kernel allows it. Safe to repeat.
+   */
+  async repair(id: string): Promise<{ row: AttachmentRow; connectionInfo: ConnectionInfo; moved?: { from: string; to: string } }> {
+    const row = this.store.getAttachment(id);
+    if (!row) throw new UserError("NOT_FOUND", `attachment ${id} no longer exists; run pulumi refresh`);
+    const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : this.controller.getVolume(row.volumeId);
+    if (!volume) throw new UserError("NOT_FOUND", `attachment ${id}: volume ${row.volumeId} no longer exists`, "volumeId");
+    const { backend } = this.controller.locate(volume);
+    await this.withExportLock(row, volume, () => this.createExport(row, volume, backend));
+    const connectionInfo = this.initializeConnection(row, volume);
+    let moved: { from: string; to: string } | undefined;
+    const connector = row.devicePath ? this.hostConnector(row.host, row.protocol) : undefined;
+    if (connector) {
+      await this.withLock(`connect:${row.host}:${volume.id}:${row.mode}`, async () => {
+        const path = (await connector.connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
+        if (path !== row.devicePath) moved = { from: row.devicePath!, to: path };
+        this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
+      });
+    }
+    const repaired = this.store.transaction(() => {
+      const r = this.store.updateAttachment(row.id, { status: "attached", updatedAt: this.at() });
+      this.refreshVolumeStatus(volume.id);
+      return r;
+    });
+    return { row: repaired, connectionInfo, moved };
   }
 
   // ---------------------------------------------------------------- detach

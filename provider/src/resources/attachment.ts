@@ -1,7 +1,9 @@
 /**
- * sds:index:Attachment: a volume exported to a host (seeds 000, 003, 004). Every input change
- * replaces the attachment; when the volume is not multiAttach the old attachment goes first
- * (the new one would be refused while it exists).
+ * sds:index:Attachment: a volume exported to a host (exports made per connector, on shared or
+ * per-volume targets, multi-attach). Every input change replaces the attachment; when the volume
+ * is not multiAttach the old attachment goes first (the new one would be refused while it exists).
+ * Refresh probes the export and the device: a `broken` attachment (target daemon crashed, a
+ * helper died) shows as such with its reason, and the next `up` repairs it in place.
  */
 import { z } from "zod";
 import type { ConnectionInfo } from "../controller/attachments";
@@ -55,6 +57,11 @@ export class AttachmentResource implements ResourceHandler {
 
   async diff(req: DiffRequest): Promise<DiffResult> {
     const d = diffProperties(attachmentProperties, req.oldInputs, req.news, req.ignoreChanges);
+    // Refresh found it broken: an update puts it back (same export, same device path).
+    if (req.oldOutputs.status === "broken" && d.replaces.length === 0) {
+      d.detailed.status = "update";
+      d.changed = true;
+    }
     if (d.replaces.length > 0) {
       // The replacement would be refused while the old attachment exists on a volume that is not multiAttach.
       const volumeId = isUnknown(req.news.volumeId) ? req.oldInputs.volumeId : req.news.volumeId;
@@ -65,11 +72,12 @@ export class AttachmentResource implements ResourceHandler {
     return d;
   }
 
-  private outputs(row: AttachmentRow, info: ConnectionInfo, inputs: Props, volume: { sharedTargets: boolean; backendId: string } | undefined): Props {
+  private outputs(row: AttachmentRow, info: ConnectionInfo, inputs: Props, volume: { sharedTargets: boolean; backendId: string } | undefined, health?: { status: string; reason?: string }): Props {
     return {
       ...withDefaults(attachmentProperties, inputs),
       ...(inputs.connector !== undefined ? { connector: inputs.connector } : {}),
-      status: row.status,
+      status: health?.status ?? row.status,
+      statusReason: health?.reason ?? "",
       connectionInfo: connectionInfoOutput(info),
       devicePath: row.devicePath ?? "",
       sharedTargets: volume?.sharedTargets ?? false,
@@ -84,7 +92,7 @@ export class AttachmentResource implements ResourceHandler {
       const v = typeof i.volumeId === "string" && !isUnknown(i.volumeId) ? c.getVolume(i.volumeId) : undefined;
       return {
         id: "",
-        outs: { ...i, status: UNKNOWN, connectionInfo: UNKNOWN, devicePath: UNKNOWN, sharedTargets: v?.sharedTargets ?? UNKNOWN, backendId: v?.backendId ?? UNKNOWN },
+        outs: { ...i, status: UNKNOWN, statusReason: UNKNOWN, connectionInfo: UNKNOWN, devicePath: UNKNOWN, sharedTargets: v?.sharedTargets ?? UNKNOWN, backendId: v?.backendId ?? UNKNOWN },
       };
     }
     const a = await this.ctx.attachments();
@@ -106,12 +114,24 @@ export class AttachmentResource implements ResourceHandler {
     if (row.mode !== "rw" || req.inputs.mode !== undefined) inputs.mode = row.mode;
     if (req.inputs.connector !== undefined) inputs.connector = req.inputs.connector;
     if (req.inputs.connect !== undefined) inputs.connect = req.inputs.connect;
-    return { id: row.id, outs: this.outputs(row, a.initializeConnection(row, volume), inputs, volume), inputs };
+    const health = await a.health(row.id);
+    if (health.status === "broken") this.ctx.log("warning", `attachment ${row.id} is broken: ${health.reason}; the next pulumi up repairs it`, req.urn);
+    return { id: row.id, outs: this.outputs(row, a.initializeConnection(row, volume), inputs, volume, health), inputs };
   }
 
-  /** Every input replaces, so the engine only updates when nothing of ours changed. */
+  /**
+   * Every input replaces, so an update is only ever the repair of a `broken` attachment (see
+   * diff): the export is made again and the device reconnected on its host, on the same path.
+   */
   async update(req: UpdateRequest): Promise<Props> {
-    return req.oldOutputs;
+    if (req.oldOutputs.status !== "broken") return req.oldOutputs;
+    if (req.preview) return { ...req.oldOutputs, status: UNKNOWN, statusReason: UNKNOWN };
+    const c = await this.ctx.controller();
+    const a = await this.ctx.attachments();
+    this.ctx.log("info", `repairing attachment ${req.id}: ${String(req.oldOutputs.statusReason ?? "")}`, req.urn);
+    const r = await a.repair(req.id);
+    if (r.moved) this.ctx.log("warning", `attachment ${req.id}: the volume could not come back on ${r.moved.from} (something still holds that device); it is now ${r.moved.to}`, req.urn);
+    return this.outputs(r.row, r.connectionInfo, req.oldInputs, c.getVolume(r.row.volumeId));
   }
 
   /**
