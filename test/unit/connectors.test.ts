@@ -240,12 +240,13 @@ describe("iSCSI, kernel initiator", () => {
     const node = "iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260";
     expect(h.calls.map((a) => a.join(" "))).toEqual([
       "iscsiadm -m discovery -t sendtargets -p 10.0.0.5:3260",
+      `${node} --op update -n node.session.timeo.replacement_timeout -v 15`,
       `${node} --op update -n node.session.auth.authmethod -v CHAP`,
       `${node} --op update -n node.session.auth.username -v u1`,
       `${node} --op update -n node.session.auth.password -v ${PASSWORD}`,
       `${node} --login`,
     ]);
-    expect(h.options[3]?.secrets).toEqual([PASSWORD]);
+    expect(h.options[4]?.secrets).toEqual([PASSWORD]);
     expect(fs.readFileSync(new RecordStore(h.stateDir).file("vol1", "rw"), "utf8")).not.toContain(PASSWORD);
     // connected already: nothing runs again
     h.calls.length = 0;
@@ -266,6 +267,7 @@ describe("iSCSI, kernel initiator", () => {
     await c.connectVolume(iscsiConn({ readOnly: true, authMethod: undefined }));
     expect(h.calls.map((a) => a.join(" "))).toEqual([
       "iscsiadm -m discovery -t sendtargets -p 10.0.0.5:3260",
+      "iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --op update -n node.session.timeo.replacement_timeout -v 15",
       "iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --login",
       `blockdev --setro ${dev}`,
     ]);

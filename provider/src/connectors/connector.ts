@@ -13,7 +13,10 @@
  *   really exists on the host (devices, mounts, processes), not only what was recorded;
  * - `ro` connection info gives a read-only device (writes fail with EROFS/EPERM);
  * - every command runs through exec/ (argv, timeouts, secrets masked: a CHAP password never
- *   appears in an argv that is logged, nor in an error).
+ *   appears in an argv that is logged, nor in an error);
+ * - a device whose chain broke under it (the target daemon crashed and came back, a helper died)
+ *   is found by `checkVolume`, made to fail fast by `fenceVolume`, and put back by `connectVolume`
+ *   under the same path whenever the kernel allows it (see connectors/path-health.ts).
  */
 import type { ConnectionInfo } from "../controller/attachments";
 
@@ -45,12 +48,50 @@ export interface Connection extends ConnectionInfo {
   volumeId: string;
 }
 
+/**
+ * What `checkVolume` found: whether the device's chain is alive end to end (device, helper
+ * processes, FUSE mount, the target behind them). `path` is the device the volume has here, or
+ * null when it is not connected. `reason` is one line, set when `healthy` is false, e.g.
+ * "nbdkit at 127.0.0.1:10809 does not answer: …" or "qemu-nbd (pid 812) exited".
+ */
+export interface PathHealth {
+  path: string | null;
+  healthy: boolean;
+  reason?: string;
+}
+
 export interface Connector {
   readonly protocol: "iscsi" | "nbd" | "local";
   getConnectorProperties(): Promise<ConnectorProperties>;
+  /**
+   * Connects the volume and returns its device. Connected and healthy: the same path, nothing
+   * done. Connected but broken (a helper exited, the chain lost its target, e.g. after the
+   * target daemon crashed and the exports were made again): the chain is rebuilt under the SAME
+   * device. Only where the kernel cannot re-point the device (a userspace loop device still held
+   * open or mounted by someone: a loop device changes its file only while nobody holds it) does
+   * the volume get a new device, which is returned and recorded. The connection info must carry
+   * the CHAP password for a rebuild (a new login).
+   */
   connectVolume(connection: Connection): Promise<{ path: string }>;
+  /**
+   * A bounded probe (every step has a timeout of a few seconds; steps that can hang run in a
+   * child process, never on the device itself): is the chain alive end to end? Not connected →
+   * `{ path: null, healthy: false, reason: "not connected" }`. Changes nothing. A CHAP password
+   * in the connection info lets the iSCSI probe log in (given through the environment, never argv).
+   */
+  checkVolume(connection: Connection): Promise<PathHealth>;
+  /**
+   * Makes I/O on a broken device fail now (EIO) instead of waiting for the target: checks first,
+   * and only when the chain is unhealthy stops its helpers (qemu-nbd, nbdfuse). The device and
+   * the record stay, so `connectVolume` puts the volume back under the same path once the target
+   * is back. Healthy, or not connected: nothing done. Returns what the check found. Why a call of
+   * its own: the userspace iSCSI chain (libiscsi in qemu-nbd) waits for a lost target forever
+   * and no option bounds it; the agent's health loop calls this (the kernel initiator's
+   * replacement_timeout does the same job in the kernel).
+   */
+  fenceVolume(connection: Connection): Promise<PathHealth>;
   disconnectVolume(connection: Connection, options?: { force?: boolean }): Promise<void>;
-  /** Seed 001: the paths of this volume on this host. */
+  /** The paths of this volume on this host. */
   getVolumePaths(connection: Connection): Promise<VolumePath[]>;
   /** Seed 001: every path of this protocol on this host (orphans included). */
   getAllVolumePaths(): Promise<VolumePath[]>;

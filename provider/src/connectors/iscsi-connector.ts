@@ -1,7 +1,9 @@
 /**
  * The iSCSI connector.
  *
- * - kernel (iscsiadm on PATH and /sys/module/iscsi_tcp): discovery, CHAP on the node record
+ * - kernel (iscsiadm on PATH and /sys/module/iscsi_tcp): discovery, a bounded
+ *   `node.session.timeo.replacement_timeout` (I/O fails after it while the target is away,
+ *   instead of open-iscsi's 120 s; the session keeps reconnecting), CHAP on the node record
  *   (password masked), login; the device is /dev/disk/by-path/ip-PORTAL-iscsi-IQN-lun-N
  *   (`blockdev --setro` for read-only); logout when no other record uses the same target.
  * - userspace (no kernel initiator): qemu-nbd logs in through libiscsi and serves the LUN on a
@@ -14,33 +16,47 @@
  *     losetup -f --show [--read-only] <stateDir>/iscsi/mnt/<id>-<mode>/disk
  *   The CHAP password goes to qemu-nbd in a 0600 file removed as soon as qemu-nbd has started
  *   (never in argv, never in a record).
+ * A target daemon that crashed and came back: see path-health.ts (checkVolume, fenceVolume, and
+ * connectVolume's repair under the same device).
  */
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { BackendError, invalidInput } from "../errors";
-import type { Connection, VolumePath } from "./connector";
+import type { Connection, PathHealth, VolumePath } from "./connector";
 import { BaseConnector, type ConnectorOptions, orphanLoops } from "./local-connector";
-import { type FusePaths, fuseLoop, fusePaths, refreshFuseLoop, startFuse, teardownFuseLoop } from "./nbd-connector";
-import { type ConnectionRecord, initiatorName, modeOf, newRecord, pathOf, Teardown } from "./records";
+import { type FusePaths, fuseLoop, fusePaths, keepOrRepair, refreshFuseLoop, startFuse, teardownFuseLoop } from "./fuse-chain";
+import { checkFuseChain, lastLine, PROBE_TIMEOUT_MS, type TargetProbe } from "./path-health";
+import { type ConnectionRecord, type Host, initiatorName, modeOf, newRecord, pathOf, type Teardown } from "./records";
+
+/** Default `node.session.timeo.replacement_timeout` of the kernel path, in seconds. */
+export const REPLACEMENT_TIMEOUT_S = 15;
 
 export interface IscsiConnectorOptions extends ConnectorOptions {
   /** Force the kernel initiator or the userspace path; default: kernel when the probe finds it. */
   mode?: "kernel" | "userspace";
   /** Initiator name; default from /etc/iscsi/initiatorname.iscsi or one of our own. */
   initiator?: string;
+  /**
+   * Kernel path: seconds a lost session waits for the target before I/O fails with EIO (the
+   * session keeps trying and I/O works again once it is back). Default {@link REPLACEMENT_TIMEOUT_S}.
+   */
+  replacementTimeoutS?: number;
 }
 
 export class IscsiConnector extends BaseConnector {
   readonly protocol = "iscsi";
   readonly mode: "kernel" | "userspace";
   private readonly initiator?: string;
+  private readonly replacementTimeoutS: number;
 
   constructor(options: IscsiConnectorOptions = {}) {
     super(options);
     this.mode = options.mode ?? (this.capabilities().iscsiKernel ? "kernel" : "userspace");
     this.initiator = options.initiator;
+    this.replacementTimeoutS = options.replacementTimeoutS ?? REPLACEMENT_TIMEOUT_S;
+    if (!Number.isInteger(this.replacementTimeoutS) || this.replacementTimeoutS < 1) throw invalidInput("replacementTimeoutS", `must be a whole number of seconds ≥ 1, got ${this.replacementTimeoutS}`);
   }
 
   getSearchPath(): string {
@@ -60,7 +76,12 @@ export class IscsiConnector extends BaseConnector {
     const t = iscsiTarget(c);
     const mode = modeOf(c);
     const rec = this.host.records.read(c.volumeId, mode);
-    if (rec && (await this.livePaths(rec)).length) return { path: rec.device };
+    if (rec && (await this.livePaths(rec)).length) {
+      // kernel: the session reconnects by itself (replacement_timeout bounds the wait meanwhile)
+      if (rec.via === "kernel") return { path: rec.device };
+      // the device is there: keep it, and put a whole chain back under it when the old one broke
+      return { path: await keepOrRepair(this.host, "iscsi", c, rec, (p, keep) => this.startChain(c, t, p, keep)) };
+    }
     if (rec) await this.teardown(rec, true, c.authPassword ? [c.authPassword] : []).catch(() => undefined);
     return this.mode === "kernel" ? this.connectKernel(c, t) : this.connectUserspace(c, t);
   }
@@ -69,6 +90,7 @@ export class IscsiConnector extends BaseConnector {
     const secrets = c.authPassword ? [c.authPassword] : [];
     const node = ["-m", "node", "-T", t.iqn, "-p", t.portal];
     await this.host.run("iscsiadm", ["-m", "discovery", "-t", "sendtargets", "-p", t.portal], { secrets });
+    await this.host.run("iscsiadm", [...node, "--op", "update", "-n", "node.session.timeo.replacement_timeout", "-v", String(this.replacementTimeoutS)], { secrets });
     if (c.authMethod === "CHAP") {
       const update = (name: string, value: string) => this.host.run("iscsiadm", [...node, "--op", "update", "-n", name, "-v", value], { secrets });
       await update("node.session.auth.authmethod", "CHAP");
@@ -177,11 +199,36 @@ export class IscsiConnector extends BaseConnector {
       return this.host.deviceSize(rec.device);
     }
     const t = iscsiTarget(c);
-    return refreshFuseLoop(this.host, "iscsi", c, rec, async (p, keep) => {
-      const q = await this.startQemuNbd(c, t, p);
-      keep(q);
-      await startFuse(this.host, p, nbdfuseCommand(c, q.socket), keep);
-    });
+    return refreshFuseLoop(this.host, "iscsi", c, rec, (p, keep) => this.startChain(c, t, p, keep));
+  }
+
+  /** qemu-nbd, then nbdfuse over its socket, in the slot `p`; each handed to `keep` as it starts. */
+  private async startChain(c: Connection, t: IscsiTargetInfo, p: FusePaths, keep: (l: Partial<ConnectionRecord>) => void): Promise<void> {
+    const q = await this.startQemuNbd(c, t, p);
+    keep(q);
+    await startFuse(this.host, p, nbdfuseCommand(c, q.socket), keep);
+  }
+
+  /**
+   * Kernel: the disk behind the by-path link exists and its SCSI state is `running` (sysfs, no
+   * command). Userspace: the chain (path-health.ts), the target probed by a login of its own.
+   * Why the kernel path needs no probe of its own: a lost session shows in the SCSI state.
+   */
+  protected async checkRecord(rec: ConnectionRecord, c: Connection): Promise<PathHealth> {
+    if (rec.via !== "kernel") {
+      // CHAP without the password (a caller that does not hold it): the read through the chain judges the target alone
+      const canLogIn = c.authMethod !== "CHAP" || !!c.authPassword;
+      return checkFuseChain(this.host, rec, canLogIn ? targetProbe(this.host, iscsiTarget(c), c, this.initiatorName()) : async () => undefined);
+    }
+    const bad = (reason: string): PathHealth => ({ path: rec.device, healthy: false, reason });
+    if (!this.host.exists(rec.device)) return bad(`${rec.device} is gone (no iSCSI session for it)`);
+    let state = "";
+    try {
+      state = fs.readFileSync(this.host.sys(`/sys/block/${path.basename(fs.realpathSync(this.host.sys(rec.device)))}/device/state`), "utf8").trim();
+    } catch {
+      return { path: rec.device, healthy: true }; // no SCSI state to read: the device is all we know
+    }
+    return state === "running" ? { path: rec.device, healthy: true } : bad(`the SCSI disk behind ${rec.device} is ${state} (the iSCSI session to ${rec.portal} is down)`);
   }
 
   /** /sys/block/sdX/device/rescan of the SCSI disk behind a by-path link. */
@@ -196,6 +243,25 @@ export class IscsiConnector extends BaseConnector {
     if (!fs.existsSync(file)) throw new BackendError("COMMAND_FAILED", `${device} is ${disk}, which has no SCSI rescan file (${file})`, false);
     return file;
   }
+}
+
+/**
+ * A login of its own to the LUN (`iscsi-readcapacity16 -s -i INITIATOR iscsi://PORTAL/IQN/LUN`,
+ * bounded): CHAP user and password reach libiscsi through LIBISCSI_CHAP_USERNAME/PASSWORD in
+ * its environment, never in argv. Why not through qemu-nbd's socket: qemu-nbd serves one client,
+ * nbdfuse.
+ */
+function targetProbe(host: Host, t: IscsiTargetInfo, c: Connection, initiator: string): TargetProbe {
+  const env: Record<string, string> = c.authMethod === "CHAP" ? { LIBISCSI_CHAP_USERNAME: c.authUsername ?? "", LIBISCSI_CHAP_PASSWORD: c.authPassword ?? "" } : {};
+  const secrets = c.authPassword ? [c.authPassword] : [];
+  return async () => {
+    try {
+      await host.run("iscsi-readcapacity16", ["-s", "-i", initiator, `iscsi://${t.portal}/${t.iqn}/${t.lun}`], { timeoutMs: PROBE_TIMEOUT_MS, env, secrets });
+      return undefined;
+    } catch (err) {
+      return `iSCSI target ${t.iqn} at ${t.portal} does not answer: ${lastLine((err as Error).message)}`;
+    }
+  };
 }
 
 /** nbdfuse's argv over qemu-nbd's unix socket (what startFuse runs). */

@@ -3,11 +3,13 @@
  * block device is a loop device over it: `losetup -f --show [--read-only] FILE`, detached with
  * `losetup -d`. Also the base of the other connectors (properties, record-driven path queries).
  */
+import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { invalidInput, UserError } from "../errors";
-import type { Connection, Connector, ConnectorProperties, VolumePath } from "./connector";
-import { type Capabilities, type ConnectionRecord, Host, type HostOptions, initiatorName, modeOf, newRecord, pathOf, probe, Teardown } from "./records";
+import type { Connection, Connector, ConnectorProperties, PathHealth, VolumePath } from "./connector";
+import { killHelpers } from "./path-health";
+import { type Capabilities, type ConnectionRecord, Host, type HostOptions, initiatorName, layersOf, modeOf, newRecord, pathOf, probe, Teardown } from "./records";
 
 /** Options of every connector. */
 export interface ConnectorOptions extends HostOptions {
@@ -58,6 +60,29 @@ export abstract class BaseConnector implements Connector {
     if (!t.failed) this.host.records.remove(rec.volumeId, rec.mode);
     t.throwIfFailed(`${rec.volumeId} (${rec.mode})`);
   }
+
+  /** Bounded: see {@link Connector.checkVolume}; a record of this protocol is checked by {@link checkRecord}. */
+  async checkVolume(c: Connection): Promise<PathHealth> {
+    const rec = this.host.records.read(c.volumeId, modeOf(c));
+    if (!rec || rec.protocol !== this.protocol) return { path: null, healthy: false, reason: "not connected" };
+    return this.checkRecord(rec, c);
+  }
+
+  /**
+   * See {@link Connector.fenceVolume}. Only userspace chains have helpers to stop; the kernel
+   * paths bound their own waits (the iSCSI session's replacement_timeout) and a loop device
+   * over a local file has nothing under it that can vanish.
+   */
+  async fenceVolume(c: Connection): Promise<PathHealth> {
+    const health = await this.checkVolume(c);
+    const rec = this.host.records.read(c.volumeId, modeOf(c));
+    if (health.healthy || !rec || rec.via !== "userspace") return health;
+    await killHelpers(this.host, layersOf(rec));
+    return health;
+  }
+
+  /** The health of a record of this connector (the chain under its device). */
+  protected abstract checkRecord(rec: ConnectionRecord, c: Connection): Promise<PathHealth>;
 
   /** The steps that undo `rec`, in reverse order of making it. */
   protected abstract teardownSteps(t: Teardown, rec: ConnectionRecord, force: boolean): Promise<void>;
@@ -141,6 +166,14 @@ export class LocalConnector extends BaseConnector {
 
   protected teardownSteps(t: Teardown, rec: ConnectionRecord): Promise<void> {
     return this.detachLoop(t, rec);
+  }
+
+  /** The loop device still maps the volume file, which is still there. */
+  protected async checkRecord(rec: ConnectionRecord): Promise<PathHealth> {
+    const path = rec.device;
+    if (!(await this.host.loopFor(rec.device, rec.backingFile))) return { path, healthy: false, reason: `${rec.device} no longer maps ${rec.backingFile}` };
+    if (!rec.backingFile || !fs.existsSync(rec.backingFile)) return { path, healthy: false, reason: `the volume file ${rec.backingFile} is gone` };
+    return { path, healthy: true };
   }
 
   /** Loop devices are named /dev/loopN; they appear in /dev. */
