@@ -1,135 +1,18 @@
 /**
- * TgtTarget with a recording Runner: the exact tgtadm argv of each operation, what is skipped
- * because `tgtadm --op show` already lists it, parsing of real show output, and secrets masked.
+ * TgtTarget with a recording tgtd socket (requests shown as the equivalent tgtadm argv) and a
+ * recording runner: the exact request of each operation, what is skipped because `show` already
+ * lists it, parsing of real show output, and passwords kept out of every argv and message.
+ * Races with other processes are in tgt-target-races.test.ts.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { BackendError, UserError } from "../../provider/src/errors";
-import { run as realRun, type RunOptions, type Runner } from "../../provider/src/exec/run";
+import { DaemonRecords } from "../../provider/src/exec/daemons";
 import type { ProcessTable } from "../../provider/src/exec/processes";
 import { parseTgtAccounts, parseTgtPortals, parseTgtTargets, TgtTarget } from "../../provider/src/targets/tgt-target";
-
-/** `tgtadm -C 901 --lld iscsi --op show --mode target` captured from tgt 1.0.85 with one logged-in session. */
-const SHOW_TARGETS = `Target 1: iqn.2024-01.io.sds:t1
-    System information:
-        Driver: iscsi
-        State: ready
-    I_T nexus information:
-        I_T nexus: 1
-            Initiator: iqn.2024-01.io.sds:host1 alias: none
-            Connection: 0
-                IP Address: 127.0.0.1
-    LUN information:
-        LUN: 0
-            Type: controller
-            SCSI ID: IET     00010000
-            SCSI SN: beaf10
-            Size: 0 MB, Block size: 1
-            Online: Yes
-            Removable media: No
-            Prevent removal: No
-            Readonly: No
-            SWP: No
-            Thin-provisioning: No
-            Backing store type: null
-            Backing store path: None
-            Backing store flags: 
-        LUN: 1
-            Type: disk
-            SCSI ID: IET     00010001
-            SCSI SN: beaf11
-            Size: 17 MB, Block size: 512
-            Online: Yes
-            Removable media: No
-            Prevent removal: No
-            Readonly: No
-            SWP: No
-            Thin-provisioning: No
-            Backing store type: rdwr
-            Backing store path: /var/lib/sds/pools/default/volume-a.img
-            Backing store flags: 
-        LUN: 2
-            Type: disk
-            SCSI ID: IET     00010002
-            SCSI SN: beaf12
-            Size: 17 MB, Block size: 512
-            Online: Yes
-            Removable media: No
-            Prevent removal: No
-            Readonly: Yes
-            SWP: No
-            Thin-provisioning: No
-            Backing store type: rdwr
-            Backing store path: /var/lib/sds/pools/default/volume-b.img
-            Backing store flags: 
-    Account information:
-        alice
-        bob (outgoing)
-    ACL information:
-        iqn.2024-01.io.sds:host1
-        iqn.2024-01.io.sds:host2
-Target 2: iqn.2024-01.io.sds:t2
-    System information:
-        Driver: iscsi
-        State: ready
-    I_T nexus information:
-    LUN information:
-        LUN: 0
-            Type: controller
-            SCSI ID: IET     00020000
-            SCSI SN: beaf20
-            Size: 0 MB, Block size: 1
-            Online: Yes
-            Removable media: No
-            Prevent removal: No
-            Readonly: No
-            SWP: No
-            Thin-provisioning: No
-            Backing store type: null
-            Backing store path: None
-            Backing store flags: 
-    Account information:
-    ACL information:
-`;
-const SHOW_ACCOUNTS = "Account list:\n    alice\n    bob\n";
-const PORTAL = "127.0.0.1:3260";
-const SHOW_PORTAL = `Portal: ${PORTAL},1\n`;
-const T1 = "iqn.2024-01.io.sds:t1";
-const VOL_A = "/var/lib/sds/pools/default/volume-a.img";
-const VOL_B = "/var/lib/sds/pools/default/volume-b.img";
-const TGTADM = ["-C", "901", "--lld", "iscsi"];
-
-interface Call {
-  file: string;
-  args: string[];
-  options?: RunOptions;
-}
-
-/** A Runner that records every call and answers tgtadm's show ops with canned text. */
-function recorder(answers: { targets?: string; accounts?: string; portal?: string | Error; fail?: (args: string[]) => Error | undefined } = {}) {
-  const calls: Call[] = [];
-  const run: Runner = async (file, args, options) => {
-    calls.push({ file, args: [...args], options });
-    const failure = answers.fail?.([...args]);
-    if (failure) throw failure;
-    const op = args.slice(4).join(" ");
-    let stdout = "";
-    if (op === "--op show --mode target") stdout = answers.targets ?? "";
-    else if (op === "--op show --mode account") stdout = answers.accounts ?? "";
-    else if (op === "--op show --mode portal") {
-      if (answers.portal instanceof Error) throw answers.portal;
-      stdout = answers.portal ?? SHOW_PORTAL;
-    }
-    return { stdout, stderr: "", exitCode: 0 };
-  };
-  /** The calls that change something (everything but `--op show`). */
-  const changes = () => calls.filter((c) => !(c.args[4] === "--op" && c.args[5] === "show")).map((c) => [c.file, ...c.args]);
-  return { calls, run, changes };
-}
-
-const noProcesses: ProcessTable = { argv: async () => undefined, list: async () => [], kill: () => undefined };
-const down = new BackendError("COMMAND_FAILED", "command failed (exit 107): tgtadm …: tgtadm: failed to send request hdr to tgt daemon", false);
+import type { TgtdErrorName } from "../../provider/src/targets/tgtadm-client";
+import { down, noProcesses, PORTAL, recorder, refused, SHOW_ACCOUNTS, SHOW_TARGETS, T1, TGTADM, tgtOf, VOL_A, VOL_B } from "./tgt-fixtures";
 
 let runDir: string;
 beforeEach(() => {
@@ -138,11 +21,11 @@ beforeEach(() => {
 afterEach(() => fs.rmSync(runDir, { recursive: true, force: true }));
 
 function tgt(r: ReturnType<typeof recorder>, processes: ProcessTable = noProcesses) {
-  return new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run: r.run, processes });
+  return tgtOf(r, runDir, { processes });
 }
 
 describe("parsing tgtadm show output", () => {
-  test("targets: LUN 0 (controller) and outgoing accounts are left out, sessions ignored", () => {
+  test("targets: LUN 0 (controller) and outgoing accounts are left out, sessions counted", () => {
     expect(parseTgtTargets(SHOW_TARGETS)).toEqual([
       {
         name: T1,
@@ -153,9 +36,12 @@ describe("parsing tgtadm show output", () => {
         ],
         initiators: ["iqn.2024-01.io.sds:host1", "iqn.2024-01.io.sds:host2"],
         chapUsers: ["alice"],
+        sessions: 1,
       },
-      { name: "iqn.2024-01.io.sds:t2", tid: 2, luns: [], initiators: [], chapUsers: [] },
+      { name: "iqn.2024-01.io.sds:t2", tid: 2, luns: [], initiators: [], chapUsers: [], sessions: 0 },
     ]);
+    const two = SHOW_TARGETS.replace("    LUN information:\n", "        I_T nexus: 7\n            Initiator: iqn.2024-01.io.sds:host2 alias: none\n            Connection: 0\n                IP Address: 127.0.0.2\n    LUN information:\n");
+    expect(parseTgtTargets(two)[0]!.sessions).toBe(2);
     expect(parseTgtTargets("")).toEqual([]);
   });
 
@@ -179,30 +65,34 @@ describe("start and stop", () => {
     expect(r.changes()).toEqual([]);
   });
 
-  test("no daemon: tgtd with its control port, portal and pidfile, then it must answer", async () => {
+  test("no daemon: tgtd with its control port, portal and pidfile, recorded first, in a session of its own; then it must answer", async () => {
     let started = false;
-    const r = recorder({ fail: (args) => (!started && args.includes("show") ? down : undefined) });
-    const run: Runner = async (file, args, o) => {
-      const out = await r.run(file, args, o);
-      if (file === "tgtd") started = true;
-      return out;
-    };
-    await new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run, processes: noProcesses }).start();
+    const records = new DaemonRecords(path.join(runDir, "daemons"));
+    const r = recorder({
+      fail: (c) => (!started && c.request?.op === "show" ? down : undefined),
+      after: (c) => {
+        if (c.file !== "tgtd") return;
+        expect(records.list("tgtd")).toMatchObject([{ kind: "tgtd", name: "901", argv: ["tgtd", ...c.args], pidFile: path.join(runDir, "tgtd-901.pid") }]);
+        started = true;
+      },
+    });
+    await tgt(r).start();
     expect(r.changes()).toEqual([["tgtd", "-C", "901", "--iscsi", `portal=${PORTAL}`, "-p", path.join(runDir, "tgtd-901.pid")]]);
     expect(r.calls.at(-1)!.args).toEqual([...TGTADM, "--op", "show", "--mode", "portal"]);
-    expect(r.calls.every((c) => c.options?.timeoutMs !== undefined)).toBe(true);
+    expect(r.processes().every((c) => c.options?.timeoutMs !== undefined && c.options.detached === true)).toBe(true);
+    expect(records.list("tgtd")).toHaveLength(1);
   });
 
   test("a new daemon that could not take the portal is stopped and the start fails", async () => {
     let started = false;
-    const r = recorder({ portal: "Portal: [::]:3260,1\nPortal: 0.0.0.0:3260,1\n", fail: (args) => (!started && args.includes("show") ? down : undefined) });
-    const run: Runner = async (file, args, o) => {
-      const out = await r.run(file, args, o);
-      if (file === "tgtd") started = true;
-      return out;
-    };
-    await expect(new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run, processes: noProcesses }).start()).rejects.toThrow(/could not listen on 127.0.0.1:3260/);
+    const r = recorder({
+      portal: "Portal: [::]:3260,1\nPortal: 0.0.0.0:3260,1\n",
+      fail: (c) => (!started && c.request?.op === "show" ? down : undefined),
+      after: (c) => void (c.file === "tgtd" && (started = true)),
+    });
+    await expect(tgt(r).start()).rejects.toThrow(/could not listen on 127.0.0.1:3260/);
     expect(r.changes().at(-1)).toEqual(["tgtadm", ...TGTADM, "--op", "delete", "--mode", "system"]);
+    expect(new DaemonRecords(path.join(runDir, "daemons")).list()).toEqual([]);
   });
 
   test("stop deletes every target (tgtd will not exit with targets), then the system, and waits", async () => {
@@ -212,19 +102,17 @@ describe("start and stop", () => {
       list: async () => [...alive].map(([pid, argv]) => ({ pid, argv })),
       kill: () => undefined,
     };
-    const r = recorder({ targets: SHOW_TARGETS });
-    const run: Runner = async (file, args, o) => {
-      const out = await r.run(file, args, o);
-      if (args.includes("system")) alive.delete(4242); // tgtd exits; the daemon on -C 77 is not ours
-      return out;
-    };
-    await new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run, processes }).stop();
+    new DaemonRecords(path.join(runDir, "daemons")).write({ kind: "tgtd", name: "901", argv: ["tgtd"], startedBy: 1, startedAt: "" });
+    // tgtd exits on `delete --mode system`; the daemon on -C 77 is not ours
+    const r = recorder({ targets: SHOW_TARGETS, after: (c) => void (c.request?.mode === "system" && alive.delete(4242)) });
+    await tgt(r, processes).stop();
     expect(r.changes()).toEqual([
       ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "target", "--tid", "1", "--force"],
       ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "target", "--tid", "2", "--force"],
       ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "system"],
     ]);
     expect(alive.has(4300)).toBe(true);
+    expect(new DaemonRecords(path.join(runDir, "daemons")).list()).toEqual([]); // stop forgets it
   });
 
   test("stop of a daemon that is not running runs nothing", async () => {
@@ -258,12 +146,14 @@ describe("ensure: only what show does not already list", () => {
     ]);
   });
 
-  test("ensureTarget conflicts: the IQN under another tid, the tid under another IQN; bad IQN", async () => {
+  test("ensureTarget: a tid is a hint: the IQN under another tid returns that tid, a tid another IQN holds is skipped; bad IQN", async () => {
     const r = recorder({ targets: SHOW_TARGETS });
-    await expect(tgt(r).ensureTarget(T1, 2)).rejects.toMatchObject({ code: "CONFLICT" });
-    await expect(tgt(r).ensureTarget("iqn.2024-01.io.sds:t3", 2)).rejects.toMatchObject({ code: "CONFLICT" });
-    await expect(tgt(r).ensureTarget("not an iqn")).rejects.toMatchObject({ code: "INVALID_INPUT", property: "iqn" });
+    expect(await tgt(r).ensureTarget(T1, 2)).toBe(1);
     expect(r.changes()).toEqual([]);
+    expect(await tgt(r).ensureTarget("iqn.2024-01.io.sds:t3", 2)).toBe(3);
+    expect(r.changes()[0]).toEqual(["tgtadm", ...TGTADM, "--op", "new", "--mode", "target", "--tid", "3", "--targetname", "iqn.2024-01.io.sds:t3"]);
+    await expect(tgt(r).ensureTarget("not an iqn")).rejects.toMatchObject({ code: "INVALID_INPUT", property: "iqn" });
+    await expect(tgt(r).ensureTarget(T1, 0)).rejects.toMatchObject({ code: "INVALID_INPUT", property: "tid" });
   });
 
   test("ensureLun: listed with the same file and mode does nothing; another mode is updated; another file conflicts", async () => {
@@ -297,16 +187,12 @@ describe("ensure: only what show does not already list", () => {
     fs.writeFileSync(file, "");
     let created = false;
     const withLun = SHOW_TARGETS.replace("Target 2: iqn.2024-01.io.sds:t2\n", `Target 2: iqn.2024-01.io.sds:t2\n    LUN information:\n        LUN: 1\n            Type: disk\n            Readonly: No\n            Backing store path: ${file}\n`);
-    const r = recorder({ fail: (args) => (args.includes("update") ? new BackendError("COMMAND_FAILED", "update failed", false) : undefined) });
-    const run: Runner = async (f, args, o) => {
-      if (args.includes("new")) created = true;
-      if (args.join(" ").endsWith("--op show --mode target")) {
-        r.calls.push({ file: f, args: [...args], options: o });
-        return { stdout: created ? withLun : SHOW_TARGETS, stderr: "", exitCode: 0 };
-      }
-      return r.run(f, args, o);
-    };
-    await expect(new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run, processes: noProcesses }).ensureLun(2, 1, file, true)).rejects.toThrow("update failed");
+    const r = recorder({
+      targets: () => (created ? withLun : SHOW_TARGETS),
+      fail: (c) => (c.request?.op === "update" ? new BackendError("COMMAND_FAILED", "update failed", false) : undefined),
+      after: (c) => void (c.request?.op === "new" && (created = true)),
+    });
+    await expect(tgt(r).ensureLun(2, 1, file, true)).rejects.toThrow("update failed");
     expect(r.changes().at(-1)).toEqual(["tgtadm", ...TGTADM, "--op", "delete", "--mode", "logicalunit", "--tid", "2", "--lun", "1"]);
   });
 
@@ -327,26 +213,18 @@ describe("refreshLun: delete and re-add, so tgtd reads the file's size again", (
   }
 
   /** A recorder whose LUN 1 goes away on delete and comes back on new; `busy` deletes fail first. */
-  function lunRecorder(file: string, readOnly: boolean, busy: string[] = []) {
+  function lunRecorder(file: string, readOnly: boolean, busy: TgtdErrorName[] = []) {
     let present = true;
     const slept: number[] = [];
     const r = recorder({
-      fail: (args) => {
-        if (args.includes("delete") && busy.length) return new BackendError("COMMAND_FAILED", `command failed (exit 22): tgtadm ${args.join(" ")}: ${busy.shift()}`, false);
-        return undefined;
+      targets: () => showWith(file, readOnly, () => present),
+      fail: (c) => (c.request?.op === "delete" && busy.length ? refused(c, busy.shift()!) : undefined),
+      after: (c) => {
+        if (c.request?.op === "delete") present = false;
+        if (c.request?.op === "new") present = true;
       },
     });
-    const run: Runner = async (f, args, o) => {
-      if (args.join(" ").endsWith("--op show --mode target")) {
-        r.calls.push({ file: f, args: [...args], options: o });
-        return { stdout: showWith(file, readOnly, () => present), stderr: "", exitCode: 0 };
-      }
-      const out = await r.run(f, args, o);
-      if (args.includes("delete")) present = false;
-      if (args.includes("new")) present = true;
-      return out;
-    };
-    const target = new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run, processes: noProcesses, sleep: async (ms) => void slept.push(ms) });
+    const target = tgtOf(r, runDir, { sleep: async (ms) => void slept.push(ms) });
     return { r, target, slept, gone: () => (present = false) };
   }
 
@@ -376,7 +254,7 @@ describe("refreshLun: delete and re-add, so tgtd reads the file's size again", (
   test("a LUN tgtd says is still active is deleted again after a backoff; other errors are not retried", async () => {
     const file = path.join(runDir, "vol.img");
     fs.writeFileSync(file, "");
-    const busy = "tgtadm: this logical unit is still active";
+    const busy = "LUN_ACTIVE" as const;
     const { r, target, slept } = lunRecorder(file, false, [busy, busy]);
     await target.refreshLun(1, 1, file, false);
     expect(r.changes().map((c) => c[6])).toEqual(["delete", "delete", "delete", "new"]);
@@ -385,8 +263,8 @@ describe("refreshLun: delete and re-add, so tgtd reads the file's size again", (
     await expect(stuck.target.refreshLun(1, 1, file, false)).rejects.toThrow(/still active/);
     expect(stuck.r.changes()).toHaveLength(6);
     expect(stuck.slept).toEqual([100, 200, 400, 800, 1600]);
-    const broken = lunRecorder(file, false, ["tgtadm: can't find the logical unit"]);
-    await expect(broken.target.refreshLun(1, 1, file, false)).rejects.toThrow(/can't find/);
+    const broken = lunRecorder(file, false, ["NO_TARGET"]);
+    await expect(broken.target.refreshLun(1, 1, file, false)).rejects.toThrow(/can't find the target/);
     expect(broken.slept).toEqual([]);
   });
 
@@ -410,15 +288,16 @@ describe("refreshLun: delete and re-add, so tgtd reads the file's size again", (
 describe("CHAP", () => {
   const PASSWORD = "Pa55word-Unit-1";
 
-  test("a new account is created with the password as a secret, then bound; the same call again changes nothing", async () => {
+  test("a new account is created (the password over tgtd's socket, in no process's argv), then bound; the same call again changes nothing", async () => {
     const r = recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS });
     await tgt(r).ensureChap(2, { username: "carol", password: PASSWORD });
     expect(r.changes()).toEqual([
       ["tgtadm", ...TGTADM, "--op", "new", "--mode", "account", "--user", "carol", "--password", PASSWORD],
       ["tgtadm", ...TGTADM, "--op", "bind", "--mode", "account", "--tid", "2", "--user", "carol"],
     ]);
-    // Every call that carries the password hands it to exec as a secret.
-    for (const c of r.calls.filter((c) => c.args.includes(PASSWORD))) expect(c.options?.secrets).toContain(PASSWORD);
+    // The password travels in the socket request only: no process is started at all.
+    expect(r.processes()).toEqual([]);
+    expect(r.calls.filter((c) => c.request?.password === PASSWORD).map((c) => c.request!.op)).toEqual(["new"]);
     // The daemon now lists the account, bound; the remembered hash says the password is the same.
     const bound = SHOW_TARGETS.replace("    Account information:\n    ACL information:", "    Account information:\n        carol\n    ACL information:");
     const again = recorder({ targets: bound, accounts: `${SHOW_ACCOUNTS}    carol\n` });
@@ -457,18 +336,11 @@ describe("CHAP", () => {
     expect(r.changes()).toEqual([]);
   });
 
-  test("a failing tgtadm names the command but never the password (real exec, fake tgtadm)", async () => {
-    // A stand-in tgtadm that echoes its argv to stderr and fails, run through the real exec.
-    const fakeTgtadm = "console.error('tgtadm: refused ' + process.argv.slice(1).join(' ')); process.exit(22)";
-    const run: Runner = (file, args, options) =>
-      file === "tgtadm" && args.includes("account") && !args.includes("show")
-        ? realRun(process.execPath, ["-e", fakeTgtadm, "--", ...args], options)
-        : recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS }).run(file, args, options);
-    const target = new TgtTarget({ controlPort: 901, portal: PORTAL, runDir, run, processes: noProcesses });
-    const err = await target.ensureChap(2, { username: "carol", password: PASSWORD }).catch((e: unknown) => e);
+  test("a refused account op names the op but never the password", async () => {
+    const r = recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS, fail: (c) => (c.request?.mode === "account" && c.request.op === "new" ? refused(c, "TOO_MANY_USER") : undefined) });
+    const err = await tgt(r).ensureChap(2, { username: "carol", password: PASSWORD }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BackendError);
-    expect((err as Error).message).toMatch(/exit 22/);
-    expect((err as Error).message).toMatch(/--user carol --password \*\*\*/);
+    expect((err as Error).message).toMatch(/tgtadm --op new --mode account --user carol --password \*\*\*: too many accounts \(tgtd error 16\)/);
     expect((err as Error).message).not.toContain(PASSWORD);
   });
 });
