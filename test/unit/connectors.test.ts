@@ -671,3 +671,118 @@ describe("local (loop device over the volume file)", () => {
     await expect(c.connectVolume(conn({ volumeId: "../x" }))).rejects.toThrow(/volume id/);
   });
 });
+
+describe("after a target crash: checkVolume, fenceVolume, repair under the same device, the kernel's replacement_timeout", () => {
+  const mnt = (slot = "") => path.join(h.stateDir, `nbd/mnt/vol2-rw${slot}`);
+
+  test("kernel iSCSI: replacement_timeout before login (option replacementTimeoutS), whole seconds only", async () => {
+    h.touch("dev/disk/by-path/ip-10.0.0.5:3260-iscsi-iqn.2024-01.io.sds:vol1-lun-1");
+    await new IscsiConnector(h.options_({ mode: "kernel", replacementTimeoutS: 30 })).connectVolume(iscsiConn({ authMethod: undefined }));
+    expect(h.calls[1]).toEqual(["iscsiadm", "-m", "node", "-T", "iqn.2024-01.io.sds:vol1", "-p", "10.0.0.5:3260", "--op", "update", "-n", "node.session.timeo.replacement_timeout", "-v", "30"]);
+    expect(() => new IscsiConnector(h.options_({ mode: "kernel", replacementTimeoutS: 0 }))).toThrow(/replacementTimeoutS/);
+  });
+
+  test("checkVolume (NBD): not connected; healthy = nbdinfo handshake, then one O_DIRECT read of the FUSE file, both bounded", async () => {
+    const c = new NbdConnector(h.options_());
+    expect(await c.checkVolume(nbdConn())).toEqual({ path: null, healthy: false, reason: "not connected" });
+    await c.connectVolume(nbdConn());
+    h.calls.length = 0;
+    h.options.length = 0;
+    expect(await c.checkVolume(nbdConn())).toEqual({ path: "/dev/loop7", healthy: true });
+    expect(h.calls).toEqual([
+      ["losetup", "--json", "--list"],
+      ["nbdinfo", "--size", "nbd://127.0.0.1:10809/vol2"],
+      ["dd", `if=${mnt()}/disk`, "of=/dev/null", "bs=4096", "count=1", "iflag=direct"],
+    ]);
+    expect(h.options.slice(1).map((o) => o?.timeoutMs)).toEqual([5000, 5000]);
+    h.failures.set("nbdinfo", "exit 1");
+    h.calls.length = 0;
+    const health = await c.checkVolume(nbdConn());
+    expect(health).toMatchObject({ path: "/dev/loop7", healthy: false, reason: expect.stringMatching(/^NBD server at 127.0.0.1:10809 \(export "vol2"\) does not answer: /) });
+    expect(h.calls.map((a) => a[0])).toEqual(["losetup", "nbdinfo"]); // no read through a chain whose server is gone
+  });
+
+  test("checkVolume (iSCSI userspace): a login of its own, CHAP only in the environment; a dead helper is named", async () => {
+    h.on["qemu-nbd"] = (args) => {
+      fs.writeFileSync(args[args.indexOf("--pid-file") + 1], "777\n");
+      h.live.set(777, "qemu-nbd");
+    };
+    const c = new IscsiConnector(h.options_({ initiator: "iqn.2024-01.io.sds:h1" }));
+    await c.connectVolume(iscsiConn());
+    h.calls.length = 0;
+    h.options.length = 0;
+    expect(await c.checkVolume(iscsiConn())).toEqual({ path: "/dev/loop7", healthy: true });
+    expect(h.calls[1]).toEqual(["iscsi-readcapacity16", "-s", "-i", "iqn.2024-01.io.sds:h1", "iscsi://10.0.0.5:3260/iqn.2024-01.io.sds:vol1/1"]);
+    expect(h.options[1]).toMatchObject({ timeoutMs: 5000, env: { LIBISCSI_CHAP_USERNAME: "u1", LIBISCSI_CHAP_PASSWORD: PASSWORD }, secrets: [PASSWORD] });
+    expect(h.calls.flat().join(" ")).not.toContain(PASSWORD);
+    h.live.delete(777);
+    expect(await c.checkVolume(iscsiConn())).toEqual({ path: "/dev/loop7", healthy: false, reason: "qemu-nbd (pid 777) exited" });
+  });
+
+  test("fenceVolume: a healthy chain is left alone; a broken one loses its helpers, keeps device and record", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn());
+    const killed: number[] = [];
+    const kill = h.processes.kill;
+    h.processes.kill = (pid, sig) => {
+      killed.push(pid);
+      kill(pid, sig);
+    };
+    expect(await c.fenceVolume(nbdConn())).toEqual({ path: "/dev/loop7", healthy: true });
+    expect(killed).toEqual([]);
+    h.failures.set("dd", "exit 1");
+    expect((await c.fenceVolume(nbdConn())).healthy).toBe(false);
+    expect(killed).toEqual([4000]);
+    expect(new RecordStore(h.stateDir).read("vol2", "rw")).toMatchObject({ device: "/dev/loop7", nbdfusePid: 4000 });
+  });
+
+  test("connectVolume of a broken chain: new nbdfuse in slot .1, the loop device moves to it at the same path, the dead mount goes lazily", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn());
+    h.on.umount = (args) => h.unmount(args.at(-1) as string);
+    h.live.delete(4000); // nbdfuse died
+    h.calls.length = 0;
+    expect(await c.connectVolume(nbdConn())).toEqual({ path: "/dev/loop7" });
+    expect(h.spawned[1]).toEqual(["nbdfuse", "-P", path.join(h.stateDir, "nbd/run/vol2-rw.1.nbdfuse.pid"), `${mnt(".1")}/disk`, "nbd://127.0.0.1:10809/vol2"]);
+    expect(h.calls).toEqual([
+      ["losetup", "--json", "--list"],
+      ["losetup", "-d", "/dev/loop7"],
+      ["losetup", "--direct-io=on", "/dev/loop7", `${mnt(".1")}/disk`],
+      ["umount", "-l", mnt()],
+    ]);
+    expect(new RecordStore(h.stateDir).read("vol2", "rw")).toMatchObject({ device: "/dev/loop7", mountDir: mnt(".1"), nbdfusePid: 4001 });
+    expect(new RecordStore(h.stateDir).read("vol2", "rw")?.extraLayers).toBeUndefined();
+  });
+
+  test("connectVolume of a broken chain whose device is still held: the volume gets a new device, recorded and returned", async () => {
+    const c = new NbdConnector(h.options_());
+    await c.connectVolume(nbdConn());
+    h.on.umount = (args) => h.unmount(args.at(-1) as string);
+    h.live.delete(4000);
+    h.failures.set("losetup --direct-io=on /dev/loop7", "losetup: /dev/loop7: failed to set up loop device: Device or resource busy");
+    expect(await c.connectVolume(nbdConn())).toEqual({ path: "/dev/loop8" });
+    expect(await c.getVolumePaths(nbdConn())).toEqual([{ volumeId: "vol2", path: "/dev/loop8", protocol: "nbd", via: "userspace" }]);
+  });
+
+  test("disconnect of a broken chain: helpers killed first, then losetup -d, then a lazy umount; one call", async () => {
+    h.on["qemu-nbd"] = (args) => {
+      fs.writeFileSync(args[args.indexOf("--pid-file") + 1], "777\n");
+      h.live.set(777, "qemu-nbd");
+    };
+    const c = new IscsiConnector(h.options_());
+    await c.connectVolume(iscsiConn());
+    h.on.umount = (args) => h.unmount(args.at(-1) as string);
+    h.live.delete(777); // qemu-nbd died; nbdfuse 4000 still runs
+    const killed: number[] = [];
+    const kill = h.processes.kill;
+    h.processes.kill = (pid, sig) => {
+      killed.push(pid);
+      kill(pid, sig);
+    };
+    h.calls.length = 0;
+    await c.disconnectVolume(iscsiConn());
+    expect(killed).toEqual([4000]);
+    expect(h.calls.filter((a) => a[1] !== "--json").map((a) => a.join(" "))).toEqual(["losetup -d /dev/loop7", `umount -l ${path.join(h.stateDir, "iscsi/mnt/vol1-rw")}`]);
+    expect(new RecordStore(h.stateDir).list()).toEqual([]);
+  });
+});

@@ -261,7 +261,8 @@ async function teardownLayers(host: Host, t: Teardown, l: LowerLayers, force: bo
   if (l.qemuNbdPid) {
     const pid = l.qemuNbdPid;
     await t.step(`stop qemu-nbd ${pid}`, async () => {
-      host.processes.kill(pid, "SIGTERM");
+      // only a live qemu-nbd: the pid of a dead one may belong to another process by now
+      if (await host.alive(pid, "qemu-nbd")) host.processes.kill(pid, "SIGTERM");
       await stopProcess(host, pid, "qemu-nbd", 5_000);
     });
   }
