@@ -111,9 +111,12 @@ if (iscsiSkip) {
       await target.start();
       expect((await daemons.processes()).map((p) => p.pid).sort()).toEqual(before.map((p) => p.pid).sort());
       expect(before.map((p) => p.pid)).toContain(pid);
+      const record = path.join(dir, "daemons", `tgtd-${target.controlPort}.json`);
+      expect(JSON.parse(fs.readFileSync(record, "utf8"))).toMatchObject({ kind: "tgtd", argv: expect.arrayContaining(["tgtd", String(target.controlPort)]) });
       await exported(); // stop must also end a daemon that has targets (tgtd then refuses to exit)
       await target.stop();
       expect(await daemons.processes()).toEqual([]);
+      expect(fs.existsSync(record)).toBe(false);
       await target.stop(); // stopping what is stopped is success
     });
 
@@ -130,7 +133,7 @@ if (iscsiSkip) {
       expect(again.tid).toBe(first.tid);
       expect(await target.ensureTarget(IQN, first.tid)).toBe(first.tid);
       expect(await target.list()).toEqual([
-        { name: IQN, tid: first.tid, luns: [{ lun: 1, path: first.file, readOnly: false }], initiators: [HOST], chapUsers: [CHAP.username] },
+        { name: IQN, tid: first.tid, luns: [{ lun: 1, path: first.file, readOnly: false }], initiators: [HOST], chapUsers: [CHAP.username], sessions: 0 },
       ]);
       expect(await target.accounts()).toEqual([CHAP.username]);
     });
@@ -221,7 +224,7 @@ if (iscsiSkip) {
         await target.removeInitiator(tid, HOST);
         await target.removeLun(tid, 1);
       }
-      expect(await target.list()).toEqual([{ name: IQN, tid, luns: [], initiators: [], chapUsers: [CHAP.username] }]);
+      expect(await target.list()).toEqual([{ name: IQN, tid, luns: [], initiators: [], chapUsers: [CHAP.username], sessions: 0 }]);
       for (let i = 0; i < 2; i++) {
         await target.removeTarget(tid);
         await target.removeChapAccount(CHAP.username);
