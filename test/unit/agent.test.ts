@@ -66,6 +66,15 @@ class FakeConnector implements Connector {
     this.record("extendVolume", c);
     return 2 * 1024 ** 3;
   }
+  async checkVolume(c: Connection) {
+    this.record("checkVolume", c);
+    const p = this.connected.get(c.volumeId);
+    return p ? { path: p, healthy: false, reason: "qemu-nbd (pid 7) exited" } : { path: null, healthy: false, reason: "not connected" };
+  }
+  async fenceVolume(c: Connection) {
+    this.record("fenceVolume", c);
+    return { path: this.connected.get(c.volumeId) ?? null, healthy: true };
+  }
 }
 
 const connection: Connection = {
@@ -198,6 +207,8 @@ describe("OpenAPI document", () => {
         "GET /v1/paths",
         "GET /v1/search-path",
         "POST /v1/connections/extend",
+        "POST /v1/connections/check",
+        "POST /v1/connections/fence",
         "POST /v1/storage/driver",
         "POST /v1/storage/iscsi",
         "POST /v1/storage/nbd",
@@ -238,6 +249,8 @@ describe("AgentClient", () => {
       expect((await client.getAllVolumePaths()).map((p) => p.protocol)).toEqual(["iscsi", "nbd", "local"]);
       expect(await client.getSearchPath("local")).toBe("/search/local");
       expect(await client.extendVolume(connection)).toBe(2 * 1024 ** 3);
+      expect(await client.checkVolume(connection)).toEqual({ path: "/dev/fake0", healthy: false, reason: "qemu-nbd (pid 7) exited" });
+      expect(await client.fenceVolume(connection)).toEqual({ path: "/dev/fake0", healthy: true });
       await client.disconnectVolume(connection, { force: true });
       await client.disconnectVolume(connection);
       expect(await client.getVolumePaths(connection)).toEqual([]);
@@ -255,14 +268,16 @@ describe("AgentClient", () => {
       "getAllVolumePaths:local",
       "getSearchPath:local",
       "extendVolume:iscsi",
+      "checkVolume:iscsi",
+      "fenceVolume:iscsi",
       "disconnectVolume:iscsi",
       "disconnectVolume:iscsi",
       "getVolumePaths:iscsi",
     ]);
     // The connection arrives whole (CHAP included), force only when given.
     expect(calls[1][2]).toEqual(connection);
-    expect(calls[10][3]).toEqual({ force: true });
-    expect(calls[11][3]).toBeUndefined();
+    expect(calls[12][3]).toEqual({ force: true });
+    expect(calls[13][3]).toBeUndefined();
   });
 
   it("maps connector errors: UserError → 4xx → UserError, BackendError → 502 → BackendError, bug → 500 generic", async () => {
