@@ -77,7 +77,8 @@ suite.each([
 
   test("after up returns and the CLI and the plugin are gone, the rw and ro devices still write and read", async () => {
     const watch = watchArgv();
-    const shims = commandShims(["tgtadm", "tgtd", "qemu-nbd", "nbdfuse", "nbdkit", "losetup", "iscsiadm", "nbdinfo", "qemu-io", "iscsi-ls", "umount", "mount"]);
+    // Not nbdfuse: it is spawned and watched by name, which a wrapper would hide for a moment (the /proc watcher sees it).
+    const shims = commandShims(["tgtadm", "tgtd", "qemu-nbd", "nbdkit", "losetup", "iscsiadm", "nbdinfo", "iscsi-readcapacity16", "qemu-io", "iscsi-ls", "umount", "mount"]);
     const path0 = p.env.PATH;
     p.env.PATH = `${shims.dir}:${path0}`;
     let seen: string[];
