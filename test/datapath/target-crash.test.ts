@@ -80,6 +80,25 @@ function scenario(fx: () => Fixture): void {
     await expectNothingLeft(fx());
   });
 
+  test("the health loop's sweep (from the records alone, no CHAP password) fences a chain broken two passes in a row: a reader fails instead of hanging", async () => {
+    const { connector, connection: c, dir } = fx();
+    if (!fx().fence) return; // NBD's chain fails fast by itself: the sweep probes only what can hang
+    const { path: dev } = await connector.connectVolume(c);
+    await writeBlock(dev, 2, Buffer.alloc(BLOCK, 2), dir);
+    expect(await connector.sweep!()).toEqual([]); // healthy: nothing to do
+    await fx().crash();
+    const read = timedRead(dev, 2, dir);
+    expect(await connector.sweep!()).toEqual([]); // one strike is not enough: a slow target is not a dead one
+    const fenced = await connector.sweep!();
+    expect(fenced).toEqual([{ volumeId: c.volumeId, mode: "rw", path: dev, reason: expect.stringMatching(/\S/) }]);
+    expect(await connector.sweep!()).toEqual([]); // reported once
+    const r = await read;
+    expect(r.ok).toBe(false);
+    expect(r.ms).toBeLessThan(30_000);
+    await connector.disconnectVolume(c);
+    await expectNothingLeft(fx());
+  });
+
   test("after a crash, one disconnect (no restart) leaves nothing", async () => {
     const { connector, connection: c, dir } = fx();
     const { path: dev } = await connector.connectVolume(c);

@@ -24,6 +24,7 @@ import type { z } from "zod";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { Connector } from "../connectors/connector";
+import { startHealthLoop } from "./health-loop";
 import type { TargetFactory } from "../controller/attachments";
 import type { PoolConfig } from "../controller/backends";
 import { checkVolumeId } from "../domain/volume-id";
@@ -414,11 +415,13 @@ export interface AgentArgs {
   storageRoot?: string;
   /** Storage nodes: the file naming the nodes this one may replicate to. */
   peersFile?: string;
+  /** Seconds between passes of the health loop (0: off). */
+  healthIntervalS: number;
   help: boolean;
 }
 
 export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--state-dir DIR]
-                 [--storage-root DIR [--peers FILE]]
+                 [--storage-root DIR [--peers FILE]] [--health-interval SECONDS]
 
   --listen HOST:PORT   address to listen on (default 127.0.0.1:7700; loopback unless told otherwise)
   --token-file FILE    bearer token clients must send; mode 600 or stricter, not empty (required)
@@ -432,6 +435,10 @@ export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PO
                          <name>: {url: https://HOST:PORT, token: TOKEN, caCert: PEM-or-FILE}
                        <name> is the node's key in the provider's hosts; a sync request names a
                        peer, never a url (default: no peers, local replication only)
+  --health-interval S  probe this host's userspace iSCSI devices every S seconds and fence one
+                       that stays broken (its I/O fails instead of hanging until the target
+                       returns; the provider's next up repairs it on the same path); 0: off
+                       (default 10)
   --help               this text
 `;
 
@@ -447,6 +454,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
       "state-dir": { type: "string", default: "/run/sds" },
       "storage-root": { type: "string" },
       peers: { type: "string" },
+      "health-interval": { type: "string", default: "10" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -460,12 +468,14 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
     stateDir: values["state-dir"]!,
     storageRoot: values["storage-root"] ? path.resolve(values["storage-root"]) : undefined,
     peersFile: values.peers,
+    healthIntervalS: Number(values["health-interval"]),
     help: values.help ?? false,
   };
   if (args.help) return args;
   if (!args.tokenFile) throw new Error("--token-file is required");
   if (!!args.tlsCert !== !!args.tlsKey) throw new Error("--tls-cert and --tls-key go together");
   if (args.peersFile && !args.storageRoot) throw new Error("--peers is for storage nodes: give --storage-root too");
+  if (!Number.isFinite(args.healthIntervalS) || args.healthIntervalS < 0) throw new Error(`--health-interval: seconds ≥ 0 (0: off), got "${values["health-interval"]}"`);
   parseListen(args.listen);
   return args;
 }
@@ -504,6 +514,7 @@ export async function runAgent(
     storage.replication.setPeers(peers);
   }
   const agent = await startAgent({ ...parseListen(args.listen), token, tls, connectorFor, version: deps.version, log, storage });
+  const health = startHealthLoop({ intervalMs: args.healthIntervalS * 1000, connectors: () => [connectorFor("iscsi")], log });
   const peerNote = peers ? `, peers ${Object.keys(peers).join(", ") || "none"}` : "";
   log(`sds-agent ${deps.version} listening on ${agent.url}${storage ? ` (storage node, pools under ${storage.root}${peerNote})` : ""}`);
   let closing = false;
@@ -511,6 +522,7 @@ export async function runAgent(
     if (closing) return;
     closing = true;
     log(`sds-agent: ${signal}, closing`);
+    health.stop();
     void agent.close().then(() => process.exit(0));
   };
   const onTerm = () => stop("SIGTERM");

@@ -90,6 +90,12 @@ export interface Connector {
    * replacement_timeout does the same job in the kernel).
    */
   fenceVolume(connection: Connection): Promise<PathHealth>;
+  /**
+   * One pass of a health loop (the agent's): chains broken `strikes` passes in a row are fenced
+   * (see {@link fenceVolume}), found from the connector's own records. Returns what it fenced.
+   * Optional: connectors whose paths fail fast by themselves need none.
+   */
+  sweep?(strikes?: number): Promise<Array<{ volumeId: string; mode: "rw" | "ro"; path: string; reason: string }>>;
   disconnectVolume(connection: Connection, options?: { force?: boolean }): Promise<void>;
   /** The paths of this volume on this host. */
   getVolumePaths(connection: Connection): Promise<VolumePath[]>;

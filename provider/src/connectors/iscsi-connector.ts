@@ -214,6 +214,13 @@ export class IscsiConnector extends BaseConnector {
    * command). Userspace: the chain (path-health.ts), the target probed by a login of its own.
    * Why the kernel path needs no probe of its own: a lost session shows in the SCSI state.
    */
+  /** The userspace chain waits forever for a lost target: the health loop probes it from the record. */
+  protected connectionOfRecord(rec: ConnectionRecord): Connection | undefined {
+    if (!rec.portal || !rec.targetIqn) return undefined;
+    // authMethod CHAP without a password: no login probe, the read through the chain judges.
+    return { protocol: "iscsi", portals: [rec.portal], targetIqn: rec.targetIqn, targetLun: rec.targetLun, authMethod: "CHAP", readOnly: rec.mode === "ro", volumeId: rec.volumeId };
+  }
+
   protected async checkRecord(rec: ConnectionRecord, c: Connection): Promise<PathHealth> {
     if (rec.via !== "kernel") {
       // CHAP without the password (a caller that does not hold it): the read through the chain judges the target alone

@@ -81,6 +81,52 @@ export abstract class BaseConnector implements Connector {
     return health;
   }
 
+  /** Chains found broken by {@link sweep}, by `volumeId/mode`: how many sweeps in a row, or "fenced". */
+  private readonly strikes = new Map<string, number | "fenced">();
+
+  /**
+   * One pass of the agent's health loop: every userspace chain of this connector that a record
+   * can describe is checked (bounded); one broken `strikes` passes in a row is fenced, so I/O on
+   * it fails now instead of waiting for a target that may never come back (libiscsi in qemu-nbd
+   * waits forever; see path-health.ts). The device and the record stay: the provider's next run
+   * reports the attachment broken and its `up` puts it back on the same path. Returns the chains
+   * fenced by this pass (each is reported once).
+   */
+  async sweep(strikes = 2): Promise<Array<{ volumeId: string; mode: "rw" | "ro"; path: string; reason: string }>> {
+    const fenced: Array<{ volumeId: string; mode: "rw" | "ro"; path: string; reason: string }> = [];
+    const seen = new Set<string>();
+    for (const rec of this.host.records.list(this.protocol)) {
+      const c = rec.via === "userspace" ? this.connectionOfRecord(rec) : undefined;
+      if (!c) continue;
+      const key = `${rec.volumeId}/${rec.mode}`;
+      seen.add(key);
+      const h = await this.checkRecord(rec, c).catch((err: Error): PathHealth => ({ path: rec.device, healthy: false, reason: err.message }));
+      const was = this.strikes.get(key);
+      if (h.healthy) {
+        this.strikes.delete(key);
+        continue;
+      }
+      if (was === "fenced") continue;
+      const n = (was ?? 0) + 1;
+      this.strikes.set(key, n);
+      if (n < strikes) continue;
+      await killHelpers(this.host, layersOf(rec));
+      this.strikes.set(key, "fenced");
+      fenced.push({ volumeId: rec.volumeId, mode: rec.mode, path: rec.device, reason: h.reason ?? "unhealthy" });
+    }
+    for (const key of this.strikes.keys()) if (!seen.has(key)) this.strikes.delete(key);
+    return fenced;
+  }
+
+  /**
+   * A connection rebuilt from a record, enough to probe its chain (never a CHAP password:
+   * records hold none, so the read through the chain judges the target); undefined when the
+   * record cannot describe one, or when this protocol's chain fails fast by itself.
+   */
+  protected connectionOfRecord(_rec: ConnectionRecord): Connection | undefined {
+    return undefined;
+  }
+
   /** The health of a record of this connector (the chain under its device). */
   protected abstract checkRecord(rec: ConnectionRecord, c: Connection): Promise<PathHealth>;
 
