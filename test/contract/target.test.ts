@@ -4,7 +4,9 @@
  * (today NbdkitTarget). Data goes through real initiators: qemu-io over libiscsi and libnbd.
  */
 import { spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { run } from "../../provider/src/exec/run";
 import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
@@ -292,15 +294,29 @@ if (nbdSkip) {
       await daemons.cleanup();
     });
 
-    test("ensureServer twice runs one process; a different port for the same server is a conflict", async () => {
+    test("ensureServer twice runs one process and keeps its port (the port is a wish); another mode for the same server is a conflict", async () => {
       const port = await freeTcpPort();
-      await target.ensureServer("rw", port, false);
+      await expect(target.ensureServer("rw", port, false)).resolves.toBe(port);
       const [first] = await target.list();
-      await target.ensureServer("rw", port, false);
+      await expect(target.ensureServer("rw", port, false)).resolves.toBe(port);
       expect((await daemons.processes()).map((p) => p.pid)).toEqual([first!.pid]);
       expect(await target.list()).toEqual([{ server: "rw", port, readOnly: false, pid: first!.pid, exports: [] }]);
-      await expect(target.ensureServer("rw", port + 1, false)).rejects.toThrow(/already runs/);
+      await expect(target.ensureServer("rw", port + 1, false)).resolves.toBe(port);
       await expect(target.ensureServer("rw", port, true)).rejects.toThrow(/already runs/);
+    });
+
+    test("a wished port another program listens on (another state's server) is skipped for a free one", async () => {
+      const busy = net.createServer();
+      await new Promise<void>((r) => busy.listen({ host: "127.0.0.1", port: 0 }, () => r()));
+      const taken = (busy.address() as net.AddressInfo).port;
+      try {
+        const got = await target.ensureServer("rw", taken, false);
+        expect(got).not.toBe(taken);
+        expect((await target.list())[0]).toMatchObject({ server: "rw", port: got });
+        execFileSync("nbdinfo", ["--list", `nbd://127.0.0.1:${got}`], { timeout: 20_000, stdio: "pipe" });
+      } finally {
+        busy.close();
+      }
     });
 
     test("data written to the rw server reads back through a read-only server, which refuses writes", async () => {

@@ -142,7 +142,8 @@ export class IscsiConnector extends BaseConnector {
     fs.rmSync(socket, { force: true });
     fs.rmSync(qemuPidFile, { force: true });
     try {
-      await this.host.run("qemu-nbd", [...args, "--image-opts", opts.join(",")], { secrets: c.authPassword ? [c.authPassword] : [], timeoutMs: 60_000 });
+      // A session of its own (setsid): the device must outlive the provider plugin, the CLI and the agent.
+      await this.host.run("qemu-nbd", [...args, "--image-opts", opts.join(",")], { secrets: c.authPassword ? [c.authPassword] : [], timeoutMs: 60_000, detached: true });
     } finally {
       fs.rmSync(secretFile, { force: true });
     }
