@@ -86,7 +86,8 @@ const CONTRACT: Record<string, { inputs: string[]; requiredInputs: string[]; out
     "sds:index:Attachment": {
         inputs: ["volumeId", "host", "mode", "connector", "connect"],
         requiredInputs: ["volumeId"],
-        outputsAdded: ["status", "connectionInfo", "devicePath", "sharedTargets", "backendId"],
+        // statusReason: added in round 2 so refresh can say why an attachment is broken (CONTRACT.md has status only).
+        outputsAdded: ["status", "statusReason", "connectionInfo", "devicePath", "sharedTargets", "backendId"],
     },
     "sds:index:ReplicationPair": {
         inputs: ["primaryVolumeId", "targetBackend", "targetPool", "mode", "rpoSeconds", "enabled", "activeSide"],

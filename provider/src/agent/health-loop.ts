@@ -16,7 +16,14 @@ export function startHealthLoop(o: { intervalMs: number; connectors: () => Conne
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   const pass = async () => {
-    for (const c of o.connectors()) {
+    let connectors: Connector[];
+    try {
+      connectors = o.connectors();
+    } catch (err) {
+      o.log(`sds-agent: health check cannot run: ${(err as Error).message}`);
+      return;
+    }
+    for (const c of connectors) {
       if (!c.sweep) continue;
       try {
         for (const f of await c.sweep(o.strikes ?? 2)) {

@@ -534,6 +534,7 @@ export async function runAgent(
     close: async () => {
       process.off("SIGTERM", onTerm);
       process.off("SIGINT", onInt);
+      health.stop();
       await agent.close();
     },
   };

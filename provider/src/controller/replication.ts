@@ -302,6 +302,8 @@ export class Replication {
         const r = await this.sync(row.id, { reason: "scheduled" });
         out.push({ id: row.id, ok: true, bytes: r.bytesTransferred });
       } catch (err) {
+        // Deleted while this sync waited for the pair's lock: nothing left to sync, not a failure.
+        if (err instanceof UserError && err.code === "NOT_FOUND" && !this.store.getPair(row.id)) continue;
         out.push({ id: row.id, ok: false, error: (err as Error).message });
       }
     }
@@ -427,21 +429,27 @@ export class Replication {
       warn(`replication ${id} is failed over: failing back (resync to the primary) before removing the secondary`);
       row = await this.failback(row);
     }
-    this.setStatus(id, "disabling");
-    if (this.remote(row)) await this.reschedule({ ...row, enabled: false }, warn);
-    const primary = this.controller.getVolume(row.primaryVolumeId);
-    if (row.secondaryVolumeId) {
-      const inUse = this.store.listAttachments({ volumeId: row.secondaryVolumeId });
-      if (inUse.length > 0) {
-        throw new UserError("INVALID_STATE", `replication pair ${id}: its secondary volume still has ${inUse.length} attachment(s) (${inUse.map((a) => a.id).join(", ")}); delete them first`);
+    // Under the pair's sync lock: a sync in flight (one this provider asked for when it started)
+    // writes the secondary through the sink, which would make its file again after the delete.
+    await this.withLock(`replicate:${id}`, async () => {
+      const current = this.store.getPair(id);
+      if (!current) return;
+      this.setStatus(id, "disabling");
+      if (this.remote(current)) await this.reschedule({ ...current, enabled: false }, warn);
+      const primary = this.controller.getVolume(current.primaryVolumeId);
+      if (current.secondaryVolumeId) {
+        const inUse = this.store.listAttachments({ volumeId: current.secondaryVolumeId });
+        if (inUse.length > 0) {
+          throw new UserError("INVALID_STATE", `replication pair ${id}: its secondary volume still has ${inUse.length} attachment(s) (${inUse.map((a) => a.id).join(", ")}); delete them first`);
+        }
+        await this.controller.deleteVolume(current.secondaryVolumeId);
       }
-      await this.controller.deleteVolume(row.secondaryVolumeId);
-    }
-    const maps = pairStatePaths(this.stateDir, id);
-    await invalidateMap(maps.forward.mapPath);
-    await invalidateMap(maps.reverse.mapPath);
-    this.store.deletePair(id);
-    if (primary) this.store.updateVolume(primary.id, { replicationStatus: "disabled", updatedAt: this.at() });
+      const maps = pairStatePaths(this.stateDir, id);
+      await invalidateMap(maps.forward.mapPath);
+      await invalidateMap(maps.reverse.mapPath);
+      this.store.deletePair(id);
+      if (primary) this.store.updateVolume(primary.id, { replicationStatus: "disabled", updatedAt: this.at() });
+    });
   }
 
   /** The primary can be read: its file (this machine), or its node's agent answers. */
