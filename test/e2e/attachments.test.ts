@@ -86,6 +86,7 @@ suite("attachments", () => {
     expect(summaryCount(up.stdout, "replaced")).toBe(1);
     expect((await p.outputs()).readerId).not.toBe(before);
     await p.ok(["preview", "--expect-no-changes"]);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
   test("a second attachment of a volume that is not multiAttach fails with a clear error", async () => {
@@ -95,6 +96,7 @@ suite("attachments", () => {
     expect(r.stdout).toMatch(/volume single-[0-9a-f]{7} \([0-9a-f-]{36}\) is not multiAttach and is already attached: attachment [0-9a-f-]{36} to host localhost/);
     await p.ok(["config", "rm", "second"]);
     await p.ok(["up", "--yes", "--skip-preview"]);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
   test("destroy disconnects (no loop device, FUSE mount or qemu-nbd left) and removes every attachment, target, LUN and ACL, and every volume", async () => {

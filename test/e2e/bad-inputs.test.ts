@@ -55,6 +55,7 @@ test("a malformed backends file names the file and line", async () => {
 test("with the inputs fixed, the same stack comes up", async () => {
   await p.config({ size: 1 });
   await p.ok(["up", "--yes"]);
+  await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   await p.ok(["destroy", "--yes"]);
   nothingMade();
 });

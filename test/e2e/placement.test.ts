@@ -38,6 +38,9 @@ test("up lands each volume where preview said, and getPlacement agrees", async (
   expect(out.placements).toEqual(expected);
   expect(volumeFiles()).toHaveLength(3);
   await p.ok(["preview", "--expect-no-changes"]);
+  // The "shared" profile makes its volume multiAttach: derived, never drift.
+  await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  await p.ok(["preview", "--expect-no-changes"]);
 });
 
 test("a profile nothing satisfies fails the preview, explaining every pool", async () => {
