@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { randomUUID } from "node:crypto";
-import { backendsSchema } from "../../provider/src/controller/backends";
+import { backendsSchema } from "../../provider/src/domain/backend";
 import { Controller } from "../../provider/src/controller/controller";
 import { parseExtraSpecs } from "../../provider/src/scheduler/extra-specs";
 import { place } from "../../provider/src/scheduler/scheduler";

@@ -352,7 +352,7 @@ if (iscsiSkip) {
       extendWhileMounted(fx);
 
       test("a wrong CHAP password fails to connect, names no password, and leaves nothing behind", async () => {
-        const c = { ...fx().connection(false), authPassword: "Wrong-Secret-1" };
+        const c = { ...fx().connection(false), authPassword: "Wrong-Secret-1" } as Connection;
         const err = (await fx().connector.connectVolume(c).catch((e: Error) => e)) as Error;
         expect(err.message).toMatch(/qemu-nbd/);
         expect(err.message).not.toContain("Wrong-Secret-1");

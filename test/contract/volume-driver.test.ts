@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { poolSchema } from "../../provider/src/controller/backends";
+import { poolSchema } from "../../provider/src/domain/backend";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
 import type { VolumeDriver } from "../../provider/src/drivers/volume-driver";
 import { AgentClient } from "../../provider/src/agent/client";

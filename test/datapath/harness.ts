@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Attachments, type ConnectionInfo } from "../../provider/src/controller/attachments";
-import { backendsSchema } from "../../provider/src/controller/backends";
+import { backendsSchema } from "../../provider/src/domain/backend";
 import { Controller } from "../../provider/src/controller/controller";
 import { SecretBox } from "../../provider/src/controller/secret-box";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Attachments, type HostConnector, type RemoteHost, type TargetFactory } from "../../provider/src/controller/attachments";
-import { backendsSchema } from "../../provider/src/controller/backends";
+import { backendsSchema } from "../../provider/src/domain/backend";
 import { Controller } from "../../provider/src/controller/controller";
 import { SecretBox } from "../../provider/src/controller/secret-box";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
@@ -45,6 +45,13 @@ function host(name: string): RemoteHost {
       calls.push(`${name}: extend ${c.volumeId}`);
       if (busy.has(name)) throw new UserError("INVALID_STATE", `${devices.get(c.volumeId)} is mounted on /mnt`);
       return 2 * 1024 ** 3;
+    },
+    async checkVolume(c: Connection) {
+      const dev = devices.get(c.volumeId);
+      return dev ? { path: dev, healthy: true } : { path: null, healthy: false, reason: "not connected" };
+    },
+    async fenceVolume(c: Connection) {
+      return connector.checkVolume(c);
     },
   };
   return { connector: () => connector, properties: async () => ({ initiator: `iqn.2026-11.test:${name}`, hostname: name, multipath: false }) };

@@ -153,8 +153,8 @@ const iscsiConn = (o: Partial<Connection> = {}): Connection => ({
   authPassword: PASSWORD,
   readOnly: false,
   ...o,
-});
-const nbdConn = (o: Partial<Connection> = {}): Connection => ({ volumeId: "vol2", protocol: "nbd", portals: ["127.0.0.1:10809"], exportName: "vol2", readOnly: false, ...o });
+}) as Connection;
+const nbdConn = (o: Partial<Connection> = {}): Connection => ({ volumeId: "vol2", protocol: "nbd", portals: ["127.0.0.1:10809"], exportName: "vol2", readOnly: false, ...o }) as Connection;
 
 describe("probe and factory", () => {
   test("kernel iSCSI needs iscsiadm on PATH and iscsi_tcp loaded; kernel NBD needs /sys/block/nbd0", () => {
@@ -620,7 +620,7 @@ describe("iSCSI, userspace (qemu-nbd/libiscsi + nbdfuse + loop)", () => {
 
 describe("local (loop device over the volume file)", () => {
   const file = "/pool/vol3.img";
-  const conn = (o: Partial<Connection> = {}): Connection => ({ volumeId: "vol3", protocol: "local", portals: [], exportName: file, readOnly: false, ...o });
+  const conn = (o: Partial<Connection> = {}): Connection => ({ volumeId: "vol3", protocol: "local", portals: [], exportName: file, readOnly: false, ...o }) as Connection;
 
   test("connect: losetup -f --show [--read-only] FILE; connect again reuses the record's live loop", async () => {
     const c = new LocalConnector(h.options_());

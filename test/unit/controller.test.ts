@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { backendsSchema } from "../../provider/src/controller/backends";
+import { backendsSchema } from "../../provider/src/domain/backend";
 import { Controller } from "../../provider/src/controller/controller";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";

@@ -35,6 +35,13 @@ export const connectionSchema = z
     readOnly: z.boolean(),
     volumeId: volumeIdSchema,
   })
+  .superRefine((c, ctx) => {
+    // The union on protocol (domain/connection-info.ts): target, LUN and CHAP are iSCSI's alone.
+    if (c.protocol === "iscsi") return;
+    for (const key of ["targetIqn", "targetLun", "authMethod", "authUsername", "authPassword"] as const) {
+      if (c[key] !== undefined) ctx.addIssue({ code: "custom", path: [key], message: `an ${c.protocol} connection has no ${key} (iSCSI only)` });
+    }
+  })
   .describe("Connection info plus the volume id.");
 
 export const connectRequestSchema = z.object({ connection: connectionSchema });
@@ -205,7 +212,9 @@ export const storageResponseSchema = z.object({ result: z.unknown().optional() }
 
 // Compile-time checks: the wire schemas and the connector interface describe the same data.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const sameConnection: Same<z.infer<typeof connectionSchema>, Connection> = true;
+// A Connection is a union on protocol; the wire shape is flat, and its refinement above keeps the
+// iSCSI-only fields to iSCSI, so a request that passes is one of the union's members.
+const sameConnection: Connection extends z.infer<typeof connectionSchema> ? true : false = true;
 const sameProperties: Same<z.infer<typeof connectorPropertiesSchema>, ConnectorProperties> = true;
 const samePath: Same<z.infer<typeof volumePathSchema>, VolumePath> = true;
 void sameConnection;

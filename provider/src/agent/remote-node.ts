@@ -7,8 +7,8 @@
  * Every call is idempotent by the driver and target contracts, which is what lets the client
  * retry when no response came back.
  */
-import type { PoolConfig } from "../controller/backends";
-import type { TargetFactory } from "../controller/attachments";
+import type { PoolConfig } from "../domain/backend";
+import type { TargetFactory } from "../targets/target";
 import { fileVolumePath } from "../drivers/file-driver";
 import type { PoolStats, VolumeDriver } from "../drivers/volume-driver";
 import type { ExportState, IscsiTarget, NbdTarget } from "../targets/target";

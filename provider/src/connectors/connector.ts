@@ -18,7 +18,7 @@
  *   is found by `checkVolume`, made to fail fast by `fenceVolume`, and put back by `connectVolume`
  *   under the same path whenever the kernel allows it (see connectors/path-health.ts).
  */
-import type { ConnectionInfo } from "../controller/attachments";
+import type { ConnectionInfo } from "../domain/connection-info";
 
 /** What identifies this host to a target (os-brick's get_connector_properties). */
 export interface ConnectorProperties {
@@ -42,11 +42,11 @@ export interface VolumePath {
   via: "kernel" | "userspace" | "loop";
 }
 
-/** Connection info plus what the connector needs to find its record again. */
-export interface Connection extends ConnectionInfo {
-  /** The volume id (used to name records and to answer getVolumePaths by volume). */
-  volumeId: string;
-}
+/**
+ * Connection info plus what the connector needs to find its record again: the volume id (used to
+ * name records and to answer getVolumePaths by volume).
+ */
+export type Connection = ConnectionInfo & { volumeId: string };
 
 /**
  * What `checkVolume` found: whether the device's chain is alive end to end (device, helper

@@ -28,36 +28,17 @@ import { UserError } from "../errors";
 import { withStoreLock } from "../store/lock";
 import type { AttachmentRow, ConnectorRow, Store, TargetRow, VolumeRow } from "../store/store";
 import type { Connection, Connector } from "../connectors/connector";
-import type { IscsiTarget, NbdTarget } from "../targets/target";
-import type { BackendConfig } from "./backends";
+import type { ConnectionInfo } from "../domain/connection-info";
+import { exportName, IQN_PREFIX, portalHost } from "../domain/names";
+import type { IscsiTarget, TargetFactory } from "../targets/target";
+
+export type { ConnectionInfo } from "../domain/connection-info";
+export { exportName, IQN_PREFIX, portalHost } from "../domain/names";
+export type { TargetFactory } from "../targets/target";
+import type { BackendConfig } from "../domain/backend";
 import type { Controller } from "./controller";
 import type { SecretBox } from "./secret-box";
 
-export const IQN_PREFIX = "iqn.2026-11.io.sds";
-
-export interface ConnectionInfo {
-  protocol: "iscsi" | "nbd" | "local";
-  portals: string[];
-  targetIqn?: string;
-  targetLun?: number;
-  exportName?: string;
-  authMethod?: "CHAP";
-  authUsername?: string;
-  authPassword?: string;
-  readOnly: boolean;
-}
-
-/** Where the targets of a backend live; one tgtd per iSCSI portal, one nbdkit manager per node. */
-export interface TargetFactory {
-  iscsi(portal: string): IscsiTarget;
-  /** The NBD servers listening on `host`. */
-  nbd(host: string): NbdTarget;
-}
-
-/** `127.0.0.1:3260` → `127.0.0.1`. */
-export function portalHost(portal: string): string {
-  return portal.split(":").slice(0, -1).join(":");
-}
 
 /** What attachments need of a host's connector: the local one, or the host's agent (AgentClient). */
 export type HostConnector = Pick<Connector, "connectVolume" | "disconnectVolume" | "getVolumePaths" | "extendVolume" | "checkVolume" | "fenceVolume">;
@@ -712,8 +693,4 @@ export class Attachments {
 /** Why: user-set backendIds ("Array_1") must still make a valid IQN (lowercase, digits, `.-:`). */
 function iqnPart(id: string): string {
   return id.toLowerCase().replace(/[^a-z0-9.-]/g, "-");
-}
-
-export function exportName(volumeId: string): string {
-  return `volume-${volumeId}`;
 }

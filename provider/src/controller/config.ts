@@ -6,7 +6,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { z } from "zod";
 import { UserError } from "../errors";
-import { type BackendConfig, defaultBackends, loadBackendsFile, parseInlineBackends, propertyPath } from "./backends";
+import type { BackendConfig } from "../domain/backend";
+import { defaultBackends, loadBackendsFile, parseInlineBackends, propertyPath } from "./backends";
 
 export const hostAgentSchema = z.strictObject({
   url: z.string().url(),

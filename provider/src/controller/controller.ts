@@ -14,7 +14,7 @@ import { type Requirement, evaluate, parseExtraSpecs, unknownKeyErrors } from ".
 import { explainNoValidPool, place } from "../scheduler/scheduler";
 import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
 import type { ProfileRow, Store, VolumeRow } from "../store/store";
-import type { BackendConfig, PoolConfig } from "./backends";
+import type { BackendConfig, PoolConfig } from "../domain/backend";
 
 const GiB = 1024 ** 3;
 

@@ -6,7 +6,7 @@
  * helper died) shows as such with its reason, and the next `up` repairs it in place.
  */
 import { z } from "zod";
-import type { ConnectionInfo } from "../controller/attachments";
+import type { ConnectionInfo } from "../domain/connection-info";
 import type { AttachmentRow } from "../store/store";
 import { type Props, UNKNOWN, isUnknown, reveal, secret } from "../server/values";
 import type { ProviderContext } from "./context";

@@ -1,7 +1,6 @@
 /** The targets of this machine: one tgtd per iSCSI portal, one nbdkit manager per listen address. */
-import type { TargetFactory } from "../controller/attachments";
 import { NbdkitTarget } from "./nbdkit-target";
-import type { IscsiTarget, NbdTarget } from "./target";
+import type { IscsiTarget, NbdTarget, TargetFactory } from "./target";
 import { TgtTarget } from "./tgt-target";
 
 /**

@@ -100,3 +100,10 @@ export interface NbdTarget {
   /** Servers running and their exports. */
   list(): Promise<Array<{ server: string; port: number; readOnly: boolean; pid: number; exports: Array<{ name: string; path: string }> }>>;
 }
+
+/** Where the targets of a backend live: one tgtd per iSCSI portal, one nbdkit manager per address (this machine's, or a storage node's through its agent). */
+export interface TargetFactory {
+  iscsi(portal: string): IscsiTarget;
+  /** The NBD servers listening on `host`. */
+  nbd(host: string): NbdTarget;
+}
