@@ -328,7 +328,7 @@ export interface VolumePath {
      */
     protocol: string;
     /**
-     * Id of the volume; empty for an orphan path that no connection record claims (seed 001: the paths a detach must not leave behind).
+     * Id of the volume; empty for an orphan path that no connection record claims (a path a detach must not leave behind).
      */
     volumeId: string;
 }
