@@ -16,25 +16,11 @@
  * or a dotted one (`ioConnectivity.maxIOPS`).
  * Pure: parse once (`parseExtraSpecs`), then `evaluate` against each pool.
  */
-import type { PoolState } from "./types";
+import type { Operator, PoolState, Requirement } from "./types";
 
-export type Operator = "<is>" | "<in>" | "<or>" | "<all-in>" | "==" | "!=" | ">=" | "<=" | ">" | "<" | "s==" | "s!=" | "s<" | "s<=" | "s>" | "s>=" | "literal";
-
-export interface Requirement {
-  /** The key as written. */
-  key: string;
-  /** Where to look: a capability name, an extra name anywhere, or `group.name`. */
-  lookup: { kind: "capability" | "extra" | "any"; group?: string; name: string };
-  op: Operator;
-  /** The operand(s): one for most operators, several for `<or>` and `<all-in>`. */
-  values: string[];
-  /** The spec value as written, for messages. */
-  text: string;
-  /** Parsed once: the boolean of `<is>` and boolean literals. */
-  bool?: boolean;
-  /** Parsed once: the number (and unit) of numeric operators. */
-  quantity?: { value: number; unit: string };
-}
+// Operator and Requirement live in types.ts (PlacementRequest carries requirements, and types.ts
+// importing them from here made a type cycle); re-exported so callers keep one import.
+export type { Operator, Requirement } from "./types";
 
 export interface SpecError {
   key: string;

@@ -2,8 +2,6 @@
  * Scheduler types. The scheduler is pure: it sees a snapshot of pools and a request, and answers
  * with a pool or with the reason each pool was rejected. No I/O, no clock.
  */
-import type { Requirement } from "./extra-specs";
-
 /** A pool as the scheduler sees it: capabilities, extras and capacity (GiB). */
 export interface PoolState {
   /** `backend/pool`. */
@@ -25,6 +23,26 @@ export interface PoolState {
   provisioning: "thin" | "thick";
   /** Backend's weigher: spread (most free first) or stack (least free first). */
   weigher: "spread" | "stack";
+}
+
+/** An extra-spec operator (see extra-specs.ts for what each means). */
+export type Operator = "<is>" | "<in>" | "<or>" | "<all-in>" | "==" | "!=" | ">=" | "<=" | ">" | "<" | "s==" | "s!=" | "s<" | "s<=" | "s>" | "s>=" | "literal";
+
+/** One parsed extra spec: what to look up on a pool and how to compare it (extra-specs.ts parses). */
+export interface Requirement {
+  /** The key as written. */
+  key: string;
+  /** Where to look: a capability name, an extra name anywhere, or `group.name`. */
+  lookup: { kind: "capability" | "extra" | "any"; group?: string; name: string };
+  op: Operator;
+  /** The operand(s): one for most operators, several for `<or>` and `<all-in>`. */
+  values: string[];
+  /** The spec value as written, for messages. */
+  text: string;
+  /** Parsed once: the boolean of `<is>` and boolean literals. */
+  bool?: boolean;
+  /** Parsed once: the number (and unit) of numeric operators. */
+  quantity?: { value: number; unit: string };
 }
 
 export interface PlacementRequest {
