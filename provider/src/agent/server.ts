@@ -27,11 +27,12 @@ import type { Connector } from "../connectors/connector";
 import { startHealthLoop } from "./health-loop";
 import type { TargetFactory } from "../targets/target";
 import type { PoolConfig } from "../domain/backend";
+import { propertyPath } from "../domain/property-path";
 import { checkVolumeId } from "../domain/volume-id";
 import { confinedFile, confinedFolder, refuseSymlink } from "../drivers/confine";
 import type { VolumeDriver } from "../drivers/volume-driver";
 import { BackendError, UserError } from "../errors";
-import { fieldPath, peersFileSchema, PROTOCOLS, routes, type DriverCall, type ErrorBody, type IscsiCall, type NbdCall, type Peers, type Protocol, type RouteSpec, type SyncSpec } from "./api";
+import { peersFileSchema, PROTOCOLS, routes, type DriverCall, type ErrorBody, type IscsiCall, type NbdCall, type Peers, type Protocol, type RouteSpec, type SyncSpec } from "./api";
 import type { NodeReplication } from "./node-replication";
 import { openApiDocument } from "./openapi";
 
@@ -196,7 +197,7 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, prefix: string
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
-  throw invalid(fieldPath([...prefix, ...issue.path]), issue.message);
+  throw invalid(propertyPath([...prefix, ...issue.path]), issue.message);
 }
 
 async function readJson(req: http.IncomingMessage, limit: number): Promise<unknown> {
@@ -392,7 +393,7 @@ export function readPeersFile(file: string): Peers {
   const r = peersFileSchema.safeParse(raw ?? {});
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new Error(`peers file ${file}: ${fieldPath(issue.path) || "(top)"}: ${issue.message}`);
+    throw new Error(`peers file ${file}: ${propertyPath(issue.path) || "(top)"}: ${issue.message}`);
   }
   return r.data;
 }

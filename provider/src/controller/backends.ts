@@ -7,15 +7,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { type BackendConfig, backendsSchema } from "../domain/backend";
+import { propertyPath } from "../domain/property-path";
 import { UserError } from "../errors";
-
-
-/** Render a zod path the way Pulumi names properties: `backends[0].pools[1].name`. */
-export function propertyPath(root: string, p: readonly PropertyKey[]): string {
-  let out = root;
-  for (const k of p) out += typeof k === "number" ? `[${k}]` : out ? `.${String(k)}` : String(k);
-  return out;
-}
 
 /** The built-in backend used when none is configured (CONTRACT.md). */
 export function defaultBackends(projectDir: string): BackendConfig[] {
@@ -46,7 +39,7 @@ export function parseInlineBackends(value: unknown, projectDir: string): Backend
   const r = backendsSchema.safeParse(value);
   if (!r.success) {
     const i = r.error.issues[0];
-    throw new UserError("INVALID_INPUT", `${propertyPath("backends", i.path)}: ${i.message}`, propertyPath("backends", i.path));
+    throw new UserError("INVALID_INPUT", `${propertyPath(i.path, "backends")}: ${i.message}`, propertyPath(i.path, "backends"));
   }
   return resolvePaths(r.data, projectDir);
 }
@@ -95,7 +88,7 @@ export function loadBackendsFile(file: string): BackendConfig[] {
         break;
       }
     }
-    const prop = propertyPath("backends", unknownKey !== undefined ? [...issue.path, unknownKey] : issue.path);
+    const prop = propertyPath(unknownKey !== undefined ? [...issue.path, unknownKey] : issue.path, "backends");
     const message = unknownKey !== undefined ? "unknown key" : issue.message;
     throw new UserError("INVALID_INPUT", `${file}:${line}: ${prop}: ${message}`, "backendsFile");
   }

@@ -7,7 +7,8 @@ import * as path from "node:path";
 import { z } from "zod";
 import { UserError } from "../errors";
 import type { BackendConfig } from "../domain/backend";
-import { defaultBackends, loadBackendsFile, parseInlineBackends, propertyPath } from "./backends";
+import { propertyPath } from "../domain/property-path";
+import { defaultBackends, loadBackendsFile, parseInlineBackends } from "./backends";
 
 export const hostAgentSchema = z.strictObject({
   url: z.string().url(),
@@ -40,7 +41,7 @@ export interface ProviderConfig {
 /** Validate the shape only (CheckConfig): returns failures as [property, reason]. */
 export function checkProviderConfig(raw: Record<string, unknown>): Array<[string, string]> {
   const r = providerConfigSchema.safeParse(raw);
-  if (!r.success) return r.error.issues.map((i) => [propertyPath("", i.path), i.message]);
+  if (!r.success) return r.error.issues.map((i) => [propertyPath(i.path), i.message]);
   return [];
 }
 
@@ -52,7 +53,7 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
   const r = providerConfigSchema.safeParse(raw);
   if (!r.success) {
     const i = r.error.issues[0];
-    const p = propertyPath("", i.path);
+    const p = propertyPath(i.path);
     throw new UserError("INVALID_INPUT", `${p}: ${i.message}`, p);
   }
   const c = r.data;

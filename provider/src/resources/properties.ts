@@ -5,6 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import type { z } from "zod";
+import { propertyPath } from "../domain/property-path";
 import { type Props, containsUnknown, deepEqual, reveal } from "../server/values";
 import type { CheckFailure, CheckRequest, DiffKind, DiffResult } from "./resource";
 
@@ -35,8 +36,7 @@ export function checkProperties(specs: PropertySpecs, news: Props): CheckFailure
     const r = spec.schema.safeParse(reveal(value));
     if (!r.success) {
       for (const issue of r.error.issues) {
-        const sub = issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("");
-        failures.push({ property: `${key}${sub}`, reason: issue.message });
+        failures.push({ property: propertyPath(issue.path, key), reason: issue.message });
       }
     }
   }
