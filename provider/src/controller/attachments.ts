@@ -111,6 +111,8 @@ export class Attachments {
   private readonly lockTimeoutMs: number;
   private readonly now: () => Date;
   private readonly holder = randomUUID();
+  /** Attachments whose export this run had to make again (see ensureExports), with why. */
+  private readonly remadeAtStart = new Map<string, string>();
   private tag?: string;
   private readonly connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
   private readonly remoteHost?: (host: string) => RemoteHost | undefined;
@@ -414,19 +416,20 @@ export class Attachments {
    * device is fenced on the way (its I/O fails at once instead of waiting for a target that came
    * back without it), so readers see EIO, not a hang; {@link repair} puts it back on the same path.
    */
-  async health(id: string): Promise<{ status: "attached" | "broken" | string; reason?: string }> {
+  async health(id: string, options: { fence?: boolean } = { fence: true }): Promise<{ status: "attached" | "broken" | string; reason?: string }> {
     const row = this.store.getAttachment(id);
     if (!row) return { status: "gone" };
     if (row.status !== "attached") return { status: row.status };
     const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : this.controller.getVolume(row.volumeId);
     if (!volume) return { status: "broken", reason: `volume ${row.volumeId} is gone` };
-    const exportProblem = await this.exportProblem(row);
+    const exportProblem = (await this.exportProblem(row)) ?? this.remadeAtStart.get(row.id);
     if (exportProblem) return { status: "broken", reason: exportProblem };
     if (!row.devicePath) return { status: "attached" };
     const connector = this.hostConnector(row.host, row.protocol);
     if (!connector) return { status: "attached" }; // cannot look: not a finding
     const connection: Connection = { ...this.initializeConnection(row, volume), volumeId: volume.id };
-    const h = await connector.fenceVolume(connection);
+    // A preview only looks; refresh also fences what it finds broken.
+    const h = options.fence ? await connector.fenceVolume(connection) : await connector.checkVolume(connection);
     if (h.healthy) return { status: "attached" };
     return { status: "broken", reason: `${row.devicePath} on ${row.host}: ${h.reason ?? "unhealthy"}` };
   }
@@ -476,6 +479,7 @@ export class Attachments {
         this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
       });
     }
+    this.remadeAtStart.delete(row.id);
     const repaired = this.store.transaction(() => {
       const r = this.store.updateAttachment(row.id, { status: "attached", updatedAt: this.at() });
       this.refreshVolumeStatus(volume.id);
@@ -683,7 +687,11 @@ export class Attachments {
       const v = this.controller.getVolume(a.volumeId);
       if (!v || a.protocol === "local") continue;
       const { backend } = this.controller.locate(v);
+      // A lost export (the daemon restarted or was killed) broke the path of every device on
+      // it, even if the initiator logs in again by itself: refresh reports it, up repairs it.
+      const problem = a.status === "attached" ? await this.exportProblem(a) : undefined;
       await this.withExportLock(a, v, () => this.createExport(a, v, backend));
+      if (problem) this.remadeAtStart.set(a.id, `${problem}; made again at the start of this run`);
       ensured++;
     }
     return { ensured, removed, kept };

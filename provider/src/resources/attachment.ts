@@ -57,8 +57,9 @@ export class AttachmentResource implements ResourceHandler {
 
   async diff(req: DiffRequest): Promise<DiffResult> {
     const d = diffProperties(attachmentProperties, req.oldInputs, req.news, req.ignoreChanges);
-    // Refresh found it broken: an update puts it back (same export, same device path).
-    if (req.oldOutputs.status === "broken" && d.replaces.length === 0) {
+    // Refresh found it broken, or it is broken now (its target daemon restarted since, a helper
+    // died): an update puts it back, on the same export and device path. Looking changes nothing.
+    if (d.replaces.length === 0 && (req.oldOutputs.status === "broken" || (await this.brokenNow(req.id)))) {
       d.detailed.status = "update";
       d.changed = true;
     }
@@ -70,6 +71,16 @@ export class AttachmentResource implements ResourceHandler {
       d.deleteBeforeReplace = !v?.multiAttach;
     }
     return d;
+  }
+
+  /** Whether a probe finds the attachment broken now (bounded; a host that cannot be asked is not a finding). */
+  private async brokenNow(id: string): Promise<boolean> {
+    if (!id) return false;
+    try {
+      return (await (await this.ctx.attachments({ reconcile: false })).health(id, { fence: false })).status === "broken";
+    } catch {
+      return false;
+    }
   }
 
   private outputs(row: AttachmentRow, info: ConnectionInfo, inputs: Props, volume: { sharedTargets: boolean; backendId: string } | undefined, health?: { status: string; reason?: string }): Props {
@@ -124,7 +135,6 @@ export class AttachmentResource implements ResourceHandler {
    * diff): the export is made again and the device reconnected on its host, on the same path.
    */
   async update(req: UpdateRequest): Promise<Props> {
-    if (req.oldOutputs.status !== "broken") return req.oldOutputs;
     if (req.preview) return { ...req.oldOutputs, status: UNKNOWN, statusReason: UNKNOWN };
     const c = await this.ctx.controller();
     const a = await this.ctx.attachments();

@@ -11,8 +11,12 @@ export interface ProviderContext {
   controller(): Promise<Controller>;
   /** Replication pairs and their sync, on the same store as the controller. */
   replication(): Promise<Replication>;
-  /** Attach/detach, on the same store as the controller. */
-  attachments(): Promise<Attachments>;
+  /**
+   * Attach/detach, on the same store as the controller. The first use reconciles the exports the
+   * state knows (made again after a target daemon restart), except with `reconcile: false`: a
+   * preview only looks.
+   */
+  attachments(options?: { reconcile?: boolean }): Promise<Attachments>;
   /** Seed 001: the paths on a host (this machine for `localhost`, else its sds-agent), of one volume or all. */
   hostPaths(host: string, volumeId?: string): Promise<VolumePath[]>;
   /** The names in the provider's `hosts` (hosts reached through their sds-agent). */

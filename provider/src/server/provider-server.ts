@@ -135,10 +135,12 @@ export class ProviderServer implements ProviderContext {
   private syncsStarted = false;
 
   /** Attachments; the first use reconciles the exports the state knows (they may be gone after a daemon restart). */
-  async attachments(): Promise<Attachments> {
+  async attachments(options: { reconcile?: boolean } = {}): Promise<Attachments> {
     const parts = this.parts();
-    this.exportsStarted ??= parts.startExports();
-    await this.exportsStarted;
+    if (options.reconcile !== false) {
+      this.exportsStarted ??= parts.startExports();
+      await this.exportsStarted;
+    }
     return parts.attachments();
   }
   private exportsStarted?: Promise<void>;
