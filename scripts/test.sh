@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# The tests: set up what is missing, then every jest project (unit, contract, provider, e2e).
+# The tests: set up what is missing, check the dependency rule, then every jest project (unit,
+# contract, provider, e2e).
 # Extra arguments go to jest (e.g. `npm test -- --selectProjects unit`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 sds_setup
 cd "$(sds_root)"
+# The dependency rule first (a few seconds): imports point down and nothing is circular
+# (.dependency-cruiser.cjs says which layer may import which, and why). A violation fails the
+# command before jest starts, with the violations above one summary line.
+deps_status=0
+deps_out="$(npm run --silent lint:deps 2>&1)" || deps_status=$?
+printf '%s\n' "$deps_out"
+if [ "$deps_status" != 0 ]; then
+  echo "lint:deps: FAILED, $(grep -oE '[0-9]+ errors?' <<<"$deps_out" | head -n1 || echo "depcruise exit $deps_status"): an import breaks the layering or makes a cycle (rules in .dependency-cruiser.cjs); jest not run"
+  exit 1
+fi
+echo "lint:deps: ok (layering and cycles, .dependency-cruiser.cjs)"
 mkdir -p test/.work
 results=test/.work/jest-results.json
 rm -f "$results"
