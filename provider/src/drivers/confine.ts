@@ -23,7 +23,7 @@
  */
 import { constants, promises as fs } from "node:fs";
 import * as path from "node:path";
-import { invalidInput, UserError } from "../errors";
+import { invalidInput, type UserError } from "../errors";
 
 /** Why: the same refusal whatever went wrong, one line naming the field. */
 function refuse(field: string, p: string, why: string): UserError {
