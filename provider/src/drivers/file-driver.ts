@@ -11,7 +11,7 @@
 import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
-import type { PoolConfig } from "../controller/backends";
+import type { PoolConfig } from "../domain/backend";
 import { checkVolumeId } from "../domain/volume-id";
 import { UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";

@@ -9,7 +9,7 @@
  * - `getVolumeSizeBytes` answers `undefined` when the volume is gone (out-of-band deletes).
  * - Nothing half-made is left behind when a call fails.
  */
-import type { PoolConfig } from "../controller/backends";
+import type { PoolConfig } from "../domain/backend";
 
 export interface PoolStats {
   /** Total capacity in bytes (the pool's `totalCapacityGib`, else the file system's size). */
