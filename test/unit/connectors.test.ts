@@ -13,11 +13,17 @@ import { LocalConnector } from "../../provider/src/connectors/local-connector";
 import { NbdConnector } from "../../provider/src/connectors/nbd-connector";
 import { Host, parseLosetupJson, probe, RecordStore } from "../../provider/src/connectors/records";
 import type { Spawner } from "../../provider/src/exec/processes";
-import { BackendError, type UserError } from "../../provider/src/errors";
-import { maskSecrets, type RunOptions, type Runner } from "../../provider/src/exec/run";
+import { BackendError, CommandFailedError, DeviceBusyError, type UserError } from "../../provider/src/errors";
+import type { RunOptions, Runner } from "../../provider/src/exec/run";
 import type { ProcessTable } from "../../provider/src/exec/processes";
 
 const PASSWORD = "Unit-Chap-Secret-9";
+
+/** What exec/run throws for a failed command: `"exit N"`, or exit 1 with `message` on stderr. */
+function commandFailed(argv: string[], message: string, secrets?: string[]): CommandFailedError {
+  const exit = /^exit (\d+)$/.exec(message);
+  return new CommandFailedError({ argv, exitCode: exit ? Number(exit[1]) : 1, stderr: exit ? "" : message, secrets });
+}
 const caps = { iscsiKernel: false, nbdKernel: false, userspace: true };
 
 /** The fake host: a root folder, loop devices, mounts, processes; every command recorded. */
@@ -59,11 +65,11 @@ class FakeHost {
     this.options.push(options);
     const line = [file, ...args].join(" ");
     for (const [prefix, message] of this.failures) {
-      if (line.startsWith(prefix)) throw new BackendError("COMMAND_FAILED", maskSecrets(`command failed (${message}): ${line}`, options?.secrets), false);
+      if (line.startsWith(prefix)) throw commandFailed([file, ...args], message, options?.secrets);
     }
     for (const [prefix, messages] of this.flaky) {
       const message = line.startsWith(prefix) ? messages.shift() : undefined;
-      if (message) throw new BackendError("COMMAND_FAILED", `command failed (exit 1): ${line}: ${message}`, false);
+      if (message) throw commandFailed([file, ...args], message, options?.secrets);
     }
     let stdout = "";
     if (file === "losetup" && args[0] === "--json") {
@@ -275,6 +281,20 @@ describe("iSCSI, kernel initiator", () => {
     await c.disconnectVolume(iscsiConn({ readOnly: true }));
     await c.disconnectVolume(iscsiConn({ readOnly: true }));
     expect(h.calls.map((a) => a.join(" "))).toEqual(["iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --logout"]);
+  });
+
+  test("iscsiadm's exit codes, not its words: 15 on login is an existing session, 21 on logout no session; other codes fail", async () => {
+    h.touch(dev);
+    const c = new IscsiConnector(kernelOpts());
+    h.failures.set("iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --login", "exit 15");
+    expect(await c.connectVolume(iscsiConn())).toEqual({ path: dev });
+    h.failures.clear();
+    h.failures.set("iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --logout", "exit 21");
+    await c.disconnectVolume(iscsiConn());
+    // a stderr that merely mentions "exit 21" is no such exit
+    await c.connectVolume(iscsiConn());
+    h.failures.set("iscsiadm -m node -T iqn.2024-01.io.sds:vol1 -p 10.0.0.5:3260 --logout", "iscsiadm: could not logout (exit 21 is not this)");
+    await expect(c.disconnectVolume(iscsiConn())).rejects.toMatchObject({ code: "COMMAND_FAILED", message: expect.stringMatching(/iscsiadm --logout/) });
   });
 
   test("no logout while another record uses the same target", async () => {
@@ -631,6 +651,22 @@ describe("local (loop device over the volume file)", () => {
     expect(h.calls).toEqual([["losetup", "--json", "--list"]]);
     // rw is another connection
     expect(await c.connectVolume(conn())).toEqual({ path: "/dev/loop8" });
+  });
+
+  test("a device in use is a DeviceBusyError naming the device and its holder (INVALID_STATE, as before)", async () => {
+    const c = new LocalConnector(h.options_());
+    await c.connectVolume(conn());
+    h.setMounts(["/dev/loop7 /mnt/x ext4 rw 0 0"]);
+    const err = await c.disconnectVolume(conn()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeviceBusyError);
+    expect(err).toMatchObject({ code: "INVALID_STATE", device: "/dev/loop7", holder: "/dev/loop7 is mounted on /mnt/x" });
+  });
+
+  test("attachLoop retries on losetup's stderr, not on words in its argv", async () => {
+    const host = new Host(h.options_());
+    h.flaky.set("losetup -f", ["losetup: failed to set up loop device: No such file or directory"]);
+    await expect(host.attachLoop("/pool/Device or resource busy.img", false)).rejects.toBeInstanceOf(CommandFailedError);
+    expect(h.slept).toEqual([]);
   });
 
   test("a record whose loop now maps another file is not reused", async () => {

@@ -23,12 +23,19 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { BackendError, invalidInput } from "../errors";
+import { BackendError, CommandFailedError, invalidInput } from "../errors";
 import type { Connection, PathHealth, VolumePath } from "./connector";
 import { BaseConnector, type ConnectorOptions, orphanLoops } from "./local-connector";
 import { type FusePaths, fuseLoop, fusePaths, keepOrRepair, refreshFuseLoop, startFuse, teardownFuseLoop } from "./fuse-chain";
 import { checkFuseChain, lastLine, PROBE_TIMEOUT_MS, type TargetProbe } from "./path-health";
 import { type ConnectionRecord, type Host, initiatorName, modeOf, newRecord, pathOf, type Teardown } from "./records";
+
+/**
+ * iscsiadm's exit codes sds branches on (open-iscsi include/iscsi_err.h). Why the exit code and
+ * not the text: iscsiadm's words change between versions, its codes do not.
+ */
+const ISCSI_ERR_SESS_EXISTS = 15;
+const ISCSI_ERR_NO_OBJS_FOUND = 21;
 
 /** Default `node.session.timeo.replacement_timeout` of the kernel path, in seconds. */
 export const REPLACEMENT_TIMEOUT_S = 15;
@@ -101,8 +108,8 @@ export class IscsiConnector extends BaseConnector {
     try {
       await this.host.run("iscsiadm", [...node, "--login"], { secrets });
     } catch (err) {
-      // exit 15: a session to this target exists already (another LUN or mode of it)
-      if (!/exit 15\b/.test((err as Error).message)) throw err;
+      // A session to this target exists already (another LUN or mode of it).
+      if (!(err instanceof CommandFailedError && err.exitCode === ISCSI_ERR_SESS_EXISTS)) throw err;
     }
     await this.host.waitUntil(`${device} to appear`, () => this.host.exists(device));
     if (c.readOnly) await this.host.run("blockdev", ["--setro", device]);
@@ -163,8 +170,8 @@ export class IscsiConnector extends BaseConnector {
           try {
             await this.host.run("iscsiadm", [...node, "--logout"]);
           } catch (err) {
-            // exit 21: no session (already logged out)
-            if (!/exit 21\b/.test((err as Error).message)) throw err;
+            // No session (already logged out).
+            if (!(err instanceof CommandFailedError && err.exitCode === ISCSI_ERR_NO_OBJS_FOUND)) throw err;
           }
         });
       }

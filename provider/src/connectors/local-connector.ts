@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { invalidInput, UserError } from "../errors";
+import { DeviceBusyError, invalidInput, UserError } from "../errors";
 import type { Connection, Connector, ConnectorProperties, PathHealth, VolumePath } from "./connector";
 import { killHelpers } from "./path-health";
 import { type Capabilities, type ConnectionRecord, Host, type HostOptions, initiatorName, layersOf, modeOf, newRecord, pathOf, probe, Teardown } from "./records";
@@ -180,7 +180,7 @@ export abstract class BaseConnector implements Connector {
   protected checkNotInUse(device: string, force: boolean | undefined): void {
     if (force) return;
     const why = this.host.inUse(device);
-    if (why) throw new UserError("INVALID_STATE", `cannot disconnect: ${why} (use force to tear down anyway)`);
+    if (why) throw new DeviceBusyError(device, `cannot disconnect: ${why} (use force to tear down anyway)`, why);
   }
 
   /** Detach `rec`'s loop device if it still maps its backing file. */

@@ -43,6 +43,7 @@
  *   lazily: one disconnect is enough.
  */
 import * as fs from "node:fs";
+import { CommandTimeoutError } from "../errors";
 import type { PathHealth } from "./connector";
 import type { ConnectionRecord, Host, LowerLayers } from "./records";
 
@@ -96,7 +97,7 @@ export async function checkFuseChain(host: Host, rec: ConnectionRecord, probe: T
     await host.run("dd", [`if=${rec.backingFile}`, "of=/dev/null", "bs=4096", "count=1", "iflag=direct"], { timeoutMs: PROBE_TIMEOUT_MS });
   } catch (err) {
     const msg = (err as Error).message;
-    return bad(/timed out/.test(msg) ? `a read through ${rec.backingFile} got no answer within ${PROBE_TIMEOUT_MS / 1000} s` : `a read through ${rec.backingFile} failed: ${lastLine(msg)}`);
+    return bad(err instanceof CommandTimeoutError ? `a read through ${rec.backingFile} got no answer within ${PROBE_TIMEOUT_MS / 1000} s` : `a read through ${rec.backingFile} failed: ${lastLine(msg)}`);
   }
   return { path, healthy: true };
 }

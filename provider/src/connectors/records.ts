@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BackendError, invalidInput, UserError } from "../errors";
+import { BackendError, CommandFailedError, DeviceBusyError, invalidInput } from "../errors";
 import { maskSecrets, run as defaultRun, type Runner } from "../exec/run";
 import { procProcesses, type ProcessTable, spawnDetached, type Spawner, waitUntil } from "../exec/processes";
 import type { Connection, VolumePath } from "./connector";
@@ -163,8 +163,16 @@ export interface HostOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-/** losetup's words for a loop device another caller holds or is setting up right now. */
+/** losetup's words (strerror of EBUSY, EAGAIN) for a loop device another caller holds or is setting up right now. */
 const LOOP_BUSY = /Device or resource busy|Resource temporarily unavailable/;
+
+/**
+ * Why stderr and not the message: losetup exits 1 for every failure, and the message also holds
+ * the argv (a file name may contain any words); its stderr carries the errno's text.
+ */
+function loopBusy(err: unknown): boolean {
+  return err instanceof CommandFailedError && LOOP_BUSY.test(err.stderr);
+}
 /** Backoff of {@link Host.attachLoop}: five tries over about 1.5 s. */
 const LOOP_RETRY_MS = [100, 200, 400, 800];
 
@@ -225,7 +233,7 @@ export class Host {
         if (!/^\/dev\/loop\d+$/.test(dev)) throw new BackendError("COMMAND_FAILED", `losetup gave no loop device for ${file}: ${JSON.stringify(dev)}`, false);
         return dev;
       } catch (err) {
-        if (attempt >= LOOP_RETRY_MS.length || !LOOP_BUSY.test((err as Error).message)) throw err;
+        if (attempt >= LOOP_RETRY_MS.length || !loopBusy(err)) throw err;
         await this.sleep(LOOP_RETRY_MS[attempt]);
       }
     }
@@ -325,11 +333,11 @@ export class Teardown {
 
 /**
  * Refuses to take a device away under its user to reconnect it (extendVolume on the paths that
- * cannot grow live): INVALID_STATE naming the device and what holds it.
+ * cannot grow live): a {@link DeviceBusyError} (INVALID_STATE) naming the device and what holds it.
  */
 export function checkIdleForReconnect(host: Host, rec: ConnectionRecord): void {
   const why = host.inUse(rec.device);
-  if (why) throw new UserError("INVALID_STATE", `cannot show the new size of volume ${rec.volumeId} on ${rec.device} now: ${why}; the new size shows after the next reconnect (disconnect, then connect again)`);
+  if (why) throw new DeviceBusyError(rec.device, `cannot show the new size of volume ${rec.volumeId} on ${rec.device} now: ${why}; the new size shows after the next reconnect (disconnect, then connect again)`, why);
 }
 
 /** The record's path as a {@link VolumePath}. */

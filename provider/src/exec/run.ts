@@ -3,7 +3,9 @@
  * timeout, and has its secrets masked before it appears in an error or a log.
  */
 import execa from "execa";
-import { BackendError } from "../errors";
+import { CommandFailedError, CommandTimeoutError, maskSecrets } from "../errors";
+
+export { maskSecrets };
 
 export interface RunOptions {
   /** Milliseconds before the command is killed. Default 60 s. */
@@ -32,17 +34,15 @@ export interface RunResult {
 /** A function that runs a command; injected so unit tests can record the exact argv. */
 export type Runner = (file: string, args: readonly string[], options?: RunOptions) => Promise<RunResult>;
 
-/** Replace every secret in `text` with `***`. */
-export function maskSecrets(text: string, secrets: readonly string[] = []): string {
-  let out = text;
-  for (const s of secrets) if (s) out = out.split(s).join("***");
-  return out;
-}
-
-/** Run `file args…`; resolves on exit 0, rejects with a {@link BackendError} naming argv, exit code and stderr. */
+/**
+ * Run `file args…`; resolves on exit 0. Rejects with a {@link CommandTimeoutError} (argv,
+ * timeoutMs) after `timeoutMs`, else a {@link CommandFailedError} (argv, exitCode, signal, stderr;
+ * secrets masked), whose `cause` is the error of a command that could not start.
+ */
 export const run: Runner = async (file, args, options = {}) => {
   const timeout = options.timeoutMs ?? 60_000;
-  const argv = maskSecrets([file, ...args].join(" "), options.secrets);
+  const argv = [file, ...args];
+  const secrets = options.secrets;
   try {
     const r = await execa(file, [...args], {
       timeout,
@@ -52,17 +52,23 @@ export const run: Runner = async (file, args, options = {}) => {
       reject: false,
       stripFinalNewline: true,
     });
-    if (r.timedOut) {
-      throw new BackendError("TIMEOUT", `command timed out after ${timeout} ms: ${argv}`, true);
-    }
+    if (r.timedOut) throw new CommandTimeoutError(argv, timeout, { secrets });
     if (r.exitCode !== 0) {
-      const stderr = maskSecrets(String(r.stderr ?? "").trim(), options.secrets);
-      const why = r.exitCode === undefined || r.exitCode === null ? (r.killed ? "killed" : "failed to start") : `exit ${r.exitCode}`;
-      throw new BackendError("COMMAND_FAILED", `command failed (${why}): ${argv}${stderr ? `: ${stderr}` : ""}`, false);
+      const exited = r.exitCode !== undefined && r.exitCode !== null;
+      throw new CommandFailedError({
+        argv,
+        exitCode: exited ? r.exitCode : undefined,
+        signal: exited ? undefined : r.signal,
+        stderr: String(r.stderr ?? ""),
+        secrets,
+        // With reject: false, a command that could not start comes back as execa's own error.
+        cause: r instanceof Error ? r : undefined,
+      });
     }
     return { stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? ""), exitCode: 0 };
   } catch (err) {
-    if (err instanceof BackendError) throw err;
-    throw new BackendError("COMMAND_FAILED", `command could not run: ${argv}: ${maskSecrets(String((err as Error).message), options.secrets)}`, false, { cause: err });
+    if (err instanceof CommandFailedError || err instanceof CommandTimeoutError) throw err;
+    const masked = maskSecrets(argv.join(" "), secrets);
+    throw new CommandFailedError({ argv, secrets, message: `command could not run: ${masked}: ${maskSecrets(String((err as Error).message), secrets)}`, cause: err });
   }
 };
