@@ -1,11 +1,11 @@
 /**
  * sds-agent: the host agent command (provider/bin/sds-agent). Flags: see AGENT_USAGE in
- * agent/server.ts. Logs go to stderr only; prints "sds-agent … listening on …" once started.
+ * agent/run-agent.ts. Logs go to stderr only; prints "sds-agent … listening on …" once started.
  * The connectors are those of connectors/factory.ts, one per protocol, sharing `--state-dir`.
  * (To run the agent with other connectors, call `runAgent(argv, {factory, version})` from
- * agent/server.ts with your own factory; that is what the tests do.)
+ * agent/run-agent.ts with your own factory; that is what the tests do.)
  */
-import { AGENT_USAGE, runAgent } from "./agent/server";
+import { AGENT_USAGE, runAgent } from "./agent/run-agent";
 import * as path from "node:path";
 import { connectorFor } from "./connectors/factory";
 import { FileDriver } from "./drivers/file-driver";

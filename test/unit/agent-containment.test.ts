@@ -13,7 +13,8 @@ import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { request } from "undici";
 import { NodeReplication } from "../../provider/src/agent/node-replication";
-import { runAgent, startAgent, type RunningAgent } from "../../provider/src/agent/server";
+import { runAgent } from "../../provider/src/agent/run-agent";
+import { startAgent, type RunningAgent } from "../../provider/src/agent/server";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
 
 const TOKEN = "containment-token-0123456789";

@@ -9,7 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { request } from "undici";
 import { AgentClient } from "../../provider/src/agent/client";
-import { parseListen, readTokenFile, runAgent, startAgent, type RunningAgent } from "../../provider/src/agent/server";
+import { parseListen, readTokenFile, runAgent } from "../../provider/src/agent/run-agent";
+import { startAgent, type RunningAgent } from "../../provider/src/agent/server";
 import type { Connection, Connector, VolumePath } from "../../provider/src/connectors/connector";
 import { BackendError, UserError } from "../../provider/src/errors";
 

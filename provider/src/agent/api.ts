@@ -9,6 +9,7 @@
  */
 import { z } from "zod";
 import type { Connection, ConnectorProperties, VolumePath } from "../connectors/connector";
+import { ERROR_CODES } from "../errors";
 import { VOLUME_ID_PATTERN, VOLUME_ID_RULE, volumeIdProblem } from "../domain/volume-id";
 
 /** The wire API version (the path prefix). */
@@ -80,12 +81,16 @@ export const checkResponseSchema = z.object({
   healthy: z.boolean().describe("Every layer of the device answers, down to the target."),
   reason: z.string().optional().describe("Why not, in one line."),
 });
+/** Codes only the agent answers with, besides errors.ts's ERROR_CODES: auth, routing, its own bugs. */
+export const AGENT_ERROR_CODES = ["UNAUTHORIZED", "METHOD_NOT_ALLOWED", "INTERNAL"] as const;
 export const errorResponseSchema = z.object({
   error: z.object({
-    code: z.string().describe("Stable code: INVALID_INPUT, UNAUTHORIZED, NOT_FOUND, CONFLICT, COMMAND_FAILED, TIMEOUT, INTERNAL, …"),
+    code: z.string().describe(`Stable code: ${[...ERROR_CODES, ...AGENT_ERROR_CODES].join(", ")}.`),
     message: z.string().optional(),
     field: z.string().optional().describe("The request field at fault, e.g. `connection.portals[0]`."),
     retryable: z.boolean().optional(),
+    device: z.string().optional().describe("INVALID_STATE of a device in use (DeviceBusyError): the device."),
+    holder: z.string().optional().describe("What holds `device`, when known."),
   }),
 });
 export type ErrorBody = z.infer<typeof errorResponseSchema>;

@@ -8,16 +8,17 @@
  * - Retries (`retries`, default 3, exponential backoff) happen ONLY when no response came back
  *   (refused, reset before a response, connect timeout): every agent call is idempotent, so
  *   repeating a request that never reached a handler, or died before answering, is safe.
- *   An HTTP error is never retried. A host that stays unreachable →
- *   BackendError("AGENT_UNAVAILABLE", retryable true).
- * - HTTP error bodies become UserError (4xx with a user code) or BackendError (502) with the
- *   agent's message; responses are validated with the schemas of api.ts.
+ *   An HTTP error is never retried. A host that stays unreachable → AgentUnavailableError
+ *   (AGENT_UNAVAILABLE, retryable true, the network error as `cause`).
+ * - HTTP error bodies become UserError (4xx with a user code; DeviceBusyError when the body names
+ *   a busy device) or BackendError (502, with the agent's `retryable`) with the agent's message;
+ *   responses are validated with the schemas of api.ts.
  */
 import * as fs from "node:fs";
 import { Agent, request, type Dispatcher } from "undici";
 import type { z } from "zod";
 import type { Connection, ConnectorProperties, PathHealth, VolumePath } from "../connectors/connector";
-import { BackendError, UserError } from "../errors";
+import { AgentUnavailableError, BackendError, DeviceBusyError, isBackendErrorCode, isUserErrorCode, UserError } from "../errors";
 import {
   connectorPropertiesSchema,
   connectResponseSchema,
@@ -57,8 +58,6 @@ export interface AgentClientOptions {
 
 /** Error codes that mean no response came back: safe to retry. */
 const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET", "EHOSTUNREACH", "ENETUNREACH", "EPIPE"]);
-const USER_CODES = new Set<string>(["INVALID_INPUT", "NOT_FOUND", "CONFLICT", "NO_VALID_POOL", "NOT_AVAILABLE_YET", "INVALID_STATE"]);
-const BACKEND_CODES = new Set<string>(["COMMAND_FAILED", "TIMEOUT", "AGENT_UNAVAILABLE", "CANCELLED"]);
 
 function errorCode(err: unknown): string | undefined {
   for (let e: any = err, depth = 0; e && depth < 5; e = e.cause, depth++) {
@@ -215,7 +214,7 @@ export class AgentClient {
           continue;
         }
         const tries = retry ? ` (${attempt + 1} attempts)` : "";
-        throw new BackendError("AGENT_UNAVAILABLE", `sds-agent at ${this.url} is unreachable: ${describe(err)}${tries}`, retry, { cause: err });
+        throw new AgentUnavailableError(this.url, `${describe(err)}${tries}`, retry, { cause: err });
       }
     }
 
@@ -243,12 +242,11 @@ export class AgentClient {
     if (status === 401) {
       return new UserError("INVALID_INPUT", `sds-agent at ${this.url} refused the token (401): check the agent token configured for this host`);
     }
-    if (USER_CODES.has(code)) {
-      return new UserError(code as ConstructorParameters<typeof UserError>[0], message, e.success ? e.data.error.field : undefined);
+    if (e.success && e.data.error.code === "INVALID_STATE" && e.data.error.device !== undefined) {
+      return new DeviceBusyError(e.data.error.device, message, e.data.error.holder);
     }
-    if (BACKEND_CODES.has(code)) {
-      return new BackendError(code as ConstructorParameters<typeof BackendError>[0], `sds-agent at ${this.url}: ${message}`, e.success ? (e.data.error.retryable ?? false) : false);
-    }
+    if (isUserErrorCode(code)) return new UserError(code, message, e.success ? e.data.error.field : undefined);
+    if (isBackendErrorCode(code)) return new BackendError(code, `sds-agent at ${this.url}: ${message}`, e.success ? (e.data.error.retryable ?? false) : false);
     return new BackendError("COMMAND_FAILED", `sds-agent at ${this.url} failed ${route.method} ${route.path} (HTTP ${status} ${code}): ${message}`, false);
   }
 }
