@@ -26,7 +26,7 @@ async function once(sharedTargets: boolean): Promise<{ attachS: number; detachS:
     t = process.hrtime.bigint();
     await Promise.all(rows.map((r) => env.attachments.detach(r.row.id)));
     const detachS = Number(process.hrtime.bigint() - t) / 1e9;
-    if (env.store.listAttachments().length > 0 || env.store.listTargets().length > 0) throw new Error("detach left exports behind");
+    if ((await env.store.listAttachments()).length > 0 || (await env.store.listTargets()).length > 0) throw new Error("detach left exports behind");
     return { attachS, detachS };
   } finally {
     await env.close();

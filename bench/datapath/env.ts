@@ -89,8 +89,8 @@ export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cle
   const box = SecretBox.forDatabase(path.join(dir, "state.db"));
   const attachments = new Attachments({ store, controller, targets, box, connectorFor: connectorOf });
 
-  const newVolume = (name: string, backend: string) => {
-    const profile = controller.createProfile(`urn:bench:profile:${name}`, { name: `on-${name}`, description: "", storageType: "block", extraSpecs: { backendName: backend } });
+  const newVolume = async (name: string, backend: string) => {
+    const profile = await controller.createProfile(`urn:bench:profile:${name}`, { name: `on-${name}`, description: "", storageType: "block", extraSpecs: { backendName: backend } });
     // multiAttach: the iSCSI volume also takes the direct-client attachment (attachIscsiClient).
     return controller.createVolume(`urn:bench:volume:${name}`, { name, sizeGib, profile: profile.name, multiAttach: true, description: "", metadata: {} });
   };
@@ -114,7 +114,7 @@ export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cle
         const { row, connectionInfo } = await attachments.attach(`urn:bench:attachment:${p}`, { volumeId: volume.id, host: "localhost", mode: "rw", connect: true });
         // Detach disconnects (losetup -d, umount, qemu-nbd) and checks no path is left, then unexports.
         cleanup.add(`detach ${p}`, () => attachments.detach(row.id, { force: true }));
-        const attached = attachments.get(row.id)!;
+        const attached = (await attachments.get(row.id))!;
         const record = records.read(volume.id, "rw");
         if (!attached.devicePath || !record) throw new Error(`the ${p} attachment has no device`);
         out[p] = { volume, row: attached, info: connectionInfo, device: attached.devicePath, record };
@@ -128,7 +128,7 @@ export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cle
     },
     async tgt() {
       const t = targets.iscsi(iscsiPortal) as TgtTarget;
-      const iqn = store.listAttachments({ volumeId: volumes.iscsi.id })[0]?.targetName;
+      const iqn = (await store.listAttachments({ volumeId: volumes.iscsi.id }))[0]?.targetName;
       const tid = (await t.list()).find((x) => x.name === iqn)?.tid;
       if (tid === undefined) throw new Error(`no tgtd target for the iSCSI volume (${iqn})`);
       return { controlPort: t.controlPort, tid };

@@ -61,21 +61,21 @@ async function main(): Promise<void> {
       const t0 = process.hrtime.bigint();
       await controller.discover();
       const discoverMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      controller.createProfile("bench", { name: "bench", description: "", storageType: "block", extraSpecs: specs });
+      await controller.createProfile("bench", { name: "bench", description: "", storageType: "block", extraSpecs: specs });
       // 10,000 existing volumes spread over the pools.
-      const pools = controller.pools();
-      store.transaction(() => {
+      const pools = await controller.pools();
+      await store.transaction(async (tx) => {
         const at = new Date().toISOString();
         for (let i = 0; i < existingVolumes; i++) {
           const p = pools[i % pools.length];
-          store.insertVolume({
+          await tx.insertVolume({
             id: randomUUID(), name: `v${i}`, owner: "bench", sizeGib: 1 + (i % 20), profileId: null, availabilityZone: p.availabilityZone,
             multiAttach: false, sourceVolumeId: null, description: "", metadata: {}, poolId: p.id, backendName: p.backendName,
             backendId: p.backendId, sharedTargets: true, status: "available", replicationStatus: "disabled", createdAt: at, updatedAt: at,
           });
         }
       });
-      const snapshot = controller.pools();
+      const snapshot = await controller.pools();
       const requirements = parseExtraSpecs(specs).requirements;
       const pure: number[] = [];
       const plan: number[] = [];
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
         const r = place(snapshot, { sizeGib, multiAttach: true, requirements });
         const a = Number(process.hrtime.bigint() - t) / 1e6;
         t = process.hrtime.bigint();
-        const q = controller.plan({ sizeGib, profile: "bench", multiAttach: true });
+        const q = await controller.plan({ sizeGib, profile: "bench", multiAttach: true });
         const b = Number(process.hrtime.bigint() - t) / 1e6;
         if (!r.ok || q.pool.id !== r.pool.id) throw new Error(`pure and full placement disagree at ${poolCount} pools`);
         if (i >= 10) {
@@ -96,7 +96,7 @@ async function main(): Promise<void> {
       rows.push({ pools: poolCount, volumes: existingVolumes, discoverMs, placeP50: quantile(pure, 0.5), placeP99: quantile(pure, 0.99), planP50: quantile(plan, 0.5), planP99: quantile(plan, 0.99) });
       process.stderr.write(`${poolCount} pools done\n`);
     } finally {
-      store.close();
+      await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }

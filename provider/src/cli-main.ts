@@ -65,7 +65,7 @@ async function replicate(argv: string[]): Promise<number> {
     process.stdout.write(`sds replicate: ${done.filter((d) => d.ok).length} pair(s) synced, ${done.filter((d) => !d.ok).length} failed\n`);
     return done.some((d) => !d.ok) ? 1 : 0;
   } finally {
-    parts.close();
+    await parts.close();
   }
 }
 

@@ -13,8 +13,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${port}\n`);
   const stop = () => {
     grpcServer.tryShutdown(() => {
-      server.close();
-      process.exit(0);
+      void server.close().finally(() => process.exit(0));
     });
   };
   process.on("SIGINT", stop);

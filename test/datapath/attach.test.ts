@@ -33,7 +33,7 @@ suite.each([
     const ro = await env.attachments.attach("urn:ro", { volumeId: v.id, host: "hostB", mode: "ro", connector: { initiator: I2 } });
     expect(rw.connectionInfo).toMatchObject({ protocol: "iscsi", portals: [env.portal], authMethod: "CHAP", readOnly: false });
     expect(ro.connectionInfo.readOnly).toBe(true);
-    expect(env.controller.getVolume(v.id)?.status).toBe("in-use");
+    expect((await env.controller.getVolume(v.id))?.status).toBe("in-use");
 
     expect((await qemuIo(rw.connectionInfo, "write -P 0x5a 0 1M", { initiator: I1 })).ok).toBe(true);
     const read = await qemuIo(ro.connectionInfo, "read -P 0x5a 0 1M", { initiator: I2, readOnly: true });
@@ -52,7 +52,7 @@ suite.each([
     expect(badChap.output).toMatch(/Authentication failure/);
 
     // The CHAP password is sealed in the database.
-    const target = env.store.getTarget(rw.row.targetName!)!;
+    const target = (await env.store.getTarget(rw.row.targetName!))!;
     expect(target.chapSecretEnc).not.toContain(rw.connectionInfo.authPassword!);
 
     await env.attachments.detach(rw.row.id);
@@ -61,8 +61,8 @@ suite.each([
     expect(await env.make().ensureExports()).toEqual({ ensured: 0, removed: [], kept: [] });
     const { localTargets } = await import("../../provider/src/targets/local-targets");
     expect(await localTargets(`${env.dir}/run`).iscsi(env.portal).list()).toEqual([]);
-    expect(env.store.listTargets()).toEqual([]);
-    expect(env.controller.getVolume(v.id)?.status).toBe("available");
+    expect(await env.store.listTargets()).toEqual([]);
+    expect((await env.controller.getVolume(v.id))?.status).toBe("available");
   });
 
   test("a second attachment of a volume that is not multiAttach is refused, naming the first", async () => {
@@ -71,7 +71,7 @@ suite.each([
     const err = await env.attachments.attach("urn:a2", { volumeId: v.id, host: "hostB", mode: "rw", connector: { initiator: I2 } }).catch((e) => e);
     expect(err).toBeInstanceOf(UserError);
     expect(err.message).toContain(`attachment ${first.row.id} to host hostA`);
-    expect(env.store.listAttachments({ volumeId: v.id })).toHaveLength(1);
+    expect(await env.store.listAttachments({ volumeId: v.id })).toHaveLength(1);
     // A retried create of the same attachment is the same attachment.
     expect((await env.attachments.attach("urn:a1", { volumeId: v.id, host: "hostA", mode: "rw", connector: { initiator: I1 } })).row.id).toBe(first.row.id);
     await expect(env.controller.deleteVolume(v.id)).rejects.toThrow(/is attached/);
@@ -88,7 +88,7 @@ suite.each([
     await tgt.stop();
     expect((await qemuIo(a.connectionInfo, "read 0 4k", { initiator: I1, readOnly: true })).ok).toBe(false);
     await tgt.start();
-    const tag = env.attachments.stateTag();
+    const tag = await env.attachments.stateTag();
     const stray = `iqn.2026-11.io.sds:${tag}:stray`;
     const foreign = "iqn.2026-11.io.sds:0123456789ab:volume-of-another-state";
     await tgt.ensureTarget(stray);
@@ -124,6 +124,6 @@ suite("NBD", () => {
     await env.attachments.detach(rw.row.id);
     await env.attachments.detach(ro.row.id);
     expect(processesMentioning(env.dir)).toEqual([]);
-    expect(env.store.listTargets()).toEqual([]);
+    expect(await env.store.listTargets()).toEqual([]);
   });
 });

@@ -71,10 +71,10 @@ export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boo
     make,
     targets,
     async close() {
-      for (const a of store.listAttachments()) await attachments.detach(a.id).catch(() => undefined);
+      for (const a of await store.listAttachments()) await attachments.detach(a.id).catch(() => undefined);
       if (o.protocol === "iscsi") await targets.iscsi(portal).stop().catch(() => undefined);
       else for (const s of await targets.nbd("127.0.0.1").list()) await targets.nbd("127.0.0.1").removeServer(s.server).catch(() => undefined);
-      store.close();
+      await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -63,7 +63,7 @@ async function race(env: Env, scope: "target" | "host"): Promise<{ failures: num
     const [, onB2] = await Promise.all([again && settled(round, "detach of A", a.detach(again.row.id)), settled(round, "attach of B (hostY)", attach(B, "hostY", `urn:b2${round}`))]);
     if (onB2) await reachable(round, "B (hostY) after A's detach", onB2, "hostY");
     // Back to nothing, one at a time, so the next round starts clean whatever happened.
-    for (const x of env.store.listAttachments()) await a.detach(x.id).catch(() => undefined);
+    for (const x of await env.store.listAttachments()) await a.detach(x.id).catch(() => undefined);
     await cleanUp(env, a);
   }
   return { failures, rounds: round, examples };
@@ -71,25 +71,27 @@ async function race(env: Env, scope: "target" | "host"): Promise<{ failures: num
 
 /** With no attachment, neither tgtd nor the store may hold anything of this state. */
 async function nothingLeft(env: Env, a: Attachments, round: number, fail: (round: number, why: string) => void): Promise<void> {
-  if (env.store.listAttachments().length > 0) return; // a detach failed: counted already
+  if ((await env.store.listAttachments()).length > 0) return; // a detach failed: counted already
   const tgt = env.targets.iscsi(env.portal);
-  const tag = a.stateTag();
+  const tag = await a.stateTag();
   const live = (await tgt.list()).filter((t) => t.name.includes(`:${tag}:`));
   if (live.length > 0) fail(round, `targets left after both detaches: ${live.map((t) => `${t.name} (LUNs ${t.luns.map((l) => l.lun).join(",") || "none"})`).join("; ")}`);
   const accounts = (await (tgt as unknown as { accounts(): Promise<string[]> }).accounts()).filter((u) => u.startsWith(`sds-${tag}-`));
   if (accounts.length > 0) fail(round, `CHAP accounts left: ${accounts.join(", ")}`);
-  if (env.store.listTargets().length > 0) fail(round, `target rows left: ${env.store.listTargets().map((t) => t.name).join(", ")}`);
+  const rows = await env.store.listTargets();
+  if (rows.length > 0) fail(round, `target rows left: ${rows.map((t) => t.name).join(", ")}`);
 }
 
 /** Remove what a failed round left, so rounds stay independent. */
 async function cleanUp(env: Env, a: Attachments): Promise<void> {
   const tgt = env.targets.iscsi(env.portal);
-  for (const t of await tgt.list()) if (t.name.includes(`:${a.stateTag()}:`)) await tgt.removeTarget(t.tid!);
+  const tag = await a.stateTag();
+  for (const t of await tgt.list()) if (t.name.includes(`:${tag}:`)) await tgt.removeTarget(t.tid!);
   const accounts = await (tgt as unknown as { accounts(): Promise<string[]> }).accounts();
-  for (const u of accounts) if (u.startsWith(`sds-${a.stateTag()}-`)) await tgt.removeChapAccount(u);
-  for (const t of env.store.listTargets()) {
-    for (const l of env.store.listLuns(t.name)) env.store.deleteLun(t.name, l.volumeId);
-    env.store.deleteTarget(t.name);
+  for (const u of accounts) if (u.startsWith(`sds-${tag}-`)) await tgt.removeChapAccount(u);
+  for (const t of await env.store.listTargets()) {
+    for (const l of await env.store.listLuns(t.name)) await env.store.deleteLun(t.name, l.volumeId);
+    await env.store.deleteTarget(t.name);
   }
 }
 

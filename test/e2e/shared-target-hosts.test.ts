@@ -54,7 +54,7 @@ suite("two hosts on one shared iSCSI target of a storage node", () => {
   };
 
   /** What the storage node and the state still hold after a destroy; [] when nothing. */
-  const leftovers = (): string[] => {
+  const leftovers = async (): Promise<string[]> => {
     const left: string[] = [];
     const targets = tgtadm("--op", "show", "--mode", "target");
     if (targets.trim()) left.push(`targets: ${targets.trim().split("\n").filter((l) => /^Target|LUN: [1-9]/.test(l.trim())).join(" | ")}`);
@@ -62,10 +62,14 @@ suite("two hosts on one shared iSCSI target of a storage node", () => {
     if (accounts.length) left.push(`CHAP accounts: ${accounts.join(", ")}`);
     const store = new SqliteStore(path.join(p.dir, ".sds/state.db"));
     try {
-      const rows = [...store.listTargets().map((t) => `target row ${t.name}`), ...store.listAttachments().map((a) => `attachment row ${a.id}`), ...store.listVolumes().map((v) => `volume row ${v.id}`)];
+      const rows = [
+        ...(await store.listTargets()).map((t) => `target row ${t.name}`),
+        ...(await store.listAttachments()).map((a) => `attachment row ${a.id}`),
+        ...(await store.listVolumes()).map((v) => `volume row ${v.id}`),
+      ];
       left.push(...rows);
     } finally {
-      store.close();
+      await store.close();
     }
     // tgtd keeps a LUN's backing file open: a deleted volume it still holds never frees its space.
     for (const pid of fs.readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
@@ -145,7 +149,7 @@ suite("two hosts on one shared iSCSI target of a storage node", () => {
         const back = lab.exec("hostB", ["dd", `if=${out.bDevice}`, "bs=1M", `skip=${round % 8}`, "count=1", "iflag=direct", "status=none"]);
         expect(sha(back)).toBe(sha(pattern));
         await p.ok(["destroy", "--yes", "--skip-preview"]);
-        expect(leftovers()).toEqual([]);
+        expect(await leftovers()).toEqual([]);
         for (const h of ["hostA", "hostB"]) expect(await agents.get(h)!.client.getAllVolumePaths()).toEqual([]);
       } catch (err) {
         failures.push(`round ${round}: ${(err as Error).message.split("\n").slice(0, 12).join("\n")}`);

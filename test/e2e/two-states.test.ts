@@ -74,14 +74,14 @@ suite("two projects with separate states on one iSCSI portal", () => {
       expect(new Set(names.map((n) => n.split(":")[1])).size).toBe(2); // two state tags
     }
     const [a, b] = projects as [PulumiProject, PulumiProject];
-    const tagOf = (p: PulumiProject) => {
+    const tagOf = async (p: PulumiProject) => {
       const store = new SqliteStore(path.join(p.dir, ".sds/state.db"));
-      const id = store.stateId().slice(0, 12);
-      store.close();
+      const id = (await store.stateId()).slice(0, 12);
+      await store.close();
       return id;
     };
-    const bTag = tagOf(b);
-    expect(tagOf(a)).not.toBe(bTag);
+    const bTag = await tagOf(b);
+    expect(await tagOf(a)).not.toBe(bTag);
     await a.ok(["destroy", "--yes", "--skip-preview"]);
     const left = (await tgt().list()).map((t) => t.name);
     expect(left).toHaveLength(2);

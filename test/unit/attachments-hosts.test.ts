@@ -94,8 +94,8 @@ beforeEach(() => {
   stuck = new Map();
   busy = new Set();
 });
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -127,7 +127,7 @@ test("connect on a host that is not in hosts is refused naming host, and leaves 
   await controller.discover();
   const v = await controller.createVolume("urn:v", { name: "v", sizeGib: 1, multiAttach: true, description: "", metadata: {} });
   await expect(attachments.attach("urn:a", { volumeId: v.id, host: "hostZ", mode: "rw", connect: true })).rejects.toMatchObject({ property: "host" });
-  expect(store.listAttachments()).toEqual([]);
+  expect(await store.listAttachments()).toEqual([]);
 });
 
 test("detach: a path the host still reports fails the delete, listing it; force detaches and warns", async () => {
@@ -137,10 +137,10 @@ test("detach: a path the host still reports fails the delete, listing it; force 
   const a = await attachments.attach("urn:a", { volumeId: v.id, host: "hostA", mode: "rw", connect: true });
   stuck.set("hostA", []);
   await expect(attachments.detach(a.row.id)).rejects.toThrow(/left paths on hostA: \/dev\/loop-hostA-0; .*SDS_FORCE_DETACH=/);
-  expect(store.getAttachment(a.row.id)?.status).toBe("error_detaching");
+  expect((await store.getAttachment(a.row.id))?.status).toBe("error_detaching");
   const warnings: string[] = [];
   await attachments.detach(a.row.id, { force: true, warn: (m) => warnings.push(m) });
-  expect(store.getAttachment(a.row.id)).toBeUndefined();
+  expect(await store.getAttachment(a.row.id)).toBeUndefined();
   expect(warnings.join("\n")).toMatch(/left paths on hostA: \/dev\/loop-hostA-0 \(forced/);
   expect(calls).toContain(`hostA: disconnect ${v.id} (force)`);
   expect(calls).toContain("store1 removeTarget: 1");

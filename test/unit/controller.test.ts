@@ -23,16 +23,16 @@ beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-ctl-"));
   store = new SqliteStore(path.join(dir, "state.db"));
 });
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test("migrations are applied once and recorded", () => {
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4]);
-  store.close();
+test("migrations are applied once and recorded", async () => {
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5]);
+  await store.close();
   store = new SqliteStore(path.join(dir, "state.db"));
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5]);
 });
 
 test("a stable backend id is kept across restarts", async () => {
@@ -52,7 +52,7 @@ test("create is idempotent per owner; another owner gets a conflict naming the p
   const again = await c.createVolume("urn:a", spec("v"));
   expect(again.id).toBe(a.id);
   await expect(c.createVolume("urn:b", spec("v"))).rejects.toMatchObject({ code: "CONFLICT", property: "name" });
-  expect(c.listVolumes()).toHaveLength(1);
+  expect(await c.listVolumes()).toHaveLength(1);
 });
 
 test("a driver failure leaves neither a row nor a file", async () => {
@@ -66,7 +66,7 @@ test("a driver failure leaves neither a row nor a file", async () => {
   const c = controller({ drivers: { file: failing } });
   await c.discover();
   await expect(c.createVolume("urn:a", spec("v"))).rejects.toThrow("disk on fire");
-  expect(c.listVolumes()).toEqual([]);
+  expect(await c.listVolumes()).toEqual([]);
   expect(fs.readdirSync(path.join(dir, "p1"))).toEqual([]);
 });
 
@@ -75,7 +75,7 @@ test("capacity is consumed by placements: no overbooking, and the error explains
   await c.discover();
   await Promise.all([1, 2, 3].map((i) => c.createVolume(`urn:${i}`, spec(`v${i}`, 3))));
   await expect(c.createVolume("urn:4", spec("v4", 3))).rejects.toThrow(/b1\/p1: capacity: 1 GiB free \(thin: 10 GiB total × 1 - 9 GiB provisioned\), 3 GiB asked/);
-  expect(store.provisionedGibByPool().get("b1/p1")).toBe(9);
+  expect((await store.provisionedGibByPool()).get("b1/p1")).toBe(9);
 });
 
 test("read forgets a volume deleted out of band and records a size changed out of band", async () => {
@@ -87,7 +87,7 @@ test("read forgets a volume deleted out of band and records a size changed out o
   expect((await c.readVolume(v.id))?.sizeGib).toBe(2);
   fs.rmSync(file);
   expect(await c.readVolume(v.id)).toBeUndefined();
-  expect(c.getVolume(v.id)).toBeUndefined();
+  expect(await c.getVolume(v.id)).toBeUndefined();
   await c.deleteVolume(v.id); // gone: success
 });
 
@@ -99,13 +99,13 @@ test("extend grows, refuses to shrink and refuses to overbook", async () => {
   expect(fs.statSync(path.join(dir, "p1", `volume-${v.id}.img`)).size).toBe(4 * GiB);
   await expect(c.extendVolume(v.id, 3)).rejects.toMatchObject({ property: "sizeGib" });
   await expect(c.extendVolume(v.id, 11)).rejects.toMatchObject({ code: "NO_VALID_POOL" });
-  expect(c.getVolume(v.id)?.status).toBe("available");
+  expect((await c.getVolume(v.id))?.status).toBe("available");
 });
 
 test("a profile in use cannot be deleted; unknown profiles are named", async () => {
   const c = controller();
   await c.discover();
-  const p = c.createProfile("urn:p", { name: "gold", description: "", storageType: "block", extraSpecs: {} });
+  const p = await c.createProfile("urn:p", { name: "gold", description: "", storageType: "block", extraSpecs: {} });
   const v = await c.createVolume("urn:a", { ...spec("v"), profile: "gold" });
   expect(v.profileId).toBe(p.id);
   await expect(c.deleteProfile(p.id, 300)).rejects.toThrow(/used by 1 volume\(s\): v/);
@@ -118,13 +118,13 @@ test("a profile in use cannot be deleted; unknown profiles are named", async () 
 test("a profile delete waits for a volume deleted at the same moment", async () => {
   const c = controller();
   await c.discover();
-  const p = c.createProfile("urn:p", { name: "gold", description: "", storageType: "block", extraSpecs: {} });
+  const p = await c.createProfile("urn:p", { name: "gold", description: "", storageType: "block", extraSpecs: {} });
   const v = await c.createVolume("urn:a", { ...spec("v"), profile: "gold" });
   const profileDelete = c.deleteProfile(p.id, 5_000);
   await new Promise((r) => setTimeout(r, 300));
   await c.deleteVolume(v.id);
   await profileDelete;
-  expect(c.getProfile(p.id)).toBeUndefined();
+  expect(await c.getProfile(p.id)).toBeUndefined();
 });
 
 test("clone copies a volume into a new one", async () => {
@@ -152,6 +152,6 @@ test("seed 000: volumes carry their backend's sharedTargets; a backend that now 
   const messages: string[] = [];
   const restarted = new Controller({ store, backends, log: (m) => messages.push(m) });
   await restarted.discover();
-  expect(restarted.getVolume(v.id)?.sharedTargets).toBe(false);
+  expect((await restarted.getVolume(v.id))?.sharedTargets).toBe(false);
   expect(messages).toEqual(["backend b1: sharedTargets false set on 1 volume(s)"]);
 });

@@ -39,8 +39,8 @@ beforeEach(async () => {
   store = new SqliteStore(path.join(dir, "state.db"));
   await setup();
 });
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -51,12 +51,12 @@ const spec = (primaryVolumeId: string, extra = {}) => ({ primaryVolumeId, target
 test("validation names the property: target not a replication target, pool without replication, unknown pool", async () => {
   const v = await volume("v", "p0");
   const plain = await volume("w", "plain");
-  expect(r.validate({ primaryVolumeId: v.id, targetBackend: "other" })).toEqual([["targetBackend", expect.stringMatching(/does not replicate to "other"; its replicationTargets: dr/)]]);
-  expect(r.validate({ primaryVolumeId: plain.id, targetBackend: "dr" })).toEqual([["primaryVolumeId", expect.stringMatching(/does not report replication: async/)]]);
-  expect(r.validate({ primaryVolumeId: v.id, targetBackend: "dr", targetPool: "nope" })).toEqual([["targetPool", expect.stringMatching(/no pool "nope"/)]]);
-  expect(r.validate({ primaryVolumeId: "missing", targetBackend: "dr" })).toEqual([["primaryVolumeId", expect.any(String)]]);
+  expect(await r.validate({ primaryVolumeId: v.id, targetBackend: "other" })).toEqual([["targetBackend", expect.stringMatching(/does not replicate to "other"; its replicationTargets: dr/)]]);
+  expect(await r.validate({ primaryVolumeId: plain.id, targetBackend: "dr" })).toEqual([["primaryVolumeId", expect.stringMatching(/does not report replication: async/)]]);
+  expect(await r.validate({ primaryVolumeId: v.id, targetBackend: "dr", targetPool: "nope" })).toEqual([["targetPool", expect.stringMatching(/no pool "nope"/)]]);
+  expect(await r.validate({ primaryVolumeId: "missing", targetBackend: "dr" })).toEqual([["primaryVolumeId", expect.any(String)]]);
   await expect(r.create("urn:p", spec(v.id, { targetBackend: "other" }))).rejects.toMatchObject({ property: "targetBackend" });
-  expect(store.listPairs()).toEqual([]);
+  expect(await store.listPairs()).toEqual([]);
   expect(fs.readdirSync(path.join(dir, "dr"))).toEqual([]);
 });
 
@@ -66,11 +66,11 @@ test("create makes the secondary on the target backend and syncs; the next sync 
   writeAt(primary, 5 * MiB, Buffer.alloc(2 * MiB, 0x11));
   const pair = await r.create("urn:p", spec(v.id));
   expect(pair.status).toBe("enabled");
-  const secondary = controller.getVolume(pair.secondaryVolumeId!)!;
+  const secondary = (await controller.getVolume(pair.secondaryVolumeId!))!;
   expect(secondary.backendName).toBe("dr");
   expect(bytesAt(controller.volumePath(secondary), 5 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB, 0x11))).toBe(true);
   expect(pair.bytesTransferred).toBe(2 * MiB);
-  expect(store.getVolume(v.id)?.replicationStatus).toBe("enabled");
+  expect((await store.getVolume(v.id))?.replicationStatus).toBe("enabled");
   expect((await r.create("urn:p", spec(v.id))).id).toBe(pair.id);
   writeAt(primary, 100 * MiB + 10, Buffer.alloc(1000, 0x22));
   const second = await r.sync(pair.id);
@@ -82,12 +82,12 @@ test("create makes the secondary on the target backend and syncs; the next sync 
 test("a failover that fails (secondary gone) says why and leaves the pair on its primary, still syncing", async () => {
   const v = await volume("v", "p0");
   const pair = await r.create("urn:p", spec(v.id));
-  const secondaryFile = controller.volumePath(controller.getVolume(pair.secondaryVolumeId!)!);
+  const secondaryFile = controller.volumePath((await controller.getVolume(pair.secondaryVolumeId!))!);
   fs.renameSync(secondaryFile, `${secondaryFile}.away`);
   await expect(r.update(pair.id, { rpoSeconds: 60, enabled: true, activeSide: "secondary" })).rejects.toThrow(/failover of replication pair .* failed, the pair stays on its primary: .*missing/);
-  const after = r.get(pair.id)!;
+  const after = (await r.get(pair.id))!;
   expect(after).toMatchObject({ activeSide: "primary", status: "failover-error", lastError: expect.stringMatching(/missing/) });
-  expect(r.activeVolume(v.id)?.id).toBe(v.id);
+  expect((await r.activeVolume(v.id))?.id).toBe(v.id);
   fs.renameSync(`${secondaryFile}.away`, secondaryFile);
   expect((await r.syncDue({ all: true }))[0]).toMatchObject({ id: pair.id, ok: true });
 });
@@ -97,8 +97,8 @@ test("failover routes the volume to its secondary; failback brings the secondary
   const pair = await r.create("urn:p", spec(v.id));
   const failed = await r.update(pair.id, { rpoSeconds: 60, enabled: true, activeSide: "secondary" });
   expect(failed).toMatchObject({ activeSide: "secondary", status: "failed-over" });
-  expect(r.activeVolume(v.id)?.id).toBe(pair.secondaryVolumeId);
-  writeAt(controller.volumePath(controller.getVolume(pair.secondaryVolumeId!)!), 7 * MiB, Buffer.alloc(MiB, 0x33));
+  expect((await r.activeVolume(v.id))?.id).toBe(pair.secondaryVolumeId);
+  writeAt(controller.volumePath((await controller.getVolume(pair.secondaryVolumeId!))!), 7 * MiB, Buffer.alloc(MiB, 0x33));
   const back = await r.update(pair.id, { rpoSeconds: 60, enabled: true, activeSide: "primary" });
   expect(back).toMatchObject({ activeSide: "primary", status: "enabled" });
   expect(bytesAt(controller.volumePath(v), 7 * MiB, MiB).equals(Buffer.alloc(MiB, 0x33))).toBe(true);
@@ -106,8 +106,8 @@ test("failover routes the volume to its secondary; failback brings the secondary
   expect((await r.sync(pair.id)).bytesTransferred).toBe(0);
   await r.delete(pair.id);
   await r.delete(pair.id);
-  expect(controller.getVolume(pair.secondaryVolumeId!)).toBeUndefined();
-  expect(store.getVolume(v.id)?.replicationStatus).toBe("disabled");
+  expect(await controller.getVolume(pair.secondaryVolumeId!)).toBeUndefined();
+  expect((await store.getVolume(v.id))?.replicationStatus).toBe("disabled");
   expect(fs.existsSync(controller.volumePath(v))).toBe(true);
 });
 

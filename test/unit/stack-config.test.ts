@@ -46,11 +46,11 @@ describe("readStackConfig", () => {
 });
 
 describe("sds replicate", () => {
-  test("uses the stack's backends file and state (no --backends needed), and says which", () => {
+  test("uses the stack's backends file and state (no --backends needed), and says which", async () => {
     fs.mkdirSync(path.join(dir, "pool"));
     fs.writeFileSync(path.join(dir, "backends.yaml"), `backends:\n  - name: b1\n    driver: file\n    pools:\n      - {name: p1, path: ${path.join(dir, "pool")}, totalCapacityGib: 10}\n`);
     fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), "config:\n  sds:backendsFile: backends.yaml\n  sds:stateUrl: sqlite:state/s.db\n");
-    new SqliteStore(path.join(dir, "state/s.db")).close();
+    await new SqliteStore(path.join(dir, "state/s.db")).close();
     const r = sds(["replicate"]);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);

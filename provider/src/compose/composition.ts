@@ -189,7 +189,8 @@ export class Composition {
     return volumeId === undefined ? paths : paths.filter((p) => p.volumeId === volumeId);
   }
 
-  close(): void {
-    this.storeInstance?.close();
+  /** Close the state (waits for a transaction in flight to end). */
+  async close(): Promise<void> {
+    await this.storeInstance?.close();
   }
 }

@@ -16,6 +16,9 @@
  * it; or two hosts' first attaches both make the target; or two last detaches each leave it to
  * the other. The last LUN and the target go under the same lock, whoever detaches last.
  *
+ * Store transactions are short and hold no target I/O; their reads and writes go through the
+ * transaction's handle (`tx`, or `ops` in helpers that run inside or outside one).
+ *
  * Several states on one target daemon: every target name (and CHAP account, NBD server) carries
  * this state's tag (the first 12 hex digits of the store's state id), and reconciliation at start
  * touches only names with its own tag.
@@ -26,7 +29,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import { UserError } from "../errors";
 import { withStoreLock } from "../store/lock";
-import type { AttachmentRow, ConnectorRow, Store, TargetRow, VolumeRow } from "../store/store";
+import type { AttachmentRow, ConnectorRow, Store, StoreOps, TargetRow, VolumeRow } from "../store/store";
 import type { Connection, Connector } from "../connectors/connector";
 import type { ConnectionInfo } from "../domain/connection-info";
 import { exportName, IQN_PREFIX, portalHost } from "../domain/names";
@@ -36,6 +39,7 @@ export type { ConnectionInfo } from "../domain/connection-info";
 export { exportName, IQN_PREFIX, portalHost } from "../domain/names";
 export type { TargetFactory } from "../targets/target";
 import type { BackendConfig } from "../domain/backend";
+import type { AccessMode, AttachmentStatus, VolumeStatus } from "../domain/status";
 import type { Controller } from "./controller";
 import type { SecretBox } from "./secret-box";
 
@@ -151,7 +155,7 @@ export class Attachments {
     return this.now().toISOString();
   }
 
-  get(id: string): AttachmentRow | undefined {
+  get(id: string): Promise<AttachmentRow | undefined> {
     return this.store.getAttachment(id);
   }
 
@@ -163,7 +167,7 @@ export class Attachments {
    */
   async attach(owner: string, spec: AttachSpec): Promise<{ row: AttachmentRow; connectionInfo: ConnectionInfo }> {
     // While its replication pair is failed over, a volume is served by its secondary.
-    const volume = this.activeVolume ? await this.activeVolume(spec.volumeId) : this.controller.getVolume(spec.volumeId);
+    const volume = this.activeVolume ? await this.activeVolume(spec.volumeId) : await this.controller.getVolume(spec.volumeId);
     if (!volume) throw new UserError("NOT_FOUND", `no volume with id "${spec.volumeId}"`, "volumeId");
     const { backend } = this.controller.locate(volume);
     const protocol = backend.export.protocol;
@@ -181,17 +185,17 @@ export class Attachments {
       throw new UserError("INVALID_INPUT", `host: backend ${backend.name} exports with protocol "local", which serves only the machine running the provider (host "localhost")`, "host");
     }
 
-    const existing = this.store.listAttachments({ owner, volumeId: volume.id }).find((a) => a.host === spec.host && a.mode === spec.mode);
-    if (existing && existing.status === "attached") return { row: existing, connectionInfo: this.initializeConnection(existing, volume) };
+    const existing = (await this.store.listAttachments({ owner, volumeId: volume.id })).find((a) => a.host === spec.host && a.mode === spec.mode);
+    if (existing && existing.status === "attached") return { row: existing, connectionInfo: await this.initializeConnection(existing, volume) };
 
-    const row = existing ?? this.reserve(owner, volume, backend, spec, connector, protocol);
+    const row = existing ?? (await this.reserve(owner, volume, backend, spec, connector, protocol));
     try {
       await this.withExportLock(row, volume, () => this.createExport(row, volume, backend));
     } catch (err) {
       await this.rollback(row, volume);
       throw err;
     }
-    const connectionInfo = this.initializeConnection(row, volume);
+    const connectionInfo = await this.initializeConnection(row, volume);
     let devicePath: string | null = null;
     const hostConnector = spec.connect ? this.hostConnector(spec.host, connectionInfo.protocol) : undefined;
     if (hostConnector) {
@@ -199,7 +203,7 @@ export class Attachments {
         // Serialized per (host, volume, mode): attachments sharing the device must not both make one.
         devicePath = await this.withLock(`connect:${spec.host}:${volume.id}:${spec.mode}`, async () => {
           const path = (await hostConnector.connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
-          this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
+          await this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
           return path;
         });
       } catch (err) {
@@ -207,20 +211,23 @@ export class Attachments {
         throw err;
       }
     }
-    const attached = this.store.transaction(() => {
-      const r = this.store.updateAttachment(row.id, { status: "attached", devicePath, updatedAt: this.at() });
-      this.refreshVolumeStatus(volume.id);
+    const attached = await this.store.transaction(async (tx) => {
+      const r = await tx.updateAttachment(row.id, { status: "attached", devicePath, updatedAt: this.at() });
+      await this.refreshVolumeStatus(tx, volume.id);
       return r;
     });
     return { row: attached, connectionInfo };
   }
 
-  /** Reserve: check the volume can take this attachment, record it (attaching), mark the volume. */
-  private reserve(owner: string, volume: VolumeRow, backend: BackendConfig, spec: AttachSpec, connector: ConnectorRow, protocol: AttachmentRow["protocol"]): AttachmentRow {
-    return this.store.transaction(() => {
-      const v = this.store.getVolume(volume.id);
+  /**
+   * Reserve: check the volume can take this attachment, record it (attaching), mark the volume
+   * attaching. One transaction, so the check and the marks are one step for every other caller.
+   */
+  private reserve(owner: string, volume: VolumeRow, backend: BackendConfig, spec: AttachSpec, connector: ConnectorRow, protocol: AttachmentRow["protocol"]): Promise<AttachmentRow> {
+    return this.store.transaction(async (tx) => {
+      const v = await tx.getVolume(volume.id);
       if (!v) throw new UserError("NOT_FOUND", `no volume with id "${volume.id}"`, "volumeId");
-      const others = this.store.listAttachments({ volumeId: v.id });
+      const others = await tx.listAttachments({ volumeId: v.id });
       if (!v.multiAttach && others.length > 0) {
         const o = others[0];
         throw new UserError(
@@ -229,7 +236,7 @@ export class Attachments {
           "volumeId",
         );
       }
-      const allowed = v.multiAttach ? ["available", "reserved", "attaching", "in-use", "detaching"] : ["available"];
+      const allowed: VolumeStatus[] = v.multiAttach ? ["available", "reserved", "attaching", "in-use", "detaching"] : ["available"];
       if (!allowed.includes(v.status)) throw new UserError("INVALID_STATE", `volume ${v.name} is ${v.status}; it can be attached only when ${allowed.join(" or ")}`, "volumeId");
       const at = this.at();
       const row: AttachmentRow = {
@@ -240,22 +247,21 @@ export class Attachments {
         mode: spec.mode,
         connector,
         protocol,
-        targetName: protocol === "local" ? null : this.targetName(backend, v, spec.mode),
+        targetName: protocol === "local" ? null : await this.targetName(backend, v, spec.mode, tx),
         status: "attaching",
         devicePath: null,
         createdAt: at,
         updatedAt: at,
       };
-      this.store.insertAttachment(row);
-      if (v.status === "available") this.store.updateVolume(v.id, { status: "reserved", updatedAt: at });
-      this.store.updateVolume(v.id, { status: "attaching", updatedAt: at });
+      await tx.insertAttachment(row);
+      await tx.updateVolume(v.id, { status: "attaching", updatedAt: at });
       return row;
     });
   }
 
   /** This state's tag in the names of what it makes on shared daemons (see the file comment). */
-  stateTag(): string {
-    return (this.tag ??= this.store.stateId().slice(0, 12));
+  async stateTag(ops: StoreOps = this.store): Promise<string> {
+    return (this.tag ??= (await ops.stateId()).slice(0, 12));
   }
 
   /**
@@ -263,9 +269,9 @@ export class Attachments {
    * with this state's tag: `iqn.2026-11.io.sds:<tag>:<backendId>[.ro]` or
    * `…:<tag>:volume-<id>[.ro]`; NBD servers `<tag>-<backend>-<mode>` or `<tag>-volume-<id>-<mode>`.
    */
-  targetName(backend: BackendConfig, volume: Pick<VolumeRow, "id" | "backendId">, mode: "rw" | "ro"): string {
+  async targetName(backend: BackendConfig, volume: Pick<VolumeRow, "id" | "backendId">, mode: AccessMode, ops: StoreOps = this.store): Promise<string> {
     const suffix = mode === "ro" ? ".ro" : "";
-    const tag = this.stateTag();
+    const tag = await this.stateTag(ops);
     if (backend.export.protocol === "nbd") return backend.sharedTargets ? `${tag}-${backend.name}-${mode}` : `${tag}-volume-${volume.id}-${mode}`;
     return backend.sharedTargets ? `${IQN_PREFIX}:${tag}:${iqnPart(volume.backendId)}${suffix}` : `${IQN_PREFIX}:${tag}:volume-${volume.id}${suffix}`;
   }
@@ -274,15 +280,15 @@ export class Attachments {
   private async createExport(row: AttachmentRow, volume: VolumeRow, backend: BackendConfig): Promise<void> {
     if (row.protocol === "local") return;
     const path = this.controller.volumePath(volume);
-    const target = this.ensureTargetRow(row.targetName!, backend, row.mode);
-    const lun = this.ensureLunRow(target.name, volume.id);
+    const target = await this.ensureTargetRow(row.targetName!, backend, row.mode);
+    const lun = await this.ensureLunRow(target.name, volume.id);
     if (row.protocol === "iscsi") {
       const t = this.targetsOf(backend.name).iscsi(target.portal);
       await t.start();
       // The stored tid is a hint: after a daemon restart, or beside another state's targets on
       // the same daemon, the target may get another one. What the daemon says is recorded.
       const tid = await t.ensureTarget(target.name, target.tid ?? undefined);
-      if (tid !== target.tid) this.store.updateTarget(target.name, { tid });
+      if (tid !== target.tid) await this.store.updateTarget(target.name, { tid });
       await t.ensureLun(tid, lun, path, row.mode === "ro");
       await t.ensureInitiator(tid, row.connector.initiator!);
       if (target.chapUser && target.chapSecretEnc) await t.ensureChap(tid, { username: target.chapUser, password: this.box.open(target.chapSecretEnc) });
@@ -290,19 +296,19 @@ export class Attachments {
       const t = this.targetsOf(backend.name).nbd(portalHost(target.portal));
       // The port is a wish: another state's server may listen there; the server says where it runs.
       const port = await t.ensureServer(target.name, target.port!, row.mode === "ro");
-      if (port !== target.port) this.store.updateTarget(target.name, { port });
+      if (port !== target.port) await this.store.updateTarget(target.name, { port });
       await t.ensureExport(target.name, exportName(volume.id), path);
     }
   }
 
   /** The target's row, made on first use: tid or port allocated, CHAP credentials sealed. */
-  private ensureTargetRow(name: string, backend: BackendConfig, mode: "rw" | "ro"): TargetRow {
-    return this.store.transaction(() => {
-      const existing = this.store.getTarget(name);
+  private ensureTargetRow(name: string, backend: BackendConfig, mode: AccessMode): Promise<TargetRow> {
+    return this.store.transaction(async (tx) => {
+      const existing = await tx.getTarget(name);
       if (existing) return existing;
       const protocol = backend.export.protocol as "iscsi" | "nbd";
       const portal = backend.export.portal ?? defaultPortals[protocol];
-      const same = this.store.listTargets({ portal });
+      const same = await tx.listTargets({ portal });
       let tid: number | null = null;
       let port: number | null = null;
       if (protocol === "iscsi") {
@@ -323,39 +329,39 @@ export class Attachments {
         portal,
         tid,
         port,
-        chapUser: chap ? `sds-${this.stateTag()}-${randomBytes(6).toString("hex")}` : null,
+        chapUser: chap ? `sds-${await this.stateTag(tx)}-${randomBytes(6).toString("hex")}` : null,
         chapSecretEnc: chap ? this.box.seal(randomBytes(12).toString("base64url")) : null,
         createdAt: this.at(),
       };
-      this.store.insertTarget(row);
+      await tx.insertTarget(row);
       return row;
     });
   }
 
   /** The volume's LUN on the target: the one it has, or the lowest free from 1 (LUN 0 is tgt's controller). */
-  private ensureLunRow(targetName: string, volumeId: string): number {
-    return this.store.transaction(() => {
-      const luns = this.store.listLuns(targetName);
+  private ensureLunRow(targetName: string, volumeId: string): Promise<number> {
+    return this.store.transaction(async (tx) => {
+      const luns = await tx.listLuns(targetName);
       const mine = luns.find((l) => l.volumeId === volumeId);
       if (mine) return mine.lun;
       const used = new Set(luns.map((l) => l.lun));
       let lun = 1;
       while (used.has(lun)) lun++;
-      this.store.insertLun({ targetName, volumeId, lun });
+      await tx.insertLun({ targetName, volumeId, lun });
       return lun;
     });
   }
 
   /** Seed 004: connection info only, no export work. The password is in clear here: callers wrap it as a secret. */
-  initializeConnection(row: AttachmentRow, volume: VolumeRow): ConnectionInfo {
+  async initializeConnection(row: AttachmentRow, volume: VolumeRow): Promise<ConnectionInfo> {
     const readOnly = row.mode === "ro";
     if (row.protocol === "local") return { protocol: "local", portals: [], exportName: this.controller.volumePath(volume), readOnly };
-    const target = this.store.getTarget(row.targetName!);
+    const target = await this.store.getTarget(row.targetName!);
     if (!target) throw new UserError("INVALID_STATE", `attachment ${row.id}: its target ${row.targetName} is gone; delete and recreate the attachment`);
     if (row.protocol === "nbd") {
       return { protocol: "nbd", portals: [`${portalHost(target.portal)}:${target.port}`], exportName: exportName(volume.id), readOnly };
     }
-    const lun = this.store.listLuns(target.name).find((l) => l.volumeId === volume.id)?.lun;
+    const lun = (await this.store.listLuns(target.name)).find((l) => l.volumeId === volume.id)?.lun;
     const info: ConnectionInfo = { protocol: "iscsi", portals: [target.portal], targetIqn: target.name, targetLun: lun, readOnly };
     if (target.chapUser && target.chapSecretEnc) Object.assign(info, { authMethod: "CHAP", authUsername: target.chapUser, authPassword: this.box.open(target.chapSecretEnc) });
     return info;
@@ -372,16 +378,16 @@ export class Attachments {
    * update is retried as a whole (every step is idempotent).
    */
   async volumeGrew(volumeId: string): Promise<{ devices: Array<{ host: string; path: string; sizeBytes: number }>; pending: Array<{ host: string; path: string; reason: string }> }> {
-    const volume = this.controller.getVolume(volumeId);
+    const volume = await this.controller.getVolume(volumeId);
     const out = { devices: [] as Array<{ host: string; path: string; sizeBytes: number }>, pending: [] as Array<{ host: string; path: string; reason: string }> };
     if (!volume) return out;
     const path = this.controller.volumePath(volume);
-    const rows = this.store.listAttachments({ volumeId });
+    const rows = await this.store.listAttachments({ volumeId });
     for (const name of new Set(rows.map((a) => a.targetName).filter((n): n is string => !!n))) {
       // No export lock: the LUN stays (it is re-added in place), and Pulumi never extends a volume
       // while one of its attachments is being made or removed (they depend on the volume).
-      const target = this.store.getTarget(name);
-      const lun = target && this.store.listLuns(name).find((l) => l.volumeId === volumeId);
+      const target = await this.store.getTarget(name);
+      const lun = target && (await this.store.listLuns(name)).find((l) => l.volumeId === volumeId);
       if (!target || !lun) continue;
       if (target.protocol === "iscsi") await this.targetsOf(target.backendName).iscsi(target.portal).refreshLun(target.tid!, lun.lun, path, target.mode === "ro");
       else await this.targetsOf(target.backendName).nbd(portalHost(target.portal)).refreshExport(name, exportName(volumeId), path);
@@ -395,7 +401,7 @@ export class Attachments {
         out.pending.push({ host: row.host, path: row.devicePath, reason: `host "${row.host}" is not in the provider's hosts` });
         continue;
       }
-      const connection: Connection = { ...this.initializeConnection(row, volume), volumeId };
+      const connection: Connection = { ...(await this.initializeConnection(row, volume)), volumeId };
       await this.withLock(`connect:${row.host}:${volumeId}:${row.mode}`, async () => {
         try {
           out.devices.push({ host: row.host, path: row.devicePath!, sizeBytes: await connector.extendVolume(connection) });
@@ -417,17 +423,17 @@ export class Attachments {
    * back without it), so readers see EIO, not a hang; {@link repair} puts it back on the same path.
    */
   async health(id: string, options: { fence?: boolean } = { fence: true }): Promise<{ status: "attached" | "broken" | string; reason?: string }> {
-    const row = this.store.getAttachment(id);
+    const row = await this.store.getAttachment(id);
     if (!row) return { status: "gone" };
     if (row.status !== "attached") return { status: row.status };
-    const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : this.controller.getVolume(row.volumeId);
+    const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : await this.controller.getVolume(row.volumeId);
     if (!volume) return { status: "broken", reason: `volume ${row.volumeId} is gone` };
     const exportProblem = (await this.exportProblem(row)) ?? this.remadeAtStart.get(row.id);
     if (exportProblem) return { status: "broken", reason: exportProblem };
     if (!row.devicePath) return { status: "attached" };
     const connector = this.hostConnector(row.host, row.protocol);
     if (!connector) return { status: "attached" }; // cannot look: not a finding
-    const connection: Connection = { ...this.initializeConnection(row, volume), volumeId: volume.id };
+    const connection: Connection = { ...(await this.initializeConnection(row, volume)), volumeId: volume.id };
     // A preview only looks; refresh also fences what it finds broken.
     const h = options.fence ? await connector.fenceVolume(connection) : await connector.checkVolume(connection);
     if (h.healthy) return { status: "attached" };
@@ -437,9 +443,9 @@ export class Attachments {
   /** Why the attachment's export is not on its target now, or undefined when it is. */
   private async exportProblem(row: AttachmentRow): Promise<string | undefined> {
     if (row.protocol === "local" || !row.targetName) return undefined;
-    const target = this.store.getTarget(row.targetName);
+    const target = await this.store.getTarget(row.targetName);
     if (!target) return `its target ${row.targetName} is not in the state`;
-    const lun = this.store.listLuns(target.name).find((l) => l.volumeId === row.volumeId);
+    const lun = (await this.store.listLuns(target.name)).find((l) => l.volumeId === row.volumeId);
     try {
       if (target.protocol === "iscsi") {
         const live = (await this.targetsOf(target.backendName).iscsi(target.portal).list()).find((t) => t.name === target.name);
@@ -463,26 +469,26 @@ export class Attachments {
    * kernel allows it. Safe to repeat.
    */
   async repair(id: string): Promise<{ row: AttachmentRow; connectionInfo: ConnectionInfo; moved?: { from: string; to: string } }> {
-    const row = this.store.getAttachment(id);
+    const row = await this.store.getAttachment(id);
     if (!row) throw new UserError("NOT_FOUND", `attachment ${id} no longer exists; run pulumi refresh`);
-    const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : this.controller.getVolume(row.volumeId);
+    const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : await this.controller.getVolume(row.volumeId);
     if (!volume) throw new UserError("NOT_FOUND", `attachment ${id}: volume ${row.volumeId} no longer exists`, "volumeId");
     const { backend } = this.controller.locate(volume);
     await this.withExportLock(row, volume, () => this.createExport(row, volume, backend));
-    const connectionInfo = this.initializeConnection(row, volume);
+    const connectionInfo = await this.initializeConnection(row, volume);
     let moved: { from: string; to: string } | undefined;
     const connector = row.devicePath ? this.hostConnector(row.host, row.protocol) : undefined;
     if (connector) {
       await this.withLock(`connect:${row.host}:${volume.id}:${row.mode}`, async () => {
         const path = (await connector.connectVolume({ ...connectionInfo, volumeId: volume.id })).path;
         if (path !== row.devicePath) moved = { from: row.devicePath!, to: path };
-        this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
+        await this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
       });
     }
     this.remadeAtStart.delete(row.id);
-    const repaired = this.store.transaction(() => {
-      const r = this.store.updateAttachment(row.id, { status: "attached", updatedAt: this.at() });
-      this.refreshVolumeStatus(volume.id);
+    const repaired = await this.store.transaction(async (tx) => {
+      const r = await tx.updateAttachment(row.id, { status: "attached", updatedAt: this.at() });
+      await this.refreshVolumeStatus(tx, volume.id);
       return r;
     });
     return { row: repaired, connectionInfo, moved };
@@ -500,10 +506,10 @@ export class Attachments {
     // under a lock, after giving up this attachment's claim, so two detaches at once cannot both
     // leave the device to the other.
     await this.withLock(`connect:${row.host}:${volume.id}:${row.mode}`, async () => {
-      this.store.updateAttachment(row.id, { devicePath: null, updatedAt: this.at() });
-      const others = this.store.listAttachments({ volumeId: volume.id }).filter((a) => a.id !== row.id && a.host === row.host && a.devicePath);
+      await this.store.updateAttachment(row.id, { devicePath: null, updatedAt: this.at() });
+      const others = (await this.store.listAttachments({ volumeId: volume.id })).filter((a) => a.id !== row.id && a.host === row.host && a.devicePath);
       if (others.some((a) => a.mode === row.mode)) return;
-      const info = this.initializeConnection(row, volume);
+      const info = await this.initializeConnection(row, volume);
       const connector = this.hostConnector(row.host, info.protocol);
       if (!connector) throw new UserError("INVALID_STATE", `attachment ${row.id}: host "${row.host}" is no longer in the provider's hosts, so its device ${row.devicePath} cannot be disconnected; add the host back, or detach with force`);
       const connection: Connection = { ...info, volumeId: volume.id };
@@ -522,7 +528,7 @@ export class Attachments {
           options.warn?.(`${what} (forced: clean them up on the host)`);
         }
       } catch (err) {
-        this.store.updateAttachment(row.id, { devicePath: row.devicePath, updatedAt: this.at() });
+        await this.store.updateAttachment(row.id, { devicePath: row.devicePath, updatedAt: this.at() });
         throw err;
       }
     });
@@ -530,26 +536,26 @@ export class Attachments {
 
   /** Detach. Detaching what is already gone succeeds. */
   async detach(id: string, options: DetachOptions = {}): Promise<void> {
-    const row = this.store.getAttachment(id);
+    const row = await this.store.getAttachment(id);
     if (!row) return;
-    const volume = this.controller.getVolume(row.volumeId);
-    this.store.transaction(() => {
-      this.store.updateAttachment(id, { status: "detaching", updatedAt: this.at() });
-      if (volume) this.store.updateVolume(volume.id, { status: "detaching", updatedAt: this.at() });
+    const volume = await this.controller.getVolume(row.volumeId);
+    await this.store.transaction(async (tx) => {
+      await tx.updateAttachment(id, { status: "detaching", updatedAt: this.at() });
+      if (volume) await tx.updateVolume(volume.id, { status: "detaching", updatedAt: this.at() });
     });
     try {
       if (volume && row.devicePath && (this.hostConnector(row.host, row.protocol) || !options.force)) await this.disconnect(row, volume, options);
       if (volume) await this.withExportLock(row, volume, () => this.removeExport(row));
     } catch (err) {
-      this.store.transaction(() => {
-        this.store.updateAttachment(id, { status: "error_detaching", updatedAt: this.at() });
-        if (volume) this.store.updateVolume(volume.id, { status: "error_detaching", updatedAt: this.at() });
+      await this.store.transaction(async (tx) => {
+        await tx.updateAttachment(id, { status: "error_detaching", updatedAt: this.at() });
+        if (volume) await tx.updateVolume(volume.id, { status: "error_detaching", updatedAt: this.at() });
       });
       throw err;
     }
-    this.store.transaction(() => {
-      this.store.deleteAttachment(id);
-      if (volume) this.refreshVolumeStatus(volume.id);
+    await this.store.transaction(async (tx) => {
+      await tx.deleteAttachment(id);
+      if (volume) await this.refreshVolumeStatus(tx, volume.id);
     });
   }
 
@@ -559,9 +565,9 @@ export class Attachments {
    */
   private async removeExport(row: AttachmentRow): Promise<void> {
     if (row.protocol === "local" || !row.targetName) return;
-    const target = this.store.getTarget(row.targetName);
+    const target = await this.store.getTarget(row.targetName);
     if (!target) return;
-    const others = this.store.listAttachments({ targetName: target.name }).filter((a) => a.id !== row.id);
+    const others = (await this.store.listAttachments({ targetName: target.name })).filter((a) => a.id !== row.id);
     const volumeStillServed = others.some((a) => a.volumeId === row.volumeId);
     if (target.protocol === "iscsi") {
       const t = this.targetsOf(target.backendName).iscsi(target.portal);
@@ -569,25 +575,25 @@ export class Attachments {
       if (others.length === 0) {
         await t.removeTarget(tid);
         if (target.chapUser) await t.removeChapAccount(target.chapUser);
-        this.store.deleteTarget(target.name);
+        await this.store.deleteTarget(target.name);
         return;
       }
       if (!others.some((a) => a.connector.initiator === row.connector.initiator)) await t.removeInitiator(tid, row.connector.initiator!);
       if (!volumeStillServed) {
-        const lun = this.store.listLuns(target.name).find((l) => l.volumeId === row.volumeId);
+        const lun = (await this.store.listLuns(target.name)).find((l) => l.volumeId === row.volumeId);
         if (lun) await t.removeLun(tid, lun.lun);
-        this.store.deleteLun(target.name, row.volumeId);
+        await this.store.deleteLun(target.name, row.volumeId);
       }
     } else {
       const t = this.targetsOf(target.backendName).nbd(portalHost(target.portal));
       if (others.length === 0) {
         await t.removeServer(target.name);
-        this.store.deleteTarget(target.name);
+        await this.store.deleteTarget(target.name);
         return;
       }
       if (!volumeStillServed) {
         await t.removeExport(target.name, exportName(row.volumeId));
-        this.store.deleteLun(target.name, row.volumeId);
+        await this.store.deleteLun(target.name, row.volumeId);
       }
     }
   }
@@ -596,26 +602,26 @@ export class Attachments {
   private async rollback(row: AttachmentRow, volume: VolumeRow): Promise<void> {
     try {
       await this.withExportLock(row, volume, () => this.removeExport(row));
-      this.store.transaction(() => {
-        this.store.deleteAttachment(row.id);
-        this.refreshVolumeStatus(volume.id);
+      await this.store.transaction(async (tx) => {
+        await tx.deleteAttachment(row.id);
+        await this.refreshVolumeStatus(tx, volume.id);
       });
     } catch {
-      this.store.transaction(() => {
-        this.store.updateAttachment(row.id, { status: "error_attaching", updatedAt: this.at() });
-        this.store.updateVolume(volume.id, { status: "error_attaching", updatedAt: this.at() });
+      await this.store.transaction(async (tx) => {
+        await tx.updateAttachment(row.id, { status: "error_attaching", updatedAt: this.at() });
+        await tx.updateVolume(volume.id, { status: "error_attaching", updatedAt: this.at() });
       });
     }
   }
 
   /** The volume's status follows its attachments: attaching/detaching while work is in flight, in-use, available. */
-  private refreshVolumeStatus(volumeId: string): void {
-    const v = this.store.getVolume(volumeId);
+  private async refreshVolumeStatus(tx: StoreOps, volumeId: string): Promise<void> {
+    const v = await tx.getVolume(volumeId);
     if (!v) return;
-    const rows = this.store.listAttachments({ volumeId });
-    const has = (s: string) => rows.some((a) => a.status === s);
-    const status = has("error_attaching") ? "error_attaching" : has("error_detaching") ? "error_detaching" : has("attaching") ? "attaching" : has("detaching") ? "detaching" : rows.length > 0 ? "in-use" : "available";
-    if (status !== v.status) this.store.updateVolume(volumeId, { status, updatedAt: this.at() });
+    const rows = await tx.listAttachments({ volumeId });
+    const has = (s: AttachmentStatus) => rows.some((a) => a.status === s);
+    const status: VolumeStatus = has("error_attaching") ? "error_attaching" : has("error_detaching") ? "error_detaching" : has("attaching") ? "attaching" : has("detaching") ? "detaching" : rows.length > 0 ? "in-use" : "available";
+    if (status !== v.status) await tx.updateVolume(volumeId, { status, updatedAt: this.at() });
   }
 
   /** Run export work under the lock of the attachment's target (see the locking rule above). */
@@ -646,10 +652,10 @@ export class Attachments {
     let ensured = 0;
     const removed: string[] = [];
     const kept: string[] = [];
-    const tag = this.stateTag();
+    const tag = await this.stateTag();
     // First our strays (one may hold a tid, port or CHAP name the store's exports need)…
     const portals = new Map<string, string>(); // portal → backend name (whose node runs its tgtd)
-    for (const t of this.store.listTargets()) if (t.protocol === "iscsi") portals.set(t.portal, t.backendName);
+    for (const t of await this.store.listTargets()) if (t.protocol === "iscsi") portals.set(t.portal, t.backendName);
     for (const b of this.controller.backendConfigs()) if (b.export.protocol === "iscsi") portals.set(b.export.portal ?? defaultPortals.iscsi, b.name);
     for (const [portal, backendName] of portals) {
       const t = this.targetsOf(backendName).iscsi(portal);
@@ -660,7 +666,7 @@ export class Attachments {
         continue; // no tgtd on that portal (or its node is unreachable): nothing to clean
       }
       for (const e of live) {
-        if (!e.name.startsWith(`${IQN_PREFIX}:${tag}:`) || this.store.getTarget(e.name)) continue;
+        if (!e.name.startsWith(`${IQN_PREFIX}:${tag}:`) || (await this.store.getTarget(e.name))) continue;
         if ((e.sessions ?? 0) > 0) {
           kept.push(`${e.name} (${e.sessions} session(s))`);
           continue;
@@ -677,14 +683,14 @@ export class Attachments {
     for (const [host, backendName] of nbdHosts) {
       const t = this.targetsOf(backendName).nbd(host);
       for (const server of await t.list()) {
-        if (!server.server.startsWith(`${tag}-`) || this.store.getTarget(server.server)) continue;
+        if (!server.server.startsWith(`${tag}-`) || (await this.store.getTarget(server.server))) continue;
         await this.withLock(`export:${server.server}`, () => t.removeServer(server.server));
         removed.push(server.server);
       }
     }
     // …then every export the store knows, made again where it is missing.
-    for (const a of this.store.listAttachments()) {
-      const v = this.controller.getVolume(a.volumeId);
+    for (const a of await this.store.listAttachments()) {
+      const v = await this.controller.getVolume(a.volumeId);
       if (!v || a.protocol === "local") continue;
       const { backend } = this.controller.locate(v);
       // A lost export (the daemon restarted or was killed) broke the path of every device on

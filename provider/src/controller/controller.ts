@@ -3,7 +3,8 @@
  * scheduler and the drivers; it knows nothing of Pulumi.
  *
  * Locking rule: every read-decide-write on the store (placement, name uniqueness, adopting a
- * retried create) happens inside one `store.transaction`, which is exclusive across processes.
+ * retried create) happens inside one `store.transaction`, which is exclusive across processes,
+ * and reads and writes there go through its `tx` handle (helpers take the handle as `ops`).
  * Driver I/O happens outside transactions; a row in status `creating` marks work in flight.
  */
 import { randomUUID } from "node:crypto";
@@ -13,7 +14,7 @@ import { UserError } from "../errors";
 import { type Requirement, evaluate, parseExtraSpecs, unknownKeyErrors } from "../scheduler/extra-specs";
 import { explainNoValidPool, place } from "../scheduler/scheduler";
 import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
-import type { ProfileRow, Store, VolumeRow } from "../store/store";
+import type { ProfileRow, Store, StoreOps, VolumeRow } from "../store/store";
 import type { BackendConfig, PoolConfig } from "../domain/backend";
 
 const GiB = 1024 ** 3;
@@ -89,10 +90,10 @@ export class Controller {
   async discover(): Promise<void> {
     const stats = new Map<string, { totalGib: number; freeGib: number }>();
     for (const b of this.backends.values()) {
-      this.backendIds.set(b.name, this.ensureBackendId(b));
+      this.backendIds.set(b.name, await this.ensureBackendId(b));
       // Seed 000: volumes take sharedTargets from their backend; a backend that changed its mind
       // (or volumes older than the setting) are corrected at start.
-      const corrected = this.store.setSharedTargets(b.name, b.sharedTargets);
+      const corrected = await this.store.setSharedTargets(b.name, b.sharedTargets);
       if (corrected > 0) this.log(`backend ${b.name}: sharedTargets ${b.sharedTargets} set on ${corrected} volume(s)`);
       for (const p of b.pools) {
         const s = await this.driverFor(b).getPoolStats(p);
@@ -103,11 +104,11 @@ export class Controller {
     this.poolStates = undefined;
   }
 
-  private ensureBackendId(b: BackendConfig): string {
-    return this.store.transaction(() => {
-      const row = this.store.getBackend(b.name);
+  private ensureBackendId(b: BackendConfig): Promise<string> {
+    return this.store.transaction(async (tx) => {
+      const row = await tx.getBackend(b.name);
       const wanted = b.backendId ?? row?.backendId ?? randomUUID();
-      if (!row || row.backendId !== wanted) this.store.upsertBackend({ name: b.name, backendId: wanted, createdAt: row?.createdAt ?? this.now().toISOString() });
+      if (!row || row.backendId !== wanted) await tx.upsertBackend({ name: b.name, backendId: wanted, createdAt: row?.createdAt ?? this.now().toISOString() });
       return wanted;
     });
   }
@@ -124,19 +125,19 @@ export class Controller {
 
   /**
    * The scheduler's view of every pool, provisioned capacity read from the store now (plus what
-   * previews in this process reserved). The states are built once per discovery and reused:
-   * read what you need before calling again.
+   * previews in this process reserved), through `ops` (a transaction's handle when the caller
+   * decides on it). Fresh objects each call: another async flow's call must not change the
+   * numbers a placement is deciding on.
    */
-  pools(): PoolState[] {
+  async pools(ops: StoreOps = this.store): Promise<PoolState[]> {
     this.poolStates ??= this.buildPoolStates();
-    const provisioned = this.store.provisionedGibByPool();
+    const provisioned = await ops.provisionedGibByPool();
     let reserved: Map<string, number> | undefined;
     if (this.reservations.size > 0) {
       reserved = new Map();
       for (const r of this.reservations.values()) reserved.set(r.poolId, (reserved.get(r.poolId) ?? 0) + r.sizeGib);
     }
-    for (const p of this.poolStates) p.provisionedGib = (provisioned.get(p.id) ?? 0) + (reserved?.get(p.id) ?? 0);
-    return this.poolStates;
+    return this.poolStates.map((p) => ({ ...p, provisionedGib: (provisioned.get(p.id) ?? 0) + (reserved?.get(p.id) ?? 0) }));
   }
 
   private buildPoolStates(): PoolState[] {
@@ -172,8 +173,8 @@ export class Controller {
   // ---------------------------------------------------------------- profiles
 
   /** Find a profile by id or name; a profile planned by a preview in this process counts. */
-  resolveProfile(idOrName: string): (ProfileSpec & { id?: string }) | undefined {
-    const row = this.store.getProfile(idOrName) ?? this.store.getProfileByName(idOrName);
+  async resolveProfile(idOrName: string): Promise<(ProfileSpec & { id?: string }) | undefined> {
+    const row = (await this.store.getProfile(idOrName)) ?? (await this.store.getProfileByName(idOrName));
     if (row) return row;
     return this.plannedProfiles.get(idOrName);
   }
@@ -184,30 +185,30 @@ export class Controller {
   }
 
   /** Create a profile; a retried create by the same owner returns the existing row. */
-  createProfile(owner: string, spec: ProfileSpec): ProfileRow {
-    return this.store.transaction(() => {
-      const existing = this.store.getProfileByName(spec.name);
+  createProfile(owner: string, spec: ProfileSpec): Promise<ProfileRow> {
+    return this.store.transaction(async (tx) => {
+      const existing = await tx.getProfileByName(spec.name);
       if (existing) {
-        if (existing.owner === owner) return this.store.updateProfile(existing.id, { ...spec, updatedAt: this.now().toISOString() });
+        if (existing.owner === owner) return tx.updateProfile(existing.id, { ...spec, updatedAt: this.now().toISOString() });
         throw new UserError("CONFLICT", `name: a profile named "${spec.name}" already exists (id ${existing.id}, created by ${existing.owner})`, "name");
       }
       const at = this.now().toISOString();
       const row: ProfileRow = { id: randomUUID(), owner, ...spec, createdAt: at, updatedAt: at };
-      this.store.insertProfile(row);
+      await tx.insertProfile(row);
       return row;
     });
   }
 
-  getProfile(id: string): ProfileRow | undefined {
+  getProfile(id: string): Promise<ProfileRow | undefined> {
     return this.store.getProfile(id);
   }
 
-  updateProfile(id: string, spec: ProfileSpec): ProfileRow {
-    return this.store.transaction(() => {
-      if (!this.store.getProfile(id)) throw new UserError("NOT_FOUND", `profile ${id} no longer exists; run pulumi refresh`);
-      const clash = this.store.getProfileByName(spec.name);
+  updateProfile(id: string, spec: ProfileSpec): Promise<ProfileRow> {
+    return this.store.transaction(async (tx) => {
+      if (!(await tx.getProfile(id))) throw new UserError("NOT_FOUND", `profile ${id} no longer exists; run pulumi refresh`);
+      const clash = await tx.getProfileByName(spec.name);
       if (clash && clash.id !== id) throw new UserError("CONFLICT", `name: a profile named "${spec.name}" already exists (id ${clash.id})`, "name");
-      return this.store.updateProfile(id, { ...spec, updatedAt: this.now().toISOString() });
+      return tx.updateProfile(id, { ...spec, updatedAt: this.now().toISOString() });
     });
   }
 
@@ -219,9 +220,9 @@ export class Controller {
   async deleteProfile(id: string, waitMs = 15_000): Promise<void> {
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const users = this.store.transaction(() => {
-        const users = this.store.listVolumes().filter((v) => v.profileId === id);
-        if (users.length === 0) this.store.deleteProfile(id);
+      const users = await this.store.transaction(async (tx) => {
+        const users = (await tx.listVolumes()).filter((v) => v.profileId === id);
+        if (users.length === 0) await tx.deleteProfile(id);
         return users;
       });
       if (users.length === 0) return;
@@ -238,15 +239,15 @@ export class Controller {
    * Check a profile's extra specs: malformed values and keys no pool could ever have are errors
    * (by key), so a typo fails at check instead of silently matching nothing.
    */
-  checkExtraSpecs(extraSpecs: Record<string, string>): Array<{ key: string; reason: string }> {
+  async checkExtraSpecs(extraSpecs: Record<string, string>): Promise<Array<{ key: string; reason: string }>> {
     const { requirements, errors } = parseExtraSpecs(extraSpecs);
-    return [...errors, ...unknownKeyErrors(requirements, this.pools())];
+    return [...errors, ...unknownKeyErrors(requirements, await this.pools())];
   }
 
   /** The profile's parsed requirements and what it says of multiAttach (true, false, or nothing). */
-  private profileRequirements(ref: string | undefined): { requirements: Requirement[]; storageType?: string; multiAttach?: boolean } {
+  private async profileRequirements(ref: string | undefined): Promise<{ requirements: Requirement[]; storageType?: string; multiAttach?: boolean }> {
     if (ref === undefined) return { requirements: [] };
-    const profile = this.resolveProfile(ref);
+    const profile = await this.resolveProfile(ref);
     if (!profile) throw unknownProfile(ref);
     const { requirements, errors } = parseExtraSpecs(profile.extraSpecs);
     if (errors.length > 0) throw new UserError("INVALID_INPUT", `profile: profile "${profile.name}" has invalid extra specs: ${errors.map((e) => `${e.key}: ${e.reason}`).join("; ")}`, "profile");
@@ -254,8 +255,8 @@ export class Controller {
   }
 
   /** The multiAttach a volume gets: its own, else its profile's demand, else false. A contradiction is an error. */
-  effectiveMultiAttach(spec: Pick<VolumeSpec, "profile" | "multiAttach">): boolean {
-    const demand = this.profileRequirements(spec.profile).multiAttach;
+  async effectiveMultiAttach(spec: Pick<VolumeSpec, "profile" | "multiAttach">): Promise<boolean> {
+    const demand = (await this.profileRequirements(spec.profile)).multiAttach;
     if (spec.multiAttach !== undefined && demand !== undefined && spec.multiAttach !== demand) {
       throw new UserError(
         "INVALID_INPUT",
@@ -266,19 +267,19 @@ export class Controller {
     return spec.multiAttach ?? demand ?? false;
   }
 
-  private placementRequest(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): PlacementRequest {
-    const p = this.profileRequirements(spec.profile);
-    return { sizeGib: spec.sizeGib, availabilityZone: spec.availabilityZone, multiAttach: this.effectiveMultiAttach(spec), storageType: p.storageType, requirements: p.requirements };
+  private async placementRequest(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): Promise<PlacementRequest> {
+    const p = await this.profileRequirements(spec.profile);
+    return { sizeGib: spec.sizeGib, availabilityZone: spec.availabilityZone, multiAttach: await this.effectiveMultiAttach(spec), storageType: p.storageType, requirements: p.requirements };
   }
 
   /**
    * Where a volume would land now, allocating nothing (preview, getPlacement). With `reserveFor`
    * (a preview's URN) the capacity is held in this process so later previewed volumes see it taken.
    */
-  plan(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">, reserveFor?: string): Placement {
+  async plan(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">, reserveFor?: string): Promise<Placement> {
     if (reserveFor !== undefined) this.reservations.delete(reserveFor);
-    const request = this.placementRequest(spec);
-    const pools = this.pools();
+    const request = await this.placementRequest(spec);
+    const pools = await this.pools();
     const r = place(pools, request);
     if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
     if (reserveFor !== undefined) this.reservations.set(reserveFor, { poolId: r.pool.id, sizeGib: spec.sizeGib });
@@ -286,8 +287,9 @@ export class Controller {
   }
 
   /** Like {@link plan}, but a request no pool takes answers the rejections instead of failing (getPlacement). */
-  explain(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): PlacementResult {
-    return place(this.pools(), this.placementRequest(spec));
+  async explain(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): Promise<PlacementResult> {
+    const request = await this.placementRequest(spec);
+    return place(await this.pools(), request);
   }
 
   /**
@@ -297,24 +299,25 @@ export class Controller {
    */
   async createVolume(owner: string, spec: VolumeSpec): Promise<VolumeRow> {
     this.reservations.delete(owner);
-    const request = this.placementRequest(spec);
-    const profileId = spec.profile !== undefined ? this.store.getProfile(spec.profile)?.id ?? this.store.getProfileByName(spec.profile)?.id : undefined;
+    const request = await this.placementRequest(spec);
+    const profileId = spec.profile !== undefined ? ((await this.store.getProfile(spec.profile)) ?? (await this.store.getProfileByName(spec.profile)))?.id : undefined;
     if (spec.profile !== undefined && !profileId) throw unknownProfile(spec.profile);
     let source: VolumeRow | undefined;
     if (spec.sourceVolumeId !== undefined) {
-      source = this.store.getVolume(spec.sourceVolumeId);
+      source = await this.store.getVolume(spec.sourceVolumeId);
       if (!source) throw new UserError("NOT_FOUND", `sourceVolumeId: no volume with id "${spec.sourceVolumeId}"`, "sourceVolumeId");
       if (spec.sizeGib < source.sizeGib) throw new UserError("INVALID_INPUT", `sizeGib: ${spec.sizeGib} is smaller than the source volume (${source.sizeGib} GiB)`, "sizeGib");
     }
 
-    const { row, adopted } = this.store.transaction(() => {
-      const existing = this.store.getVolumeByName(spec.name);
+    const { row, adopted } = await this.store.transaction(async (tx) => {
+      const existing = await tx.getVolumeByName(spec.name);
       if (existing) {
         if (existing.owner !== owner) throw new UserError("CONFLICT", `name: a volume named "${spec.name}" already exists (id ${existing.id}, created by ${existing.owner})`, "name");
         return { row: existing, adopted: true };
       }
       const on = spec.placeOn;
-      const pools = on ? this.pools().filter((p) => p.backendName === on.backend && (on.pool === undefined || p.poolName === on.pool)) : this.pools();
+      const all = await this.pools(tx);
+      const pools = on ? all.filter((p) => p.backendName === on.backend && (on.pool === undefined || p.poolName === on.pool)) : all;
       if (on && pools.length === 0) throw new UserError("NO_VALID_POOL", `backend ${on.backend} has no pool${on.pool ? ` named ${on.pool}` : ""}`);
       const r = place(pools, request);
       if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
@@ -339,7 +342,7 @@ export class Controller {
         createdAt: at,
         updatedAt: at,
       };
-      this.store.insertVolume(row);
+      await tx.insertVolume(row);
       return { row, adopted: false };
     });
     if (adopted && row.status !== "creating") return row;
@@ -355,7 +358,7 @@ export class Controller {
       }
     } catch (err) {
       await driver.deleteVolume(pool, row.id).catch(() => undefined);
-      this.store.deleteVolume(row.id);
+      await this.store.deleteVolume(row.id);
       throw err;
     }
     return this.store.updateVolume(row.id, { status: "available", updatedAt: this.now().toISOString() });
@@ -370,7 +373,7 @@ export class Controller {
     return { backend, pool };
   }
 
-  getVolume(id: string): VolumeRow | undefined {
+  getVolume(id: string): Promise<VolumeRow | undefined> {
     return this.store.getVolume(id);
   }
 
@@ -380,7 +383,7 @@ export class Controller {
     return this.driverFor(backend).volumePath(pool, row.id);
   }
 
-  listVolumes(): VolumeRow[] {
+  listVolumes(): Promise<VolumeRow[]> {
     return this.store.listVolumes();
   }
 
@@ -389,13 +392,13 @@ export class Controller {
    * forgotten and reported as gone; a size changed out of band is recorded.
    */
   async readVolume(id: string): Promise<VolumeRow | undefined> {
-    const row = this.store.getVolume(id);
+    const row = await this.store.getVolume(id);
     if (!row) return undefined;
     const { backend, pool } = this.locate(row);
     const bytes = await this.driverFor(backend).getVolumeSizeBytes(pool, row.id);
     if (bytes === undefined) {
       if (row.status === "creating") return row;
-      this.store.deleteVolume(row.id);
+      await this.store.deleteVolume(row.id);
       return undefined;
     }
     const sizeGib = Math.ceil(bytes / GiB);
@@ -405,26 +408,26 @@ export class Controller {
 
   /** Grow a volume. Shrinking is refused. */
   async extendVolume(id: string, sizeGib: number): Promise<VolumeRow> {
-    const row = this.requireVolume(id);
+    const row = await this.requireVolume(id);
     if (sizeGib < row.sizeGib) throw new UserError("INVALID_INPUT", `sizeGib: cannot shrink volume ${row.name} from ${row.sizeGib} to ${sizeGib} GiB`, "sizeGib");
     if (sizeGib === row.sizeGib) return row;
     const { backend, pool } = this.locate(row);
     // Capacity check under the lock, then mark the volume extending so the growth is counted.
-    const before = this.store.transaction(() => {
-      const current = this.requireVolume(id);
+    const before = await this.store.transaction(async (tx) => {
+      const current = await this.requireVolume(id, tx);
       if (current.status !== "available" && current.status !== "in-use") throw new UserError("INVALID_STATE", `volume ${row.name} is ${current.status}; it can grow only when available or in-use`);
-      const state = this.pools().find((p) => p.id === row.poolId);
+      const state = (await this.pools(tx)).find((p) => p.id === row.poolId);
       if (state) {
         const r = place([state], { sizeGib: sizeGib - current.sizeGib });
         if (!r.ok) throw new UserError("NO_VALID_POOL", `sizeGib: pool ${row.poolId} cannot grow volume ${row.name} by ${sizeGib - current.sizeGib} GiB: ${r.rejections.map((x) => x.reason).join("; ")}`, "sizeGib");
       }
-      this.store.updateVolume(id, { status: "extending", sizeGib, updatedAt: this.now().toISOString() });
+      await tx.updateVolume(id, { status: "extending", sizeGib, updatedAt: this.now().toISOString() });
       return current.status;
     });
     try {
       await this.driverFor(backend).extendVolume(pool, id, sizeGib * GiB);
     } catch (err) {
-      this.store.updateVolume(id, { status: "error_extending", updatedAt: this.now().toISOString() });
+      await this.store.updateVolume(id, { status: "error_extending", updatedAt: this.now().toISOString() });
       throw err;
     }
     // An in-use volume stays in use: growing does not touch its attachments.
@@ -432,39 +435,39 @@ export class Controller {
   }
 
   /** Change what can change in place: name, description, metadata, multiAttach. */
-  updateVolume(id: string, changes: Partial<Pick<VolumeSpec, "name" | "description" | "metadata" | "multiAttach">>): VolumeRow {
-    return this.store.transaction(() => {
-      const row = this.requireVolume(id);
+  updateVolume(id: string, changes: Partial<Pick<VolumeSpec, "name" | "description" | "metadata" | "multiAttach">>): Promise<VolumeRow> {
+    return this.store.transaction(async (tx) => {
+      const row = await this.requireVolume(id, tx);
       if (changes.name !== undefined && changes.name !== row.name) {
-        const clash = this.store.getVolumeByName(changes.name);
+        const clash = await tx.getVolumeByName(changes.name);
         if (clash) throw new UserError("CONFLICT", `name: a volume named "${changes.name}" already exists (id ${clash.id})`, "name");
       }
       if (changes.multiAttach === true && !row.multiAttach) {
-        const pool = this.pools().find((p) => p.id === row.poolId);
+        const pool = (await this.pools(tx)).find((p) => p.id === row.poolId);
         if (pool && !pool.multiAttach) throw new UserError("INVALID_INPUT", `multiAttach: pool ${row.poolId} does not support multiAttach`, "multiAttach");
       }
-      return this.store.updateVolume(id, { ...changes, updatedAt: this.now().toISOString() });
+      return tx.updateVolume(id, { ...changes, updatedAt: this.now().toISOString() });
     });
   }
 
   /** Delete a volume and its bytes. Deleting what is gone succeeds. */
   async deleteVolume(id: string): Promise<void> {
-    const row = this.store.getVolume(id);
+    const row = await this.store.getVolume(id);
     if (!row) return;
-    const attachments = this.store.listAttachments({ volumeId: id });
+    const attachments = await this.store.listAttachments({ volumeId: id });
     if (attachments.length > 0) {
       throw new UserError("CONFLICT", `volume ${row.name} is attached (${attachments.map((a) => `attachment ${a.id} on ${a.host}`).join(", ")}); delete its attachments first`);
     }
-    const clones = this.store.listVolumes().filter((v) => v.sourceVolumeId === id && v.status === "creating");
+    const clones = (await this.store.listVolumes()).filter((v) => v.sourceVolumeId === id && v.status === "creating");
     if (clones.length > 0) throw new UserError("INVALID_STATE", `volume ${row.name} is being cloned into ${clones[0].name}; try again when that finishes`);
-    this.store.updateVolume(id, { status: "deleting", updatedAt: this.now().toISOString() });
+    await this.store.updateVolume(id, { status: "deleting", updatedAt: this.now().toISOString() });
     const { backend, pool } = this.locate(row);
     await this.driverFor(backend).deleteVolume(pool, id);
-    this.store.deleteVolume(id);
+    await this.store.deleteVolume(id);
   }
 
-  private requireVolume(id: string): VolumeRow {
-    const row = this.store.getVolume(id);
+  private async requireVolume(id: string, ops: StoreOps = this.store): Promise<VolumeRow> {
+    const row = await ops.getVolume(id);
     if (!row) throw new UserError("NOT_FOUND", `volume ${id} no longer exists; run pulumi refresh`);
     return row;
   }

@@ -36,7 +36,8 @@ export type NodeAgent = Pick<AgentClient, "syncPair" | "schedulePair" | "unsched
 import type { AgentClient } from "../agent/client";
 import type { SyncSpec } from "../agent/api";
 import { withStoreLock } from "../store/lock";
-import type { PairRow, Store, VolumeRow } from "../store/store";
+import type { PairRow, Store, StoreOps, VolumeRow } from "../store/store";
+import type { ActiveSide, ReplicationStatus } from "../domain/status";
 import type { Controller } from "./controller";
 
 /** Chunk maps of replication pairs: beside the state database (`.sds/replication`). */
@@ -50,7 +51,7 @@ export interface PairSpec {
   targetPool?: string;
   rpoSeconds: number;
   enabled: boolean;
-  activeSide: "primary" | "secondary";
+  activeSide: ActiveSide;
 }
 
 export interface ReplicationOptions {
@@ -88,16 +89,16 @@ export class Replication {
   }
 
   /** The nodes of a pair's two volumes. */
-  private nodes(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): { primary: string; secondary: string } {
-    const v = this.controller.getVolume(row.primaryVolumeId);
+  private async nodes(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): Promise<{ primary: string; secondary: string }> {
+    const v = await this.controller.getVolume(row.primaryVolumeId);
     const primary = v ? this.controller.locate(v).backend.node : "local";
     const secondary = this.controller.backendConfigs().find((b) => b.name === row.targetBackend)?.node ?? "local";
     return { primary, secondary };
   }
 
   /** Syncs of this pair run in storage node agents (both volumes on nodes), not here. */
-  private remote(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): boolean {
-    return this.nodes(row).primary !== "local";
+  private async remote(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): Promise<boolean> {
+    return (await this.nodes(row)).primary !== "local";
   }
 
   /**
@@ -105,9 +106,9 @@ export class Replication {
    * sink's node (its `hosts` key) as the peer when it is another; the source's agent finds that
    * name in its own `--peers` file.
    */
-  private nodeSpec(row: PairRow, direction: SyncDirection, fresh = false): { node: string; spec: SyncSpec } {
-    const { primary, secondary } = this.paths(row);
-    const n = this.nodes(row);
+  private async nodeSpec(row: PairRow, direction: SyncDirection, fresh = false): Promise<{ node: string; spec: SyncSpec }> {
+    const { primary, secondary } = await this.paths(row);
+    const n = await this.nodes(row);
     const [fromNode, toNode, source, sink] = direction === "forward" ? [n.primary, n.secondary, primary, secondary] : [n.secondary, n.primary, secondary, primary];
     const spec: SyncSpec = { pairId: row.id, direction, source, sink, ...(fromNode !== toNode ? { peer: toNode } : {}), ...(fresh ? { fresh } : {}) };
     return { node: fromNode, spec };
@@ -115,8 +116,8 @@ export class Replication {
 
   /** Scheduled syncs: storage nodes run them every rpoSeconds; here only while on the primary and enabled. */
   private async reschedule(row: PairRow, warn: (m: string) => void = () => undefined): Promise<void> {
-    if (!this.remote(row)) return;
-    const { node, spec } = this.nodeSpec(row, "forward");
+    if (!(await this.remote(row))) return;
+    const { node, spec } = await this.nodeSpec(row, "forward");
     try {
       if (row.enabled && row.activeSide === "primary") await this.nodeAgent!(node).schedulePair(spec, row.rpoSeconds);
       else await this.nodeAgent!(node).unschedulePair(row.id);
@@ -128,9 +129,9 @@ export class Replication {
 
   /** Remote pairs: the node's view of the last scheduled sync, folded into the row (refresh). */
   async refresh(id: string): Promise<PairRow | undefined> {
-    const row = this.store.getPair(id);
-    if (!row || !this.remote(row) || row.activeSide !== "primary") return row;
-    const status = (await this.nodeAgent!(this.nodes(row).primary).pairs()).find((p) => p.pairId === id);
+    const row = await this.store.getPair(id);
+    if (!row || !(await this.remote(row)) || row.activeSide !== "primary") return row;
+    const status = (await this.nodeAgent!((await this.nodes(row)).primary).pairs()).find((p) => p.pairId === id);
     if (!status?.lastSyncAt || (row.lastSyncAt && status.lastSyncAt <= row.lastSyncAt)) return row;
     return this.store.updatePair(id, { lastSyncAt: status.lastSyncAt, bytesTransferred: Math.max(row.bytesTransferred, status.bytesTransferred), lastError: status.lastError, updatedAt: this.at() });
   }
@@ -139,11 +140,11 @@ export class Replication {
     return this.now().toISOString();
   }
 
-  get(id: string): PairRow | undefined {
+  get(id: string): Promise<PairRow | undefined> {
     return this.store.getPair(id);
   }
 
-  list(): PairRow[] {
+  list(): Promise<PairRow[]> {
     return this.store.listPairs();
   }
 
@@ -153,20 +154,20 @@ export class Replication {
   }
 
   /** The pair whose primary is `volumeId`, if any (a volume is the primary of one pair at most). */
-  pairOf(volumeId: string): PairRow | undefined {
-    return this.store.listPairs({ primaryVolumeId: volumeId })[0];
+  async pairOf(volumeId: string, ops: StoreOps = this.store): Promise<PairRow | undefined> {
+    return (await ops.listPairs({ primaryVolumeId: volumeId }))[0];
   }
 
   /** The volume that serves I/O for `volumeId` now: its secondary while its pair is failed over. */
-  activeVolume(volumeId: string): VolumeRow | undefined {
-    const pair = this.pairOf(volumeId);
+  async activeVolume(volumeId: string): Promise<VolumeRow | undefined> {
+    const pair = await this.pairOf(volumeId);
     if (pair?.activeSide === "secondary" && pair.secondaryVolumeId) return this.controller.getVolume(pair.secondaryVolumeId);
     return this.controller.getVolume(volumeId);
   }
 
   /** Why a spec cannot make a pair, as [property, reason]; [] when it can. */
-  validate(spec: Pick<PairSpec, "primaryVolumeId" | "targetBackend" | "targetPool">): Array<[string, string]> {
-    const v = this.controller.getVolume(spec.primaryVolumeId);
+  async validate(spec: Pick<PairSpec, "primaryVolumeId" | "targetBackend" | "targetPool">): Promise<Array<[string, string]>> {
+    const v = await this.controller.getVolume(spec.primaryVolumeId);
     if (!v) return [["primaryVolumeId", `no volume with id "${spec.primaryVolumeId}"`]];
     const { backend, pool } = this.controller.locate(v);
     const targets = backend.replicationTargets.map((t) => t.backend);
@@ -190,12 +191,12 @@ export class Replication {
    * owner gets the pair it made before, and a pair whose first sync failed syncs again.
    */
   async create(owner: string, spec: PairSpec): Promise<PairRow> {
-    const problems = this.validate(spec);
+    const problems = await this.validate(spec);
     if (problems.length) throw new UserError("INVALID_INPUT", `${problems[0][0]}: ${problems[0][1]}`, problems[0][0]);
     if (spec.activeSide !== "primary") throw new UserError("INVALID_INPUT", "activeSide: a new pair starts with activeSide primary (fail over by changing it afterwards)", "activeSide");
-    const primary = this.controller.getVolume(spec.primaryVolumeId)!;
-    let row = this.store.transaction(() => {
-      const existing = this.pairOf(primary.id);
+    const primary = (await this.controller.getVolume(spec.primaryVolumeId))!;
+    let row = await this.store.transaction(async (tx) => {
+      const existing = await this.pairOf(primary.id, tx);
       if (existing) {
         if (existing.owner !== owner) throw new UserError("CONFLICT", `primaryVolumeId: volume ${primary.name} is already replicated by pair ${existing.id} (${existing.owner})`, "primaryVolumeId");
         return existing;
@@ -218,7 +219,7 @@ export class Replication {
         createdAt: at,
         updatedAt: at,
       };
-      this.store.insertPair(r);
+      await tx.insertPair(r);
       return r;
     });
     if (!row.secondaryVolumeId) {
@@ -231,9 +232,9 @@ export class Replication {
           metadata: { "sds:replicaOf": primary.id, "sds:pair": row.id },
           placeOn: { backend: spec.targetBackend, pool: spec.targetPool },
         });
-        row = this.store.updatePair(row.id, { secondaryVolumeId: secondary.id, updatedAt: this.at() });
+        row = await this.store.updatePair(row.id, { secondaryVolumeId: secondary.id, updatedAt: this.at() });
       } catch (err) {
-        this.store.deletePair(row.id);
+        await this.store.deletePair(row.id);
         throw err;
       }
     }
@@ -244,16 +245,18 @@ export class Replication {
     return this.setStatus(row.id, "enabled");
   }
 
-  private setStatus(id: string, status: string, lastError: string | null = null): PairRow {
-    const row = this.store.updatePair(id, { status, lastError, updatedAt: this.at() });
-    const replicationStatus = status === "failed-over" ? "failed-over" : status;
-    this.store.updateVolume(row.primaryVolumeId, { replicationStatus, updatedAt: this.at() });
-    return row;
+  /** The pair's status and its primary volume's replicationStatus, changed together. */
+  private setStatus(id: string, status: ReplicationStatus, lastError: string | null = null): Promise<PairRow> {
+    return this.store.transaction(async (tx) => {
+      const row = await tx.updatePair(id, { status, lastError, updatedAt: this.at() });
+      await tx.updateVolume(row.primaryVolumeId, { replicationStatus: status, updatedAt: this.at() });
+      return row;
+    });
   }
 
-  private paths(row: PairRow): { primary: string; secondary: string } {
-    const p = this.controller.getVolume(row.primaryVolumeId);
-    const s = row.secondaryVolumeId ? this.controller.getVolume(row.secondaryVolumeId) : undefined;
+  private async paths(row: PairRow): Promise<{ primary: string; secondary: string }> {
+    const p = await this.controller.getVolume(row.primaryVolumeId);
+    const s = row.secondaryVolumeId ? await this.controller.getVolume(row.secondaryVolumeId) : undefined;
     if (!p || !s) throw new UserError("INVALID_STATE", `replication pair ${row.id}: its ${p ? "secondary" : "primary"} volume is gone`);
     return { primary: this.controller.volumePath(p), secondary: this.controller.volumePath(s) };
   }
@@ -264,16 +267,16 @@ export class Replication {
    */
   async sync(id: string, o: { direction?: SyncDirection; reason?: string; fresh?: boolean } = {}): Promise<SyncSummary> {
     return this.withLock(`replicate:${id}`, async () => {
-      const row = this.store.getPair(id);
+      const row = await this.store.getPair(id);
       if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}`);
       const direction = o.direction ?? "forward";
       let r: SyncSummary;
       try {
-        if (this.remote(row)) {
-          const { node, spec } = this.nodeSpec(row, direction, o.fresh);
+        if (await this.remote(row)) {
+          const { node, spec } = await this.nodeSpec(row, direction, o.fresh);
           r = await this.nodeAgent!(node).syncPair(spec);
         } else {
-          const { primary, secondary } = this.paths(row);
+          const { primary, secondary } = await this.paths(row);
           const maps = pairStatePaths(this.stateDir, row.id);
           fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
           const [from, to] = direction === "forward" ? [primary, secondary] : [secondary, primary];
@@ -281,12 +284,13 @@ export class Replication {
           r = await syncFiles(from, to, maps[direction].mapPath, { mapKey: maps[direction].mapKey });
         }
       } catch (err) {
-        this.store.updatePair(id, { lastError: (err as Error).message, updatedAt: this.at() });
+        await this.store.updatePair(id, { lastError: (err as Error).message, updatedAt: this.at() });
         throw err;
       }
       const bytes = row.bytesTransferred + r.bytesTransferred;
-      this.store.updatePair(id, { lastSyncAt: direction === "forward" ? r.lastSyncAt : row.lastSyncAt, bytesTransferred: bytes, lastError: null, updatedAt: this.at() });
-      this.log(`replication ${row.id} (${o.reason ?? "sync"}, ${direction}${this.remote(row) ? `, on node ${this.nodes(row)[direction === "forward" ? "primary" : "secondary"]}` : ""}): ${r.bytesTransferred} bytes sent${r.full ? " (full)" : ""} in ${r.durationMs.toFixed(0)} ms`);
+      await this.store.updatePair(id, { lastSyncAt: direction === "forward" ? r.lastSyncAt : row.lastSyncAt, bytesTransferred: bytes, lastError: null, updatedAt: this.at() });
+      const nodes = await this.nodes(row);
+      this.log(`replication ${row.id} (${o.reason ?? "sync"}, ${direction}${nodes.primary !== "local" ? `, on node ${nodes[direction === "forward" ? "primary" : "secondary"]}` : ""}): ${r.bytesTransferred} bytes sent${r.full ? " (full)" : ""} in ${r.durationMs.toFixed(0)} ms`);
       return r;
     });
   }
@@ -294,7 +298,7 @@ export class Replication {
   /** Pairs that are enabled, on their primary, and older than their RPO: sync them (the `sds replicate` command and provider start). */
   async syncDue(o: { all?: boolean } = {}): Promise<Array<{ id: string; ok: boolean; bytes?: number; error?: string }>> {
     const out: Array<{ id: string; ok: boolean; bytes?: number; error?: string }> = [];
-    for (const row of this.store.listPairs()) {
+    for (const row of await this.store.listPairs()) {
       if (!row.enabled || row.activeSide !== "primary" || !["enabled", "failover-error"].includes(row.status)) continue;
       const lag = this.lag(row);
       if (!o.all && lag !== undefined && lag < row.rpoSeconds) continue;
@@ -303,7 +307,7 @@ export class Replication {
         out.push({ id: row.id, ok: true, bytes: r.bytesTransferred });
       } catch (err) {
         // Deleted while this sync waited for the pair's lock: nothing left to sync, not a failure.
-        if (err instanceof UserError && err.code === "NOT_FOUND" && !this.store.getPair(row.id)) continue;
+        if (err instanceof UserError && err.code === "NOT_FOUND" && !(await this.store.getPair(row.id))) continue;
         out.push({ id: row.id, ok: false, error: (err as Error).message });
       }
     }
@@ -312,25 +316,25 @@ export class Replication {
 
   /** Change a pair: rpo, enabled, activeSide (failover / failback). Never replaces. */
   async update(id: string, spec: Pick<PairSpec, "rpoSeconds" | "enabled" | "activeSide">, warn: (m: string) => void = () => undefined): Promise<PairRow> {
-    let row = this.store.getPair(id);
+    let row = await this.store.getPair(id);
     if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}; run pulumi refresh`);
     if (spec.rpoSeconds !== row.rpoSeconds) {
-      row = this.store.updatePair(id, { rpoSeconds: spec.rpoSeconds, updatedAt: this.at() });
+      row = await this.store.updatePair(id, { rpoSeconds: spec.rpoSeconds, updatedAt: this.at() });
       await this.reschedule(row, warn);
     }
     if (spec.activeSide !== row.activeSide) {
       row = spec.activeSide === "secondary" ? await this.failover(row, warn) : await this.failback(row);
     }
     if (spec.enabled !== row.enabled) {
-      row = this.store.updatePair(id, { enabled: spec.enabled, updatedAt: this.at() });
+      row = await this.store.updatePair(id, { enabled: spec.enabled, updatedAt: this.at() });
       await this.reschedule(row, warn);
       if (row.activeSide === "primary") {
         if (spec.enabled) {
-          this.setStatus(id, "enabling");
+          await this.setStatus(id, "enabling");
           await this.sync(id, { reason: "enable" });
-          row = this.setStatus(id, "enabled");
+          row = await this.setStatus(id, "enabled");
         } else {
-          row = this.setStatus(id, "disabled");
+          row = await this.setStatus(id, "disabled");
         }
       }
     }
@@ -344,14 +348,14 @@ export class Replication {
    */
   private async failover(row: PairRow, warn: (m: string) => void): Promise<PairRow> {
     const before = row.status;
-    this.setStatus(row.id, "failing-over");
+    await this.setStatus(row.id, "failing-over");
 
     try {
-      const { primary, secondary } = this.paths(row);
-      if (!this.remote(row) && !fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
+      const { primary, secondary } = await this.paths(row);
+      if (!(await this.remote(row)) && !fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
       if (await this.primaryReachable(row, primary)) {
         if (row.enabled) await this.sync(row.id, { reason: "last sync before failover" });
-        const old = this.store.listAttachments({ volumeId: row.primaryVolumeId });
+        const old = await this.store.listAttachments({ volumeId: row.primaryVolumeId });
         if (old.length > 0) warn(`replication ${row.id}: attachment(s) ${old.map((a) => `${a.id} (${a.host}, ${a.mode})`).join(", ")} still export the primary; replace them to move them to the secondary`);
       } else {
         warn(`replication ${row.id}: the primary ${primary} cannot be read: failing over with the data of the last sync (${row.lastSyncAt ?? "never synced"})`);
@@ -359,28 +363,28 @@ export class Replication {
       // From now on the secondary is written: the forward map no longer describes it (storage
       // nodes: the first forward sync after failback is a fresh one).
       await invalidateMap(pairStatePaths(this.stateDir, row.id).forward.mapPath);
-      const moved = this.store.updatePair(row.id, { activeSide: "secondary", updatedAt: this.at() });
+      const moved = await this.store.updatePair(row.id, { activeSide: "secondary", updatedAt: this.at() });
       await this.reschedule(moved, warn);
       return this.setStatus(row.id, "failed-over");
     } catch (err) {
       // Still on the primary, still syncing (syncDue takes failover-error pairs): the status says why.
       void before;
-      this.setStatus(row.id, "failover-error", (err as Error).message);
+      await this.setStatus(row.id, "failover-error", (err as Error).message);
       throw new UserError("INVALID_STATE", `failover of replication pair ${row.id} failed, the pair stays on its primary: ${(err as Error).message}`);
     }
   }
 
   /** Fail back: resync secondary → primary (the newest data), unfence the primary, forward again. */
   private async failback(row: PairRow): Promise<PairRow> {
-    const { primary } = this.paths(row);
-    if (this.remote(row) ? !(await this.primaryReachable(row, primary)) : !fs.existsSync(path.dirname(primary))) {
+    const { primary } = await this.paths(row);
+    if ((await this.remote(row)) ? !(await this.primaryReachable(row, primary)) : !fs.existsSync(path.dirname(primary))) {
       throw new UserError("INVALID_STATE", `failback of replication pair ${row.id}: the primary's pool ${path.dirname(primary)} cannot be reached; the pair stays failed over`);
     }
-    this.setStatus(row.id, "enabling");
+    await this.setStatus(row.id, "enabling");
     try {
       const maps = pairStatePaths(this.stateDir, row.id);
       await this.sync(row.id, { direction: "reverse", reason: "failback resync", fresh: true });
-      if (this.remote(row)) {
+      if (await this.remote(row)) {
         // The maps live on two nodes: the forward one starts again, comparing digests (only what differs travels).
         await this.sync(row.id, { direction: "forward", reason: "resume after failback", fresh: true });
       } else {
@@ -388,20 +392,20 @@ export class Replication {
         await adoptMap(maps.reverse.mapPath, maps.forward.mapPath, maps.forward.mapKey);
         await invalidateMap(maps.reverse.mapPath);
       }
-      const back = this.store.updatePair(row.id, { activeSide: "primary", lastSyncAt: this.at(), updatedAt: this.at() });
+      const back = await this.store.updatePair(row.id, { activeSide: "primary", lastSyncAt: this.at(), updatedAt: this.at() });
       await this.reschedule(back);
       return this.setStatus(row.id, row.enabled ? "enabled" : "disabled");
     } catch (err) {
-      this.setStatus(row.id, "failed-over", (err as Error).message);
+      await this.setStatus(row.id, "failed-over", (err as Error).message);
       throw new UserError("INVALID_STATE", `failback of replication pair ${row.id} failed, the pair stays failed over: ${(err as Error).message}`);
     }
   }
 
   /** Growing the primary grows the secondary (and the other way round while failed over). */
   async volumeGrew(volumeId: string, sizeGib: number): Promise<VolumeRow | undefined> {
-    const pair = this.pairOf(volumeId);
+    const pair = await this.pairOf(volumeId);
     if (!pair?.secondaryVolumeId) return undefined;
-    const secondary = this.controller.getVolume(pair.secondaryVolumeId);
+    const secondary = await this.controller.getVolume(pair.secondaryVolumeId);
     if (secondary && secondary.sizeGib < sizeGib) return this.controller.extendVolume(secondary.id, sizeGib);
     return secondary;
   }
@@ -411,8 +415,8 @@ export class Replication {
    * only in the state (capacity is counted) with a warning; the failback resync grows the file.
    */
   async growFailedOverPrimary(volumeId: string, sizeGib: number, warn: (m: string) => void = () => undefined): Promise<VolumeRow> {
-    const pair = this.pairOf(volumeId);
-    const primary = this.controller.getVolume(volumeId);
+    const pair = await this.pairOf(volumeId);
+    const primary = await this.controller.getVolume(volumeId);
     if (!primary) throw new UserError("NOT_FOUND", `no volume with id "${volumeId}"`);
     if (!pair || (await this.primaryReachable(pair, this.controller.volumePath(primary)))) return this.controller.extendVolume(volumeId, sizeGib);
     if (sizeGib < primary.sizeGib) throw new UserError("INVALID_INPUT", `sizeGib: cannot shrink volume ${primary.name} from ${primary.sizeGib} to ${sizeGib} GiB`, "sizeGib");
@@ -422,7 +426,7 @@ export class Replication {
 
   /** Delete a pair: the secondary volume and the maps go, the primary stays (unfenced). Gone is fine. */
   async delete(id: string, warn: (m: string) => void = () => undefined): Promise<void> {
-    let row = this.store.getPair(id);
+    let row = await this.store.getPair(id);
     if (!row) return;
     if (row.activeSide === "secondary") {
       // The newest data is on the secondary: it goes back to the primary before the secondary goes.
@@ -432,13 +436,13 @@ export class Replication {
     // Under the pair's sync lock: a sync in flight (one this provider asked for when it started)
     // writes the secondary through the sink, which would make its file again after the delete.
     await this.withLock(`replicate:${id}`, async () => {
-      const current = this.store.getPair(id);
+      const current = await this.store.getPair(id);
       if (!current) return;
-      this.setStatus(id, "disabling");
-      if (this.remote(current)) await this.reschedule({ ...current, enabled: false }, warn);
-      const primary = this.controller.getVolume(current.primaryVolumeId);
+      await this.setStatus(id, "disabling");
+      if (await this.remote(current)) await this.reschedule({ ...current, enabled: false }, warn);
+      const primary = await this.controller.getVolume(current.primaryVolumeId);
       if (current.secondaryVolumeId) {
-        const inUse = this.store.listAttachments({ volumeId: current.secondaryVolumeId });
+        const inUse = await this.store.listAttachments({ volumeId: current.secondaryVolumeId });
         if (inUse.length > 0) {
           throw new UserError("INVALID_STATE", `replication pair ${id}: its secondary volume still has ${inUse.length} attachment(s) (${inUse.map((a) => a.id).join(", ")}); delete them first`);
         }
@@ -447,14 +451,16 @@ export class Replication {
       const maps = pairStatePaths(this.stateDir, id);
       await invalidateMap(maps.forward.mapPath);
       await invalidateMap(maps.reverse.mapPath);
-      this.store.deletePair(id);
-      if (primary) this.store.updateVolume(primary.id, { replicationStatus: "disabled", updatedAt: this.at() });
+      await this.store.transaction(async (tx) => {
+        await tx.deletePair(id);
+        if (primary) await tx.updateVolume(primary.id, { replicationStatus: "disabled", updatedAt: this.at() });
+      });
     });
   }
 
   /** The primary can be read: its file (this machine), or its node's agent answers. */
   private async primaryReachable(row: PairRow, file: string): Promise<boolean> {
-    if (!this.remote(row)) {
+    if (!(await this.remote(row))) {
       try {
         fs.accessSync(file, fs.constants.R_OK);
         return true;
@@ -463,7 +469,7 @@ export class Replication {
       }
     }
     try {
-      await this.nodeAgent!(this.nodes(row).primary).health();
+      await this.nodeAgent!((await this.nodes(row)).primary).health();
       return true;
     } catch {
       return false;

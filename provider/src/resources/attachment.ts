@@ -67,7 +67,7 @@ export class AttachmentResource implements ResourceHandler {
       // The replacement would be refused while the old attachment exists on a volume that is not multiAttach.
       const volumeId = isUnknown(req.news.volumeId) ? req.oldInputs.volumeId : req.news.volumeId;
       const c = await this.ctx.controller();
-      const v = typeof volumeId === "string" ? c.getVolume(volumeId) : undefined;
+      const v = typeof volumeId === "string" ? await c.getVolume(volumeId) : undefined;
       d.deleteBeforeReplace = !v?.multiAttach;
     }
     return d;
@@ -100,7 +100,7 @@ export class AttachmentResource implements ResourceHandler {
     const c = await this.ctx.controller();
     const i = withDefaults(attachmentProperties, req.inputs);
     if (req.preview) {
-      const v = typeof i.volumeId === "string" && !isUnknown(i.volumeId) ? c.getVolume(i.volumeId) : undefined;
+      const v = typeof i.volumeId === "string" && !isUnknown(i.volumeId) ? await c.getVolume(i.volumeId) : undefined;
       return {
         id: "",
         outs: { ...i, status: UNKNOWN, statusReason: UNKNOWN, connectionInfo: UNKNOWN, devicePath: UNKNOWN, sharedTargets: v?.sharedTargets ?? UNKNOWN, backendId: v?.backendId ?? UNKNOWN },
@@ -109,15 +109,15 @@ export class AttachmentResource implements ResourceHandler {
     const a = await this.ctx.attachments();
     const connector = req.inputs.connector !== undefined ? (reveal(req.inputs.connector) as AttachmentRow["connector"]) : undefined;
     const { row, connectionInfo } = await a.attach(req.urn, { volumeId: i.volumeId as string, host: i.host as string, mode: i.mode as "rw" | "ro", connector, connect: i.connect as boolean });
-    return { id: row.id, outs: this.outputs(row, connectionInfo, req.inputs, c.getVolume(row.volumeId)) };
+    return { id: row.id, outs: this.outputs(row, connectionInfo, req.inputs, await c.getVolume(row.volumeId)) };
   }
 
   async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
     const c = await this.ctx.controller();
     const a = await this.ctx.attachments();
-    const row = a.get(req.id);
+    const row = await a.get(req.id);
     if (!row) return undefined;
-    const volume = c.getVolume(row.volumeId);
+    const volume = await c.getVolume(row.volumeId);
     if (!volume) return undefined;
     // A volume failed over to its replica is served by the replica's volume: the input stays the volume's id.
     const inputs: Props = { volumeId: typeof req.inputs.volumeId === "string" ? req.inputs.volumeId : row.volumeId };
@@ -127,7 +127,7 @@ export class AttachmentResource implements ResourceHandler {
     if (req.inputs.connect !== undefined) inputs.connect = req.inputs.connect;
     const health = await a.health(row.id);
     if (health.status === "broken") this.ctx.log("warning", `attachment ${row.id} is broken: ${health.reason}; the next pulumi up repairs it`, req.urn);
-    return { id: row.id, outs: this.outputs(row, a.initializeConnection(row, volume), inputs, volume, health), inputs };
+    return { id: row.id, outs: this.outputs(row, await a.initializeConnection(row, volume), inputs, volume, health), inputs };
   }
 
   /**
@@ -141,7 +141,7 @@ export class AttachmentResource implements ResourceHandler {
     this.ctx.log("info", `repairing attachment ${req.id}: ${String(req.oldOutputs.statusReason ?? "")}`, req.urn);
     const r = await a.repair(req.id);
     if (r.moved) this.ctx.log("warning", `attachment ${req.id}: the volume could not come back on ${r.moved.from} (something still holds that device); it is now ${r.moved.to}`, req.urn);
-    return this.outputs(r.row, r.connectionInfo, req.oldInputs, c.getVolume(r.row.volumeId));
+    return this.outputs(r.row, r.connectionInfo, req.oldInputs, await c.getVolume(r.row.volumeId));
   }
 
   /**

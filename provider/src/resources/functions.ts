@@ -24,7 +24,7 @@ export class GetPools implements FunctionHandler {
   async invoke(args: Props) {
     const { backend } = parseArgs(z.strictObject({ backend: z.string().min(1).optional() }), args);
     const c = await this.ctx.controller();
-    const all = c.pools();
+    const all = await c.pools();
     if (backend !== undefined && !all.some((p) => p.backendName === backend)) throw new UserError("NOT_FOUND", `backend: no backend named "${backend}"`, "backend");
     const pools = all
       .filter((p) => backend === undefined || p.backendName === backend)
@@ -64,7 +64,7 @@ export class GetPlacement implements FunctionHandler {
     );
     const c = await this.ctx.controller();
     // Same request the Volume create makes, so the answer is the pool `up` will use.
-    const r = c.explain({ sizeGib: a.sizeGib, profile: a.profile, availabilityZone: a.availabilityZone, multiAttach: a.multiAttach });
+    const r = await c.explain({ sizeGib: a.sizeGib, profile: a.profile, availabilityZone: a.availabilityZone, multiAttach: a.multiAttach });
     const chosen = r.ok
       ? { poolId: r.pool.id, poolName: r.pool.poolName, backendName: r.pool.backendName, backendId: r.pool.backendId, sharedTargets: r.pool.sharedTargets, availabilityZone: r.pool.availabilityZone }
       : {};

@@ -47,7 +47,7 @@ export class ProfileResource implements ResourceHandler {
     const specs = req.news.extraSpecs;
     if (specs && typeof specs === "object" && !containsUnknown(specs) && !failures.some((f) => f.property.startsWith("extraSpecs"))) {
       const c = await this.ctx.controller();
-      for (const e of c.checkExtraSpecs(reveal(specs) as Record<string, string>)) failures.push({ property: `extraSpecs["${e.key}"]`, reason: e.reason });
+      for (const e of await c.checkExtraSpecs(reveal(specs) as Record<string, string>)) failures.push({ property: `extraSpecs["${e.key}"]`, reason: e.reason });
     }
     return { inputs, failures };
   }
@@ -62,13 +62,13 @@ export class ProfileResource implements ResourceHandler {
       if (!Object.values(req.inputs).some(containsUnknown)) c.planProfile(spec(req.inputs));
       return { id: "", outs: withDefaults(profileProperties, req.inputs) };
     }
-    const row = c.createProfile(req.urn, spec(req.inputs));
+    const row = await c.createProfile(req.urn, spec(req.inputs));
     return { id: row.id, outs: outputs(row) };
   }
 
   async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
     const c = await this.ctx.controller();
-    const row = c.getProfile(req.id);
+    const row = await c.getProfile(req.id);
     if (!row) return undefined;
     return { id: row.id, outs: outputs(row), inputs: inputsFromRow(row, req.inputs) };
   }
@@ -80,7 +80,7 @@ export class ProfileResource implements ResourceHandler {
       if (!Object.values(req.news).some(containsUnknown)) c.planProfile(spec(req.news));
       return Object.fromEntries(Object.entries(outs).map(([k, v]) => [k, v ?? UNKNOWN]));
     }
-    return outputs(c.updateProfile(req.id, spec(req.news)));
+    return outputs(await c.updateProfile(req.id, spec(req.news)));
   }
 
   async delete(req: DeleteRequest): Promise<void> {

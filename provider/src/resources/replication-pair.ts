@@ -49,8 +49,8 @@ export class ReplicationPairResource implements ResourceHandler {
       const r = await this.ctx.replication();
       const c = await this.ctx.controller();
       // A volume created in this same update does not exist yet at check time: judged at create.
-      if (c.getVolume(n.primaryVolumeId)) {
-        for (const [property, reason] of r.validate({ primaryVolumeId: n.primaryVolumeId, targetBackend: String(reveal(n.targetBackend)), targetPool: n.targetPool === undefined ? undefined : String(reveal(n.targetPool)) })) {
+      if (await c.getVolume(n.primaryVolumeId)) {
+        for (const [property, reason] of await r.validate({ primaryVolumeId: n.primaryVolumeId, targetBackend: String(reveal(n.targetBackend)), targetPool: n.targetPool === undefined ? undefined : String(reveal(n.targetPool)) })) {
           failures.push({ property, reason });
         }
       }

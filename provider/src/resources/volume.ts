@@ -95,14 +95,14 @@ export class VolumeResource implements ResourceHandler {
     const profile = req.news.profile;
     if (typeof profile === "string" && !isUnknown(profile) && !failures.some((f) => f.property === "profile")) {
       const c = await this.ctx.controller();
-      if (!c.resolveProfile(profile)) {
+      if (!(await c.resolveProfile(profile))) {
         failures.push({
           property: "profile",
           reason: `no profile with id or name "${profile}" (if it is declared in this program, pass profile.id or profile.name so Pulumi creates it first)`,
         });
       } else if (typeof req.news.multiAttach === "boolean") {
         try {
-          c.effectiveMultiAttach({ profile, multiAttach: req.news.multiAttach });
+          await c.effectiveMultiAttach({ profile, multiAttach: req.news.multiAttach });
         } catch (err) {
           if (!(err instanceof UserError)) throw err;
           failures.push({ property: err.property ?? "multiAttach", reason: err.message });
@@ -126,8 +126,8 @@ export class VolumeResource implements ResourceHandler {
     const newProfile = req.news.profile;
     if (d.detailed.profile && typeof oldProfile === "string" && typeof newProfile === "string" && !isUnknown(newProfile)) {
       const c = await this.ctx.controller();
-      const a = c.resolveProfile(oldProfile);
-      const b = c.resolveProfile(newProfile);
+      const a = await c.resolveProfile(oldProfile);
+      const b = await c.resolveProfile(newProfile);
       if (a?.id !== undefined && a.id === b?.id) drop("profile");
     }
     d.changed = Object.keys(d.detailed).length > 0;
@@ -144,14 +144,14 @@ export class VolumeResource implements ResourceHandler {
       const placeable = !["sizeGib", "profile", "availabilityZone", "multiAttach"].some((k) => containsUnknown(req.inputs[k]));
       if (placeable) {
         const s = spec(req.inputs);
-        const p = c.plan(s, req.urn);
+        const p = await c.plan(s, req.urn);
         Object.assign(outs, {
           poolId: p.pool.id,
           backendName: p.pool.backendName,
           backendId: p.pool.backendId,
           sharedTargets: p.pool.sharedTargets,
           availabilityZone: p.pool.availabilityZone,
-          multiAttach: c.effectiveMultiAttach(s),
+          multiAttach: await c.effectiveMultiAttach(s),
         });
         const others = p.rejectedCount > 0 ? `; ${p.rejectedCount} other pool(s) rejected (see getPlacement)` : "";
         this.ctx.log("info", `placement: ${p.pool.id} (backend ${p.pool.backendName}, backendId ${p.pool.backendId}, sharedTargets ${p.pool.sharedTargets})${others}`, req.urn);
@@ -169,10 +169,10 @@ export class VolumeResource implements ResourceHandler {
     const c = await this.ctx.controller();
     const row = await c.readVolume(req.id);
     if (!row) return undefined;
-    const profileName = row.profileId ? c.getProfile(row.profileId)?.name : undefined;
+    const profileName = row.profileId ? (await c.getProfile(row.profileId))?.name : undefined;
     let derived = false;
     try {
-      derived = row.profileId ? c.effectiveMultiAttach({ profile: row.profileId, multiAttach: undefined }) : false;
+      derived = row.profileId ? await c.effectiveMultiAttach({ profile: row.profileId, multiAttach: undefined }) : false;
     } catch {
       // the profile is gone or broken: nothing is derived from it
     }
@@ -187,13 +187,13 @@ export class VolumeResource implements ResourceHandler {
       return { ...req.oldOutputs, ...n, status: UNKNOWN };
     }
     const s = spec(req.news);
-    let row = c.getVolume(req.id);
+    let row = await c.getVolume(req.id);
     if (!row) throw new Error(`volume ${req.id} no longer exists; run pulumi refresh`);
     // Compared with the old inputs, not the row: a retried update whose driver step already ran
     // still grows the replica and extends the devices on the hosts.
     const grew = s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib);
     const r = grew || s.sizeGib !== row.sizeGib ? await this.ctx.replication() : undefined;
-    const pair = r?.pairOf(req.id);
+    const pair = await r?.pairOf(req.id);
     const failedOver = pair?.activeSide === "secondary";
     // Seed 002: the secondary grows with its primary. While failed over it is the active side and
     // grows first; a primary that cannot be reached then takes the new size when it fails back.
@@ -209,7 +209,8 @@ export class VolumeResource implements ResourceHandler {
       for (const d of grown.devices) this.ctx.log("info", `volume ${row.name}: ${d.path} on ${d.host} now shows ${d.sizeBytes} bytes`, req.urn);
       for (const p of grown.pending) this.ctx.log("warning", `volume ${row.name} grew, but ${p.path} on ${p.host} still shows the old size: ${p.reason}`, req.urn);
     }
-    row = c.updateVolume(req.id, { name: s.name, description: s.description, metadata: s.metadata, multiAttach: c.effectiveMultiAttach({ profile: s.profile, multiAttach: s.multiAttach }) });
+    const multiAttach = await c.effectiveMultiAttach({ profile: s.profile, multiAttach: s.multiAttach });
+    row = await c.updateVolume(req.id, { name: s.name, description: s.description, metadata: s.metadata, multiAttach });
     return volumeOutputs(row, req.news);
   }
 

@@ -361,9 +361,13 @@ export class ProviderServer implements ProviderContext {
     return Object.assign(new Error(message), { code: status, details: message, metadata: new grpc.Metadata() }) as grpc.ServiceError;
   }
 
-  close(): void {
-    this.composition?.close();
-    this.engineLog.close();
+  /** Close the state (after a transaction in flight ends) and the engine log. */
+  async close(): Promise<void> {
+    try {
+      await this.composition?.close();
+    } finally {
+      this.engineLog.close();
+    }
   }
 }
 

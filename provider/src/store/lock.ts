@@ -16,7 +16,7 @@ export async function withStoreLock<T>(
   const holder = o.holderPrefix ? `${o.holderPrefix}:${randomUUID()}` : randomUUID();
   const deadline = Date.now() + o.timeoutMs;
   let wait = 2;
-  while (!store.tryLock(name, holder, o.timeoutMs)) {
+  while (!(await store.tryLock(name, holder, o.timeoutMs))) {
     if (Date.now() > deadline) throw o.timedOut();
     await new Promise((r) => setTimeout(r, wait));
     wait = Math.min(wait * 2, 50);
@@ -24,6 +24,6 @@ export async function withStoreLock<T>(
   try {
     return await fn();
   } finally {
-    store.unlock(name, holder);
+    await store.unlock(name, holder);
   }
 }

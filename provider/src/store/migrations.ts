@@ -6,6 +6,11 @@ export interface Migration {
   version: number;
   name: string;
   sql: string;
+  /**
+   * The migration rebuilds tables (SQLite adds a CHECK only by making the table again): it runs
+   * with foreign keys off, and the store checks them all before it commits.
+   */
+  rebuildsTables?: boolean;
 }
 
 export const migrations: readonly Migration[] = [
@@ -138,6 +143,99 @@ export const migrations: readonly Migration[] = [
       -- a restart or beside other states' targets: a stale row must not block recording a new one.
       DROP INDEX targets_tid;
       DROP INDEX targets_port;
+    `,
+  },
+  {
+    version: 5,
+    name: "statuses and modes checked by the database",
+    // Why: statuses were free strings; a typo would leave a row no code path recognises. The
+    // lists are the unions of domain/status.ts as they are today (a migration is never edited:
+    // a new status is a new migration). SQLite cannot add a CHECK to a table, so each table is
+    // made again (https://sqlite.org/lang_altertable.html#otheralter): new table, copy every row
+    // as it is, drop the old, rename, make its indexes again. Dropping the old table first and
+    // renaming the new one after keeps the REFERENCES of other tables (attachments → volumes,
+    // replication_pairs → volumes) pointing at the right name.
+    rebuildsTables: true,
+    sql: `
+      CREATE TABLE volumes_new (
+        id                 TEXT PRIMARY KEY,
+        name               TEXT NOT NULL UNIQUE,
+        owner              TEXT NOT NULL,
+        size_gib           INTEGER NOT NULL CHECK (size_gib >= 1),
+        profile_id         TEXT REFERENCES profiles(id),
+        availability_zone  TEXT NOT NULL,
+        multi_attach       INTEGER NOT NULL DEFAULT 0,
+        source_volume_id   TEXT,
+        description        TEXT NOT NULL DEFAULT '',
+        metadata_json      TEXT NOT NULL DEFAULT '{}',
+        pool_id            TEXT NOT NULL,
+        backend_name       TEXT NOT NULL,
+        backend_id         TEXT NOT NULL,
+        shared_targets     INTEGER NOT NULL DEFAULT 1,
+        status             TEXT NOT NULL CHECK (status IN ('creating', 'available', 'reserved', 'attaching', 'in-use', 'detaching',
+                             'extending', 'deleting', 'error', 'error_attaching', 'error_detaching', 'error_extending')),
+        replication_status TEXT NOT NULL DEFAULT 'disabled' CHECK (replication_status IN ('enabling', 'enabled', 'disabling',
+                             'disabled', 'failing-over', 'failed-over', 'failover-error', 'error')),
+        created_at         TEXT NOT NULL,
+        updated_at         TEXT NOT NULL
+      );
+      INSERT INTO volumes_new (id, name, owner, size_gib, profile_id, availability_zone, multi_attach, source_volume_id,
+          description, metadata_json, pool_id, backend_name, backend_id, shared_targets, status, replication_status, created_at, updated_at)
+        SELECT id, name, owner, size_gib, profile_id, availability_zone, multi_attach, source_volume_id,
+          description, metadata_json, pool_id, backend_name, backend_id, shared_targets, status, replication_status, created_at, updated_at
+        FROM volumes;
+      DROP TABLE volumes;
+      ALTER TABLE volumes_new RENAME TO volumes;
+      CREATE INDEX volumes_pool ON volumes(pool_id);
+
+      CREATE TABLE attachments_new (
+        id              TEXT PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        volume_id       TEXT NOT NULL REFERENCES volumes(id),
+        host            TEXT NOT NULL,
+        mode            TEXT NOT NULL CHECK (mode IN ('rw', 'ro')),
+        connector_json  TEXT NOT NULL,
+        protocol        TEXT NOT NULL CHECK (protocol IN ('iscsi', 'nbd', 'local')),
+        target_name     TEXT,
+        status          TEXT NOT NULL CHECK (status IN ('attaching', 'attached', 'detaching', 'error_attaching', 'error_detaching')),
+        device_path     TEXT,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+      );
+      INSERT INTO attachments_new (id, owner, volume_id, host, mode, connector_json, protocol, target_name, status, device_path, created_at, updated_at)
+        SELECT id, owner, volume_id, host, mode, connector_json, protocol, target_name, status, device_path, created_at, updated_at
+        FROM attachments;
+      DROP TABLE attachments;
+      ALTER TABLE attachments_new RENAME TO attachments;
+      CREATE INDEX attachments_volume ON attachments(volume_id);
+      CREATE INDEX attachments_target ON attachments(target_name);
+
+      CREATE TABLE replication_pairs_new (
+        id                   TEXT PRIMARY KEY,
+        owner                TEXT NOT NULL,
+        primary_volume_id    TEXT NOT NULL UNIQUE REFERENCES volumes(id),
+        secondary_volume_id  TEXT,
+        target_backend       TEXT NOT NULL,
+        target_pool          TEXT,
+        rpo_seconds          INTEGER NOT NULL,
+        enabled              INTEGER NOT NULL,
+        active_side          TEXT NOT NULL CHECK (active_side IN ('primary', 'secondary')),
+        status               TEXT NOT NULL CHECK (status IN ('enabling', 'enabled', 'disabling', 'disabled', 'failing-over',
+                               'failed-over', 'failover-error', 'error')),
+        last_sync_at         TEXT,
+        bytes_transferred    INTEGER NOT NULL DEFAULT 0,
+        last_error           TEXT,
+        created_at           TEXT NOT NULL,
+        updated_at           TEXT NOT NULL
+      );
+      INSERT INTO replication_pairs_new (id, owner, primary_volume_id, secondary_volume_id, target_backend, target_pool, rpo_seconds,
+          enabled, active_side, status, last_sync_at, bytes_transferred, last_error, created_at, updated_at)
+        SELECT id, owner, primary_volume_id, secondary_volume_id, target_backend, target_pool, rpo_seconds,
+          enabled, active_side, status, last_sync_at, bytes_transferred, last_error, created_at, updated_at
+        FROM replication_pairs;
+      DROP TABLE replication_pairs;
+      ALTER TABLE replication_pairs_new RENAME TO replication_pairs;
+      CREATE INDEX replication_pairs_secondary ON replication_pairs(secondary_volume_id);
     `,
   },
 ];

@@ -1,11 +1,23 @@
 /**
- * The controller's state, behind one interface.
+ * The controller's state, behind one interface, asynchronous so that a networked store
+ * (PostgreSQL) can implement it as well as SQLite.
  *
- * Contract: every method is atomic; `transaction(fn)` runs `fn` with exclusive write access
- * across processes (SQLite `BEGIN IMMEDIATE`), so read-decide-write sequences such as placement
- * ("pick a pool, then record the volume on it") cannot interleave with another provider process.
+ * Contract:
+ * - Every method of {@link StoreOps} is atomic on its own and returns a Promise.
+ * - `transaction(fn)` runs `fn` with exclusive write access across processes (SQLite
+ *   `BEGIN IMMEDIATE`; PostgreSQL will take the same exclusivity), commits when the promise `fn`
+ *   returned resolves and rolls back when it rejects (the rejection is passed on). Read-decide-
+ *   write sequences such as placement ("pick a pool, then record the volume on it") go in one
+ *   transaction, so two of them never interleave, in one process or in several.
+ * - Inside `fn`, every read and write goes through the `tx` handle it was given: the store itself
+ *   is not to be used from inside its own transaction (SQLite reports that as a bug rather than
+ *   waiting for itself forever). The handle is dead once the transaction ended.
+ * - Reads outside a transaction see committed data only, never a transaction half done.
+ * - Locks (`tryLock`/`unlock`) are rows of their own, held across transactions, with a TTL so a
+ *   dead holder does not block forever (see store/lock.ts).
  * Rows are plain data; ids are opaque strings; times are ISO-8601 UTC.
  */
+import type { AccessMode, ActiveSide, AttachmentStatus, ReplicationStatus, VolumeStatus } from "../domain/status";
 
 /** A volume row. Sizes are whole GiB, as users state them. */
 export interface VolumeRow {
@@ -24,8 +36,8 @@ export interface VolumeRow {
   backendName: string;
   backendId: string;
   sharedTargets: boolean;
-  status: string;
-  replicationStatus: string;
+  status: VolumeStatus;
+  replicationStatus: ReplicationStatus;
   createdAt: string;
   updatedAt: string;
 }
@@ -57,12 +69,12 @@ export interface AttachmentRow {
   owner: string;
   volumeId: string;
   host: string;
-  mode: "rw" | "ro";
+  mode: AccessMode;
   connector: ConnectorRow;
   protocol: "iscsi" | "nbd" | "local";
   /** The target (iSCSI IQN or NBD server) serving it; null for `local`. */
   targetName: string | null;
-  status: string;
+  status: AttachmentStatus;
   devicePath: string | null;
   createdAt: string;
   updatedAt: string;
@@ -73,7 +85,7 @@ export interface TargetRow {
   name: string;
   backendName: string;
   protocol: "iscsi" | "nbd";
-  mode: "rw" | "ro";
+  mode: AccessMode;
   portal: string;
   tid: number | null;
   port: number | null;
@@ -96,7 +108,7 @@ export interface BackendRow {
   createdAt: string;
 }
 
-/** A replication pair (seed 002): the primary volume, its secondary on a target backend, the sync state. */
+/** A replication pair: the primary volume, its secondary on a target backend, the sync state. */
 export interface PairRow {
   id: string;
   owner: string;
@@ -106,9 +118,8 @@ export interface PairRow {
   targetPool: string | null;
   rpoSeconds: number;
   enabled: boolean;
-  activeSide: "primary" | "secondary";
-  /** enabling, enabled, disabling, disabled, failing-over, failed-over, failover-error, error. */
-  status: string;
+  activeSide: ActiveSide;
+  status: ReplicationStatus;
   lastSyncAt: string | null;
   /** Bytes sent by every sync of this pair so far. */
   bytesTransferred: number;
@@ -117,63 +128,74 @@ export interface PairRow {
   updatedAt: string;
 }
 
-export interface Store {
-  /** Run `fn` inside one write transaction, exclusive across processes. `fn` must not await. */
-  transaction<T>(fn: () => T): T;
+/** The reads and writes of rows: what the store offers, and what a transaction's handle offers. */
+export interface StoreOps {
+  getVolume(id: string): Promise<VolumeRow | undefined>;
+  getVolumeByName(name: string): Promise<VolumeRow | undefined>;
+  listVolumes(filter?: { poolId?: string }): Promise<VolumeRow[]>;
+  insertVolume(row: VolumeRow): Promise<void>;
+  /** Change a volume and return it as it is now; NOT_FOUND when it does not exist. */
+  updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): Promise<VolumeRow>;
+  deleteVolume(id: string): Promise<void>;
+  /** Sum of sizeGib of the volumes on each pool (provisioned capacity); pools without volumes are absent. */
+  provisionedGibByPool(): Promise<ReadonlyMap<string, number>>;
+  /** Record that a backend's volumes report `sharedTargets` (the backend corrects its volumes); how many changed. */
+  setSharedTargets(backendName: string, sharedTargets: boolean): Promise<number>;
 
-  getVolume(id: string): VolumeRow | undefined;
-  getVolumeByName(name: string): VolumeRow | undefined;
-  listVolumes(filter?: { poolId?: string }): VolumeRow[];
-  insertVolume(row: VolumeRow): void;
-  updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): VolumeRow;
-  deleteVolume(id: string): void;
-  /** Sum of sizeGib of the volumes on each pool (provisioned capacity). */
-  provisionedGibByPool(): ReadonlyMap<string, number>;
+  getProfile(id: string): Promise<ProfileRow | undefined>;
+  getProfileByName(name: string): Promise<ProfileRow | undefined>;
+  listProfiles(): Promise<ProfileRow[]>;
+  insertProfile(row: ProfileRow): Promise<void>;
+  updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>): Promise<ProfileRow>;
+  deleteProfile(id: string): Promise<void>;
 
-  getProfile(id: string): ProfileRow | undefined;
-  getProfileByName(name: string): ProfileRow | undefined;
-  listProfiles(): ProfileRow[];
-  insertProfile(row: ProfileRow): void;
-  updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>): ProfileRow;
-  deleteProfile(id: string): void;
+  getAttachment(id: string): Promise<AttachmentRow | undefined>;
+  listAttachments(filter?: { volumeId?: string; targetName?: string; owner?: string }): Promise<AttachmentRow[]>;
+  insertAttachment(row: AttachmentRow): Promise<void>;
+  updateAttachment(id: string, changes: Partial<Omit<AttachmentRow, "id" | "createdAt">>): Promise<AttachmentRow>;
+  deleteAttachment(id: string): Promise<void>;
 
-  getAttachment(id: string): AttachmentRow | undefined;
-  listAttachments(filter?: { volumeId?: string; targetName?: string; owner?: string }): AttachmentRow[];
-  insertAttachment(row: AttachmentRow): void;
-  updateAttachment(id: string, changes: Partial<Omit<AttachmentRow, "id" | "createdAt">>): AttachmentRow;
-  deleteAttachment(id: string): void;
-
-  getTarget(name: string): TargetRow | undefined;
-  listTargets(filter?: { portal?: string; backendName?: string }): TargetRow[];
-  insertTarget(row: TargetRow): void;
+  getTarget(name: string): Promise<TargetRow | undefined>;
+  listTargets(filter?: { portal?: string; backendName?: string }): Promise<TargetRow[]>;
+  insertTarget(row: TargetRow): Promise<void>;
   /** Record what the daemon says of a target now (its tid or port after a restart). */
-  updateTarget(name: string, changes: Partial<Pick<TargetRow, "tid" | "port">>): void;
-  deleteTarget(name: string): void;
-  listLuns(targetName: string): LunRow[];
-  insertLun(row: LunRow): void;
-  deleteLun(targetName: string, volumeId: string): void;
+  updateTarget(name: string, changes: Partial<Pick<TargetRow, "tid" | "port">>): Promise<void>;
+  /** Delete a target and (cascade) its LUNs. */
+  deleteTarget(name: string): Promise<void>;
+  listLuns(targetName: string): Promise<LunRow[]>;
+  insertLun(row: LunRow): Promise<void>;
+  deleteLun(targetName: string, volumeId: string): Promise<void>;
 
-  /** Take lock `name` for `holder` until `ttlMs` from now; false when someone else holds it. */
-  getPair(id: string): PairRow | undefined;
-  listPairs(filter?: { primaryVolumeId?: string; secondaryVolumeId?: string }): PairRow[];
-  insertPair(row: PairRow): void;
-  updatePair(id: string, changes: Partial<Omit<PairRow, "id" | "createdAt">>): PairRow;
-  deletePair(id: string): void;
+  getPair(id: string): Promise<PairRow | undefined>;
+  listPairs(filter?: { primaryVolumeId?: string; secondaryVolumeId?: string }): Promise<PairRow[]>;
+  insertPair(row: PairRow): Promise<void>;
+  updatePair(id: string, changes: Partial<Omit<PairRow, "id" | "createdAt">>): Promise<PairRow>;
+  deletePair(id: string): Promise<void>;
 
-  tryLock(name: string, holder: string, ttlMs: number): boolean;
-  unlock(name: string, holder: string): void;
-  /** Record that backend volumes report `sharedTargets` (seed 000: the backend corrects its volumes). */
-  setSharedTargets(backendName: string, sharedTargets: boolean): number;
+  getBackend(name: string): Promise<BackendRow | undefined>;
+  upsertBackend(row: BackendRow): Promise<void>;
 
   /**
    * This state's identity: 32 hex digits made once, when the state was created. Targets, CHAP
    * accounts and NBD servers made for this state carry it, so that several states sharing one
    * target daemon or storage node never take each other's for strays.
    */
-  stateId(): string;
+  stateId(): Promise<string>;
+}
 
-  getBackend(name: string): BackendRow | undefined;
-  upsertBackend(row: BackendRow): void;
+export interface Store extends StoreOps {
+  /**
+   * Run `fn` in one write transaction, exclusive across processes: committed when `fn` resolves,
+   * rolled back when it rejects. `fn` uses `tx`, never the store (see the contract above); it may
+   * await, but should do only store work: other writers wait while it runs.
+   */
+  transaction<T>(fn: (tx: StoreOps) => Promise<T>): Promise<T>;
 
-  close(): void;
+  /** Take lock `name` for `holder` until `ttlMs` from now; false when someone else holds it (an expired lock is free). Re-taking one's own lock extends it. */
+  tryLock(name: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Release lock `name` if `holder` holds it; releasing what one does not hold does nothing. */
+  unlock(name: string, holder: string): Promise<void>;
+
+  /** Release the connection(s); the store is unusable afterwards. */
+  close(): Promise<void>;
 }

@@ -1,0 +1,249 @@
+/**
+ * The SQL of the SQLite store, synchronous (better-sqlite3 is): one method per store operation on
+ * one connection. It knows nothing of transactions or of the async interface; SqliteStore
+ * (sqlite-store.ts) decides when a method may run.
+ */
+import type Database from "better-sqlite3";
+import { UserError } from "../errors";
+import {
+  type Row,
+  attachmentColumns,
+  attachmentFromRow,
+  backendFromRow,
+  lunFromRow,
+  pairColumns,
+  pairFromRow,
+  profileColumns,
+  profileFromRow,
+  targetColumns,
+  targetFromRow,
+  toSql,
+  volumeColumns,
+  volumeFromRow,
+} from "./sqlite-rows";
+import type { AttachmentRow, BackendRow, LunRow, PairRow, ProfileRow, StoreOps, TargetRow, VolumeRow } from "./store";
+
+/** StoreOps with every result unwrapped from its Promise: what one synchronous SQL call returns. */
+export type SyncOps = { [K in keyof StoreOps]: (...args: Parameters<StoreOps[K]>) => Awaited<ReturnType<StoreOps[K]>> };
+
+export class SqliteTables implements SyncOps {
+  /**
+   * Provisioned GiB by pool, recomputed only when the database changed: by this connection
+   * (`dirty`) or by another process (`PRAGMA data_version` moves). Placement reads it every time.
+   */
+  private provisioned?: { version: number; byPool: Map<string, number> };
+  private dirty = true;
+
+  constructor(private readonly db: Database.Database) {}
+
+  /** A rolled-back transaction may have changed (then undone) what the cache counted. */
+  forgetCache(): void {
+    this.dirty = true;
+  }
+
+  getVolume(id: string): VolumeRow | undefined {
+    const r = this.db.prepare("SELECT * FROM volumes WHERE id = ?").get(id) as Row | undefined;
+    return r && volumeFromRow(r);
+  }
+
+  getVolumeByName(name: string): VolumeRow | undefined {
+    const r = this.db.prepare("SELECT * FROM volumes WHERE name = ?").get(name) as Row | undefined;
+    return r && volumeFromRow(r);
+  }
+
+  listVolumes(filter: { poolId?: string } = {}): VolumeRow[] {
+    return this.selectWhere("volumes", volumeColumns, filter, "created_at, id").map(volumeFromRow);
+  }
+
+  insertVolume(row: VolumeRow): void {
+    this.dirty = true;
+    this.insert("volumes", volumeColumns, row);
+  }
+
+  updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): VolumeRow {
+    if (changes.sizeGib !== undefined || changes.poolId !== undefined) this.dirty = true;
+    this.update("volumes", volumeColumns, id, changes);
+    const row = this.getVolume(id);
+    if (!row) throw new UserError("NOT_FOUND", `volume ${id} not found`);
+    return row;
+  }
+
+  deleteVolume(id: string): void {
+    this.dirty = true;
+    this.db.prepare("DELETE FROM volumes WHERE id = ?").run(id);
+  }
+
+  provisionedGibByPool(): ReadonlyMap<string, number> {
+    const version = this.db.pragma("data_version", { simple: true }) as number;
+    if (this.provisioned && !this.dirty && this.provisioned.version === version) return this.provisioned.byPool;
+    const rows = this.db.prepare("SELECT pool_id, SUM(size_gib) AS gib FROM volumes GROUP BY pool_id").all() as Row[];
+    this.provisioned = { version, byPool: new Map(rows.map((r) => [r.pool_id as string, Number(r.gib)])) };
+    this.dirty = false;
+    return this.provisioned.byPool;
+  }
+
+  setSharedTargets(backendName: string, sharedTargets: boolean): number {
+    const v = sharedTargets ? 1 : 0;
+    return this.db.prepare("UPDATE volumes SET shared_targets = ? WHERE backend_name = ? AND shared_targets != ?").run(v, backendName, v).changes;
+  }
+
+  getProfile(id: string): ProfileRow | undefined {
+    const r = this.db.prepare("SELECT * FROM profiles WHERE id = ?").get(id) as Row | undefined;
+    return r && profileFromRow(r);
+  }
+
+  getProfileByName(name: string): ProfileRow | undefined {
+    const r = this.db.prepare("SELECT * FROM profiles WHERE name = ?").get(name) as Row | undefined;
+    return r && profileFromRow(r);
+  }
+
+  listProfiles(): ProfileRow[] {
+    return (this.db.prepare("SELECT * FROM profiles ORDER BY name").all() as Row[]).map(profileFromRow);
+  }
+
+  insertProfile(row: ProfileRow): void {
+    this.insert("profiles", profileColumns, row);
+  }
+
+  updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>): ProfileRow {
+    this.update("profiles", profileColumns, id, changes);
+    const row = this.getProfile(id);
+    if (!row) throw new UserError("NOT_FOUND", `profile ${id} not found`);
+    return row;
+  }
+
+  deleteProfile(id: string): void {
+    this.db.prepare("DELETE FROM profiles WHERE id = ?").run(id);
+  }
+
+  getAttachment(id: string): AttachmentRow | undefined {
+    const r = this.db.prepare("SELECT * FROM attachments WHERE id = ?").get(id) as Row | undefined;
+    return r && attachmentFromRow(r);
+  }
+
+  listAttachments(filter: { volumeId?: string; targetName?: string; owner?: string } = {}): AttachmentRow[] {
+    return this.selectWhere("attachments", attachmentColumns, filter, "created_at, id").map(attachmentFromRow);
+  }
+
+  insertAttachment(row: AttachmentRow): void {
+    this.insert("attachments", attachmentColumns, row);
+  }
+
+  updateAttachment(id: string, changes: Partial<Omit<AttachmentRow, "id" | "createdAt">>): AttachmentRow {
+    this.update("attachments", attachmentColumns, id, changes);
+    const row = this.getAttachment(id);
+    if (!row) throw new UserError("NOT_FOUND", `attachment ${id} not found`);
+    return row;
+  }
+
+  deleteAttachment(id: string): void {
+    this.db.prepare("DELETE FROM attachments WHERE id = ?").run(id);
+  }
+
+  getTarget(name: string): TargetRow | undefined {
+    const r = this.db.prepare("SELECT * FROM targets WHERE name = ?").get(name) as Row | undefined;
+    return r && targetFromRow(r);
+  }
+
+  listTargets(filter: { portal?: string; backendName?: string } = {}): TargetRow[] {
+    return this.selectWhere("targets", targetColumns, filter, "name").map(targetFromRow);
+  }
+
+  insertTarget(row: TargetRow): void {
+    this.insert("targets", targetColumns, row);
+  }
+
+  updateTarget(name: string, changes: Partial<Pick<TargetRow, "tid" | "port">>): void {
+    if (changes.tid !== undefined) this.db.prepare("UPDATE targets SET tid = ? WHERE name = ?").run(changes.tid, name);
+    if (changes.port !== undefined) this.db.prepare("UPDATE targets SET port = ? WHERE name = ?").run(changes.port, name);
+  }
+
+  deleteTarget(name: string): void {
+    this.db.prepare("DELETE FROM targets WHERE name = ?").run(name);
+  }
+
+  listLuns(targetName: string): LunRow[] {
+    return (this.db.prepare("SELECT * FROM luns WHERE target_name = ? ORDER BY lun").all(targetName) as Row[]).map(lunFromRow);
+  }
+
+  insertLun(row: LunRow): void {
+    this.db.prepare("INSERT INTO luns (target_name, volume_id, lun) VALUES (?, ?, ?)").run(row.targetName, row.volumeId, row.lun);
+  }
+
+  deleteLun(targetName: string, volumeId: string): void {
+    this.db.prepare("DELETE FROM luns WHERE target_name = ? AND volume_id = ?").run(targetName, volumeId);
+  }
+
+  getPair(id: string): PairRow | undefined {
+    const r = this.db.prepare("SELECT * FROM replication_pairs WHERE id = ?").get(id) as Row | undefined;
+    return r && pairFromRow(r);
+  }
+
+  listPairs(filter: { primaryVolumeId?: string; secondaryVolumeId?: string } = {}): PairRow[] {
+    return this.selectWhere("replication_pairs", pairColumns, filter, "created_at, id").map(pairFromRow);
+  }
+
+  insertPair(row: PairRow): void {
+    this.insert("replication_pairs", pairColumns, row);
+  }
+
+  updatePair(id: string, changes: Partial<Omit<PairRow, "id" | "createdAt">>): PairRow {
+    this.update("replication_pairs", pairColumns, id, changes);
+    const row = this.getPair(id);
+    if (!row) throw new UserError("NOT_FOUND", `replication pair ${id} not found`);
+    return row;
+  }
+
+  deletePair(id: string): void {
+    this.db.prepare("DELETE FROM replication_pairs WHERE id = ?").run(id);
+  }
+
+  getBackend(name: string): BackendRow | undefined {
+    const r = this.db.prepare("SELECT * FROM backends WHERE name = ?").get(name) as Row | undefined;
+    return r && backendFromRow(r);
+  }
+
+  upsertBackend(row: BackendRow): void {
+    this.db
+      .prepare("INSERT INTO backends (name, backend_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET backend_id = excluded.backend_id")
+      .run(row.name, row.backendId, row.createdAt);
+  }
+
+  stateId(): string {
+    const r = this.db.prepare("SELECT value FROM state_info WHERE key = 'state_id'").get() as Row | undefined;
+    return String(r?.value);
+  }
+
+  /** Take or extend a lock; the caller runs it inside a write transaction (read, then write). */
+  tryLock(name: string, holder: string, ttlMs: number): boolean {
+    const now = Date.now();
+    const r = this.db.prepare("SELECT holder, expires_at FROM locks WHERE name = ?").get(name) as Row | undefined;
+    if (r && r.holder !== holder && (r.expires_at as number) > now) return false;
+    this.db.prepare("INSERT INTO locks (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at").run(name, holder, now + ttlMs);
+    return true;
+  }
+
+  unlock(name: string, holder: string): void {
+    this.db.prepare("DELETE FROM locks WHERE name = ? AND holder = ?").run(name, holder);
+  }
+
+  /** `SELECT *` with one equality per defined filter key (keys named as the row's fields). */
+  private selectWhere<R extends object>(table: string, columns: Record<keyof R, string>, filter: Partial<R>, orderBy: string): Row[] {
+    const keys = (Object.keys(filter) as (keyof R)[]).filter((k) => filter[k] !== undefined);
+    const where = keys.length ? ` WHERE ${keys.map((k) => `${columns[k]} = ?`).join(" AND ")}` : "";
+    return this.db.prepare(`SELECT * FROM ${table}${where} ORDER BY ${orderBy}`).all(...keys.map((k) => toSql(filter[k]))) as Row[];
+  }
+
+  private insert<R extends object>(table: string, columns: Record<keyof R, string>, row: R): void {
+    const keys = Object.keys(columns) as (keyof R)[];
+    const sql = `INSERT INTO ${table} (${keys.map((k) => columns[k]).join(", ")}) VALUES (${keys.map(() => "?").join(", ")})`;
+    this.db.prepare(sql).run(...keys.map((k) => toSql(row[k])));
+  }
+
+  private update<R extends object>(table: string, columns: Record<keyof R, string>, id: string, changes: Partial<R>): void {
+    const keys = (Object.keys(changes) as (keyof R)[]).filter((k) => changes[k] !== undefined);
+    if (keys.length === 0) return;
+    const sql = `UPDATE ${table} SET ${keys.map((k) => `${columns[k]} = ?`).join(", ")} WHERE id = ?`;
+    this.db.prepare(sql).run(...keys.map((k) => toSql(changes[k])), id);
+  }
+}
