@@ -1,0 +1,356 @@
+/**
+ * The Store contract (store/store.ts), run on every implementation in `factories`: each
+ * operation, transactions (commit, rollback on a rejection, isolation of concurrent ones, no
+ * overbooking by concurrent read-decide-writes) and locks (exclusive, released, expiring, per
+ * holder). A new store (PostgreSQL) joins by adding its factory; nothing else changes.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ATTACHMENT_STATUSES, REPLICATION_STATUSES, VOLUME_STATUSES } from "../../provider/src/domain/status";
+import { withStoreLock } from "../../provider/src/store/lock";
+import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import type { AttachmentRow, PairRow, ProfileRow, Store, TargetRow, VolumeRow } from "../../provider/src/store/store";
+
+interface StoreFactory {
+  name: string;
+  /** A store on the state in `dir`; called twice on one dir, the second sees the first's state (a restart, another process). */
+  open(dir: string): Promise<Store>;
+}
+
+const factories: StoreFactory[] = [{ name: "SqliteStore", open: async (dir) => new SqliteStore(path.join(dir, "state.db")) }];
+
+const at = "2026-11-01T00:00:00.000Z";
+let n = 0;
+const volume = (extra: Partial<VolumeRow> = {}): VolumeRow => {
+  n++;
+  return {
+    id: `vol-${n}`, name: `v${n}`, owner: "urn:v", sizeGib: 1, profileId: null, availabilityZone: "nova", multiAttach: false, sourceVolumeId: null,
+    description: "", metadata: { k: "v" }, poolId: "b1/p1", backendName: "b1", backendId: "bid", sharedTargets: true, status: "available",
+    replicationStatus: "disabled", createdAt: at, updatedAt: at, ...extra,
+  };
+};
+const profile = (extra: Partial<ProfileRow> = {}): ProfileRow => ({ id: "prof-1", name: "gold", owner: "urn:p", description: "", storageType: "block", extraSpecs: { a: "b" }, createdAt: at, updatedAt: at, ...extra });
+const attachment = (volumeId: string, extra: Partial<AttachmentRow> = {}): AttachmentRow => {
+  n++;
+  return {
+    id: `att-${n}`, owner: "urn:a", volumeId, host: "localhost", mode: "rw", connector: { initiator: "iqn.2026-11.test:h", multipath: false },
+    protocol: "iscsi", targetName: "iqn.t1", status: "attached", devicePath: "/dev/loop0", createdAt: at, updatedAt: at, ...extra,
+  };
+};
+const target = (name: string, extra: Partial<TargetRow> = {}): TargetRow => ({
+  name, backendName: "b1", protocol: "iscsi", mode: "rw", portal: "127.0.0.1:3260", tid: 1, port: null, chapUser: "u", chapSecretEnc: "sealed", createdAt: at, ...extra,
+});
+const pair = (primaryVolumeId: string, extra: Partial<PairRow> = {}): PairRow => ({
+  id: `pair-${primaryVolumeId}`, owner: "urn:r", primaryVolumeId, secondaryVolumeId: null, targetBackend: "dr", targetPool: null, rpoSeconds: 60, enabled: true,
+  activeSide: "primary", status: "enabling", lastSyncAt: null, bytesTransferred: 0, lastError: null, createdAt: at, updatedAt: at, ...extra,
+});
+const tick = () => new Promise((r) => setTimeout(r, 1));
+
+describe.each(factories)("Store contract: $name", (factory) => {
+  let dir: string;
+  let store: Store;
+  const opened: Store[] = [];
+  const open = async () => {
+    const s = await factory.open(dir);
+    opened.push(s);
+    return s;
+  };
+
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-store-"));
+    store = await open();
+  });
+  afterEach(async () => {
+    for (const s of opened.splice(0)) await s.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  describe("rows", () => {
+    test("volumes: insert, get by id and name, list in creation order and by pool, update returns the row, delete", async () => {
+      const a = volume({ createdAt: "2026-11-01T00:00:01.000Z" });
+      const b = volume({ poolId: "b1/p2", multiAttach: true, createdAt: "2026-11-01T00:00:00.000Z" });
+      await store.insertVolume(a);
+      await store.insertVolume(b);
+      expect(await store.getVolume(a.id)).toEqual(a);
+      expect(await store.getVolumeByName(b.name)).toEqual(b);
+      expect(await store.getVolume("nope")).toBeUndefined();
+      expect((await store.listVolumes()).map((v) => v.id)).toEqual([b.id, a.id]);
+      expect(await store.listVolumes({ poolId: "b1/p2" })).toEqual([b]);
+      expect(await store.updateVolume(a.id, { status: "in-use", metadata: { x: "y" }, updatedAt: "later" })).toEqual({ ...a, status: "in-use", metadata: { x: "y" }, updatedAt: "later" });
+      await expect(store.updateVolume("nope", { status: "error" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+      await expect(store.insertVolume({ ...volume(), name: a.name })).rejects.toThrow();
+      await store.deleteVolume(a.id);
+      await store.deleteVolume(a.id);
+      expect(await store.getVolume(a.id)).toBeUndefined();
+    });
+
+    test("provisioned capacity sums sizes by pool and follows every change; sharedTargets is corrected per backend", async () => {
+      const a = volume({ sizeGib: 3 });
+      await store.insertVolume(a);
+      await store.insertVolume(volume({ sizeGib: 4 }));
+      await store.insertVolume(volume({ sizeGib: 5, poolId: "b2/p1", backendName: "b2" }));
+      expect(new Map(await store.provisionedGibByPool())).toEqual(new Map([["b1/p1", 7], ["b2/p1", 5]]));
+      await store.updateVolume(a.id, { sizeGib: 10 });
+      expect((await store.provisionedGibByPool()).get("b1/p1")).toBe(14);
+      await store.deleteVolume(a.id);
+      expect((await store.provisionedGibByPool()).get("b1/p1")).toBe(4);
+      expect(await store.setSharedTargets("b1", false)).toBe(1);
+      expect(await store.setSharedTargets("b1", false)).toBe(0);
+      expect((await store.listVolumes()).map((v) => [v.backendName, v.sharedTargets])).toEqual([["b1", false], ["b2", true]]);
+    });
+
+    test("profiles: insert, get by id and name, list by name, update, delete", async () => {
+      const p = profile();
+      await store.insertProfile(p);
+      await store.insertProfile(profile({ id: "prof-0", name: "bronze" }));
+      expect(await store.getProfile(p.id)).toEqual(p);
+      expect(await store.getProfileByName("gold")).toEqual(p);
+      expect((await store.listProfiles()).map((x) => x.name)).toEqual(["bronze", "gold"]);
+      expect(await store.updateProfile(p.id, { extraSpecs: { c: "d" } })).toEqual({ ...p, extraSpecs: { c: "d" } });
+      await expect(store.updateProfile("nope", { description: "x" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+      await store.deleteProfile(p.id);
+      expect(await store.getProfile(p.id)).toBeUndefined();
+    });
+
+    test("attachments: insert, get, list by volume, target and owner, update, delete; a volume with attachments cannot go", async () => {
+      const v = volume();
+      const w = volume();
+      await store.insertVolume(v);
+      await store.insertVolume(w);
+      const a = attachment(v.id);
+      const b = attachment(w.id, { owner: "urn:b", targetName: null, protocol: "local", connector: {}, devicePath: null, mode: "ro" });
+      await store.insertAttachment(a);
+      await store.insertAttachment(b);
+      expect(await store.getAttachment(a.id)).toEqual(a);
+      expect(await store.listAttachments({ volumeId: w.id })).toEqual([b]);
+      expect(await store.listAttachments({ targetName: "iqn.t1" })).toEqual([a]);
+      expect(await store.listAttachments({ owner: "urn:b", volumeId: w.id })).toEqual([b]);
+      expect(await store.listAttachments()).toHaveLength(2);
+      expect(await store.updateAttachment(a.id, { status: "detaching", devicePath: null })).toEqual({ ...a, status: "detaching", devicePath: null });
+      await expect(store.updateAttachment("nope", { status: "attached" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+      await expect(store.insertAttachment(attachment("no-such-volume"))).rejects.toThrow();
+      await expect(store.deleteVolume(v.id)).rejects.toThrow();
+      await store.deleteAttachment(a.id);
+      expect(await store.getAttachment(a.id)).toBeUndefined();
+    });
+
+    test("targets and LUNs: insert, list by portal and backend, record a new tid or port, LUNs in order, deleting a target deletes its LUNs", async () => {
+      await store.insertTarget(target("iqn.t1"));
+      await store.insertTarget(target("nbd-1", { protocol: "nbd", portal: "127.0.0.1:10809", tid: null, port: 10809, chapUser: null, chapSecretEnc: null, backendName: "b2" }));
+      expect(await store.getTarget("iqn.t1")).toEqual(target("iqn.t1"));
+      expect((await store.listTargets({ portal: "127.0.0.1:3260" })).map((t) => t.name)).toEqual(["iqn.t1"]);
+      expect((await store.listTargets({ backendName: "b2" })).map((t) => t.name)).toEqual(["nbd-1"]);
+      await store.updateTarget("iqn.t1", { tid: 7 });
+      await store.updateTarget("nbd-1", { port: 10900 });
+      expect((await store.getTarget("iqn.t1"))?.tid).toBe(7);
+      expect((await store.getTarget("nbd-1"))?.port).toBe(10900);
+      await store.insertLun({ targetName: "iqn.t1", volumeId: "b", lun: 2 });
+      await store.insertLun({ targetName: "iqn.t1", volumeId: "a", lun: 1 });
+      expect(await store.listLuns("iqn.t1")).toEqual([{ targetName: "iqn.t1", volumeId: "a", lun: 1 }, { targetName: "iqn.t1", volumeId: "b", lun: 2 }]);
+      await expect(store.insertLun({ targetName: "iqn.t1", volumeId: "c", lun: 2 })).rejects.toThrow();
+      await store.deleteLun("iqn.t1", "a");
+      expect((await store.listLuns("iqn.t1")).map((l) => l.lun)).toEqual([2]);
+      await store.deleteTarget("iqn.t1");
+      expect(await store.getTarget("iqn.t1")).toBeUndefined();
+      expect(await store.listLuns("iqn.t1")).toEqual([]);
+    });
+
+    test("replication pairs: insert, get, list by primary and secondary, update, delete; one pair per primary", async () => {
+      const v = volume();
+      await store.insertVolume(v);
+      const p = pair(v.id, { secondaryVolumeId: "sec" });
+      await store.insertPair(p);
+      expect(await store.getPair(p.id)).toEqual(p);
+      expect(await store.listPairs({ primaryVolumeId: v.id })).toEqual([p]);
+      expect(await store.listPairs({ secondaryVolumeId: "sec" })).toEqual([p]);
+      expect(await store.listPairs({ secondaryVolumeId: "other" })).toEqual([]);
+      expect(await store.updatePair(p.id, { enabled: false, activeSide: "secondary", status: "failed-over", bytesTransferred: 5 })).toEqual({
+        ...p, enabled: false, activeSide: "secondary", status: "failed-over", bytesTransferred: 5,
+      });
+      await expect(store.insertPair({ ...p, id: "pair-2" })).rejects.toThrow();
+      await expect(store.updatePair("nope", { status: "error" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+      await store.deletePair(p.id);
+      expect(await store.listPairs()).toEqual([]);
+    });
+
+    test("backends keep their id; the state id is 32 hex digits, the same after a reopen", async () => {
+      await store.upsertBackend({ name: "b1", backendId: "one", createdAt: at });
+      await store.upsertBackend({ name: "b1", backendId: "two", createdAt: "later" });
+      expect(await store.getBackend("b1")).toEqual({ name: "b1", backendId: "two", createdAt: at });
+      expect(await store.getBackend("b2")).toBeUndefined();
+      const id = await store.stateId();
+      expect(id).toMatch(/^[0-9a-f]{32}$/);
+      expect(await (await open()).stateId()).toBe(id);
+    });
+
+    test("every status of the unions is stored; anything else is refused", async () => {
+      const v = volume();
+      await store.insertVolume(v);
+      for (const status of VOLUME_STATUSES) expect((await store.updateVolume(v.id, { status })).status).toBe(status);
+      for (const replicationStatus of REPLICATION_STATUSES) expect((await store.updateVolume(v.id, { replicationStatus })).replicationStatus).toBe(replicationStatus);
+      const a = attachment(v.id);
+      await store.insertAttachment(a);
+      for (const status of ATTACHMENT_STATUSES) expect((await store.updateAttachment(a.id, { status })).status).toBe(status);
+      await store.insertPair(pair(v.id));
+      for (const status of REPLICATION_STATUSES) expect((await store.updatePair(pair(v.id).id, { status })).status).toBe(status);
+      const bogus = "avaliable" as VolumeRow["status"];
+      await expect(store.updateVolume(v.id, { status: bogus })).rejects.toThrow();
+      await expect(store.insertVolume(volume({ status: bogus }))).rejects.toThrow();
+      await expect(store.updateVolume(v.id, { replicationStatus: "broken" as VolumeRow["replicationStatus"] })).rejects.toThrow();
+      await expect(store.updateAttachment(a.id, { status: "broken" as AttachmentRow["status"] })).rejects.toThrow();
+      await expect(store.updateAttachment(a.id, { mode: "wo" as AttachmentRow["mode"] })).rejects.toThrow();
+      await expect(store.updatePair(pair(v.id).id, { status: "ok" as PairRow["status"] })).rejects.toThrow();
+      await expect(store.updatePair(pair(v.id).id, { activeSide: "both" as PairRow["activeSide"] })).rejects.toThrow();
+    });
+  });
+
+  describe("transactions", () => {
+    test("commit: what fn wrote is there after, and fn's value is returned", async () => {
+      const v = volume();
+      const out = await store.transaction(async (tx) => {
+        await tx.insertVolume(v);
+        await tick();
+        return (await tx.getVolume(v.id))?.name;
+      });
+      expect(out).toBe(v.name);
+      expect(await store.getVolume(v.id)).toEqual(v);
+      expect(await (await open()).getVolume(v.id)).toEqual(v);
+    });
+
+    test("rollback: a rejection undoes every write of fn, provisioned capacity included, and is passed on as it is", async () => {
+      const a = volume({ sizeGib: 2 });
+      await store.insertVolume(a);
+      const boom = new Error("boom");
+      await expect(
+        store.transaction(async (tx) => {
+          await tx.insertVolume(volume({ sizeGib: 5 }));
+          await tx.updateVolume(a.id, { sizeGib: 3, status: "extending" });
+          await tx.insertProfile(profile());
+          expect((await tx.provisionedGibByPool()).get("b1/p1")).toBe(8);
+          await tick();
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
+      expect(await store.listVolumes()).toEqual([a]);
+      expect(await store.listProfiles()).toEqual([]);
+      expect((await store.provisionedGibByPool()).get("b1/p1")).toBe(2);
+      expect(await (await open()).listVolumes()).toEqual([a]);
+    });
+
+    test("a write that fails inside fn rolls back the writes before it when fn passes the failure on", async () => {
+      const a = volume();
+      await expect(
+        store.transaction(async (tx) => {
+          await tx.insertVolume(a);
+          await tx.insertVolume({ ...volume(), id: a.id });
+        }),
+      ).rejects.toThrow();
+      expect(await store.getVolume(a.id)).toBeUndefined();
+    });
+
+    test("isolation: a transaction in flight is seen by no other transaction and no read, in this store or another on the same state", async () => {
+      const other = await open();
+      const v = volume();
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      let inside!: () => void;
+      const wrote = new Promise<void>((r) => (inside = r));
+      const first = store.transaction(async (tx) => {
+        await tx.insertVolume(v);
+        inside();
+        await released;
+        throw new Error("undo");
+      });
+      await wrote;
+      // Started while the first is open and uncommitted: whenever they answer, they must not see its row.
+      const second = store.transaction(async (tx) => (await tx.getVolume(v.id)) ?? "absent");
+      const read = store.getVolume(v.id);
+      const list = store.listVolumes();
+      const elsewhere = await other.getVolume(v.id);
+      await tick();
+      release();
+      await expect(first).rejects.toThrow("undo");
+      expect(await second).toBe("absent");
+      expect(await read).toBeUndefined();
+      expect(await list).toEqual([]);
+      expect(elsewhere).toBeUndefined();
+    });
+
+    test("two concurrent transactions do not interleave: each one's reads and writes form one step", async () => {
+      const log: string[] = [];
+      const run = (name: string) =>
+        store.transaction(async (tx) => {
+          log.push(`${name} begin`);
+          await tick();
+          await tx.insertProfile(profile({ id: name, name }));
+          await tick();
+          log.push(`${name} end`);
+        });
+      await Promise.all([run("a"), run("b"), run("c")]);
+      expect(log).toEqual(["a begin", "a end", "b begin", "b end", "c begin", "c end"]);
+      expect((await store.listProfiles()).map((p) => p.name)).toEqual(["a", "b", "c"]);
+    });
+
+    test("no overbooking: concurrent placement-like read-decide-writes never exceed the capacity they check", async () => {
+      const capacityGib = 10;
+      const place = (i: number) =>
+        store.transaction(async (tx) => {
+          const used = (await tx.provisionedGibByPool()).get("b1/p1") ?? 0;
+          await tick(); // what a placement decides on must still hold when it writes
+          if (used + 3 > capacityGib) throw new Error(`full (${used} GiB used)`);
+          await tx.insertVolume(volume({ id: `placed-${i}`, name: `placed-${i}`, sizeGib: 3 }));
+        });
+      const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => place(i)));
+      expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(3);
+      expect((await store.provisionedGibByPool()).get("b1/p1")).toBe(9);
+    });
+
+    test("a transaction's handle is dead once the transaction ended", async () => {
+      let leaked: Parameters<Parameters<Store["transaction"]>[0]>[0] | undefined;
+      await store.transaction(async (tx) => {
+        leaked = tx;
+      });
+      await expect(leaked!.insertVolume(volume())).rejects.toThrow();
+      expect(await store.listVolumes()).toEqual([]);
+    });
+  });
+
+  describe("locks", () => {
+    test("exclusive per name; the holder may take it again; only the holder releases it", async () => {
+      expect(await store.tryLock("l", "h1", 60_000)).toBe(true);
+      expect(await store.tryLock("l", "h2", 60_000)).toBe(false);
+      expect(await (await open()).tryLock("l", "h2", 60_000)).toBe(false);
+      expect(await store.tryLock("other", "h2", 60_000)).toBe(true);
+      expect(await store.tryLock("l", "h1", 60_000)).toBe(true);
+      await store.unlock("l", "h2");
+      expect(await store.tryLock("l", "h2", 60_000)).toBe(false);
+      await store.unlock("l", "h1");
+      expect(await store.tryLock("l", "h2", 60_000)).toBe(true);
+    });
+
+    test("a lock expires after its ttl (its holder died), and then another holder gets it", async () => {
+      expect(await store.tryLock("l", "dead", 50)).toBe(true);
+      expect(await store.tryLock("l", "h2", 60_000)).toBe(false);
+      await new Promise((r) => setTimeout(r, 80));
+      expect(await store.tryLock("l", "h2", 60_000)).toBe(true);
+      expect(await store.tryLock("l", "dead", 50)).toBe(false);
+    });
+
+    test("withStoreLock: work under one name never overlaps, across stores on the same state; a holder that never lets go times out", async () => {
+      const other = await open();
+      let running = 0;
+      let most = 0;
+      const work = (s: Store) =>
+        withStoreLock(s, "job", { timeoutMs: 10_000, timedOut: () => new Error("timed out") }, async () => {
+          most = Math.max(most, ++running);
+          await new Promise((r) => setTimeout(r, 5));
+          running--;
+        });
+      await Promise.all([work(store), work(other), work(store), work(other)]);
+      expect(most).toBe(1);
+      expect(await store.tryLock("job", "anyone", 1_000)).toBe(true);
+      await expect(withStoreLock(other, "job", { timeoutMs: 30, timedOut: () => new Error("timed out") }, async () => undefined)).rejects.toThrow("timed out");
+    });
+  });
+});
