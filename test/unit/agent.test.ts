@@ -12,7 +12,7 @@ import { AgentClient } from "../../provider/src/agent/client";
 import { parseListen, readTokenFile, runAgent } from "../../provider/src/agent/run-agent";
 import { startAgent, type RunningAgent } from "../../provider/src/agent/server";
 import type { Connection, Connector, VolumePath } from "../../provider/src/connectors/connector";
-import { BackendError, UserError } from "../../provider/src/errors";
+import { AgentUnavailableError, BackendError, CommandFailedError, DeviceBusyError, UserError } from "../../provider/src/errors";
 
 const TOKEN = "agent-token-0123456789abcdef";
 const CHAP = "chap-password-XYZZY-42";
@@ -309,6 +309,30 @@ describe("AgentClient", () => {
     }
   });
 
+  it("a CommandFailedError is a 502 with retryable, back as a BackendError; a DeviceBusyError comes back as one, device and holder included", async () => {
+    const client = new AgentClient({ url: agent.url, token: TOKEN, retryBaseMs: 1 });
+    try {
+      FakeConnector.failNext = new CommandFailedError({ argv: ["iscsiadm", "-v", CHAP], exitCode: 8, stderr: `no portal (${CHAP})`, secrets: [CHAP], retryable: true });
+      const r = await raw("POST", "/v1/connections/connect", { body: { connection } });
+      expect(r.status).toBe(502);
+      expect(r.body.error).toEqual({ code: "COMMAND_FAILED", message: "command failed (exit 8): iscsiadm -v ***: no portal (***)", retryable: true });
+      FakeConnector.failNext = new CommandFailedError({ argv: ["iscsiadm"], exitCode: 8 });
+      const err = await client.connectVolume(connection).catch((e: unknown) => e);
+      expect(err).toMatchObject({ constructor: BackendError, code: "COMMAND_FAILED", retryable: false, message: `sds-agent at ${agent.url}: command failed (exit 8): iscsiadm` });
+
+      FakeConnector.failNext = new DeviceBusyError("/dev/loop7", "cannot disconnect: /dev/loop7 is mounted on /mnt/x", "/dev/loop7 is mounted on /mnt/x");
+      const busy = await client.disconnectVolume(connection).catch((e: unknown) => e);
+      expect(busy).toBeInstanceOf(DeviceBusyError);
+      expect(busy).toMatchObject({ code: "INVALID_STATE", device: "/dev/loop7", holder: "/dev/loop7 is mounted on /mnt/x", message: "cannot disconnect: /dev/loop7 is mounted on /mnt/x" });
+      // any other INVALID_STATE stays a plain UserError: "not connected" is not "busy"
+      FakeConnector.failNext = new UserError("INVALID_STATE", "volume vol-1 is not connected");
+      const other = await client.extendVolume(connection).catch((e: unknown) => e);
+      expect(other).toMatchObject({ constructor: UserError, code: "INVALID_STATE" });
+    } finally {
+      await client.close();
+    }
+  });
+
   it("does not retry an HTTP 400 (one request reaches the agent)", async () => {
     const client = new AgentClient({ url: agent.url, token: TOKEN, retryBaseMs: 1 });
     try {
@@ -345,6 +369,8 @@ describe("AgentClient", () => {
       expect(err).toBeInstanceOf(BackendError);
       expect(err).toMatchObject({ code: "AGENT_UNAVAILABLE", retryable: true });
       expect((err as Error).message).toContain(`sds-agent at ${url} is unreachable`);
+      expect(err).toBeInstanceOf(AgentUnavailableError);
+      expect(err).toMatchObject({ url, cause: expect.any(Error) });
       expect(connections).toBe(4); // the first try and three retries
     } finally {
       await client.close();

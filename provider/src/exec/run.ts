@@ -35,6 +35,16 @@ export interface RunResult {
 export type Runner = (file: string, args: readonly string[], options?: RunOptions) => Promise<RunResult>;
 
 /**
+ * With reject: false, a command that could not start (neither exit nor signal) comes back as
+ * execa's own error (code ENOENT, EACCES, …). Its text holds the argv unmasked, so the cause kept
+ * is a copy with the secrets masked.
+ */
+function spawnFailure(r: Record<string, unknown>, secrets?: string[]): Error {
+  const text = String(r.originalMessage ?? r.message ?? "could not start");
+  return Object.assign(new Error(maskSecrets(text, secrets)), typeof r.code === "string" ? { code: r.code } : {});
+}
+
+/**
  * Run `file args…`; resolves on exit 0. Rejects with a {@link CommandTimeoutError} (argv,
  * timeoutMs) after `timeoutMs`, else a {@link CommandFailedError} (argv, exitCode, signal, stderr;
  * secrets masked), whose `cause` is the error of a command that could not start.
@@ -61,14 +71,13 @@ export const run: Runner = async (file, args, options = {}) => {
         signal: exited ? undefined : r.signal,
         stderr: String(r.stderr ?? ""),
         secrets,
-        // With reject: false, a command that could not start comes back as execa's own error.
-        cause: r instanceof Error ? r : undefined,
+        cause: exited || r.signal ? undefined : spawnFailure(r as unknown as Record<string, unknown>, secrets),
       });
     }
     return { stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? ""), exitCode: 0 };
   } catch (err) {
     if (err instanceof CommandFailedError || err instanceof CommandTimeoutError) throw err;
     const masked = maskSecrets(argv.join(" "), secrets);
-    throw new CommandFailedError({ argv, secrets, message: `command could not run: ${masked}: ${maskSecrets(String((err as Error).message), secrets)}`, cause: err });
+    throw new CommandFailedError({ argv, secrets, message: `command could not run: ${masked}: ${maskSecrets(String((err as Error).message), secrets)}`, cause: spawnFailure(err as Record<string, unknown>, secrets) });
   }
 };
