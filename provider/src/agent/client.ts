@@ -59,17 +59,23 @@ export interface AgentClientOptions {
 /** Error codes that mean no response came back: safe to retry. */
 const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET", "EHOSTUNREACH", "ENETUNREACH", "EPIPE"]);
 
+/** An error and its causes, outermost first (undici wraps the socket's error). */
+function causes(err: unknown): Array<{ message?: unknown; code?: unknown; cause?: unknown }> {
+  const out: Array<{ message?: unknown; code?: unknown; cause?: unknown }> = [];
+  for (let e = err as { cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) out.push(e);
+  return out;
+}
+
 function errorCode(err: unknown): string | undefined {
-  for (let e: any = err, depth = 0; e && depth < 5; e = e.cause, depth++) {
-    if (typeof e.code === "string") return e.code;
-  }
+  for (const e of causes(err)) if (typeof e.code === "string") return e.code;
   return undefined;
 }
 
 function describe(err: unknown): string {
   const parts: string[] = [];
-  for (let e: any = err, depth = 0; e && depth < 5; e = e.cause, depth++) {
-    const text = e instanceof Error ? `${e.message}${typeof (e as any).code === "string" && !e.message.includes((e as any).code) ? ` (${(e as any).code})` : ""}` : String(e);
+  for (const e of causes(err)) {
+    const code = typeof e.code === "string" ? e.code : undefined;
+    const text = e instanceof Error ? `${e.message}${code && !e.message.includes(code) ? ` (${code})` : ""}` : String(e);
     if (text && !parts.includes(text)) parts.push(text);
   }
   return parts.join(": ") || "unknown error";

@@ -47,7 +47,7 @@ export function readPeersFile(file: string): Peers {
   try {
     raw = parseYaml(text);
   } catch (err) {
-    throw new Error(`peers file ${file} is not YAML or JSON: ${(err as Error).message.split("\n")[0]}`);
+    throw new Error(`peers file ${file} is not YAML or JSON: ${(err as Error).message.split("\n")[0]}`, { cause: err });
   }
   const r = peersFileSchema.safeParse(raw ?? {});
   if (!r.success) {
