@@ -35,7 +35,7 @@ const attachment = (volumeId: string, extra: Partial<AttachmentRow> = {}): Attac
   n++;
   return {
     id: `att-${n}`, owner: "urn:a", volumeId, host: "localhost", mode: "rw", connector: { initiator: "iqn.2026-11.test:h", multipath: false },
-    protocol: "iscsi", targetName: "iqn.t1", status: "attached", devicePath: "/dev/loop0", createdAt: at, updatedAt: at, ...extra,
+    protocol: "iscsi", targetName: "iqn.t1", status: "attached", devicePath: "/dev/loop0", brokenReason: null, createdAt: at, updatedAt: at, ...extra,
   };
 };
 const target = (name: string, extra: Partial<TargetRow> = {}): TargetRow => ({

@@ -3,7 +3,8 @@
  * devices): `kill -9` of tgtd (iSCSI, CHAP) or of the nbdkit servers (NBD) while a multiAttach
  * volume is attached rw and ro on this machine. Then, as an operator would:
  * - `pulumi refresh` shows each attachment `broken`, with the reason (round 1 kept saying
- *   `attached`), and I/O on the dead device fails within seconds instead of hanging;
+ *   `attached`), and I/O on the device ends within seconds (an error, or data once the initiator
+ *   logged in again to the export made again) instead of hanging;
  * - `pulumi up` repairs both: the same device paths, the data written before the crash reads
  *   back, new writes work; `refresh --expect-no-changes` passes;
  * - `pulumi destroy` completes in one run (round 1 needed two: "umount … target is busy").
@@ -94,10 +95,14 @@ suite.each([
       expect(a.outputs?.status).toBe("broken");
       expect(String(a.outputs?.statusReason)).toMatch(/\S/);
     }
+    // A read on the device ends within seconds: with an error (the path is fenced, or nbdfuse
+    // lost its server for good), or with data when the initiator already logged in again to the
+    // export the refresh made again. It never hangs (round 1's read sat in D state ~10 minutes).
     const started = Date.now();
     const read = spawnSync("dd", [`if=${rw}`, "bs=4k", "count=1", "iflag=direct", "of=/dev/null", "status=none"], { timeout: 120_000 });
-    expect(read.status).not.toBe(0);
+    expect(read.signal).toBeNull(); // not killed by the 120 s timeout
     expect(Date.now() - started).toBeLessThan(30_000);
+    if (protocol === "nbd") expect(read.status).not.toBe(0); // nbdfuse never reconnects
 
     // up: the preview says what it will do, then the repair; the same devices, the data, new writes.
     const pre = await p.previewJson();

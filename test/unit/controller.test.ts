@@ -29,10 +29,10 @@ afterEach(async () => {
 });
 
 test("migrations are applied once and recorded", async () => {
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6]);
   await store.close();
   store = new SqliteStore(path.join(dir, "state.db"));
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6]);
 });
 
 test("a stable backend id is kept across restarts", async () => {

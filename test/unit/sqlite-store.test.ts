@@ -55,7 +55,7 @@ test("migration 5 keeps every row, index and foreign key, and refuses unknown st
   const schemaBefore = schemaOf(before);
   before.close();
 
-  const store = new SqliteStore(file);
+  const store = new SqliteStore(file, { migrateTo: 5 });
   expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5]);
   expect((await store.getVolume("v1"))?.metadata).toEqual({ k: "v" });
   expect((await store.listPairs({ primaryVolumeId: "v1" }))[0]).toMatchObject({ secondaryVolumeId: "v2", bytesTransferred: 42, enabled: true });

@@ -115,8 +115,6 @@ export class Attachments {
   private readonly lockTimeoutMs: number;
   private readonly now: () => Date;
   private readonly holder = randomUUID();
-  /** Attachments whose export this run had to make again (see ensureExports), with why. */
-  private readonly remadeAtStart = new Map<string, string>();
   private tag?: string;
   private readonly connectorFor?: (protocol: ConnectionInfo["protocol"]) => Connector;
   private readonly remoteHost?: (host: string) => RemoteHost | undefined;
@@ -250,6 +248,7 @@ export class Attachments {
         targetName: protocol === "local" ? null : await this.targetName(backend, v, spec.mode, tx),
         status: "attaching",
         devicePath: null,
+        brokenReason: null,
         createdAt: at,
         updatedAt: at,
       };
@@ -428,7 +427,7 @@ export class Attachments {
     if (row.status !== "attached") return { status: row.status };
     const volume = this.activeVolume ? await this.activeVolume(row.volumeId) : await this.controller.getVolume(row.volumeId);
     if (!volume) return { status: "broken", reason: `volume ${row.volumeId} is gone` };
-    const exportProblem = (await this.exportProblem(row)) ?? this.remadeAtStart.get(row.id);
+    const exportProblem = (await this.exportProblem(row)) ?? row.brokenReason ?? undefined;
     if (exportProblem) return { status: "broken", reason: exportProblem };
     if (!row.devicePath) return { status: "attached" };
     const connector = this.hostConnector(row.host, row.protocol);
@@ -485,9 +484,8 @@ export class Attachments {
         await this.store.updateAttachment(row.id, { devicePath: path, updatedAt: this.at() });
       });
     }
-    this.remadeAtStart.delete(row.id);
     const repaired = await this.store.transaction(async (tx) => {
-      const r = await tx.updateAttachment(row.id, { status: "attached", updatedAt: this.at() });
+      const r = await tx.updateAttachment(row.id, { status: "attached", brokenReason: null, updatedAt: this.at() });
       await this.refreshVolumeStatus(tx, volume.id);
       return r;
     });
@@ -697,7 +695,7 @@ export class Attachments {
       // it, even if the initiator logs in again by itself: refresh reports it, up repairs it.
       const problem = a.status === "attached" ? await this.exportProblem(a) : undefined;
       await this.withExportLock(a, v, () => this.createExport(a, v, backend));
-      if (problem) this.remadeAtStart.set(a.id, `${problem}; made again at the start of this run`);
+      if (problem) await this.store.updateAttachment(a.id, { brokenReason: `${problem}; the export was made again, its device must reconnect (pulumi up)`, updatedAt: this.at() });
       ensured++;
     }
     return { ensured, removed, kept };

@@ -238,4 +238,13 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX replication_pairs_secondary ON replication_pairs(secondary_volume_id);
     `,
   },
+  {
+    version: 6,
+    name: "attachments remember a broken path",
+    // Why: a target daemon that lost its exports (restarted, killed) breaks the devices on them
+    // even when the export is made again at once and an initiator logs in again by itself: the
+    // run that found it must be able to tell the next run (a refresh's preview and the refresh
+    // itself are two provider processes), until an up repairs the device.
+    sql: `ALTER TABLE attachments ADD COLUMN broken_reason TEXT;`,
+  },
 ];

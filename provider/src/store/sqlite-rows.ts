@@ -50,6 +50,7 @@ export const attachmentColumns: Record<keyof AttachmentRow, string> = {
   targetName: "target_name",
   status: "status",
   devicePath: "device_path",
+  brokenReason: "broken_reason",
   createdAt: "created_at",
   updatedAt: "updated_at",
 };
@@ -103,6 +104,7 @@ export function attachmentFromRow(r: Row): AttachmentRow {
     targetName: (r.target_name as string | null) ?? null,
     status: r.status as AttachmentRow["status"],
     devicePath: (r.device_path as string | null) ?? null,
+    brokenReason: (r.broken_reason as string | null) ?? null,
     createdAt: r.created_at as string,
     updatedAt: r.updated_at as string,
   };

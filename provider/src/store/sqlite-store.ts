@@ -114,14 +114,15 @@ export class SqliteStore extends SqliteOps implements Store {
   /** Set in the async context of a running transaction's `fn`, to catch the store used there. */
   private readonly insideTransaction = new AsyncLocalStorage<true>();
 
-  constructor(file: string, options: { busyTimeoutMs?: number } = {}) {
+  /** `migrateTo`: stop after that migration (tests of one migration on an old state); default all. */
+  constructor(file: string, options: { busyTimeoutMs?: number; migrateTo?: number } = {}) {
     super();
     if (file !== ":memory:") fs.mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: options.busyTimeoutMs ?? 15_000 });
     if (file !== ":memory:") this.db.pragma("journal_mode = WAL");
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("synchronous = NORMAL");
-    this.migrate();
+    this.migrate(options.migrateTo);
     this.tables = new SqliteTables(this.db);
   }
 
@@ -131,9 +132,9 @@ export class SqliteStore extends SqliteOps implements Store {
    * and dropping a parent table with them on would delete or refuse its children) and is checked
    * with `foreign_key_check` before it commits.
    */
-  private migrate(): void {
+  private migrate(upTo = Infinity): void {
     this.db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)");
-    for (const m of migrations) {
+    for (const m of migrations.filter((x) => x.version <= upTo)) {
       if (m.rebuildsTables) this.db.pragma("foreign_keys = OFF");
       try {
         this.db

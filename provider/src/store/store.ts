@@ -76,6 +76,11 @@ export interface AttachmentRow {
   targetName: string | null;
   status: AttachmentStatus;
   devicePath: string | null;
+  /**
+   * Why the attachment's path is broken, when a run found its export lost (the target daemon
+   * restarted or was killed): kept until an up repairs the device. Null when nothing is known.
+   */
+  brokenReason: string | null;
   createdAt: string;
   updatedAt: string;
 }
