@@ -355,9 +355,11 @@ export class ProviderServer implements ProviderContext {
   /** User errors keep their message; anything else is a bug and keeps its stack for the report. */
   private toGrpcError(err: unknown): grpc.ServiceError {
     const e = err instanceof Error ? err : new Error(String(err));
+    // A failure whose clean-up failed too (attach's rollback): the first error says what kind it is.
+    const head = e instanceof AggregateError && e.errors[0] instanceof Error ? e.errors[0] : e;
     const code = (e as { code?: unknown }).code;
-    const status = typeof code === "number" ? code : e instanceof UserError ? grpc.status.INVALID_ARGUMENT : grpc.status.UNKNOWN;
-    const message = e instanceof SdsError ? e.message : `${e.message}${e.stack ? `\n${e.stack}` : ""}`;
+    const status = typeof code === "number" ? code : head instanceof UserError ? grpc.status.INVALID_ARGUMENT : grpc.status.UNKNOWN;
+    const message = head instanceof SdsError ? e.message : `${e.message}${e.stack ? `\n${e.stack}` : ""}`;
     return Object.assign(new Error(message), { code: status, details: message, metadata: new grpc.Metadata() }) as grpc.ServiceError;
   }
 
