@@ -8,23 +8,19 @@
  * Driver I/O happens outside transactions; a row in status `creating` marks work in flight.
  */
 import { randomUUID } from "node:crypto";
-import { FileDriver } from "../drivers/file-driver";
-import type { VolumeDriver } from "../drivers/volume-driver";
+import type { BackendConfig, PoolConfig } from "../domain/backend";
 import { UserError } from "../errors";
-import { type Requirement, evaluate, parseExtraSpecs, unknownKeyErrors } from "../scheduler/extra-specs";
 import { explainNoValidPool, place } from "../scheduler/scheduler";
 import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
 import type { ProfileRow, Store, StoreOps, VolumeRow } from "../store/store";
-import type { BackendConfig, PoolConfig } from "../domain/backend";
+import { PoolCatalog, type PoolCatalogOptions } from "./pool-catalog";
+import { Profiles, type ProfileSpec, unknownProfile } from "./profiles";
+
+export type { ProfileSpec } from "./profiles";
+export { poolId } from "./pool-catalog";
+export { multiAttachDemand } from "./profiles";
 
 const GiB = 1024 ** 3;
-
-export interface ProfileSpec {
-  name: string;
-  description: string;
-  storageType: string;
-  extraSpecs: Record<string, string>;
-}
 
 export interface VolumeSpec {
   name: string;
@@ -48,227 +44,71 @@ export interface Placement {
   readonly rejections: PlacementResult["rejections"];
 }
 
-export interface ControllerOptions {
-  store: Store;
-  backends: BackendConfig[];
-  drivers?: Record<string, VolumeDriver>;
-  now?: () => Date;
-  log?: (message: string) => void;
-  /** The driver of a backend on a remote storage node (`node` ≠ local): its agent (agent/remote-node.ts). */
-  nodeDriver?: (node: string, kind: string) => VolumeDriver;
-}
+export type ControllerOptions = PoolCatalogOptions;
 
 export class Controller {
   private readonly store: Store;
-  private readonly backends: Map<string, BackendConfig>;
-  private readonly drivers: Record<string, VolumeDriver>;
-  private readonly nodeDriver?: (node: string, kind: string) => VolumeDriver;
   private readonly now: () => Date;
-  private readonly log: (message: string) => void;
-  /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
-  private poolStats = new Map<string, { totalGib: number; freeGib: number }>();
-  private backendIds = new Map<string, string>();
-  private poolStates?: PoolState[];
-  /** Profiles a preview in this process has planned (they will exist when the update runs). */
-  private readonly plannedProfiles = new Map<string, ProfileSpec>();
-  /**
-   * Capacity that volumes previewed in this process will take (by Pulumi URN), so a preview of
-   * many volumes places them as the update will, without overbooking. Dropped when the volume is created.
-   */
-  private readonly reservations = new Map<string, { poolId: string; sizeGib: number }>();
+  /** The pools, their drivers and capacity (pool-catalog.ts). */
+  readonly catalog: PoolCatalog;
+  /** Profiles (profiles.ts). */
+  readonly profiles: Profiles;
 
   constructor(options: ControllerOptions) {
     this.store = options.store;
-    this.backends = new Map(options.backends.map((b) => [b.name, b]));
-    this.drivers = options.drivers ?? { file: new FileDriver() };
-    this.nodeDriver = options.nodeDriver;
     this.now = options.now ?? (() => new Date());
-    this.log = options.log ?? (() => undefined);
+    this.catalog = new PoolCatalog(options);
+    this.profiles = new Profiles(options.store, this.catalog, this.now);
   }
 
-  /** Discover pools (capacity, folders) and give every backend its stable id. Called at provider start. */
-  async discover(): Promise<void> {
-    const stats = new Map<string, { totalGib: number; freeGib: number }>();
-    for (const b of this.backends.values()) {
-      this.backendIds.set(b.name, await this.ensureBackendId(b));
-      // Seed 000: volumes take sharedTargets from their backend; a backend that changed its mind
-      // (or volumes older than the setting) are corrected at start.
-      const corrected = await this.store.setSharedTargets(b.name, b.sharedTargets);
-      if (corrected > 0) this.log(`backend ${b.name}: sharedTargets ${b.sharedTargets} set on ${corrected} volume(s)`);
-      for (const p of b.pools) {
-        const s = await this.driverFor(b).getPoolStats(p);
-        stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
-      }
-    }
-    this.poolStats = stats;
-    this.poolStates = undefined;
+  // The pools and profiles, as callers have always asked the controller for them.
+  discover(): Promise<void> {
+    return this.catalog.discover();
   }
-
-  private ensureBackendId(b: BackendConfig): Promise<string> {
-    return this.store.transaction(async (tx) => {
-      const row = await tx.getBackend(b.name);
-      const wanted = b.backendId ?? row?.backendId ?? randomUUID();
-      if (!row || row.backendId !== wanted) await tx.upsertBackend({ name: b.name, backendId: wanted, createdAt: row?.createdAt ?? this.now().toISOString() });
-      return wanted;
-    });
+  pools(ops?: StoreOps): Promise<PoolState[]> {
+    return this.catalog.pools(ops);
   }
-
-  private driverFor(b: BackendConfig): VolumeDriver {
-    if (b.node !== "local") {
-      if (!this.nodeDriver) throw new UserError("INVALID_INPUT", `backend ${b.name}: node "${b.node}" cannot be reached (no storage node agents configured)`);
-      return this.nodeDriver(b.node, b.driver);
-    }
-    const d = this.drivers[b.driver];
-    if (!d) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
-    return d;
+  locate(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): { backend: BackendConfig; pool: PoolConfig } {
+    return this.catalog.locate(row);
   }
-
-  /**
-   * The scheduler's view of every pool, provisioned capacity read from the store now (plus what
-   * previews in this process reserved), through `ops` (a transaction's handle when the caller
-   * decides on it). Fresh objects each call: another async flow's call must not change the
-   * numbers a placement is deciding on.
-   */
-  async pools(ops: StoreOps = this.store): Promise<PoolState[]> {
-    this.poolStates ??= this.buildPoolStates();
-    const provisioned = await ops.provisionedGibByPool();
-    let reserved: Map<string, number> | undefined;
-    if (this.reservations.size > 0) {
-      reserved = new Map();
-      for (const r of this.reservations.values()) reserved.set(r.poolId, (reserved.get(r.poolId) ?? 0) + r.sizeGib);
-    }
-    return this.poolStates.map((p) => ({ ...p, provisionedGib: (provisioned.get(p.id) ?? 0) + (reserved?.get(p.id) ?? 0) }));
+  volumePath(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): string {
+    return this.catalog.volumePath(row);
   }
-
-  private buildPoolStates(): PoolState[] {
-    const out: PoolState[] = [];
-    for (const b of this.backends.values()) {
-      for (const p of b.pools) {
-        const id = poolId(b, p);
-        const s = this.poolStats.get(id) ?? { totalGib: p.totalCapacityGib ?? 0, freeGib: 0 };
-        const policy = String(p.extras.dataStorage?.provisioningPolicy ?? "Thin").toLowerCase();
-        out.push({
-          id,
-          backendName: b.name,
-          backendId: this.backendIds.get(b.name) ?? b.backendId ?? "",
-          poolName: p.name,
-          sharedTargets: b.sharedTargets,
-          availabilityZone: p.availabilityZone,
-          storageType: p.storageType,
-          multiAttach: p.multiAttach,
-          replication: p.replication,
-          extras: p.extras as PoolState["extras"],
-          totalGib: s.totalGib,
-          freeGib: s.freeGib,
-          provisionedGib: 0,
-          maxOverSubscriptionRatio: policy === "thick" ? 1 : p.maxOverSubscriptionRatio,
-          provisioning: policy === "thick" ? "thick" : "thin",
-          weigher: b.weigher,
-        });
-      }
-    }
-    return out;
+  backendId(name: string): string | undefined {
+    return this.catalog.backendId(name);
   }
-
-  // ---------------------------------------------------------------- profiles
-
-  /** Find a profile by id or name; a profile planned by a preview in this process counts. */
-  async resolveProfile(idOrName: string): Promise<(ProfileSpec & { id?: string }) | undefined> {
-    const row = (await this.store.getProfile(idOrName)) ?? (await this.store.getProfileByName(idOrName));
-    if (row) return row;
-    return this.plannedProfiles.get(idOrName);
+  backendConfigs(): BackendConfig[] {
+    return this.catalog.backendConfigs();
   }
-
-  /** Remember a profile a preview will create, so volumes referring to it can be checked and placed. */
+  resolveProfile(idOrName: string): Promise<(ProfileSpec & { id?: string }) | undefined> {
+    return this.profiles.resolveProfile(idOrName);
+  }
   planProfile(spec: ProfileSpec): void {
-    this.plannedProfiles.set(spec.name, spec);
+    this.profiles.planProfile(spec);
   }
-
-  /** Create a profile; a retried create by the same owner returns the existing row. */
   createProfile(owner: string, spec: ProfileSpec): Promise<ProfileRow> {
-    return this.store.transaction(async (tx) => {
-      const existing = await tx.getProfileByName(spec.name);
-      if (existing) {
-        if (existing.owner === owner) return tx.updateProfile(existing.id, { ...spec, updatedAt: this.now().toISOString() });
-        throw new UserError("CONFLICT", `name: a profile named "${spec.name}" already exists (id ${existing.id}, created by ${existing.owner})`, "name");
-      }
-      const at = this.now().toISOString();
-      const row: ProfileRow = { id: randomUUID(), owner, ...spec, createdAt: at, updatedAt: at };
-      await tx.insertProfile(row);
-      return row;
-    });
+    return this.profiles.createProfile(owner, spec);
   }
-
   getProfile(id: string): Promise<ProfileRow | undefined> {
-    return this.store.getProfile(id);
+    return this.profiles.getProfile(id);
   }
-
   updateProfile(id: string, spec: ProfileSpec): Promise<ProfileRow> {
-    return this.store.transaction(async (tx) => {
-      if (!(await tx.getProfile(id))) throw new UserError("NOT_FOUND", `profile ${id} no longer exists; run pulumi refresh`);
-      const clash = await tx.getProfileByName(spec.name);
-      if (clash && clash.id !== id) throw new UserError("CONFLICT", `name: a profile named "${spec.name}" already exists (id ${clash.id})`, "name");
-      return tx.updateProfile(id, { ...spec, updatedAt: this.now().toISOString() });
-    });
+    return this.profiles.updateProfile(id, spec);
   }
-
-  /**
-   * Delete a profile; gone is success; a profile still used by volumes is refused, naming them.
-   * A volume being deleted at the same moment (a destroy whose dependencies were not recorded,
-   * e.g. right after an import) is waited for, up to `waitMs`.
-   */
-  async deleteProfile(id: string, waitMs = 15_000): Promise<void> {
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      const users = await this.store.transaction(async (tx) => {
-        const users = (await tx.listVolumes()).filter((v) => v.profileId === id);
-        if (users.length === 0) await tx.deleteProfile(id);
-        return users;
-      });
-      if (users.length === 0) return;
-      if (Date.now() >= deadline) {
-        throw new UserError("CONFLICT", `profile ${id} is used by ${users.length} volume(s): ${users.slice(0, 5).map((v) => `${v.name} (${v.id})`).join(", ")}`);
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
+  deleteProfile(id: string, waitMs?: number): Promise<void> {
+    return this.profiles.deleteProfile(id, waitMs);
+  }
+  checkExtraSpecs(extraSpecs: Record<string, string>): Promise<Array<{ key: string; reason: string }>> {
+    return this.profiles.checkExtraSpecs(extraSpecs);
+  }
+  effectiveMultiAttach(spec: Pick<VolumeSpec, "profile" | "multiAttach">): Promise<boolean> {
+    return this.profiles.effectiveMultiAttach(spec);
   }
 
   // ---------------------------------------------------------------- volumes
 
-  /**
-   * Check a profile's extra specs: malformed values and keys no pool could ever have are errors
-   * (by key), so a typo fails at check instead of silently matching nothing.
-   */
-  async checkExtraSpecs(extraSpecs: Record<string, string>): Promise<Array<{ key: string; reason: string }>> {
-    const { requirements, errors } = parseExtraSpecs(extraSpecs);
-    return [...errors, ...unknownKeyErrors(requirements, await this.pools())];
-  }
-
-  /** The profile's parsed requirements and what it says of multiAttach (true, false, or nothing). */
-  private async profileRequirements(ref: string | undefined): Promise<{ requirements: Requirement[]; storageType?: string; multiAttach?: boolean }> {
-    if (ref === undefined) return { requirements: [] };
-    const profile = await this.resolveProfile(ref);
-    if (!profile) throw unknownProfile(ref);
-    const { requirements, errors } = parseExtraSpecs(profile.extraSpecs);
-    if (errors.length > 0) throw new UserError("INVALID_INPUT", `profile: profile "${profile.name}" has invalid extra specs: ${errors.map((e) => `${e.key}: ${e.reason}`).join("; ")}`, "profile");
-    return { requirements, storageType: profile.storageType, multiAttach: multiAttachDemand(requirements) };
-  }
-
-  /** The multiAttach a volume gets: its own, else its profile's demand, else false. A contradiction is an error. */
-  async effectiveMultiAttach(spec: Pick<VolumeSpec, "profile" | "multiAttach">): Promise<boolean> {
-    const demand = (await this.profileRequirements(spec.profile)).multiAttach;
-    if (spec.multiAttach !== undefined && demand !== undefined && spec.multiAttach !== demand) {
-      throw new UserError(
-        "INVALID_INPUT",
-        `multiAttach is ${spec.multiAttach} but profile "${spec.profile}" asks capabilities:multiAttach ${demand}; drop one of them`,
-        "multiAttach",
-      );
-    }
-    return spec.multiAttach ?? demand ?? false;
-  }
-
   private async placementRequest(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">): Promise<PlacementRequest> {
-    const p = await this.profileRequirements(spec.profile);
+    const p = await this.profiles.requirements(spec.profile);
     return { sizeGib: spec.sizeGib, availabilityZone: spec.availabilityZone, multiAttach: await this.effectiveMultiAttach(spec), storageType: p.storageType, requirements: p.requirements };
   }
 
@@ -277,12 +117,12 @@ export class Controller {
    * (a preview's URN) the capacity is held in this process so later previewed volumes see it taken.
    */
   async plan(spec: Pick<VolumeSpec, "sizeGib" | "availabilityZone" | "multiAttach" | "profile">, reserveFor?: string): Promise<Placement> {
-    if (reserveFor !== undefined) this.reservations.delete(reserveFor);
+    if (reserveFor !== undefined) this.catalog.reservations.delete(reserveFor);
     const request = await this.placementRequest(spec);
     const pools = await this.pools();
     const r = place(pools, request);
     if (!r.ok) throw new UserError("NO_VALID_POOL", explainNoValidPool(request, r.rejections, pools.length));
-    if (reserveFor !== undefined) this.reservations.set(reserveFor, { poolId: r.pool.id, sizeGib: spec.sizeGib });
+    if (reserveFor !== undefined) this.catalog.reservations.set(reserveFor, { poolId: r.pool.id, sizeGib: spec.sizeGib });
     return r;
   }
 
@@ -298,7 +138,7 @@ export class Controller {
    * A failure leaves neither a row nor a file behind.
    */
   async createVolume(owner: string, spec: VolumeSpec): Promise<VolumeRow> {
-    this.reservations.delete(owner);
+    this.catalog.reservations.delete(owner);
     const request = await this.placementRequest(spec);
     const profileId = spec.profile !== undefined ? ((await this.store.getProfile(spec.profile)) ?? (await this.store.getProfileByName(spec.profile)))?.id : undefined;
     if (spec.profile !== undefined && !profileId) throw unknownProfile(spec.profile);
@@ -348,7 +188,7 @@ export class Controller {
     if (adopted && row.status !== "creating") return row;
 
     const { backend, pool } = this.locate(row);
-    const driver = this.driverFor(backend);
+    const driver = this.catalog.driverFor(backend);
     try {
       if (source) {
         const src = this.locate(source);
@@ -357,30 +197,18 @@ export class Controller {
         await driver.createVolume(pool, row.id, spec.sizeGib * GiB);
       }
     } catch (err) {
-      await driver.deleteVolume(pool, row.id).catch(() => undefined);
-      await this.store.deleteVolume(row.id);
+      // Leave neither bytes nor a row; a clean-up that fails too is reported with the failure.
+      const cleanup: unknown[] = [];
+      await driver.deleteVolume(pool, row.id).catch((e: unknown) => cleanup.push(e));
+      await this.store.deleteVolume(row.id).catch((e: unknown) => cleanup.push(e));
+      if (cleanup.length > 0) throw new AggregateError([err, ...cleanup], `${(err as Error).message} (and cleaning up volume ${row.id} failed: ${cleanup.map((e) => (e as Error).message).join("; ")})`);
       throw err;
     }
     return this.store.updateVolume(row.id, { status: "available", updatedAt: this.now().toISOString() });
   }
 
-  /** The backend and pool config of a volume row. */
-  locate(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): { backend: BackendConfig; pool: PoolConfig } {
-    const backend = this.backends.get(row.backendName);
-    const poolName = row.poolId.slice(row.backendName.length + 1);
-    const pool = backend?.pools.find((p) => p.name === poolName);
-    if (!backend || !pool) throw new UserError("INVALID_STATE", `volume ${row.id} is on pool ${row.poolId}, which is no longer configured`);
-    return { backend, pool };
-  }
-
   getVolume(id: string): Promise<VolumeRow | undefined> {
     return this.store.getVolume(id);
-  }
-
-  /** Where the volume's bytes are on its storage node. */
-  volumePath(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): string {
-    const { backend, pool } = this.locate(row);
-    return this.driverFor(backend).volumePath(pool, row.id);
   }
 
   listVolumes(): Promise<VolumeRow[]> {
@@ -395,7 +223,7 @@ export class Controller {
     const row = await this.store.getVolume(id);
     if (!row) return undefined;
     const { backend, pool } = this.locate(row);
-    const bytes = await this.driverFor(backend).getVolumeSizeBytes(pool, row.id);
+    const bytes = await this.catalog.driverFor(backend).getVolumeSizeBytes(pool, row.id);
     if (bytes === undefined) {
       if (row.status === "creating") return row;
       await this.store.deleteVolume(row.id);
@@ -425,7 +253,7 @@ export class Controller {
       return current.status;
     });
     try {
-      await this.driverFor(backend).extendVolume(pool, id, sizeGib * GiB);
+      await this.catalog.driverFor(backend).extendVolume(pool, id, sizeGib * GiB);
     } catch (err) {
       await this.store.updateVolume(id, { status: "error_extending", updatedAt: this.now().toISOString() });
       throw err;
@@ -462,7 +290,7 @@ export class Controller {
     if (clones.length > 0) throw new UserError("INVALID_STATE", `volume ${row.name} is being cloned into ${clones[0].name}; try again when that finishes`);
     await this.store.updateVolume(id, { status: "deleting", updatedAt: this.now().toISOString() });
     const { backend, pool } = this.locate(row);
-    await this.driverFor(backend).deleteVolume(pool, id);
+    await this.catalog.driverFor(backend).deleteVolume(pool, id);
     await this.store.deleteVolume(id);
   }
 
@@ -472,34 +300,4 @@ export class Controller {
     return row;
   }
 
-  /** The ids of the backends, keyed by name. */
-  backendId(name: string): string | undefined {
-    return this.backendIds.get(name);
-  }
-
-  backendConfigs(): BackendConfig[] {
-    return [...this.backends.values()];
-  }
-}
-
-export function poolId(b: { name: string }, p: { name: string }): string {
-  return `${b.name}/${p.name}`;
-}
-
-/** What requirements say of multiAttach: true or false when they demand it, undefined when they do not care. */
-export function multiAttachDemand(requirements: readonly Requirement[]): boolean | undefined {
-  const rs = requirements.filter((r) => r.lookup.kind !== "extra" && r.lookup.name === "multiAttach");
-  if (rs.length === 0) return undefined;
-  const probe = (v: boolean) => rs.every((r) => evaluate({ multiAttach: v } as PoolState, r) === undefined);
-  const t = probe(true);
-  const f = probe(false);
-  return t && !f ? true : f && !t ? false : undefined;
-}
-
-function unknownProfile(ref: string): UserError {
-  return new UserError(
-    "NOT_FOUND",
-    `profile: no profile with id or name "${ref}" (if the profile is declared in this program, pass profile.id or profile.name so Pulumi creates it first)`,
-    "profile",
-  );
 }

@@ -1,0 +1,165 @@
+/**
+ * The pools the controller places volumes on: every configured backend and pool, its driver
+ * (this machine's, or a storage node's through its agent), the capacity last discovered, the
+ * stable backend ids, and the capacity previews in this process hold. What a pool's provisioned
+ * capacity is comes from the store every time (through a transaction's handle when the caller
+ * decides on it), so parallel creates never overbook.
+ */
+import { randomUUID } from "node:crypto";
+import type { BackendConfig, PoolConfig } from "../domain/backend";
+import { FileDriver } from "../drivers/file-driver";
+import type { VolumeDriver } from "../drivers/volume-driver";
+import { UserError } from "../errors";
+import type { PoolState } from "../scheduler/types";
+import type { Store, StoreOps, VolumeRow } from "../store/store";
+
+const GiB = 1024 ** 3;
+
+export interface PoolCatalogOptions {
+  store: Store;
+  backends: BackendConfig[];
+  drivers?: Record<string, VolumeDriver>;
+  now?: () => Date;
+  log?: (message: string) => void;
+  /** The driver of a backend on a remote storage node (`node` ≠ local): its agent (agent/remote-node.ts). */
+  nodeDriver?: (node: string, kind: string) => VolumeDriver;
+}
+
+export class PoolCatalog {
+  private readonly store: Store;
+  private readonly backends: Map<string, BackendConfig>;
+  private readonly drivers: Record<string, VolumeDriver>;
+  private readonly nodeDriver?: (node: string, kind: string) => VolumeDriver;
+  private readonly now: () => Date;
+  private readonly log: (message: string) => void;
+  /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
+  private poolStats = new Map<string, { totalGib: number; freeGib: number }>();
+  private backendIds = new Map<string, string>();
+  private poolStates?: PoolState[];
+  /**
+   * Capacity that volumes previewed in this process will take (by Pulumi URN), so a preview of
+   * many volumes places them as the update will, without overbooking. Dropped when the volume is created.
+   */
+  readonly reservations = new Map<string, { poolId: string; sizeGib: number }>();
+
+  constructor(options: PoolCatalogOptions) {
+    this.store = options.store;
+    this.backends = new Map(options.backends.map((b) => [b.name, b]));
+    this.drivers = options.drivers ?? { file: new FileDriver() };
+    this.nodeDriver = options.nodeDriver;
+    this.now = options.now ?? (() => new Date());
+    this.log = options.log ?? (() => undefined);
+  }
+
+  /** Discover pools (capacity, folders) and give every backend its stable id. Called at provider start. */
+  async discover(): Promise<void> {
+    const stats = new Map<string, { totalGib: number; freeGib: number }>();
+    for (const b of this.backends.values()) {
+      this.backendIds.set(b.name, await this.ensureBackendId(b));
+      // Shared targets: volumes take sharedTargets from their backend; a backend that changed its mind
+      // (or volumes older than the setting) are corrected at start.
+      const corrected = await this.store.setSharedTargets(b.name, b.sharedTargets);
+      if (corrected > 0) this.log(`backend ${b.name}: sharedTargets ${b.sharedTargets} set on ${corrected} volume(s)`);
+      for (const p of b.pools) {
+        const s = await this.driverFor(b).getPoolStats(p);
+        stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
+      }
+    }
+    this.poolStats = stats;
+    this.poolStates = undefined;
+  }
+
+  private ensureBackendId(b: BackendConfig): Promise<string> {
+    return this.store.transaction(async (tx) => {
+      const row = await tx.getBackend(b.name);
+      const wanted = b.backendId ?? row?.backendId ?? randomUUID();
+      if (!row || row.backendId !== wanted) await tx.upsertBackend({ name: b.name, backendId: wanted, createdAt: row?.createdAt ?? this.now().toISOString() });
+      return wanted;
+    });
+  }
+
+  driverFor(b: BackendConfig): VolumeDriver {
+    if (b.node !== "local") {
+      if (!this.nodeDriver) throw new UserError("INVALID_INPUT", `backend ${b.name}: node "${b.node}" cannot be reached (no storage node agents configured)`);
+      return this.nodeDriver(b.node, b.driver);
+    }
+    const d = this.drivers[b.driver];
+    if (!d) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
+    return d;
+  }
+
+  /**
+   * The scheduler's view of every pool, provisioned capacity read from the store now (plus what
+   * previews in this process reserved), through `ops` (a transaction's handle when the caller
+   * decides on it). Fresh objects each call: another async flow's call must not change the
+   * numbers a placement is deciding on.
+   */
+  async pools(ops: StoreOps = this.store): Promise<PoolState[]> {
+    this.poolStates ??= this.buildPoolStates();
+    const provisioned = await ops.provisionedGibByPool();
+    let reserved: Map<string, number> | undefined;
+    if (this.reservations.size > 0) {
+      reserved = new Map();
+      for (const r of this.reservations.values()) reserved.set(r.poolId, (reserved.get(r.poolId) ?? 0) + r.sizeGib);
+    }
+    return this.poolStates.map((p) => ({ ...p, provisionedGib: (provisioned.get(p.id) ?? 0) + (reserved?.get(p.id) ?? 0) }));
+  }
+
+  private buildPoolStates(): PoolState[] {
+    const out: PoolState[] = [];
+    for (const b of this.backends.values()) {
+      for (const p of b.pools) {
+        const id = poolId(b, p);
+        const s = this.poolStats.get(id) ?? { totalGib: p.totalCapacityGib ?? 0, freeGib: 0 };
+        const policy = String(p.extras.dataStorage?.provisioningPolicy ?? "Thin").toLowerCase();
+        out.push({
+          id,
+          backendName: b.name,
+          backendId: this.backendIds.get(b.name) ?? b.backendId ?? "",
+          poolName: p.name,
+          sharedTargets: b.sharedTargets,
+          availabilityZone: p.availabilityZone,
+          storageType: p.storageType,
+          multiAttach: p.multiAttach,
+          replication: p.replication,
+          extras: p.extras as PoolState["extras"],
+          totalGib: s.totalGib,
+          freeGib: s.freeGib,
+          provisionedGib: 0,
+          maxOverSubscriptionRatio: policy === "thick" ? 1 : p.maxOverSubscriptionRatio,
+          provisioning: policy === "thick" ? "thick" : "thin",
+          weigher: b.weigher,
+        });
+      }
+    }
+    return out;
+  }
+
+  /** The backend and pool config of a volume row. */
+  locate(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): { backend: BackendConfig; pool: PoolConfig } {
+    const backend = this.backends.get(row.backendName);
+    const poolName = row.poolId.slice(row.backendName.length + 1);
+    const pool = backend?.pools.find((p) => p.name === poolName);
+    if (!backend || !pool) throw new UserError("INVALID_STATE", `volume ${row.id} is on pool ${row.poolId}, which is no longer configured`);
+    return { backend, pool };
+  }
+
+  /** Where the volume's bytes are on its storage node. */
+  volumePath(row: Pick<VolumeRow, "backendName" | "poolId" | "id">): string {
+    const { backend, pool } = this.locate(row);
+    return this.driverFor(backend).volumePath(pool, row.id);
+  }
+
+  /** The ids of the backends, keyed by name. */
+  backendId(name: string): string | undefined {
+    return this.backendIds.get(name);
+  }
+
+  backendConfigs(): BackendConfig[] {
+    return [...this.backends.values()];
+  }
+}
+
+export function poolId(b: { name: string }, p: { name: string }): string {
+  return `${b.name}/${p.name}`;
+}
