@@ -3,6 +3,7 @@ import type { VolumePath } from "../connectors/connector";
 import type { Attachments } from "../controller/attachments";
 import type { Controller } from "../controller/controller";
 import type { Replication } from "../controller/replication";
+import type { VolumeUpdates } from "../controller/update-volume";
 
 export type Severity = "debug" | "info" | "warning" | "error";
 
@@ -11,6 +12,8 @@ export interface ProviderContext {
   controller(): Promise<Controller>;
   /** Replication pairs and their sync, on the same store as the controller. */
   replication(): Promise<Replication>;
+  /** The update of a volume (grow through replica, targets and devices; in-place changes) as one use case. */
+  volumeUpdates(): Promise<VolumeUpdates>;
   /**
    * Attach/detach, on the same store as the controller. The first use reconciles the exports the
    * state knows (made again after a target daemon restart), except with `reconcile: false`: a

@@ -180,37 +180,12 @@ export class VolumeResource implements ResourceHandler {
     return { id: row.id, outs: volumeOutputs(row, inputs), inputs };
   }
 
+  /** Input mapping, then the volume update use case (controller/update-volume.ts). */
   async update(req: UpdateRequest): Promise<Props> {
-    const c = await this.ctx.controller();
-    const n = withDefaults(volumeProperties, req.news);
-    if (req.preview) {
-      return { ...req.oldOutputs, ...n, status: UNKNOWN };
-    }
+    if (req.preview) return { ...req.oldOutputs, ...withDefaults(volumeProperties, req.news), status: UNKNOWN };
     const s = spec(req.news);
-    let row = await c.getVolume(req.id);
-    if (!row) throw new Error(`volume ${req.id} no longer exists; run pulumi refresh`);
-    // Compared with the old inputs, not the row: a retried update whose driver step already ran
-    // still grows the replica and extends the devices on the hosts.
-    const grew = s.sizeGib !== Number(req.oldInputs.sizeGib ?? s.sizeGib);
-    const r = grew || s.sizeGib !== row.sizeGib ? await this.ctx.replication() : undefined;
-    const pair = await r?.pairOf(req.id);
-    const failedOver = pair?.activeSide === "secondary";
-    // Seed 002: the secondary grows with its primary. While failed over it is the active side and
-    // grows first; a primary that cannot be reached then takes the new size when it fails back.
-    let secondary = grew && failedOver ? await r!.volumeGrew(req.id, s.sizeGib) : undefined;
-    if (s.sizeGib !== row.sizeGib) {
-      this.ctx.log("info", `extending volume ${row.name} from ${row.sizeGib} to ${s.sizeGib} GiB`, req.urn);
-      row = failedOver ? await r!.growFailedOverPrimary(req.id, s.sizeGib, (m) => this.ctx.log("warning", m, req.urn)) : await c.extendVolume(req.id, s.sizeGib);
-    }
-    if (grew && pair?.secondaryVolumeId && !failedOver) secondary = await r!.volumeGrew(req.id, s.sizeGib);
-    if (secondary?.status === "in-use") await (await this.ctx.attachments()).volumeGrew(secondary.id);
-    if (grew && row.status === "in-use") {
-      const grown = await (await this.ctx.attachments()).volumeGrew(req.id);
-      for (const d of grown.devices) this.ctx.log("info", `volume ${row.name}: ${d.path} on ${d.host} now shows ${d.sizeBytes} bytes`, req.urn);
-      for (const p of grown.pending) this.ctx.log("warning", `volume ${row.name} grew, but ${p.path} on ${p.host} still shows the old size: ${p.reason}`, req.urn);
-    }
-    const multiAttach = await c.effectiveMultiAttach({ profile: s.profile, multiAttach: s.multiAttach });
-    row = await c.updateVolume(req.id, { name: s.name, description: s.description, metadata: s.metadata, multiAttach });
+    const previousSizeGib = Number(req.oldInputs.sizeGib ?? s.sizeGib);
+    const row = await (await this.ctx.volumeUpdates()).update(req.id, s, { previousSizeGib, log: (severity, m) => this.ctx.log(severity, m, req.urn) });
     return volumeOutputs(row, req.news);
   }
 

@@ -15,6 +15,7 @@ import { AttachmentResource } from "../resources/attachment";
 import type { Attachments } from "../controller/attachments";
 import type { Controller } from "../controller/controller";
 import type { Replication } from "../controller/replication";
+import { VolumeUpdates } from "../controller/update-volume";
 import type { VolumePath } from "../connectors/connector";
 import { Composition } from "../compose/composition";
 import { findProjectDir } from "../compose/stack-config";
@@ -133,6 +134,10 @@ export class ProviderServer implements ProviderContext {
     return parts.replication();
   }
   private syncsStarted = false;
+
+  async volumeUpdates(): Promise<VolumeUpdates> {
+    return new VolumeUpdates({ controller: await this.controller(), replication: () => this.replication(), attachments: () => this.attachments() });
+  }
 
   /** Attachments; the first use reconciles the exports the state knows (they may be gone after a daemon restart). */
   async attachments(options: { reconcile?: boolean } = {}): Promise<Attachments> {
