@@ -1,5 +1,5 @@
 /**
- * Replication pairs (seed 002), async: a primary volume, its secondary on one of the primary
+ * Replication pairs, async: a primary volume, its secondary on one of the primary
  * backend's `replicationTargets`, and an incremental sync (replication/sync.ts) between them.
  *
  *   create    → the secondary volume (same size, placed on the target backend) + a full sync
@@ -18,41 +18,17 @@
  */
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { BackendError, UserError } from "../errors";
 import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, syncFiles, type SyncDirection } from "../replication/sync";
 
-/** What one sync did, wherever it ran. */
-export interface SyncSummary {
-  bytesTransferred: number;
-  full: boolean;
-  lastSyncAt: string;
-  durationMs: number;
-}
-
-/** The agent calls replication needs of a storage node. */
-export type NodeAgent = Pick<AgentClient, "syncPair" | "schedulePair" | "unschedulePair" | "pairs" | "health">;
-import type { AgentClient } from "../agent/client";
-import type { SyncSpec } from "../agent/api";
 import { withStoreLock } from "../store/lock";
 import type { PairRow, Store, StoreOps, VolumeRow } from "../store/store";
-import type { ActiveSide, ReplicationStatus } from "../domain/status";
+import type { ReplicationStatus } from "../domain/status";
 import type { Controller } from "./controller";
+import { type NodeAgent, PairTopology, type PairSpec, type SyncSummary } from "./replication-topology";
 
-/** Chunk maps of replication pairs: beside the state database (`.sds/replication`). */
-export function replicationDir(stateFile: string): string {
-  return path.join(stateFile === ":memory:" ? os.tmpdir() : path.dirname(stateFile), "replication");
-}
-
-export interface PairSpec {
-  primaryVolumeId: string;
-  targetBackend: string;
-  targetPool?: string;
-  rpoSeconds: number;
-  enabled: boolean;
-  activeSide: ActiveSide;
-}
+export { type NodeAgent, type PairSpec, replicationDir, type SyncSummary } from "./replication-topology";
 
 export interface ReplicationOptions {
   store: Store;
@@ -77,6 +53,7 @@ export class Replication {
   private readonly log: (message: string) => void;
   private readonly lockTimeoutMs: number;
   private readonly nodeAgent?: (node: string) => NodeAgent;
+  private readonly topology: PairTopology;
 
   constructor(o: ReplicationOptions) {
     this.store = o.store;
@@ -86,38 +63,13 @@ export class Replication {
     this.log = o.log ?? (() => undefined);
     this.lockTimeoutMs = o.lockTimeoutMs ?? 600_000;
     this.nodeAgent = o.nodeAgent;
-  }
-
-  /** The nodes of a pair's two volumes. */
-  private async nodes(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): Promise<{ primary: string; secondary: string }> {
-    const v = await this.controller.getVolume(row.primaryVolumeId);
-    const primary = v ? this.controller.locate(v).backend.node : "local";
-    const secondary = this.controller.backendConfigs().find((b) => b.name === row.targetBackend)?.node ?? "local";
-    return { primary, secondary };
-  }
-
-  /** Syncs of this pair run in storage node agents (both volumes on nodes), not here. */
-  private async remote(row: Pick<PairRow, "primaryVolumeId" | "targetBackend">): Promise<boolean> {
-    return (await this.nodes(row)).primary !== "local";
-  }
-
-  /**
-   * One direction of a pair as a storage node agent runs it: on the source's node, naming the
-   * sink's node (its `hosts` key) as the peer when it is another; the source's agent finds that
-   * name in its own `--peers` file.
-   */
-  private async nodeSpec(row: PairRow, direction: SyncDirection, fresh = false): Promise<{ node: string; spec: SyncSpec }> {
-    const { primary, secondary } = await this.paths(row);
-    const n = await this.nodes(row);
-    const [fromNode, toNode, source, sink] = direction === "forward" ? [n.primary, n.secondary, primary, secondary] : [n.secondary, n.primary, secondary, primary];
-    const spec: SyncSpec = { pairId: row.id, direction, source, sink, ...(fromNode !== toNode ? { peer: toNode } : {}), ...(fresh ? { fresh } : {}) };
-    return { node: fromNode, spec };
+    this.topology = new PairTopology(o.controller, o.nodeAgent);
   }
 
   /** Scheduled syncs: storage nodes run them every rpoSeconds; here only while on the primary and enabled. */
   private async reschedule(row: PairRow, warn: (m: string) => void = () => undefined): Promise<void> {
-    if (!(await this.remote(row))) return;
-    const { node, spec } = await this.nodeSpec(row, "forward");
+    if (!(await this.topology.remote(row))) return;
+    const { node, spec } = await this.topology.nodeSpec(row, "forward");
     try {
       if (row.enabled && row.activeSide === "primary") await this.nodeAgent!(node).schedulePair(spec, row.rpoSeconds);
       else await this.nodeAgent!(node).unschedulePair(row.id);
@@ -130,8 +82,8 @@ export class Replication {
   /** Remote pairs: the node's view of the last scheduled sync, folded into the row (refresh). */
   async refresh(id: string): Promise<PairRow | undefined> {
     const row = await this.store.getPair(id);
-    if (!row || !(await this.remote(row)) || row.activeSide !== "primary") return row;
-    const status = (await this.nodeAgent!((await this.nodes(row)).primary).pairs()).find((p) => p.pairId === id);
+    if (!row || !(await this.topology.remote(row)) || row.activeSide !== "primary") return row;
+    const status = (await this.nodeAgent!((await this.topology.nodes(row)).primary).pairs()).find((p) => p.pairId === id);
     if (!status?.lastSyncAt || (row.lastSyncAt && status.lastSyncAt <= row.lastSyncAt)) return row;
     return this.store.updatePair(id, { lastSyncAt: status.lastSyncAt, bytesTransferred: Math.max(row.bytesTransferred, status.bytesTransferred), lastError: status.lastError, updatedAt: this.at() });
   }
@@ -166,24 +118,8 @@ export class Replication {
   }
 
   /** Why a spec cannot make a pair, as [property, reason]; [] when it can. */
-  async validate(spec: Pick<PairSpec, "primaryVolumeId" | "targetBackend" | "targetPool">): Promise<Array<[string, string]>> {
-    const v = await this.controller.getVolume(spec.primaryVolumeId);
-    if (!v) return [["primaryVolumeId", `no volume with id "${spec.primaryVolumeId}"`]];
-    const { backend, pool } = this.controller.locate(v);
-    const targets = backend.replicationTargets.map((t) => t.backend);
-    if (!targets.includes(spec.targetBackend)) {
-      return [["targetBackend", `backend ${backend.name} (volume ${v.name}) does not replicate to "${spec.targetBackend}"; its replicationTargets: ${targets.join(", ") || "none"}`]];
-    }
-    if (pool.replication !== "async") return [["primaryVolumeId", `volume ${v.name} is on pool ${backend.name}/${pool.name}, which does not report replication: async; place it with a profile asking "capabilities:replication": "<is> true"`]];
-    const target = this.controller.backendConfigs().find((b) => b.name === spec.targetBackend)!;
-    if (spec.targetPool !== undefined && !target.pools.some((p) => p.name === spec.targetPool)) {
-      return [["targetPool", `backend ${target.name} has no pool "${spec.targetPool}" (pools: ${target.pools.map((p) => p.name).join(", ")})`]];
-    }
-    if ((backend.node === "local") !== (target.node === "local")) {
-      return [["targetBackend", `backend ${backend.name} is on node ${backend.node} and ${target.name} on node ${target.node}: replication runs between two storage nodes (in their agents) or on this machine, not between the two`]];
-    }
-    if (backend.node !== "local" && !this.nodeAgent) return [["targetBackend", "replication between storage nodes needs their agents in the provider's hosts"]];
-    return [];
+  validate(spec: Pick<PairSpec, "primaryVolumeId" | "targetBackend" | "targetPool">): Promise<Array<[string, string]>> {
+    return this.topology.validate(spec);
   }
 
   /**
@@ -254,13 +190,6 @@ export class Replication {
     });
   }
 
-  private async paths(row: PairRow): Promise<{ primary: string; secondary: string }> {
-    const p = await this.controller.getVolume(row.primaryVolumeId);
-    const s = row.secondaryVolumeId ? await this.controller.getVolume(row.secondaryVolumeId) : undefined;
-    if (!p || !s) throw new UserError("INVALID_STATE", `replication pair ${row.id}: its ${p ? "secondary" : "primary"} volume is gone`);
-    return { primary: this.controller.volumePath(p), secondary: this.controller.volumePath(s) };
-  }
-
   /**
    * Sync one pair now, in the direction its active side gives (forward normally; reverse only
    * for failback). Serialized per pair; counts the bytes and records lastSyncAt.
@@ -272,11 +201,11 @@ export class Replication {
       const direction = o.direction ?? "forward";
       let r: SyncSummary;
       try {
-        if (await this.remote(row)) {
-          const { node, spec } = await this.nodeSpec(row, direction, o.fresh);
+        if (await this.topology.remote(row)) {
+          const { node, spec } = await this.topology.nodeSpec(row, direction, o.fresh);
           r = await this.nodeAgent!(node).syncPair(spec);
         } else {
-          const { primary, secondary } = await this.paths(row);
+          const { primary, secondary } = await this.topology.paths(row);
           const maps = pairStatePaths(this.stateDir, row.id);
           fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
           const [from, to] = direction === "forward" ? [primary, secondary] : [secondary, primary];
@@ -289,7 +218,7 @@ export class Replication {
       }
       const bytes = row.bytesTransferred + r.bytesTransferred;
       await this.store.updatePair(id, { lastSyncAt: direction === "forward" ? r.lastSyncAt : row.lastSyncAt, bytesTransferred: bytes, lastError: null, updatedAt: this.at() });
-      const nodes = await this.nodes(row);
+      const nodes = await this.topology.nodes(row);
       this.log(`replication ${row.id} (${o.reason ?? "sync"}, ${direction}${nodes.primary !== "local" ? `, on node ${nodes[direction === "forward" ? "primary" : "secondary"]}` : ""}): ${r.bytesTransferred} bytes sent${r.full ? " (full)" : ""} in ${r.durationMs.toFixed(0)} ms`);
       return r;
     });
@@ -351,9 +280,9 @@ export class Replication {
     await this.setStatus(row.id, "failing-over");
 
     try {
-      const { primary, secondary } = await this.paths(row);
-      if (!(await this.remote(row)) && !fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
-      if (await this.primaryReachable(row, primary)) {
+      const { primary, secondary } = await this.topology.paths(row);
+      if (!(await this.topology.remote(row)) && !fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
+      if (await this.topology.primaryReachable(row, primary)) {
         if (row.enabled) await this.sync(row.id, { reason: "last sync before failover" });
         const old = await this.store.listAttachments({ volumeId: row.primaryVolumeId });
         if (old.length > 0) warn(`replication ${row.id}: attachment(s) ${old.map((a) => `${a.id} (${a.host}, ${a.mode})`).join(", ")} still export the primary; replace them to move them to the secondary`);
@@ -376,15 +305,15 @@ export class Replication {
 
   /** Fail back: resync secondary → primary (the newest data), unfence the primary, forward again. */
   private async failback(row: PairRow): Promise<PairRow> {
-    const { primary } = await this.paths(row);
-    if ((await this.remote(row)) ? !(await this.primaryReachable(row, primary)) : !fs.existsSync(path.dirname(primary))) {
+    const { primary } = await this.topology.paths(row);
+    if ((await this.topology.remote(row)) ? !(await this.topology.primaryReachable(row, primary)) : !fs.existsSync(path.dirname(primary))) {
       throw new UserError("INVALID_STATE", `failback of replication pair ${row.id}: the primary's pool ${path.dirname(primary)} cannot be reached; the pair stays failed over`);
     }
     await this.setStatus(row.id, "enabling");
     try {
       const maps = pairStatePaths(this.stateDir, row.id);
       await this.sync(row.id, { direction: "reverse", reason: "failback resync", fresh: true });
-      if (await this.remote(row)) {
+      if (await this.topology.remote(row)) {
         // The maps live on two nodes: the forward one starts again, comparing digests (only what differs travels).
         await this.sync(row.id, { direction: "forward", reason: "resume after failback", fresh: true });
       } else {
@@ -418,7 +347,7 @@ export class Replication {
     const pair = await this.pairOf(volumeId);
     const primary = await this.controller.getVolume(volumeId);
     if (!primary) throw new UserError("NOT_FOUND", `no volume with id "${volumeId}"`);
-    if (!pair || (await this.primaryReachable(pair, this.controller.volumePath(primary)))) return this.controller.extendVolume(volumeId, sizeGib);
+    if (!pair || (await this.topology.primaryReachable(pair, this.controller.volumePath(primary)))) return this.controller.extendVolume(volumeId, sizeGib);
     if (sizeGib < primary.sizeGib) throw new UserError("INVALID_INPUT", `sizeGib: cannot shrink volume ${primary.name} from ${primary.sizeGib} to ${sizeGib} GiB`, "sizeGib");
     warn(`volume ${primary.name} is failed over and its primary cannot be reached: the secondary grew to ${sizeGib} GiB; the primary takes the new size when it fails back`);
     return this.store.updateVolume(volumeId, { sizeGib, updatedAt: this.at() });
@@ -426,12 +355,12 @@ export class Replication {
 
   /** Delete a pair: the secondary volume and the maps go, the primary stays (unfenced). Gone is fine. */
   async delete(id: string, warn: (m: string) => void = () => undefined): Promise<void> {
-    let row = await this.store.getPair(id);
+    const row = await this.store.getPair(id);
     if (!row) return;
     if (row.activeSide === "secondary") {
       // The newest data is on the secondary: it goes back to the primary before the secondary goes.
       warn(`replication ${id} is failed over: failing back (resync to the primary) before removing the secondary`);
-      row = await this.failback(row);
+      await this.failback(row);
     }
     // Under the pair's sync lock: a sync in flight (one this provider asked for when it started)
     // writes the secondary through the sink, which would make its file again after the delete.
@@ -439,7 +368,7 @@ export class Replication {
       const current = await this.store.getPair(id);
       if (!current) return;
       await this.setStatus(id, "disabling");
-      if (await this.remote(current)) await this.reschedule({ ...current, enabled: false }, warn);
+      if (await this.topology.remote(current)) await this.reschedule({ ...current, enabled: false }, warn);
       const primary = await this.controller.getVolume(current.primaryVolumeId);
       if (current.secondaryVolumeId) {
         const inUse = await this.store.listAttachments({ volumeId: current.secondaryVolumeId });
@@ -456,24 +385,6 @@ export class Replication {
         if (primary) await tx.updateVolume(primary.id, { replicationStatus: "disabled", updatedAt: this.at() });
       });
     });
-  }
-
-  /** The primary can be read: its file (this machine), or its node's agent answers. */
-  private async primaryReachable(row: PairRow, file: string): Promise<boolean> {
-    if (!(await this.remote(row))) {
-      try {
-        fs.accessSync(file, fs.constants.R_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    }
-    try {
-      await this.nodeAgent!((await this.nodes(row)).primary).health();
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
