@@ -109,11 +109,10 @@ module.exports = {
     },
     {
       name: "resources-import-server",
-      severity: "warn",
+      severity: "error",
       comment:
-        "Known debt, a warning until it is mended: resources/ imports the value codec (Props, UNKNOWN, " +
-        "secret, reveal) from server/values.ts, while server/ imports resources/. The codec's types belong " +
-        "below both (resources/ or a small values module they share); then make this an error.",
+        "The Pulumi layer points one way: server/ (the gRPC adapter) calls resources/, never the " +
+        "reverse. The value codec (Props, UNKNOWN, secret, reveal) lives in resources/values.ts.",
       from: { path: "^provider/src/resources/" },
       to: { path: "^provider/src/server/" },
     },

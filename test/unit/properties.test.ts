@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { autoName, checkProperties, diffProperties, isAutoName, settleName } from "../../provider/src/resources/properties";
-import { SECRET_SIG, SIG_KEY, UNKNOWN } from "../../provider/src/server/values";
+import { SECRET_SIG, SIG_KEY, UNKNOWN } from "../../provider/src/resources/values";
 
 const specs = {
   size: { schema: z.number().int().min(1), required: true },

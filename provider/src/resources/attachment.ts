@@ -8,7 +8,7 @@
 import { z } from "zod";
 import type { ConnectionInfo } from "../domain/connection-info";
 import type { AttachmentRow } from "../store/store";
-import { type Props, UNKNOWN, isUnknown, reveal, secret } from "../server/values";
+import { type Props, UNKNOWN, isUnknown, reveal, secret } from "./values";
 import type { ProviderContext } from "./context";
 import { type PropertySpecs, checkProperties, diffProperties, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";

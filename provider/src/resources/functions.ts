@@ -2,7 +2,7 @@
 import { z } from "zod";
 import { UserError } from "../errors";
 import { virtualFreeGib } from "../scheduler/filters";
-import { type Props, reveal } from "../server/values";
+import { type Props, reveal } from "./values";
 import type { ProviderContext } from "./context";
 import type { FunctionHandler } from "./resource";
 

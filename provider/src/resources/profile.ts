@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import type { ProfileRow } from "../store/store";
-import { type Props, UNKNOWN, containsUnknown, reveal } from "../server/values";
+import { type Props, UNKNOWN, containsUnknown, reveal } from "./values";
 import type { ProviderContext } from "./context";
 import { type PropertySpecs, checkProperties, diffProperties, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import type { z } from "zod";
 import { propertyPath } from "../domain/property-path";
-import { type Props, containsUnknown, deepEqual, reveal } from "../server/values";
+import { type Props, containsUnknown, deepEqual, reveal } from "./values";
 import type { CheckFailure, CheckRequest, DiffKind, DiffResult } from "./resource";
 
 export interface PropertySpec {

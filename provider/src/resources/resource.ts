@@ -2,7 +2,7 @@
  * What a resource handler implements. The gRPC server decodes requests into these shapes and
  * encodes the answers; handlers never see protobuf.
  */
-import type { Props } from "../server/values";
+import type { Props } from "./values";
 
 export interface CheckFailure {
   property: string;

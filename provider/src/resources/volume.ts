@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { UserError } from "../errors";
 import type { VolumeRow } from "../store/store";
-import { type Props, UNKNOWN, containsUnknown, isUnknown } from "../server/values";
+import { type Props, UNKNOWN, containsUnknown, isUnknown } from "./values";
 import type { ProviderContext } from "./context";
 import { type PropertySpecs, checkProperties, diffProperties, isAutoName, nameFromUrn, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";

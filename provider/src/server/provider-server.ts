@@ -28,7 +28,7 @@ import type { DiffKind, FunctionHandler, ResourceHandler } from "../resources/re
 import { ReplicationPairResource } from "../resources/replication-pair";
 import { VolumeResource } from "../resources/volume";
 import { EngineLog } from "./engine-log";
-import { type Props, containsUnknown, fromStruct, reveal, toStruct } from "./values";
+import { type Props, containsUnknown, fromStruct, reveal, toStruct } from "../resources/values";
 
 /** Provider config keys whose non-string values the SDK sends JSON-encoded. */
 const jsonConfigKeys = new Set(["backends", "hosts"]);
