@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The tests: set up what is missing, check the dependency rule, then every jest project (unit,
-# contract, provider, e2e).
+# The tests: set up what is missing, check the dependency rule and the lint, then every jest
+# project (unit, contract, provider, e2e, datapath).
 # Extra arguments go to jest (e.g. `npm test -- --selectProjects unit`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,6 +17,16 @@ if [ "$deps_status" != 0 ]; then
   exit 1
 fi
 echo "lint:deps: ok (layering and cycles, .dependency-cruiser.cjs)"
+# ESLint (eslint.config.mjs): type-aware, so a forgotten await fails here, not in production.
+lint_status=0
+lint_out="$(npm run --silent lint 2>&1)" || lint_status=$?
+if [ "$lint_status" != 0 ]; then
+  printf '%s
+' "$lint_out"
+  echo "lint: FAILED ($(grep -oE '[0-9]+ problems?' <<<"$lint_out" | head -n1 || echo "eslint exit $lint_status")); jest not run"
+  exit 1
+fi
+echo "lint: ok (eslint.config.mjs)"
 mkdir -p test/.work
 results=test/.work/jest-results.json
 rm -f "$results"

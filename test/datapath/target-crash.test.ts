@@ -12,7 +12,6 @@ import type { Connection, Connector } from "../../provider/src/connectors/connec
 import { connectorFor } from "../../provider/src/connectors/factory";
 import { RecordStore } from "../../provider/src/connectors/records";
 import { procProcesses } from "../../provider/src/exec/processes";
-import { run } from "../../provider/src/exec/run";
 import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
 import { TgtTarget } from "../../provider/src/targets/tgt-target";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";

@@ -73,7 +73,7 @@ suite("two hosts on one shared iSCSI target of a storage node", () => {
     }
     // tgtd keeps a LUN's backing file open: a deleted volume it still holds never frees its space.
     for (const pid of fs.readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
-      let argv = "";
+      let argv: string;
       try {
         argv = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
       } catch {
@@ -81,7 +81,7 @@ suite("two hosts on one shared iSCSI target of a storage node", () => {
       }
       if (!argv.startsWith("tgtd\0") || !argv.includes(`\0${PORT}\0`)) continue;
       for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-        let target = "";
+        let target: string;
         try {
           target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
         } catch {

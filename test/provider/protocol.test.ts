@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Empty } from "google-protobuf/google/protobuf/empty_pb";
-import * as pluginPb from "@pulumi/pulumi/proto/plugin_pb";
+import type * as pluginPb from "@pulumi/pulumi/proto/plugin_pb";
 import * as pb from "@pulumi/pulumi/proto/provider_pb";
 import { type ProviderProcess, call, startProvider, struct } from "../helpers/provider-process";
 
@@ -52,6 +52,7 @@ const check = (r: pb.CheckRequest) => call<pb.CheckRequest, pb.CheckResponse>(p.
 
 test("GetPluginInfo reports the package version", async () => {
   const info = await call<Empty, pluginPb.PluginInfo>(p.client, "getPluginInfo", new Empty());
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   expect(info.getVersion()).toBe(require("../../package.json").version);
 });
 

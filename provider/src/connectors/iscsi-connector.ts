@@ -237,7 +237,7 @@ export class IscsiConnector extends BaseConnector {
     }
     const bad = (reason: string): PathHealth => ({ path: rec.device, healthy: false, reason });
     if (!this.host.exists(rec.device)) return bad(`${rec.device} is gone (no iSCSI session for it)`);
-    let state = "";
+    let state: string;
     try {
       state = fs.readFileSync(this.host.sys(`/sys/block/${path.basename(fs.realpathSync(this.host.sys(rec.device)))}/device/state`), "utf8").trim();
     } catch {

@@ -152,7 +152,7 @@ function tcpStates(host: Host, pid: number): string[] | undefined {
   }
   const states: string[] = [];
   for (const table of ["tcp", "tcp6"]) {
-    let text = "";
+    let text: string;
     try {
       text = fs.readFileSync(host.sys(`/proc/${pid}/net/${table}`), "utf8");
     } catch {

@@ -140,8 +140,8 @@ async function rollback(core: AttachmentCore, row: AttachmentRow, volume: Volume
         await tx.updateVolume(volume.id, { status: "error_attaching", updatedAt: core.at() });
       });
     } catch (markError) {
-      return new AggregateError([original, rollbackError, markError], `${(original as Error).message} (and its rollback failed: ${(rollbackError as Error).message}; marking it error_attaching failed: ${(markError as Error).message})`);
+      return new AggregateError([original, rollbackError, markError], `${(original as Error).message} (and its rollback failed: ${(rollbackError as Error).message}; marking it error_attaching failed: ${(markError as Error).message})`, { cause: original });
     }
-    return new AggregateError([original, rollbackError], `${(original as Error).message} (and its rollback failed: ${(rollbackError as Error).message}; attachment ${row.id} is error_attaching)`);
+    return new AggregateError([original, rollbackError], `${(original as Error).message} (and its rollback failed: ${(rollbackError as Error).message}; attachment ${row.id} is error_attaching)`, { cause: original });
   }
 }

@@ -201,7 +201,7 @@ export class Controller {
       const cleanup: unknown[] = [];
       await driver.deleteVolume(pool, row.id).catch((e: unknown) => cleanup.push(e));
       await this.store.deleteVolume(row.id).catch((e: unknown) => cleanup.push(e));
-      if (cleanup.length > 0) throw new AggregateError([err, ...cleanup], `${(err as Error).message} (and cleaning up volume ${row.id} failed: ${cleanup.map((e) => (e as Error).message).join("; ")})`);
+      if (cleanup.length > 0) throw new AggregateError([err, ...cleanup], `${(err as Error).message} (and cleaning up volume ${row.id} failed: ${cleanup.map((e) => (e as Error).message).join("; ")})`, { cause: err });
       throw err;
     }
     return this.store.updateVolume(row.id, { status: "available", updatedAt: this.now().toISOString() });

@@ -31,10 +31,10 @@ export class VolumeUpdates {
 
   async update(id: string, spec: Pick<VolumeSpec, "name" | "sizeGib" | "profile" | "multiAttach" | "description" | "metadata">, o: { previousSizeGib: number; log: UpdateLog }): Promise<VolumeRow> {
     const c = this.parts.controller;
-    let row = await c.getVolume(id);
+    const row = await c.getVolume(id);
     if (!row) throw new Error(`volume ${id} no longer exists; run pulumi refresh`);
     const grew = spec.sizeGib !== o.previousSizeGib;
-    if (grew || spec.sizeGib !== row.sizeGib) row = await this.grow(row, spec.sizeGib, grew, o.log);
+    if (grew || spec.sizeGib !== row.sizeGib) await this.grow(row, spec.sizeGib, grew, o.log);
     const multiAttach = await c.effectiveMultiAttach({ profile: spec.profile, multiAttach: spec.multiAttach });
     return c.updateVolume(id, { name: spec.name, description: spec.description, metadata: spec.metadata, multiAttach });
   }
