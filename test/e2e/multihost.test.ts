@@ -121,7 +121,7 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
     expect(out.bDevice).toMatch(/^\/dev\/loop\d+$/);
     expect(out.aDevice).not.toBe(out.bDevice);
     expect(fs.readdirSync(path.join(work, "pools", "p0"))).toEqual([`volume-${out.volumeId}.img`]);
-    // Each host's agent reports its own path of the volume (seed 001), and only its own.
+    // Each host's agent reports its own path of the volume (path discovery), and only its own.
     const onA = await agents.get("hostA")!.client.getAllVolumePaths();
     const onB = await agents.get("hostB")!.client.getAllVolumePaths();
     expect(onA.map((x) => [x.path, x.volumeId])).toEqual([[out.aDevice, out.volumeId]]);

@@ -1,5 +1,5 @@
 /**
- * getVolumePaths (seed 001) through the plugin process: this machine's connectors for
+ * getVolumePaths (path discovery) through the plugin process: this machine's connectors for
  * `localhost`, a real sds-agent (with its token, from provider config) for another host.
  */
 import { type ChildProcess, spawn } from "node:child_process";

@@ -141,7 +141,7 @@ test("clone copies a volume into a new one", async () => {
   await expect(c.createVolume("urn:c", { ...spec("small", 1), sourceVolumeId: dst.id })).rejects.toMatchObject({ property: "sizeGib" });
 });
 
-test("seed 000: volumes carry their backend's sharedTargets; a backend that now reports false corrects them at start", async () => {
+test("shared targets: volumes carry their backend's sharedTargets; a backend that now reports false corrects them at start", async () => {
   const c = controller();
   await c.discover();
   const v = await c.createVolume("urn:a", spec("v"));

@@ -1,5 +1,5 @@
 /**
- * The sds-agent HTTP server: the connector API of this host over HTTP+JSON (seed 001's "small HTTP
+ * The sds-agent HTTP server: the connector API of this host over HTTP+JSON (the "small HTTP
  * service"), on node:http or node:https (no framework: eight routes do not need one).
  *
  * - Routes, bodies and responses: api.ts (the route table is what this file dispatches on).

@@ -1,6 +1,6 @@
 /**
  * A connector: the host side of an attachment (os-brick's connectors). It turns connection info
- * into a block device on this host, finds the paths a volume has here (seed 001), and takes them
+ * into a block device on this host, finds the paths a volume has here (path discovery), and takes them
  * away again.
  *
  * Contract (every implementation, checked by test/contract/connector.test.ts):
@@ -99,9 +99,9 @@ export interface Connector {
   disconnectVolume(connection: Connection, options?: { force?: boolean }): Promise<void>;
   /** The paths of this volume on this host. */
   getVolumePaths(connection: Connection): Promise<VolumePath[]>;
-  /** Seed 001: every path of this protocol on this host (orphans included). */
+  /** Path discovery: every path of this protocol on this host (orphans included). */
   getAllVolumePaths(): Promise<VolumePath[]>;
-  /** Seed 001: where this connector's devices appear (e.g. /dev/disk/by-path, or the state folder). */
+  /** Path discovery: where this connector's devices appear (e.g. /dev/disk/by-path, or the state folder). */
   getSearchPath(): string;
   /**
    * The volume grew and its target reports the new size (IscsiTarget.refreshLun,

@@ -20,7 +20,7 @@ export interface ProviderContext {
    * preview only looks.
    */
   attachments(options?: { reconcile?: boolean }): Promise<Attachments>;
-  /** Seed 001: the paths on a host (this machine for `localhost`, else its sds-agent), of one volume or all. */
+  /** Path discovery: the paths on a host (this machine for `localhost`, else its sds-agent), of one volume or all. */
   hostPaths(host: string, volumeId?: string): Promise<VolumePath[]>;
   /** The names in the provider's `hosts` (hosts reached through their sds-agent). */
   hostNames(): string[];

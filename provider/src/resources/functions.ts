@@ -88,7 +88,7 @@ export class GetReplicationTargets implements FunctionHandler {
   }
 }
 
-/** Seed 001 as a function: what paths a volume (or every volume) has on a host, orphans included. */
+/** Path discovery as a function: what paths a volume (or every volume) has on a host, orphans included. */
 export class GetVolumePaths implements FunctionHandler {
   readonly token = "sds:index:getVolumePaths";
   constructor(private readonly ctx: ProviderContext) {}

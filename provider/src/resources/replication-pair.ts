@@ -1,5 +1,5 @@
 /**
- * sds:index:ReplicationPair (seed 002): a primary volume replicated asynchronously to a secondary
+ * sds:index:ReplicationPair: a primary volume replicated asynchronously to a secondary
  * volume on one of its backend's replication targets. `enabled` and `activeSide` change in place
  * (pause/resume, failover/failback); the volume and the target replace the pair.
  */
@@ -14,7 +14,7 @@ export const pairProperties: PropertySpecs = {
   primaryVolumeId: { schema: z.string().min(1), required: true, replaces: true },
   targetBackend: { schema: z.string().min(1), required: true, replaces: true },
   targetPool: { schema: z.string().min(1), replaces: true },
-  mode: { schema: z.literal("async", { message: 'only "async" replication exists (seed 002: async first)' }), default: "async" },
+  mode: { schema: z.literal("async", { message: 'only "async" replication exists (async first)' }), default: "async" },
   rpoSeconds: { schema: z.number().int().min(1).max(86_400), default: 60 },
   enabled: { schema: z.boolean(), default: true },
   activeSide: { schema: z.enum(["primary", "secondary"]), default: "primary" },
