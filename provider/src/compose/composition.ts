@@ -19,6 +19,7 @@ import type { ProviderConfig } from "../controller/config";
 import { Controller } from "../controller/controller";
 import { Replication, replicationDir } from "../controller/replication";
 import { SecretBox } from "../controller/secret-box";
+import { VolumeUpdates } from "../controller/update-volume";
 import { UserError } from "../errors";
 import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
 import { localTargets } from "../targets/local-targets";
@@ -132,6 +133,31 @@ export class Composition {
   async startDueSyncs(): Promise<void> {
     const done = await (await this.replication()).syncDue();
     for (const d of done) if (!d.ok) this.log("warning", `replication ${d.id}: scheduled sync failed: ${d.error}`);
+  }
+
+  /** Replication, with the syncs that are due started once, in the background (the embedded controller has no agent to run them on a timer). */
+  replicationStarted(): Promise<Replication> {
+    if (!this.dueSyncsStarted) {
+      this.dueSyncsStarted = true;
+      void this.startDueSyncs().catch(() => undefined);
+    }
+    return this.replication();
+  }
+  private dueSyncsStarted = false;
+
+  /** Attachments; unless `reconcile` is false (a preview only looks), the first use reconciles the exports once. */
+  async attachmentsReconciled(reconcile = true): Promise<Attachments> {
+    if (reconcile) {
+      this.exportsReconciled ??= this.startExports();
+      await this.exportsReconciled;
+    }
+    return this.attachments();
+  }
+  private exportsReconciled?: Promise<void>;
+
+  /** The volume update use case, on these parts (replication and attachments opened only when a grow needs them). */
+  async volumeUpdates(): Promise<VolumeUpdates> {
+    return new VolumeUpdates({ controller: await this.controller(), replication: () => this.replicationStarted(), attachments: () => this.attachmentsReconciled() });
   }
 
   /** Pidfiles, export state and connection records of this machine (`SDS_RUN_DIR`, else beside the state). */

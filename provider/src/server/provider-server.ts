@@ -11,22 +11,20 @@ import * as pluginPb from "@pulumi/pulumi/proto/plugin_pb";
 import * as providerRpc from "@pulumi/pulumi/proto/provider_grpc_pb";
 import * as pb from "@pulumi/pulumi/proto/provider_pb";
 import { type ProviderConfig, checkProviderConfig, resolveProviderConfig } from "../controller/config";
-import { AttachmentResource } from "../resources/attachment";
 import type { Attachments } from "../controller/attachments";
 import type { Controller } from "../controller/controller";
 import type { Replication } from "../controller/replication";
-import { VolumeUpdates } from "../controller/update-volume";
+import type { VolumeUpdates } from "../controller/update-volume";
 import type { VolumePath } from "../connectors/connector";
 import { Composition } from "../compose/composition";
 import { findProjectDir } from "../compose/stack-config";
 import { SdsError, UserError } from "../errors";
 import type { ProviderContext, Severity } from "../resources/context";
-import { GetPlacement, GetPools, GetReplicationTargets, GetVolumePaths } from "../resources/functions";
-import { ProfileResource } from "../resources/profile";
 import { diffProperties } from "../resources/properties";
 import type { DiffKind, FunctionHandler, ResourceHandler } from "../resources/resource";
-import { ReplicationPairResource } from "../resources/replication-pair";
-import { VolumeResource } from "../resources/volume";
+import { type Handlers, sdsHandlers } from "../resources/handlers";
+
+export { type Handlers, sdsHandlers } from "../resources/handlers";
 import { EngineLog } from "./engine-log";
 import { type Props, containsUnknown, fromStruct, reveal, toStruct } from "../resources/values";
 
@@ -42,35 +40,12 @@ const kinds: Record<DiffKind, pb.PropertyDiff.Kind> = {
   "update-replace": pb.PropertyDiff.Kind.UPDATE_REPLACE,
 };
 
-export interface Handlers {
-  resources: ResourceHandler[];
-  functions: FunctionHandler[];
-}
-
 export interface ServerOptions {
   version: string;
   schema: string;
   engineAddress?: string;
   /** The resources and functions served; default: sds's. (The overhead benchmark serves a do-nothing set.) */
   handlers?: (ctx: ProviderContext) => Handlers;
-}
-
-/** The resources and functions of the contract. */
-export function sdsHandlers(ctx: ProviderContext): Handlers {
-  return {
-    resources: [
-      new VolumeResource(ctx),
-      new ProfileResource(ctx),
-      new AttachmentResource(ctx),
-      new ReplicationPairResource(ctx),
-    ],
-    functions: [
-      new GetPools(ctx),
-      new GetPlacement(ctx),
-      new GetReplicationTargets(ctx),
-      new GetVolumePaths(ctx),
-    ],
-  };
 }
 
 /** Decode provider config as sent by the engine: JSON-encoded strings for objects, secrets wrapped. */
@@ -126,29 +101,16 @@ export class ProviderServer implements ProviderContext {
   }
 
   replication(): Promise<Replication> {
-    const parts = this.parts();
-    if (!this.syncsStarted) {
-      this.syncsStarted = true;
-      void parts.startDueSyncs().catch(() => undefined);
-    }
-    return parts.replication();
-  }
-  private syncsStarted = false;
-
-  async volumeUpdates(): Promise<VolumeUpdates> {
-    return new VolumeUpdates({ controller: await this.controller(), replication: () => this.replication(), attachments: () => this.attachments() });
+    return this.parts().replicationStarted();
   }
 
-  /** Attachments; the first use reconciles the exports the state knows (they may be gone after a daemon restart). */
-  async attachments(options: { reconcile?: boolean } = {}): Promise<Attachments> {
-    const parts = this.parts();
-    if (options.reconcile !== false) {
-      this.exportsStarted ??= parts.startExports();
-      await this.exportsStarted;
-    }
-    return parts.attachments();
+  volumeUpdates(): Promise<VolumeUpdates> {
+    return this.parts().volumeUpdates();
   }
-  private exportsStarted?: Promise<void>;
+
+  attachments(options: { reconcile?: boolean } = {}): Promise<Attachments> {
+    return this.parts().attachmentsReconciled(options.reconcile !== false);
+  }
 
   hostNames(): string[] {
     return Object.keys(this.config?.hosts ?? {});
