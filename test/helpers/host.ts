@@ -3,7 +3,8 @@
  * (connectors/records.ts): loop devices, mounts (octal escapes decoded), live helper processes,
  * and a sweep that ends what a test's connections left, by device, mount and recorded pid only.
  */
-import { Host, type LoopDevice, RecordStore } from "../../provider/src/connectors/records";
+import { Host, type LoopDevice } from "../../provider/src/connectors/host";
+import { RecordStore } from "../../provider/src/connectors/records";
 import { procProcesses } from "../../provider/src/exec/processes";
 import { run } from "../../provider/src/exec/run";
 

@@ -11,7 +11,8 @@ import * as path from "node:path";
 import { BackendError } from "../errors";
 import type { Connection } from "./connector";
 import { chainFault, killHelpers, SESSION_RETURN_MS } from "./path-health";
-import { checkIdleForReconnect, type ConnectionRecord, type Host, layersOf, type LowerLayers, modeOf, newRecord, Teardown } from "./records";
+import { checkIdleForReconnect, type Host } from "./host";
+import { type ConnectionRecord, layersOf, type LowerLayers, modeOf, newRecord, Teardown } from "./records";
 
 /**
  * Where the userspace path of `kind` keeps one connection's pieces. Two slots, so that

@@ -25,10 +25,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { BackendError, CommandFailedError, invalidInput } from "../errors";
 import type { Connection, PathHealth, VolumePath } from "./connector";
-import { BaseConnector, type ConnectorOptions, orphanLoops } from "./local-connector";
+import { BaseConnector, type ConnectorOptions, orphanLoops } from "./base-connector";
 import { type FusePaths, fuseLoop, fusePaths, keepOrRepair, refreshFuseLoop, startFuse, teardownFuseLoop } from "./fuse-chain";
 import { checkFuseChain, lastLine, PROBE_TIMEOUT_MS, type TargetProbe } from "./path-health";
-import { type ConnectionRecord, type Host, initiatorName, modeOf, newRecord, pathOf, type Teardown } from "./records";
+import { type Host, initiatorName } from "./host";
+import { type ConnectionRecord, modeOf, newRecord, pathOf, type Teardown } from "./records";
 
 /**
  * iscsiadm's exit codes sds branches on (open-iscsi include/iscsi_err.h). Why the exit code and

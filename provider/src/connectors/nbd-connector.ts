@@ -22,9 +22,10 @@ import * as path from "node:path";
 import { BackendError, invalidInput } from "../errors";
 import type { Connection, PathHealth, VolumePath } from "./connector";
 import { fuseLoop, keepOrRepair, refreshFuseLoop, startFuse, teardownFuseLoop } from "./fuse-chain";
-import { BaseConnector, type ConnectorOptions, orphanLoops } from "./local-connector";
+import { BaseConnector, type ConnectorOptions, orphanLoops } from "./base-connector";
 import { checkFuseChain, lastLine, PROBE_TIMEOUT_MS, type TargetProbe } from "./path-health";
-import { checkIdleForReconnect, type ConnectionRecord, type Host, modeOf, newRecord, pathOf, type Teardown } from "./records";
+import { checkIdleForReconnect, type Host } from "./host";
+import { type ConnectionRecord, modeOf, newRecord, pathOf, type Teardown } from "./records";
 
 export interface NbdConnectorOptions extends ConnectorOptions {
   /** Force the kernel client or the userspace path; default: kernel when the probe finds it. */

@@ -45,7 +45,8 @@
 import * as fs from "node:fs";
 import { CommandTimeoutError } from "../errors";
 import type { PathHealth } from "./connector";
-import type { ConnectionRecord, Host, LowerLayers } from "./records";
+import type { Host } from "./host";
+import type { ConnectionRecord, LowerLayers } from "./records";
 
 /** Every probe that could hang runs as a child process killed after this long. */
 export const PROBE_TIMEOUT_MS = 5_000;
