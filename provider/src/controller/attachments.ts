@@ -59,6 +59,18 @@ export class Attachments {
     return extendDevices(this.core, volumeId);
   }
 
+  /**
+   * An attachment as refresh describes it: the row, the volume serving it, its connection info and
+   * what it really is now (health, fencing a broken device). Undefined when it or its volume is gone.
+   */
+  async describe(id: string): Promise<{ row: AttachmentRow; volume: VolumeRow; connectionInfo: ConnectionInfo; health: AttachmentHealth } | undefined> {
+    const row = await this.core.store.getAttachment(id);
+    const volume = row && (await this.core.controller.getVolume(row.volumeId));
+    if (!row || !volume) return undefined;
+    const h = await health(this.core, row.id);
+    return { row, volume, connectionInfo: await this.core.initializeConnection(row, volume), health: h };
+  }
+
   /** What the attachment really is now (see attachment-health.ts). */
   health(id: string, options?: { fence?: boolean }): Promise<AttachmentHealth> {
     return health(this.core, id, options);

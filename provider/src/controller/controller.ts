@@ -234,6 +234,23 @@ export class Controller {
     return row;
   }
 
+  /**
+   * A volume as refresh and import describe it: the row as it really is (see readVolume), its
+   * profile's name, and the multiAttach its profile derives (not an input the user wrote).
+   */
+  async describeVolume(id: string): Promise<{ row: VolumeRow; profileName?: string; derivedMultiAttach: boolean } | undefined> {
+    const row = await this.readVolume(id);
+    if (!row) return undefined;
+    const profileName = row.profileId ? (await this.getProfile(row.profileId))?.name : undefined;
+    let derivedMultiAttach = false;
+    try {
+      derivedMultiAttach = row.profileId ? await this.effectiveMultiAttach({ profile: row.profileId, multiAttach: undefined }) : false;
+    } catch {
+      // the profile is gone or broken: nothing is derived from it
+    }
+    return { row, profileName, derivedMultiAttach };
+  }
+
   /** Grow a volume. Shrinking is refused. */
   async extendVolume(id: string, sizeGib: number): Promise<VolumeRow> {
     const row = await this.requireVolume(id);

@@ -113,21 +113,17 @@ export class AttachmentResource implements ResourceHandler {
   }
 
   async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
-    const c = await this.ctx.controller();
-    const a = await this.ctx.attachments();
-    const row = await a.get(req.id);
-    if (!row) return undefined;
-    const volume = await c.getVolume(row.volumeId);
-    if (!volume) return undefined;
+    const d = await (await this.ctx.attachments()).describe(req.id);
+    if (!d) return undefined;
+    const { row, volume, health } = d;
     // A volume failed over to its replica is served by the replica's volume: the input stays the volume's id.
     const inputs: Props = { volumeId: typeof req.inputs.volumeId === "string" ? req.inputs.volumeId : row.volumeId };
     if (row.host !== "localhost" || req.inputs.host !== undefined) inputs.host = row.host;
     if (row.mode !== "rw" || req.inputs.mode !== undefined) inputs.mode = row.mode;
     if (req.inputs.connector !== undefined) inputs.connector = req.inputs.connector;
     if (req.inputs.connect !== undefined) inputs.connect = req.inputs.connect;
-    const health = await a.health(row.id);
     if (health.status === "broken") this.ctx.log("warning", `attachment ${row.id} is broken: ${health.reason}; the next pulumi up repairs it`, req.urn);
-    return { id: row.id, outs: this.outputs(row, await a.initializeConnection(row, volume), inputs, volume, health), inputs };
+    return { id: row.id, outs: this.outputs(row, d.connectionInfo, inputs, volume, health), inputs };
   }
 
   /**

@@ -166,18 +166,10 @@ export class VolumeResource implements ResourceHandler {
   }
 
   async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
-    const c = await this.ctx.controller();
-    const row = await c.readVolume(req.id);
-    if (!row) return undefined;
-    const profileName = row.profileId ? (await c.getProfile(row.profileId))?.name : undefined;
-    let derived = false;
-    try {
-      derived = row.profileId ? await c.effectiveMultiAttach({ profile: row.profileId, multiAttach: undefined }) : false;
-    } catch {
-      // the profile is gone or broken: nothing is derived from it
-    }
-    const inputs = inputsFromRow(row, req.inputs, profileName, derived);
-    return { id: row.id, outs: volumeOutputs(row, inputs), inputs };
+    const d = await (await this.ctx.controller()).describeVolume(req.id);
+    if (!d) return undefined;
+    const inputs = inputsFromRow(d.row, req.inputs, d.profileName, d.derivedMultiAttach);
+    return { id: d.row.id, outs: volumeOutputs(d.row, inputs), inputs };
   }
 
   /** Input mapping, then the volume update use case (controller/update-volume.ts). */
