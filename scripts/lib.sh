@@ -6,9 +6,11 @@ sds_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 sds_log() { printf '[sds] %s\n' "$*" >&2; }
 
 # The data path's real parts, from Debian: tgt (iSCSI target), nbdkit (NBD server), and the
-# initiator-side tools the tests use (libiscsi's iscsi-ls, qemu-io with libiscsi, nbdcopy/nbdinfo).
-SDS_DEBIAN_PACKAGES=(tgt nbdkit libnbd-bin qemu-utils qemu-block-extra libiscsi-bin)
-SDS_DEBIAN_COMMANDS=(tgtd tgtadm nbdkit nbdinfo qemu-io iscsi-ls)
+# initiator-side tools the tests use (libiscsi's iscsi-ls, qemu-io with libiscsi, nbdcopy/nbdinfo);
+# and PostgreSQL's server, for the store contract suite's throwaway cluster (test/helpers/postgres.ts).
+# Its initdb is not on PATH (Debian keeps it per major version), hence the full path in the list.
+SDS_DEBIAN_PACKAGES=(tgt nbdkit libnbd-bin qemu-utils qemu-block-extra libiscsi-bin postgresql)
+SDS_DEBIAN_COMMANDS=(tgtd tgtadm nbdkit nbdinfo qemu-io iscsi-ls /usr/lib/postgresql/15/bin/initdb)
 
 # Install the Debian packages when root and any command is missing (without root: say so and go on;
 # the data-path tests then skip, saying why).
@@ -17,7 +19,7 @@ sds_debian_packages() {
   for c in "${SDS_DEBIAN_COMMANDS[@]}"; do command -v "$c" >/dev/null 2>&1 || missing=1; done
   [ "$missing" = 1 ] || return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    sds_log "not root (or no apt-get): cannot install ${SDS_DEBIAN_PACKAGES[*]}; data-path tests will skip"
+    sds_log "not root (or no apt-get): cannot install ${SDS_DEBIAN_PACKAGES[*]}; data-path and PostgreSQL tests will skip"
     return 0
   fi
   sds_log "installing Debian packages: ${SDS_DEBIAN_PACKAGES[*]}"
