@@ -24,7 +24,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { onPath } from "../../provider/src/connectors/records";
+import { onPath } from "../../provider/src/connectors/host";
 import { cannotRun } from "../../test/datapath/harness";
 import { type Attached, checkSocketRoom, makeDatapathEnv, type Protocol } from "./env";
 import {

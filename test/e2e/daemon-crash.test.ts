@@ -13,9 +13,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { cannotRun } from "../datapath/harness";
-import { freeTcpPort } from "../helpers/daemons";
-import { PulumiProject } from "../helpers/pulumi";
-import { localTargets } from "../../provider/src/targets/local-targets";
+import { ddRead, ddWrite, type LocalBackendProject, localBackendProject } from "../helpers/local-backend";
+import type { PulumiProject } from "../helpers/pulumi";
 
 jest.setTimeout(900_000);
 const why = cannotRun();
@@ -36,40 +35,19 @@ function pidsOf(match: (argv: string[]) => boolean): number[] {
   return out;
 }
 
-function ddWrite(dir: string, dev: string, fill: number, at: number): Buffer {
-  const pattern = Buffer.alloc(1024 * 1024, fill);
-  const file = path.join(dir, `pattern-${fill}.bin`);
-  fs.writeFileSync(file, pattern);
-  execFileSync("dd", [`if=${file}`, `of=${dev}`, "bs=1M", "count=1", `seek=${at}`, "oflag=direct", "conv=fsync", "status=none"], { timeout: 60_000 });
-  return pattern;
-}
-
-function ddRead(dev: string, at: number): Buffer {
-  return execFileSync("dd", [`if=${dev}`, "bs=1M", "count=1", `skip=${at}`, "iflag=direct", "status=none"], { timeout: 60_000 });
-}
-
 suite.each([
   ["iscsi", true],
   ["nbd", false],
 ] as const)("%s: the target daemon killed under connected devices", (protocol, chap) => {
   let p: PulumiProject;
   let port: number;
+  let stack: LocalBackendProject;
 
   beforeAll(async () => {
-    p = await PulumiProject.create("survive", { name: `crash-${protocol}` });
-    port = await freeTcpPort();
-    fs.writeFileSync(
-      path.join(p.dir, "backends.yaml"),
-      `backends:\n  - name: array\n    driver: file\n    sharedTargets: true\n    export: {protocol: ${protocol}, portal: "127.0.0.1:${port}", chap: ${chap}}\n    pools:\n      - {name: p0, path: pools/p0, totalCapacityGib: 20, multiAttach: true}\n`,
-    );
-    await p.config({ "sds:backendsFile": "backends.yaml" });
+    stack = await localBackendProject("survive", `crash-${protocol}`, protocol, chap);
+    ({ p, port } = stack);
   });
-  afterAll(async () => {
-    if (!p) return;
-    await p.run(["destroy", "--yes"]);
-    if (protocol === "iscsi") await localTargets(path.join(p.dir, ".sds/run")).iscsi(`127.0.0.1:${port}`).stop();
-    p.remove();
-  });
+  afterAll(async () => stack?.teardown());
 
   test("refresh shows the broken paths; up repairs them on the same devices; destroy completes in one run", async () => {
     await p.ok(["up", "--yes", "--skip-preview"]);

@@ -11,11 +11,10 @@ import { type ChildProcess, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { AgentClient } from "../../provider/src/agent/client";
+import type { AgentClient } from "../../provider/src/agent/client";
 import { cannotRun, processesMentioning } from "../datapath/harness";
 import { bytesAt } from "../helpers/files";
-import { NetLab } from "../helpers/netns";
-import { repoRoot } from "../helpers/provider-process";
+import { NetLab, startLabAgent } from "../helpers/netns";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
 
 jest.setTimeout(900_000);
@@ -35,18 +34,7 @@ suite("multi-host: storage node, hostA, hostB in network namespaces", () => {
   const portal = () => `${lab.node("storage").ip}:3260`;
 
   const startAgent = async (name: string, extra: string[] = []) => {
-    const stateDir = path.join(work, `${name}-state`);
-    const n = lab.node(name);
-    const child = lab.spawn(name, [path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--token-file", path.join(work, "token"), "--state-dir", stateDir, ...extra]);
-    let err = "";
-    await new Promise<void>((resolve, reject) => {
-      child.stderr!.on("data", (d) => {
-        err += String(d);
-        if (err.includes("listening")) resolve();
-      });
-      child.on("exit", (c) => reject(new Error(`sds-agent on ${name} exited ${c}: ${err}`)));
-    });
-    agents.set(name, { child, stateDir, client: new AgentClient({ url: `http://${n.ip}:7700`, token: TOKEN, retries: 0 }) });
+    agents.set(name, await startLabAgent(lab, name, { work, token: TOKEN, extra }));
   };
 
   /** Devices and mounts of ours on a host: loop devices over files in its state folder, mounts in its mount namespace. */

@@ -13,11 +13,10 @@ import { type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { AgentClient } from "../../provider/src/agent/client";
+import type { AgentClient } from "../../provider/src/agent/client";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { cannotRun } from "../datapath/harness";
-import { NetLab } from "../helpers/netns";
-import { repoRoot } from "../helpers/provider-process";
+import { NetLab, startLabAgent } from "../helpers/netns";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
 
 jest.setTimeout(1_800_000);
@@ -40,17 +39,7 @@ suite("two hosts on one shared iSCSI target of a storage node", () => {
   const tgtadm = (...args: string[]) => lab.exec("storage", ["tgtadm", "-C", String(PORT), "--lld", "iscsi", ...args]).toString();
 
   const startAgent = async (name: string, extra: string[] = []) => {
-    const n = lab.node(name);
-    const child = lab.spawn(name, [path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--token-file", path.join(work, "token"), "--state-dir", path.join(work, `${name}-state`), ...extra]);
-    let err = "";
-    await new Promise<void>((resolve, reject) => {
-      child.stderr!.on("data", (d) => {
-        err += String(d);
-        if (err.includes("listening")) resolve();
-      });
-      child.on("exit", (c) => reject(new Error(`sds-agent on ${name} exited ${c}: ${err}`)));
-    });
-    agents.set(name, { child, client: new AgentClient({ url: `http://${n.ip}:7700`, token: TOKEN, retries: 0 }) });
+    agents.set(name, await startLabAgent(lab, name, { work, token: TOKEN, extra }));
   };
 
   /** What the storage node and the state still hold after a destroy; [] when nothing. */

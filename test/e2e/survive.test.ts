@@ -8,12 +8,10 @@
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { cannotRun } from "../datapath/harness";
 import { commandShims, watchArgv } from "../helpers/argv-watch";
-import { freeTcpPort } from "../helpers/daemons";
-import { PulumiProject } from "../helpers/pulumi";
-import { localTargets } from "../../provider/src/targets/local-targets";
+import { ddRead, ddWrite, type LocalBackendProject, localBackendProject } from "../helpers/local-backend";
+import type { PulumiProject } from "../helpers/pulumi";
 
 jest.setTimeout(900_000);
 const why = cannotRun();
@@ -42,14 +40,10 @@ async function until(what: string, check: () => boolean, timeoutMs = 30_000): Pr
   }
 }
 
-/** Write `pattern` at MiB `at` of `dev` with O_DIRECT, and read it back from `readDev`. */
+/** Write a pattern at MiB `at` through `dev`, read it back through `readDev`. */
 function writeThenRead(dir: string, dev: string, readDev: string, fill: number, at: number): void {
-  const pattern = Buffer.alloc(1024 * 1024, fill);
-  const file = path.join(dir, `pattern-${fill}.bin`);
-  fs.writeFileSync(file, pattern);
-  execFileSync("dd", [`if=${file}`, `of=${dev}`, "bs=1M", "count=1", `seek=${at}`, "oflag=direct", "conv=fsync", "status=none"], { timeout: 60_000 });
-  const back = execFileSync("dd", [`if=${readDev}`, "bs=1M", "count=1", `skip=${at}`, "iflag=direct", "status=none"], { timeout: 60_000 });
-  expect(Buffer.compare(back, pattern)).toBe(0);
+  const pattern = ddWrite(dir, dev, fill, at);
+  expect(Buffer.compare(ddRead(readDev, at), pattern)).toBe(0);
 }
 
 suite.each([
@@ -57,23 +51,13 @@ suite.each([
   ["nbd", false],
 ] as const)("%s exports outlive pulumi up", (protocol, chap) => {
   let p: PulumiProject;
-  let port: number;
+  let stack: LocalBackendProject;
 
   beforeAll(async () => {
-    p = await PulumiProject.create("survive", { name: `survive-${protocol}` });
-    port = await freeTcpPort();
-    fs.writeFileSync(
-      path.join(p.dir, "backends.yaml"),
-      `backends:\n  - name: array\n    driver: file\n    sharedTargets: true\n    export: {protocol: ${protocol}, portal: "127.0.0.1:${port}", chap: ${chap}}\n    pools:\n      - {name: p0, path: pools/p0, totalCapacityGib: 20, multiAttach: true}\n`,
-    );
-    await p.config({ "sds:backendsFile": "backends.yaml" });
+    stack = await localBackendProject("survive", `survive-${protocol}`, protocol, chap);
+    p = stack.p;
   });
-  afterAll(async () => {
-    if (!p) return;
-    await p.run(["destroy", "--yes"]);
-    if (protocol === "iscsi") await localTargets(path.join(p.dir, ".sds/run")).iscsi(`127.0.0.1:${port}`).stop();
-    p.remove();
-  });
+  afterAll(async () => stack?.teardown());
 
   test("after up returns and the CLI and the plugin are gone, the rw and ro devices still write and read", async () => {
     const watch = watchArgv();

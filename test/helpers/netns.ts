@@ -8,6 +8,9 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import * as path from "node:path";
+import { AgentClient } from "../../provider/src/agent/client";
+import { repoRoot } from "./provider-process";
 
 export interface NetNode {
   name: string;
@@ -99,4 +102,23 @@ export class NetLab {
       }
     }
   }
+}
+
+/**
+ * Start the real sds-agent in a node of `lab` on `<node ip>:7700`, its token in `<work>/token` and
+ * its state in `<work>/<name>-state`; resolves once it listens, with a client for it.
+ */
+export async function startLabAgent(lab: NetLab, name: string, o: { work: string; token: string; extra?: string[] }): Promise<{ child: ChildProcess; stateDir: string; client: AgentClient }> {
+  const stateDir = path.join(o.work, `${name}-state`);
+  const n = lab.node(name);
+  const child = lab.spawn(name, [path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--token-file", path.join(o.work, "token"), "--state-dir", stateDir, ...(o.extra ?? [])]);
+  let err = "";
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on("data", (d) => {
+      err += String(d);
+      if (err.includes("listening")) resolve();
+    });
+    child.on("exit", (c) => reject(new Error(`sds-agent on ${name} exited ${c}: ${err}`)));
+  });
+  return { child, stateDir, client: new AgentClient({ url: `http://${n.ip}:7700`, token: o.token, retries: 0 }) };
 }
