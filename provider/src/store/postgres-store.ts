@@ -25,8 +25,9 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import pg from "pg";
 import { SdsError, UserError } from "../errors";
 import { postgresMigrations } from "./postgres-migrations";
-import { PostgresTables, type Queryable } from "./postgres-tables";
-import type { AttachmentRow, BackendRow, LunRow, PairRow, ProfileRow, Store, StoreOps, TargetRow, VolumeRow } from "./store";
+import { PostgresTables } from "./postgres-tables";
+import type { Store, StoreOps } from "./store";
+import { TableOps, TransactionHandle } from "./store-ops";
 
 /** Advisory lock keys (two int4: class, object): "sds\0" and what it guards. */
 const LOCK_CLASS = 0x73647300;
@@ -56,74 +57,7 @@ export function redactUrl(url: string): string {
   }
 }
 
-/** The async StoreOps over the tables; subclasses say what an operation runs on and when. */
-abstract class PostgresOps implements StoreOps {
-  protected abstract run<R>(op: (t: PostgresTables) => Promise<R>): Promise<R>;
-
-  getVolume(id: string) { return this.run((t) => t.getVolume(id)); }
-  getVolumeByName(name: string) { return this.run((t) => t.getVolumeByName(name)); }
-  listVolumes(filter?: { poolId?: string }) { return this.run((t) => t.listVolumes(filter)); }
-  insertVolume(row: VolumeRow) { return this.run((t) => t.insertVolume(row)); }
-  updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>) { return this.run((t) => t.updateVolume(id, changes)); }
-  deleteVolume(id: string) { return this.run((t) => t.deleteVolume(id)); }
-  provisionedGibByPool() { return this.run((t) => t.provisionedGibByPool()); }
-  setSharedTargets(backendName: string, sharedTargets: boolean) { return this.run((t) => t.setSharedTargets(backendName, sharedTargets)); }
-
-  getProfile(id: string) { return this.run((t) => t.getProfile(id)); }
-  getProfileByName(name: string) { return this.run((t) => t.getProfileByName(name)); }
-  listProfiles() { return this.run((t) => t.listProfiles()); }
-  insertProfile(row: ProfileRow) { return this.run((t) => t.insertProfile(row)); }
-  updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>) { return this.run((t) => t.updateProfile(id, changes)); }
-  deleteProfile(id: string) { return this.run((t) => t.deleteProfile(id)); }
-
-  getAttachment(id: string) { return this.run((t) => t.getAttachment(id)); }
-  listAttachments(filter?: { volumeId?: string; targetName?: string; owner?: string }) { return this.run((t) => t.listAttachments(filter)); }
-  insertAttachment(row: AttachmentRow) { return this.run((t) => t.insertAttachment(row)); }
-  updateAttachment(id: string, changes: Partial<Omit<AttachmentRow, "id" | "createdAt">>) { return this.run((t) => t.updateAttachment(id, changes)); }
-  deleteAttachment(id: string) { return this.run((t) => t.deleteAttachment(id)); }
-
-  getTarget(name: string) { return this.run((t) => t.getTarget(name)); }
-  listTargets(filter?: { portal?: string; backendName?: string }) { return this.run((t) => t.listTargets(filter)); }
-  insertTarget(row: TargetRow) { return this.run((t) => t.insertTarget(row)); }
-  updateTarget(name: string, changes: Partial<Pick<TargetRow, "tid" | "port">>) { return this.run((t) => t.updateTarget(name, changes)); }
-  deleteTarget(name: string) { return this.run((t) => t.deleteTarget(name)); }
-  listLuns(targetName: string) { return this.run((t) => t.listLuns(targetName)); }
-  insertLun(row: LunRow) { return this.run((t) => t.insertLun(row)); }
-  deleteLun(targetName: string, volumeId: string) { return this.run((t) => t.deleteLun(targetName, volumeId)); }
-
-  getPair(id: string) { return this.run((t) => t.getPair(id)); }
-  listPairs(filter?: { primaryVolumeId?: string; secondaryVolumeId?: string }) { return this.run((t) => t.listPairs(filter)); }
-  insertPair(row: PairRow) { return this.run((t) => t.insertPair(row)); }
-  updatePair(id: string, changes: Partial<Omit<PairRow, "id" | "createdAt">>) { return this.run((t) => t.updatePair(id, changes)); }
-  deletePair(id: string) { return this.run((t) => t.deletePair(id)); }
-
-  getBackend(name: string) { return this.run((t) => t.getBackend(name)); }
-  upsertBackend(row: BackendRow) { return this.run((t) => t.upsertBackend(row)); }
-  stateId() { return this.run((t) => t.stateId()); }
-}
-
-/** The handle a transaction's `fn` works through: its client, dead once the transaction ended. */
-class PostgresTransaction extends PostgresOps {
-  private open = true;
-  private readonly tables: PostgresTables;
-
-  constructor(client: Queryable) {
-    super();
-    this.tables = new PostgresTables(client);
-  }
-
-  end(): void {
-    this.open = false;
-  }
-
-  protected async run<R>(op: (t: PostgresTables) => Promise<R>): Promise<R> {
-    if (!this.open) throw new Error("sds internal error: a store transaction's handle was used after the transaction ended");
-    return op(this.tables);
-  }
-}
-
-/** The store on a PostgreSQL database; made by {@link PostgresStore.open} (connect, then migrate). */
-export class PostgresStore extends PostgresOps implements Store {
+export class PostgresStore extends TableOps<PostgresTables> implements Store {
   private readonly tables: PostgresTables;
   /** The end of the in-process queue of transactions (see the locking rule). */
   private tail: Promise<unknown> = Promise.resolve();
@@ -186,7 +120,7 @@ export class PostgresStore extends PostgresOps implements Store {
     await this.pool.end();
   }
 
-  protected async run<R>(op: (t: PostgresTables) => Promise<R>): Promise<R> {
+  protected async run<R>(op: (t: PostgresTables) => R | Promise<R>): Promise<R> {
     this.assertOutsideTransaction();
     try {
       return await op(this.tables);
@@ -200,7 +134,7 @@ export class PostgresStore extends PostgresOps implements Store {
 
   private async runTransaction<T>(fn: (tx: StoreOps) => Promise<T>): Promise<T> {
     const client = await this.connect();
-    const tx = new PostgresTransaction(client);
+    const tx = new TransactionHandle(new PostgresTables(client));
     let broken: unknown;
     try {
       await client.query("BEGIN");

@@ -26,7 +26,8 @@ import { UserError } from "../errors";
 import { migrations } from "./migrations";
 import type { Row } from "./sqlite-rows";
 import { SqliteTables } from "./sqlite-tables";
-import type { AttachmentRow, BackendRow, LunRow, PairRow, ProfileRow, Store, StoreOps, TargetRow, VolumeRow } from "./store";
+import type { Store, StoreOps } from "./store";
+import { TableOps, TransactionHandle } from "./store-ops";
 
 /** Parse `sqlite:<path>` (relative paths against `baseDir`). Other schemes are not built yet. */
 export function sqlitePathFromUrl(url: string, baseDir: string): string {
@@ -41,71 +42,7 @@ export function sqlitePathFromUrl(url: string, baseDir: string): string {
   throw new UserError("INVALID_INPUT", `stateUrl: "${url}" is not sqlite:<path>`, "stateUrl");
 }
 
-/** The async StoreOps over the synchronous tables; subclasses say when an operation may run. */
-abstract class SqliteOps implements StoreOps {
-  protected abstract run<R>(op: (t: SqliteTables) => R): Promise<R>;
-
-  getVolume(id: string) { return this.run((t) => t.getVolume(id)); }
-  getVolumeByName(name: string) { return this.run((t) => t.getVolumeByName(name)); }
-  listVolumes(filter?: { poolId?: string }) { return this.run((t) => t.listVolumes(filter)); }
-  insertVolume(row: VolumeRow) { return this.run((t) => t.insertVolume(row)); }
-  updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>) { return this.run((t) => t.updateVolume(id, changes)); }
-  deleteVolume(id: string) { return this.run((t) => t.deleteVolume(id)); }
-  provisionedGibByPool() { return this.run((t) => t.provisionedGibByPool()); }
-  setSharedTargets(backendName: string, sharedTargets: boolean) { return this.run((t) => t.setSharedTargets(backendName, sharedTargets)); }
-
-  getProfile(id: string) { return this.run((t) => t.getProfile(id)); }
-  getProfileByName(name: string) { return this.run((t) => t.getProfileByName(name)); }
-  listProfiles() { return this.run((t) => t.listProfiles()); }
-  insertProfile(row: ProfileRow) { return this.run((t) => t.insertProfile(row)); }
-  updateProfile(id: string, changes: Partial<Omit<ProfileRow, "id" | "createdAt">>) { return this.run((t) => t.updateProfile(id, changes)); }
-  deleteProfile(id: string) { return this.run((t) => t.deleteProfile(id)); }
-
-  getAttachment(id: string) { return this.run((t) => t.getAttachment(id)); }
-  listAttachments(filter?: { volumeId?: string; targetName?: string; owner?: string }) { return this.run((t) => t.listAttachments(filter)); }
-  insertAttachment(row: AttachmentRow) { return this.run((t) => t.insertAttachment(row)); }
-  updateAttachment(id: string, changes: Partial<Omit<AttachmentRow, "id" | "createdAt">>) { return this.run((t) => t.updateAttachment(id, changes)); }
-  deleteAttachment(id: string) { return this.run((t) => t.deleteAttachment(id)); }
-
-  getTarget(name: string) { return this.run((t) => t.getTarget(name)); }
-  listTargets(filter?: { portal?: string; backendName?: string }) { return this.run((t) => t.listTargets(filter)); }
-  insertTarget(row: TargetRow) { return this.run((t) => t.insertTarget(row)); }
-  updateTarget(name: string, changes: Partial<Pick<TargetRow, "tid" | "port">>) { return this.run((t) => t.updateTarget(name, changes)); }
-  deleteTarget(name: string) { return this.run((t) => t.deleteTarget(name)); }
-  listLuns(targetName: string) { return this.run((t) => t.listLuns(targetName)); }
-  insertLun(row: LunRow) { return this.run((t) => t.insertLun(row)); }
-  deleteLun(targetName: string, volumeId: string) { return this.run((t) => t.deleteLun(targetName, volumeId)); }
-
-  getPair(id: string) { return this.run((t) => t.getPair(id)); }
-  listPairs(filter?: { primaryVolumeId?: string; secondaryVolumeId?: string }) { return this.run((t) => t.listPairs(filter)); }
-  insertPair(row: PairRow) { return this.run((t) => t.insertPair(row)); }
-  updatePair(id: string, changes: Partial<Omit<PairRow, "id" | "createdAt">>) { return this.run((t) => t.updatePair(id, changes)); }
-  deletePair(id: string) { return this.run((t) => t.deletePair(id)); }
-
-  getBackend(name: string) { return this.run((t) => t.getBackend(name)); }
-  upsertBackend(row: BackendRow) { return this.run((t) => t.upsertBackend(row)); }
-  stateId() { return this.run((t) => t.stateId()); }
-}
-
-/** The handle a transaction's `fn` works through: straight to the connection, dead once the transaction ended. */
-class SqliteTransaction extends SqliteOps {
-  private open = true;
-
-  constructor(private readonly tables: SqliteTables) {
-    super();
-  }
-
-  end(): void {
-    this.open = false;
-  }
-
-  protected async run<R>(op: (t: SqliteTables) => R): Promise<R> {
-    if (!this.open) throw new Error("sds internal error: a store transaction's handle was used after the transaction ended");
-    return op(this.tables);
-  }
-}
-
-export class SqliteStore extends SqliteOps implements Store {
+export class SqliteStore extends TableOps<SqliteTables> implements Store {
   private readonly db: Database.Database;
   private readonly tables: SqliteTables;
   /** The end of the queue of transactions (see the locking rule); `waiting` counts what is in it. */
@@ -161,7 +98,7 @@ export class SqliteStore extends SqliteOps implements Store {
   async transaction<T>(fn: (tx: StoreOps) => Promise<T>): Promise<T> {
     this.assertOutsideTransaction();
     return this.queued(async () => {
-      const tx = new SqliteTransaction(this.tables);
+      const tx = new TransactionHandle(this.tables);
       this.db.exec("BEGIN IMMEDIATE");
       try {
         const out = await this.insideTransaction.run(true, () => fn(tx));
@@ -191,7 +128,7 @@ export class SqliteStore extends SqliteOps implements Store {
   }
 
   /** One operation outside any transaction: at once when the queue is empty, else behind it. */
-  protected async run<R>(op: (t: SqliteTables) => R): Promise<R> {
+  protected async run<R>(op: (t: SqliteTables) => R | Promise<R>): Promise<R> {
     this.assertOutsideTransaction();
     if (this.waiting === 0) return op(this.tables);
     return this.queued(() => op(this.tables));
