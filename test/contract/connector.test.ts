@@ -17,37 +17,15 @@ import { TgtTarget } from "../../provider/src/targets/tgt-target";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";
 import { alive, loops, mountsUnder, sweepConnections } from "../helpers/host";
 import { bytesAt, sparseFile } from "../helpers/files";
+import { readBlock, writeBlock } from "../helpers/block-io";
 
 jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
 const BLOCK = 4096;
 
-
-
 function pattern(seed: string): Buffer {
   return Buffer.alloc(BLOCK, `${seed}:${Math.random()}|`);
-}
-
-/** dd one block onto the device, O_DIRECT and fsync'd (so it reaches the backing store). */
-async function writeBlock(dev: string, blockNo: number, data: Buffer, tmp: string): Promise<void> {
-  const src = path.join(tmp, `block-${Math.random()}`);
-  fs.writeFileSync(src, data);
-  try {
-    await run("dd", [`if=${src}`, `of=${dev}`, `bs=${BLOCK}`, `seek=${blockNo}`, "count=1", "oflag=direct", "conv=fsync,notrunc"], { timeoutMs: 30_000 });
-  } finally {
-    fs.rmSync(src, { force: true });
-  }
-}
-
-async function readBlock(dev: string, blockNo: number, tmp: string): Promise<Buffer> {
-  const dst = path.join(tmp, `read-${Math.random()}`);
-  try {
-    await run("dd", [`if=${dev}`, `of=${dst}`, `bs=${BLOCK}`, `skip=${blockNo}`, "count=1", "iflag=direct"], { timeoutMs: 30_000 });
-    return fs.readFileSync(dst);
-  } finally {
-    fs.rmSync(dst, { force: true });
-  }
 }
 
 /** What each protocol's suite hands the shared contract. */
