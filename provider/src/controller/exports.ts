@@ -129,21 +129,37 @@ export async function removeExport(core: AttachmentCore, row: AttachmentRow): Pr
   }
 }
 
+/**
+ * What a daemon lists, by daemon, for the length of one pass over many attachments (the
+ * reconciliation at start): one list per daemon instead of one per attachment, and every
+ * attachment judged against the daemon as the pass found it.
+ */
+export type DaemonListings = Map<string, Promise<unknown>>;
+
+function listOnce<T>(listings: DaemonListings | undefined, key: string, list: () => Promise<T>): Promise<T> {
+  if (!listings) return list();
+  let p = listings.get(key) as Promise<T> | undefined;
+  if (!p) listings.set(key, (p = list()));
+  return p;
+}
+
 /** Why the attachment's export is not on its target now (asked of the daemon), or undefined when it is. */
-export async function exportProblem(core: AttachmentCore, row: AttachmentRow): Promise<string | undefined> {
+export async function exportProblem(core: AttachmentCore, row: AttachmentRow, listings?: DaemonListings): Promise<string | undefined> {
   if (row.protocol === "local" || !row.targetName) return undefined;
   const target = await core.store.getTarget(row.targetName);
   if (!target) return `its target ${row.targetName} is not in the state`;
   const lun = (await core.store.listLuns(target.name)).find((l) => l.volumeId === row.volumeId);
   try {
     if (target.protocol === "iscsi") {
-      const live = (await core.targetsOf(target.backendName).iscsi(target.portal).list()).find((t) => t.name === target.name);
+      const t = core.targetsOf(target.backendName).iscsi(target.portal);
+      const live = (await listOnce(listings, `iscsi ${target.backendName} ${target.portal}`, () => t.list())).find((x) => x.name === target.name);
       if (!live) return `target ${target.name} is gone from the daemon on ${target.portal} (restarted?)`;
       if (lun && !live.luns.some((l) => l.lun === lun.lun)) return `LUN ${lun.lun} is gone from target ${target.name}`;
       if (row.connector.initiator && !live.initiators.includes(row.connector.initiator)) return `initiator ${row.connector.initiator} is not in the ACL of ${target.name}`;
       return undefined;
     }
-    const live = (await core.targetsOf(target.backendName).nbd(portalHost(target.portal)).list()).find((s) => s.server === target.name);
+    const n = core.targetsOf(target.backendName).nbd(portalHost(target.portal));
+    const live = (await listOnce(listings, `nbd ${target.backendName} ${portalHost(target.portal)}`, () => n.list())).find((s) => s.server === target.name);
     if (!live) return `NBD server ${target.name} is not running (crashed or stopped)`;
     if (!live.exports.some((e) => e.name === exportName(row.volumeId))) return `export ${exportName(row.volumeId)} is gone from NBD server ${target.name}`;
     return undefined;

@@ -10,7 +10,7 @@
 import { IQN_PREFIX, portalHost } from "../domain/names";
 import type { IscsiTarget } from "../targets/target";
 import { type AttachmentCore, defaultPortals } from "./attachment-core";
-import { createExport, exportProblem } from "./exports";
+import { createExport, type DaemonListings, exportProblem } from "./exports";
 
 export interface Reconciled {
   /** Exports made again or found in place. */
@@ -59,14 +59,16 @@ export async function reconcileExports(core: AttachmentCore): Promise<Reconciled
       out.removed.push(server.server);
     }
   }
-  // …then every export the store knows, made again where it is missing.
+  // …then every export the store knows, made again where it is missing, each judged against the
+  // daemons as this pass found them (one listing per daemon).
+  const listings: DaemonListings = new Map();
   for (const a of await core.store.listAttachments()) {
     const v = await core.controller.getVolume(a.volumeId);
     if (!v || a.protocol === "local") continue;
     const { backend } = core.controller.locate(v);
     // A lost export (the daemon restarted or was killed) broke the path of every device on it,
     // even if the initiator logs in again by itself: refresh reports it, up repairs it.
-    const problem = a.status === "attached" ? await exportProblem(core, a) : undefined;
+    const problem = a.status === "attached" ? await exportProblem(core, a, listings) : undefined;
     await core.withExportLock(a, v, () => createExport(core, a, v, backend));
     if (problem) await core.store.updateAttachment(a.id, { brokenReason: `${problem}; the export was made again, its device must reconnect (pulumi up)`, updatedAt: core.at() });
     out.ensured++;
