@@ -185,9 +185,7 @@ export abstract class BaseConnector implements Connector {
 
   /** Detach `rec`'s loop device if it still maps its backing file. */
   protected async detachLoop(t: Teardown, rec: ConnectionRecord): Promise<void> {
-    await t.step(`losetup -d ${rec.device}`, async () => {
-      if (await this.host.loopFor(rec.device, rec.backingFile)) await this.host.run("losetup", ["-d", rec.device]);
-    });
+    await t.step(`losetup -d ${rec.device}`, () => this.host.detachLoop(rec.device, rec.backingFile));
   }
 
   /** The record's loop device, when it still maps its backing file. */

@@ -236,12 +236,8 @@ export async function teardownFuseLoop(host: Host, t: Teardown, rec: ConnectionR
   const broken = !!(await chainFault(host, rec));
   if (broken) await t.step("stop the broken chain's helpers", () => killHelpers(host, layersOf(rec)));
   if (rec.device) {
-    await t.step(`losetup -d ${rec.device}`, async () => {
-      if (!(await host.loopFor(rec.device, rec.backingFile))) return;
-      await host.run("losetup", ["-d", rec.device]);
-      // a holder that got its EIO closes the device within moments; one that stays (a mount) keeps it until it lets go
-      if (broken) await host.waitUntil(`${rec.device} to be released`, async () => !(await host.loopFor(rec.device, rec.backingFile)), Math.min(host.waitMs, 5_000)).catch(() => undefined);
-    });
+    // a holder that got its EIO closes the device within moments; one that stays (a mount) keeps it until it lets go
+    await t.step(`losetup -d ${rec.device}`, () => host.detachLoop(rec.device, rec.backingFile));
   }
   await teardownLayers(host, t, layersOf(rec), force || broken);
   for (const l of rec.extraLayers ?? []) await teardownLayers(host, t, l, force);

@@ -124,6 +124,20 @@ export class Host {
     }
   }
 
+  /**
+   * `losetup -d dev` when `dev` still maps `file`, then wait (at most `timeoutMs`) until the
+   * device lets go of the file. Why the wait: when anyone else has the device open at that
+   * moment, the kernel only marks it to go at its last close, and since Linux 5.17 even that
+   * clearing runs later, on a workqueue, after the I/O in flight drained; a holder that just got
+   * its EIO (a broken chain) or a short-lived opener lets go within moments, more slowly on a
+   * loaded machine. Past the wait it returns: whoever checks the paths next sees what is left.
+   */
+  async detachLoop(dev: string, file: string | undefined, timeoutMs = Math.min(this.waitMs, 30_000)): Promise<void> {
+    if (!(await this.loopFor(dev, file))) return;
+    await this.run("losetup", ["-d", dev]);
+    await this.waitUntil(`${dev} to be released`, async () => !(await this.loopFor(dev, file)), timeoutMs).catch(() => undefined);
+  }
+
   /** The live loop device `dev` when it still maps `file`. */
   async loopFor(dev: string | undefined, file: string | undefined): Promise<LoopDevice | undefined> {
     if (!dev || !file) return undefined;
