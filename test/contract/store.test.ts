@@ -213,11 +213,17 @@ describe.each(factories.filter((x) => !x.skip))("Store contract: $name", (factor
       expect(await store.listPairs()).toEqual([]);
     });
 
-    test("backends keep their id; the state id is 32 hex digits, the same after a reopen", async () => {
-      await store.upsertBackend({ name: "b1", backendId: "one", createdAt: at });
-      await store.upsertBackend({ name: "b1", backendId: "two", createdAt: "later" });
-      expect(await store.getBackend("b1")).toEqual({ name: "b1", backendId: "two", createdAt: at });
+    test("backends keep their id and config; the state id is 32 hex digits, the same after a reopen; facts are kept by key", async () => {
+      await store.upsertBackend({ name: "b1", backendId: "one", config: null, createdAt: at });
+      await store.upsertBackend({ name: "b1", backendId: "two", config: '{"pools":["p0"]}', createdAt: "later" });
+      await store.upsertBackend({ name: "a0", backendId: "three", config: null, createdAt: at });
+      expect(await store.getBackend("b1")).toEqual({ name: "b1", backendId: "two", config: '{"pools":["p0"]}', createdAt: at });
       expect(await store.getBackend("b2")).toBeUndefined();
+      expect((await store.listBackends()).map((b) => b.name)).toEqual(["a0", "b1"]);
+      expect(await store.getInfo("key_check")).toBeUndefined();
+      await store.setInfo("key_check", "one");
+      await store.setInfo("key_check", "two");
+      expect(await store.getInfo("key_check")).toBe("two");
       const id = await store.stateId();
       expect(id).toMatch(/^[0-9a-f]{32}$/);
       expect(await (await open()).stateId()).toBe(id);
@@ -428,8 +434,8 @@ if (pgSkip) {
 
     test("two processes starting at once migrate once and share one state id", async () => {
       const [a, b] = await Promise.all([open(), open()]);
-      expect(await a.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6]);
-      expect(await b.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(await a.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(await b.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
       expect(await a.stateId()).toBe(await b.stateId());
     });
 

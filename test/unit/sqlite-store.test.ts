@@ -97,7 +97,7 @@ test("the store used inside its own transaction fails at once (it would wait for
   const store = new SqliteStore(file);
   await expect(
     store.transaction(async (tx) => {
-      await tx.upsertBackend({ name: "b1", backendId: "x", createdAt: "now" });
+      await tx.upsertBackend({ name: "b1", backendId: "x", config: null, createdAt: "now" });
       await store.getVolume("v1");
     }),
   ).rejects.toThrow(/inside one of its own transactions/);

@@ -162,4 +162,12 @@ export const postgresMigrations: readonly Omit<Migration, "rebuildsTables">[] = 
     name: "attachments remember a broken path",
     sql: `ALTER TABLE attachments ADD COLUMN broken_reason TEXT;`,
   },
+  {
+    version: 7,
+    name: "backends remember their configuration",
+    // Why: runners sharing one state (CI, teammates) each load their own backends file; the
+    // configuration a state was last written with is kept beside the backend's id, so a runner
+    // whose file is missing or different is told instead of quietly placing onto other pools.
+    sql: `ALTER TABLE backends ADD COLUMN config_json TEXT;`,
+  },
 ];

@@ -19,7 +19,7 @@ export interface Queryable {
   query(text: string, values?: unknown[]): Promise<{ rows: Row[]; rowCount: number | null }>;
 }
 
-const backendColumns: Record<keyof BackendRow, string> = { name: "name", backendId: "backend_id", createdAt: "created_at" };
+const backendColumns: Record<keyof BackendRow, string> = { name: "name", backendId: "backend_id", config: "config_json", createdAt: "created_at" };
 const lunColumns: Record<keyof LunRow, string> = { targetName: "target_name", volumeId: "volume_id", lun: "lun" };
 
 // Why: text sorts by the database's collation (en_US puts "b-2" and "b10" differently from
@@ -175,11 +175,24 @@ export class PostgresTables implements StoreOps {
     return this.getOne("backends", backendColumns, "name", name);
   }
 
+  async listBackends(): Promise<BackendRow[]> {
+    return this.selectWhere("backends", backendColumns, {}, "name");
+  }
+
   async upsertBackend(row: BackendRow): Promise<void> {
     await this.db.query(
-      "INSERT INTO backends (name, backend_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET backend_id = excluded.backend_id",
-      [row.name, row.backendId, row.createdAt],
+      "INSERT INTO backends (name, backend_id, config_json, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET backend_id = excluded.backend_id, config_json = excluded.config_json",
+      [row.name, row.backendId, row.config, row.createdAt],
     );
+  }
+
+  async getInfo(key: string): Promise<string | undefined> {
+    const { rows } = await this.db.query("SELECT value FROM state_info WHERE key = $1", [key]);
+    return rows[0] === undefined ? undefined : String(rows[0].value);
+  }
+
+  async setInfo(key: string, value: string): Promise<void> {
+    await this.db.query("INSERT INTO state_info (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value]);
   }
 
   async stateId(): Promise<string> {

@@ -173,5 +173,5 @@ export function lunFromRow(r: Row): LunRow {
 }
 
 export function backendFromRow(r: Row): BackendRow {
-  return { name: r.name as string, backendId: r.backend_id as string, createdAt: r.created_at as string };
+  return { name: r.name as string, backendId: r.backend_id as string, config: (r.config_json as string | null) ?? null, createdAt: r.created_at as string };
 }

@@ -203,10 +203,25 @@ export class SqliteTables implements SyncOps {
     return r && backendFromRow(r);
   }
 
+  listBackends(): BackendRow[] {
+    return (this.db.prepare("SELECT * FROM backends ORDER BY name").all() as Row[]).map(backendFromRow);
+  }
+
   upsertBackend(row: BackendRow): void {
     this.db
-      .prepare("INSERT INTO backends (name, backend_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET backend_id = excluded.backend_id")
-      .run(row.name, row.backendId, row.createdAt);
+      .prepare(
+        "INSERT INTO backends (name, backend_id, config_json, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET backend_id = excluded.backend_id, config_json = excluded.config_json",
+      )
+      .run(row.name, row.backendId, row.config, row.createdAt);
+  }
+
+  getInfo(key: string): string | undefined {
+    const r = this.db.prepare("SELECT value FROM state_info WHERE key = ?").get(key) as Row | undefined;
+    return r === undefined ? undefined : String(r.value);
+  }
+
+  setInfo(key: string, value: string): void {
+    this.db.prepare("INSERT INTO state_info (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
   }
 
   stateId(): string {

@@ -51,7 +51,10 @@ export abstract class TableOps<T extends StoreTables> implements StoreOps {
   deletePair(id: string) { return this.run((t) => t.deletePair(id)); }
 
   getBackend(name: string) { return this.run((t) => t.getBackend(name)); }
+  listBackends() { return this.run((t) => t.listBackends()); }
   upsertBackend(row: BackendRow) { return this.run((t) => t.upsertBackend(row)); }
+  getInfo(key: string) { return this.run((t) => t.getInfo(key)); }
+  setInfo(key: string, value: string) { return this.run((t) => t.setInfo(key, value)); }
   stateId() { return this.run((t) => t.stateId()); }
 }
 

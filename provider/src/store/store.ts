@@ -106,10 +106,16 @@ export interface LunRow {
   lun: number;
 }
 
-/** What the store remembers of a backend: its stable id. */
+/**
+ * What the store remembers of a backend: its stable id, and the configuration the state last
+ * wrote with (canonical JSON, secrets left out), so that a runner that loaded different backends
+ * is told rather than silently placing onto something else (see controller/backend-check.ts).
+ */
 export interface BackendRow {
   name: string;
   backendId: string;
+  /** Canonical JSON of the backend's configuration; null for rows older than migration 7. */
+  config: string | null;
   createdAt: string;
 }
 
@@ -178,7 +184,13 @@ export interface StoreOps {
   deletePair(id: string): Promise<void>;
 
   getBackend(name: string): Promise<BackendRow | undefined>;
+  listBackends(): Promise<BackendRow[]>;
+  /** Insert, or change the id and config of, the backend named `row.name`. */
   upsertBackend(row: BackendRow): Promise<void>;
+
+  /** A value of the state's own facts (`state_id`, `key_check`, …); undefined when never set. */
+  getInfo(key: string): Promise<string | undefined>;
+  setInfo(key: string, value: string): Promise<void>;
 
   /**
    * This state's identity: 32 hex digits made once, when the state was created. Targets, CHAP
