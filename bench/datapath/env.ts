@@ -86,7 +86,7 @@ export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cle
     connectors.set(p, c);
     return c;
   };
-  const box = SecretBox.forDatabase(path.join(dir, "state.db"));
+  const box = SecretBox.forState({ sqliteFile: path.join(dir, "state.db") });
   const attachments = new Attachments({ store, controller, targets, box, connectorFor: connectorOf });
 
   const newVolume = async (name: string, backend: string) => {

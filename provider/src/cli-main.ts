@@ -19,7 +19,6 @@ import { Composition } from "./compose/composition";
 import { isProjectDir, readStackConfig } from "./compose/stack-config";
 import { resolveProviderConfig } from "./controller/config";
 import { UserError } from "./errors";
-import { sqlitePathFromUrl } from "./store/sqlite-store";
 
 const USAGE = "usage: sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]\n";
 
@@ -46,20 +45,33 @@ async function replicate(argv: string[]): Promise<number> {
     delete raw.backends;
   }
   if (values.state) raw.stateUrl = values.state;
-  const flagFor: Record<string, string> = { stateUrl: "--state URL or SDS_STATE_URL", backendsFile: "--backends FILE or SDS_BACKENDS_FILE", backends: "--backends FILE" };
+  const flagFor: Record<string, string> = {
+    stateUrl: "--state URL or SDS_STATE_URL",
+    backendsFile: "--backends FILE or SDS_BACKENDS_FILE",
+    backends: "--backends FILE",
+    secretKey: "SDS_SECRET_KEY",
+    agentToken: "SDS_AGENT_TOKEN",
+  };
   for (const key of stack.secure) {
-    const given = (key === "stateUrl" && (values.state || process.env.SDS_STATE_URL)) || ((key === "backendsFile" || key === "backends") && values.backends);
+    const given =
+      (key === "stateUrl" && (values.state || process.env.SDS_STATE_URL)) ||
+      ((key === "backendsFile" || key === "backends") && values.backends) ||
+      (key === "secretKey" && process.env.SDS_SECRET_KEY) ||
+      (key === "agentToken" && process.env.SDS_AGENT_TOKEN);
     if (!given && flagFor[key]) throw new UserError("INVALID_INPUT", `${stack.file}: sds:${key} is a secret, which sds cannot decrypt; pass it as ${flagFor[key]}`, key);
   }
+  if (raw.agentToken === undefined && process.env.SDS_AGENT_TOKEN) raw.agentToken = process.env.SDS_AGENT_TOKEN;
   const config = resolveProviderConfig(raw, projectDir);
-  const file = sqlitePathFromUrl(config.stateUrl, projectDir);
-  if (file !== ":memory:" && !fs.existsSync(file)) {
+  const parts = new Composition(config, (_severity, m) => process.stdout.write(`${m}\n`));
+  const state = parts.state;
+  const file = state.kind === "sqlite" ? state.file : undefined;
+  if (file !== undefined && file !== ":memory:" && !fs.existsSync(file)) {
     const from = values.state ? "--state" : stack.raw.stateUrl ? `sds:stateUrl in ${stack.file}` : process.env.SDS_STATE_URL ? "SDS_STATE_URL" : "the default";
     throw new UserError("NOT_FOUND", `no sds state at ${file} (from ${from}); run sds in the folder of the Pulumi project that deployed the pairs, or pass --project DIR, --stack NAME or --state URL`, "stateUrl");
   }
-  const parts = new Composition(config, (_severity, m) => process.stdout.write(`${m}\n`));
   try {
-    process.stdout.write(`sds replicate: state ${file}, backends from ${config.backendsSource}${stack.stack ? ` (stack ${stack.stack})` : ""}\n`);
+    await parts.allowWrites();
+    process.stdout.write(`sds replicate: state ${parts.stateShown}, backends from ${config.backendsSource}${stack.stack ? ` (stack ${stack.stack})` : ""}\n`);
     const done = await (await parts.replication()).syncDue({ all: values.all });
     for (const d of done) if (!d.ok) process.stdout.write(`replication ${d.id}: FAILED: ${d.error}\n`);
     process.stdout.write(`sds replicate: ${done.filter((d) => d.ok).length} pair(s) synced, ${done.filter((d) => !d.ok).length} failed\n`);

@@ -40,7 +40,8 @@ export class Provider extends pulumi.ProviderResource {
             resourceInputs["backends"] = pulumi.output(args?.backends).apply(JSON.stringify);
             resourceInputs["backendsFile"] = (args?.backendsFile) ?? utilities.getEnv("SDS_BACKENDS_FILE");
             resourceInputs["hosts"] = pulumi.output(args?.hosts ? pulumi.secret(args.hosts) : undefined).apply(JSON.stringify);
-            resourceInputs["stateUrl"] = (args?.stateUrl) ?? utilities.getEnv("SDS_STATE_URL");
+            resourceInputs["secretKey"] = (args?.secretKey ? pulumi.secret(args.secretKey) : undefined) ?? utilities.getEnv("SDS_SECRET_KEY");
+            resourceInputs["stateUrl"] = (args?.stateUrl ? pulumi.secret(args.stateUrl) : undefined) ?? utilities.getEnv("SDS_STATE_URL");
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
         super(Provider.__pulumiType, name, resourceInputs, opts);
@@ -68,7 +69,11 @@ export interface ProviderArgs {
      */
     hosts?: pulumi.Input<{[key: string]: pulumi.Input<inputs.HostAgentArgs>} | undefined>;
     /**
-     * Where the controller keeps its state (volumes, attachments, replication pairs, capacity bookkeeping). Form `sqlite:<path>`, e.g. `sqlite:.sds/state.db`; a relative path is resolved against the Pulumi project folder. `postgres://...` URLs, for teams sharing one state, are planned. Default: `sqlite:.sds/state.db`. Environment fallback: `SDS_STATE_URL`.
+     * The team's key that seals secrets (CHAP passwords) in the controller's state: 32 bytes, base64 (`openssl rand -base64 32`); the same for every runner sharing a state. Needed with a PostgreSQL `stateUrl`; with SQLite, default: a key file `secret.key` beside the database, made on first use. A runner whose key does not open the state's secrets gets an error naming `secretKey`. Environment fallback: `SDS_SECRET_KEY`.
+     */
+    secretKey?: pulumi.Input<string | undefined>;
+    /**
+     * Where the controller keeps its state (volumes, attachments, replication pairs, capacity bookkeeping). `sqlite:<path>` (one person, one machine), e.g. `sqlite:.sds/state.db`, a relative path resolved against the Pulumi project folder; or `postgres://user:password@host:port/db?sslmode=require` (teams and CI runners sharing one state: set it as a secret, and set `secretKey`). Default: `sqlite:.sds/state.db`. Environment fallback: `SDS_STATE_URL`.
      */
     stateUrl?: pulumi.Input<string | undefined>;
 }

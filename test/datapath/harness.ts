@@ -58,7 +58,7 @@ export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boo
   const controller = new Controller({ store, backends });
   await controller.discover();
   const runDir = path.join(dir, "run");
-  const box = SecretBox.forDatabase(path.join(dir, "state.db"));
+  const box = SecretBox.forState({ sqliteFile: path.join(dir, "state.db") });
   const targets = localTargets(runDir);
   const make = (lockScope: "target" | "host" | "none" = "target") => new Attachments({ store, controller, targets, box, exportLockScope: lockScope });
   const attachments = make();

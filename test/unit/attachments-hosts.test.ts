@@ -83,7 +83,7 @@ function setup() {
     },
   };
   const hosts = new Map([["hostA", host("hostA")], ["hostB", host("hostB")]]);
-  const attachments = new Attachments({ store, controller, targets: localTargets, box: SecretBox.forDatabase(path.join(dir, "state.db")), remoteHost: (h) => hosts.get(h), nodeTargets });
+  const attachments = new Attachments({ store, controller, targets: localTargets, box: SecretBox.forState({ sqliteFile: path.join(dir, "state.db") }), remoteHost: (h) => hosts.get(h), nodeTargets });
   return { controller, attachments };
 }
 

@@ -29,16 +29,19 @@ afterEach(async () => {
 });
 
 test("migrations are applied once and recorded", async () => {
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
   await store.close();
   store = new SqliteStore(path.join(dir, "state.db"));
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
 });
 
-test("a stable backend id is kept across restarts", async () => {
+test("a stable backend id is kept across restarts, recorded at the first write (discovery alone writes nothing)", async () => {
   const c1 = controller();
   await c1.discover();
   const id = c1.backendId("b1");
+  expect(await store.listBackends()).toEqual([]);
+  await c1.prepareWrites();
+  expect(await store.listBackends()).toEqual([expect.objectContaining({ name: "b1", backendId: id, config: expect.stringContaining('"name":"b1"') })]);
   const c2 = controller();
   await c2.discover();
   expect(c2.backendId("b1")).toBe(id);
@@ -141,7 +144,7 @@ test("clone copies a volume into a new one", async () => {
   await expect(c.createVolume("urn:c", { ...spec("small", 1), sourceVolumeId: dst.id })).rejects.toMatchObject({ property: "sizeGib" });
 });
 
-test("shared targets: volumes carry their backend's sharedTargets; a backend that now reports false corrects them at start", async () => {
+test("shared targets: volumes carry their backend's sharedTargets; a backend that now reports false corrects them before the first write (a preview writes nothing)", async () => {
   const c = controller();
   await c.discover();
   const v = await c.createVolume("urn:a", spec("v"));
@@ -152,6 +155,11 @@ test("shared targets: volumes carry their backend's sharedTargets; a backend tha
   const messages: string[] = [];
   const restarted = new Controller({ store, backends, log: (m) => messages.push(m) });
   await restarted.discover();
+  expect((await restarted.getVolume(v.id))?.sharedTargets).toBe(true);
+  await restarted.prepareWrites();
   expect((await restarted.getVolume(v.id))?.sharedTargets).toBe(false);
-  expect(messages).toEqual(["backend b1: sharedTargets false set on 1 volume(s)"]);
+  expect(messages).toEqual([
+    expect.stringMatching(/^backend b1: inline differs from the configuration this state was last written with: .*sharedTargets: true → false/),
+    "backend b1: sharedTargets false set on 1 volume(s)",
+  ]);
 });

@@ -96,7 +96,7 @@ const CONTRACT: Record<string, { inputs: string[]; requiredInputs: string[]; out
     },
 };
 
-const CONFIG_KEYS = ["stateUrl", "backendsFile", "backends", "hosts", "agentToken"];
+const CONFIG_KEYS = ["stateUrl", "backendsFile", "backends", "hosts", "agentToken", "secretKey"];
 
 const FUNCTION_CONTRACT: Record<string, { inputs: string[]; requiredInputs: string[]; outputs: string[] }> = {
     "sds:index:getPools": { inputs: ["backend"], requiredInputs: [], outputs: ["pools"] },
@@ -391,8 +391,12 @@ describe("schema.json: secrets", () => {
             [
                 "config.variables.agentToken",
                 "config.variables.hosts",
+                "config.variables.secretKey",
+                "config.variables.stateUrl",
                 "provider.inputProperties.agentToken",
                 "provider.inputProperties.hosts",
+                "provider.inputProperties.secretKey",
+                "provider.inputProperties.stateUrl",
                 "types.sds:index:ConnectionInfo.properties.authPassword",
                 "types.sds:index:HostAgent.properties.token",
             ].sort(),

@@ -7,7 +7,17 @@
  * Everything is made lazily, on first use, and once. Side effects that touch the world (the
  * reconciliation of exports at start, replication syncs that are due) run only from `start*`
  * methods that the caller calls on purpose, never from a getter.
+ *
+ * A run writes nothing until {@link Composition.allowWrites} (the provider calls it before a
+ * create, update or delete that is not a preview; operator commands that change things call it
+ * first): a `pulumi preview`, `preview --refresh` or `refresh` only reads. No state file, key
+ * file or pool folder is made, no backend row recorded, no export re-made, no sync started.
+ *
+ * Where the state is (`stateUrl`): `sqlite:<path>` (one person, one machine; the run folder and
+ * the key file beside the database) or `postgres://…` (teams and CI runners sharing one state;
+ * the run folder in the project's `.sds/run`, the sealing key from `secretKey`).
  */
+import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { AgentClient } from "../agent/client";
@@ -17,11 +27,13 @@ import { connectorFor as makeConnector } from "../connectors/factory";
 import { Attachments, type RemoteHost } from "../controller/attachments";
 import type { ProviderConfig } from "../controller/config";
 import { Controller } from "../controller/controller";
-import { Replication, replicationDir } from "../controller/replication";
+import { Replication } from "../controller/replication";
 import { SecretBox } from "../controller/secret-box";
 import { VolumeUpdates } from "../controller/update-volume";
 import { UserError } from "../errors";
+import { PostgresStore, redactUrl } from "../store/postgres-store";
 import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
+import type { Store } from "../store/store";
 import { localTargets } from "../targets/local-targets";
 
 export type Log = (severity: "debug" | "info" | "warning" | "error", message: string) => void;
@@ -37,8 +49,11 @@ export class Composition {
   private controllerPromise?: Promise<Controller>;
   private replicationPromise?: Promise<Replication>;
   private attachmentsPromise?: Promise<Attachments>;
-  private storeInstance?: SqliteStore;
-  private stateFileName?: string;
+  private storeInstance?: Store;
+  /** The SQLite database that does not exist yet, opened at {@link allowWrites} (reads see an empty state until then). */
+  private deferredFile?: { file: string; swap: (s: Store) => void };
+  private writing = false;
+  private boxInstance?: SecretBox;
   private readonly connectors = new Map<string, Connector>();
   private readonly agents = new Map<string, AgentClient>();
 
@@ -47,13 +62,20 @@ export class Composition {
     private readonly log: Log,
   ) {}
 
-  /** The state database file (after {@link controller} resolved). */
-  get stateFile(): string {
-    if (!this.stateFileName) throw new Error("sds internal error: the state is not open yet");
-    return this.stateFileName;
+  /** Where the state is: a SQLite file (`:memory:` too) or a PostgreSQL URL. */
+  get state(): { kind: "sqlite"; file: string } | { kind: "postgres"; url: string } {
+    const url = this.config.stateUrl;
+    if (/^postgres(ql)?:\/\//.test(url)) return { kind: "postgres", url };
+    return { kind: "sqlite", file: sqlitePathFromUrl(url, this.config.projectDir) };
   }
 
-  get store(): SqliteStore {
+  /** The state, for humans and logs (a PostgreSQL URL without its password). */
+  get stateShown(): string {
+    const s = this.state;
+    return s.kind === "postgres" ? redactUrl(s.url) : s.file;
+  }
+
+  get store(): Store {
     if (!this.storeInstance) throw new Error("sds internal error: the state is not open yet");
     return this.storeInstance;
   }
@@ -61,13 +83,13 @@ export class Composition {
   /** The controller on this config's state, its pools discovered. */
   controller(): Promise<Controller> {
     this.controllerPromise ??= (async () => {
-      const file = sqlitePathFromUrl(this.config.stateUrl, this.config.projectDir);
-      this.stateFileName = file;
-      this.storeInstance = new SqliteStore(file);
+      this.storeInstance = await this.openStore();
       const c = new Controller({
         store: this.storeInstance,
         backends: this.config.backends,
+        backendsSource: this.config.backendsSource,
         log: (m) => this.log("info", m),
+        warn: (m) => this.log("warning", `sds: ${m}`),
         nodeDriver: (node, kind) => new RemoteDriver(this.agent(node), kind as "file"),
       });
       await c.discover();
@@ -77,6 +99,72 @@ export class Composition {
     return this.controllerPromise;
   }
 
+  private async openStore(): Promise<Store> {
+    const s = this.state;
+    if (s.kind === "postgres") return PostgresStore.open(s.url);
+    if (this.writing || s.file === ":memory:" || fs.existsSync(s.file)) return new SqliteStore(s.file);
+    // No state yet and nothing to write: an empty state in memory, until allowWrites opens the file.
+    let current: Store = new SqliteStore(":memory:");
+    const store = new Proxy({} as Store, {
+      get: (_t, k) => {
+        const v = (current as unknown as Record<string | symbol, unknown>)[k];
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(current) : v;
+      },
+    });
+    this.deferredFile = {
+      file: s.file,
+      swap: (next) => {
+        void current.close();
+        current = next;
+      },
+    };
+    return store;
+  }
+
+  /**
+   * From now on this run may write: the state file is made (SQLite), backends recorded, the
+   * sealing key checked against the state (and its check value kept), exports reconciled once.
+   * Idempotent; concurrent callers wait for the first.
+   */
+  allowWrites(): Promise<void> {
+    this.writesReady ??= (async () => {
+      this.writing = true;
+      const controller = await this.controller();
+      if (this.deferredFile) {
+        this.deferredFile.swap(new SqliteStore(this.deferredFile.file));
+        this.deferredFile = undefined;
+      }
+      await controller.prepareWrites();
+      const box = this.box();
+      const check = await this.store.getInfo("key_check");
+      if (check !== undefined) box.verify(check);
+      else if (box.hasKey || this.state.kind === "sqlite") await this.store.setInfo("key_check", box.checkValue());
+    })();
+    this.writesReady.catch(() => (this.writesReady = undefined));
+    return this.writesReady;
+  }
+  private writesReady?: Promise<void>;
+
+  /** The sealing box of this state's secrets (see controller/secret-box.ts). */
+  box(): SecretBox {
+    if (!this.boxInstance) {
+      const s = this.state;
+      this.boxInstance = SecretBox.forState({
+        secretKey: this.config.secretKey,
+        sqliteFile: s.kind === "sqlite" ? s.file : undefined,
+        why: "secretKey: a PostgreSQL state keeps no key file: set the team's key as sds:secretKey (pulumi config set --secret sds:secretKey …) or SDS_SECRET_KEY",
+      });
+    }
+    return this.boxInstance;
+  }
+
+  /** Where this machine keeps what is not shared: the run folder's parent (beside a SQLite state, else the project's `.sds`). */
+  private localDir(): string {
+    const s = this.state;
+    if (s.kind === "postgres") return path.join(this.config.projectDir, ".sds");
+    return s.file === ":memory:" ? os.tmpdir() : path.dirname(s.file);
+  }
+
   /** Replication pairs and their sync, on the controller's store. */
   replication(): Promise<Replication> {
     this.replicationPromise ??= (async () => {
@@ -84,7 +172,7 @@ export class Composition {
       return new Replication({
         store: this.store,
         controller,
-        stateDir: replicationDir(this.stateFile),
+        stateDir: process.env.SDS_RUN_DIR ? path.join(process.env.SDS_RUN_DIR, "replication") : path.join(this.localDir(), "replication"),
         log: (m) => this.log("info", m),
         nodeAgent: (node) => this.agent(node),
       });
@@ -102,7 +190,7 @@ export class Composition {
         store: this.store,
         controller,
         targets: localTargets(runDir),
-        box: SecretBox.forDatabase(this.stateFile),
+        box: this.box(),
         connectorFor: (protocol) => this.connectorFor(protocol),
         remoteHost: (host) => (this.config.hosts[host] ? this.remoteHost(host) : undefined),
         nodeTargets: (node) => remoteTargets(this.agent(node)),
@@ -137,7 +225,7 @@ export class Composition {
 
   /** Replication, with the syncs that are due started once, in the background (the embedded controller has no agent to run them on a timer). */
   replicationStarted(): Promise<Replication> {
-    if (!this.dueSyncsStarted) {
+    if (!this.dueSyncsStarted && this.writing) {
       this.dueSyncsStarted = true;
       void this.startDueSyncs().catch(() => undefined);
     }
@@ -145,9 +233,9 @@ export class Composition {
   }
   private dueSyncsStarted = false;
 
-  /** Attachments; unless `reconcile` is false (a preview only looks), the first use reconciles the exports once. */
+  /** Attachments; once writes are allowed and unless `reconcile` is false, the first use reconciles the exports once. */
   async attachmentsReconciled(reconcile = true): Promise<Attachments> {
-    if (reconcile) {
+    if (reconcile && this.writing) {
       this.exportsReconciled ??= this.startExports();
       await this.exportsReconciled;
     }
@@ -160,10 +248,9 @@ export class Composition {
     return new VolumeUpdates({ controller: await this.controller(), replication: () => this.replicationStarted(), attachments: () => this.attachmentsReconciled() });
   }
 
-  /** Pidfiles, export state and connection records of this machine (`SDS_RUN_DIR`, else beside the state). */
+  /** Pidfiles, export state and connection records of this machine (`SDS_RUN_DIR`, else {@link localDir}/run). */
   runDir(): string {
-    const file = this.stateFile;
-    return process.env.SDS_RUN_DIR || path.join(file === ":memory:" ? os.tmpdir() : path.dirname(file), "run");
+    return process.env.SDS_RUN_DIR || path.join(this.localDir(), "run");
   }
 
   /** This machine's connectors (host "localhost"); their records live in the run folder. */

@@ -9,7 +9,7 @@ import { parse } from "yaml";
 import { UserError } from "../errors";
 
 /** Keys of the provider config an operator command can take from a stack file. */
-const KEYS = ["stateUrl", "backendsFile", "backends", "hosts", "agentToken"] as const;
+const KEYS = ["stateUrl", "backendsFile", "backends", "hosts", "agentToken", "secretKey"] as const;
 
 export interface StackConfig {
   /** The stack whose file was read, or undefined when the project has no stack file setting sds. */

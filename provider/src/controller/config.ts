@@ -22,6 +22,10 @@ export const providerConfigSchema = z.object({
   backends: z.array(z.unknown()).optional(),
   hosts: z.record(z.string(), hostAgentSchema).optional(),
   agentToken: z.string().min(1).optional(),
+  secretKey: z
+    .string()
+    .refine((k) => Buffer.from(k, "base64").length === 32, "must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)")
+    .optional(),
 });
 
 export type RawProviderConfig = z.output<typeof providerConfigSchema>;
@@ -36,6 +40,12 @@ export interface ProviderConfig {
   backends: BackendConfig[];
   hosts: Record<string, z.output<typeof hostAgentSchema>>;
   agentToken?: string;
+  /**
+   * The team's sealing key for secrets at rest (base64, 32 bytes): `secretKey`, else
+   * `SDS_SECRET_KEY`. Without it, a SQLite state keeps its own key file beside the database; a
+   * PostgreSQL state has no file to keep one in and needs it.
+   */
+  secretKey?: string;
 }
 
 /** Validate the shape only (CheckConfig): returns failures as [property, reason]. */
@@ -58,6 +68,10 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
   }
   const c = r.data;
   const stateUrl = c.stateUrl ?? (env.SDS_STATE_URL || undefined) ?? "sqlite:.sds/state.db";
+  const secretKey = c.secretKey ?? (env.SDS_SECRET_KEY || undefined);
+  if (c.secretKey === undefined && secretKey !== undefined && Buffer.from(secretKey, "base64").length !== 32) {
+    throw new UserError("INVALID_INPUT", "SDS_SECRET_KEY: must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)", "secretKey");
+  }
   let backends: BackendConfig[];
   let backendsSource: string;
   if (c.backends !== undefined) {
@@ -86,5 +100,5 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
     if (!b.export.portal) throw new UserError("INVALID_INPUT", `${where}backends[${i}].export.portal: backend ${b.name} is on node "${b.node}": name the portal hosts reach it on (e.g. 10.0.0.5:3260)`, "backends");
     if (b.export.protocol === "local") throw new UserError("INVALID_INPUT", `${where}backends[${i}].export.protocol: backend ${b.name} is on node "${b.node}": "local" serves only the machine running the provider; use iscsi or nbd`, "backends");
   });
-  return { projectDir, stateUrl, backendsSource, backends, hosts, agentToken: c.agentToken };
+  return { projectDir, stateUrl, backendsSource, backends, hosts, agentToken: c.agentToken, secretKey };
 }

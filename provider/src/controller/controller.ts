@@ -65,6 +65,9 @@ export class Controller {
   discover(): Promise<void> {
     return this.catalog.discover();
   }
+  prepareWrites(): Promise<void> {
+    return this.catalog.prepareWrites();
+  }
   pools(ops?: StoreOps): Promise<PoolState[]> {
     return this.catalog.pools(ops);
   }
@@ -138,6 +141,7 @@ export class Controller {
    * A failure leaves neither a row nor a file behind.
    */
   async createVolume(owner: string, spec: VolumeSpec): Promise<VolumeRow> {
+    await this.catalog.prepareWrites();
     this.catalog.reservations.delete(owner);
     const request = await this.placementRequest(spec);
     const profileId = spec.profile !== undefined ? ((await this.store.getProfile(spec.profile)) ?? (await this.store.getProfileByName(spec.profile)))?.id : undefined;

@@ -8,6 +8,7 @@
 import { randomUUID } from "node:crypto";
 import type { BackendConfig, PoolConfig } from "../domain/backend";
 import { FileDriver } from "../drivers/file-driver";
+import { backendConfigJson, checkBackends } from "./backend-check";
 import type { VolumeDriver } from "../drivers/volume-driver";
 import { UserError } from "../errors";
 import type { PoolState } from "../scheduler/types";
@@ -23,6 +24,10 @@ export interface PoolCatalogOptions {
   log?: (message: string) => void;
   /** The driver of a backend on a remote storage node (`node` ≠ local): its agent (agent/remote-node.ts). */
   nodeDriver?: (node: string, kind: string) => VolumeDriver;
+  /** Where the backends came from (a file, `inline`, `built-in`): named when they differ from the state's. */
+  backendsSource?: string;
+  /** Warnings for the user (the engine's log); default: `log`. */
+  warn?: (message: string) => void;
 }
 
 export class PoolCatalog {
@@ -32,6 +37,8 @@ export class PoolCatalog {
   private readonly nodeDriver?: (node: string, kind: string) => VolumeDriver;
   private readonly now: () => Date;
   private readonly log: (message: string) => void;
+  private readonly warn: (message: string) => void;
+  private readonly backendsSource: string;
   /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
   private poolStats = new Map<string, { totalGib: number; freeGib: number }>();
   private backendIds = new Map<string, string>();
@@ -49,17 +56,25 @@ export class PoolCatalog {
     this.nodeDriver = options.nodeDriver;
     this.now = options.now ?? (() => new Date());
     this.log = options.log ?? (() => undefined);
+    this.warn = options.warn ?? this.log;
+    this.backendsSource = options.backendsSource ?? "inline";
   }
 
-  /** Discover pools (capacity, folders) and give every backend its stable id. Called at provider start. */
+  /**
+   * Discover pools (capacity) and learn every backend's stable id; compare the loaded backends
+   * with those the state was written with (backend-check.ts: an error for a backend with volumes
+   * that is not loaded, warnings for differences). Reads only: a preview writes nothing. A
+   * backend the state does not know yet gets its id in memory; {@link prepareWrites} records it.
+   */
   async discover(): Promise<void> {
+    const stored = await this.store.listBackends();
+    const volumesByBackend = new Map<string, number>();
+    for (const v of await this.store.listVolumes()) volumesByBackend.set(v.backendName, (volumesByBackend.get(v.backendName) ?? 0) + 1);
+    for (const w of checkBackends([...this.backends.values()], stored, volumesByBackend, this.backendsSource)) this.warn(w);
     const stats = new Map<string, { totalGib: number; freeGib: number }>();
     for (const b of this.backends.values()) {
-      this.backendIds.set(b.name, await this.ensureBackendId(b));
-      // Shared targets: volumes take sharedTargets from their backend; a backend that changed its mind
-      // (or volumes older than the setting) are corrected at start.
-      const corrected = await this.store.setSharedTargets(b.name, b.sharedTargets);
-      if (corrected > 0) this.log(`backend ${b.name}: sharedTargets ${b.sharedTargets} set on ${corrected} volume(s)`);
+      const row = stored.find((r) => r.name === b.name);
+      this.backendIds.set(b.name, b.backendId ?? row?.backendId ?? this.backendIds.get(b.name) ?? randomUUID());
       for (const p of b.pools) {
         const s = await this.driverFor(b).getPoolStats(p);
         stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
@@ -67,16 +82,39 @@ export class PoolCatalog {
     }
     this.poolStats = stats;
     this.poolStates = undefined;
+    this.prepared = undefined;
   }
 
-  private ensureBackendId(b: BackendConfig): Promise<string> {
-    return this.store.transaction(async (tx) => {
-      const row = await tx.getBackend(b.name);
-      const wanted = b.backendId ?? row?.backendId ?? randomUUID();
-      if (!row || row.backendId !== wanted) await tx.upsertBackend({ name: b.name, backendId: wanted, createdAt: row?.createdAt ?? this.now().toISOString() });
-      return wanted;
-    });
+  /**
+   * Before the first write of a run: record each backend's id and configuration (the state's
+   * memory of what it was built with), and give volumes their backend's `sharedTargets` (a
+   * backend that changed its mind, or volumes older than the setting, are corrected). Once per
+   * discovery; later calls wait for the first.
+   */
+  prepareWrites(): Promise<void> {
+    this.prepared ??= (async () => {
+      for (const b of this.backends.values()) {
+        const id = this.backendIds.get(b.name) ?? b.backendId ?? randomUUID();
+        const config = backendConfigJson(b);
+        const actual = await this.store.transaction(async (tx) => {
+          const row = await tx.getBackend(b.name);
+          // Another runner may have recorded this backend since discovery: its id wins (unless configured).
+          const wanted = b.backendId ?? row?.backendId ?? id;
+          if (!row || row.backendId !== wanted || row.config !== config) await tx.upsertBackend({ name: b.name, backendId: wanted, config, createdAt: row?.createdAt ?? this.now().toISOString() });
+          return wanted;
+        });
+        if (actual !== this.backendIds.get(b.name)) {
+          this.backendIds.set(b.name, actual);
+          this.poolStates = undefined;
+        }
+        const corrected = await this.store.setSharedTargets(b.name, b.sharedTargets);
+        if (corrected > 0) this.log(`backend ${b.name}: sharedTargets ${b.sharedTargets} set on ${corrected} volume(s)`);
+      }
+    })();
+    this.prepared.catch(() => (this.prepared = undefined));
+    return this.prepared;
   }
+  private prepared?: Promise<void>;
 
   driverFor(b: BackendConfig): VolumeDriver {
     if (b.node !== "local") {

@@ -34,9 +34,11 @@ export class FileDriver implements VolumeDriver {
     return fileVolumePath(pool, volumeId);
   }
 
+  /** The pool's file system, measured at its folder or, before the first volume made it, the nearest folder above (a preview makes no folder). */
   async getPoolStats(pool: PoolConfig): Promise<PoolStats> {
-    await fs.mkdir(pool.path, { recursive: true });
-    const s = await fs.statfs(pool.path);
+    let at = path.resolve(pool.path);
+    while (!(await fs.stat(at).then(() => true, () => false)) && path.dirname(at) !== at) at = path.dirname(at);
+    const s = await fs.statfs(at);
     const fsTotal = s.blocks * s.bsize;
     const free = s.bavail * s.bsize;
     return { totalBytes: pool.totalCapacityGib !== undefined ? pool.totalCapacityGib * GiB : fsTotal, freeBytes: free };

@@ -190,7 +190,8 @@ export class ProviderServer implements ProviderContext {
         const args = req.hasArgs() ? fromStruct(req.getArgs()) : Object.fromEntries(req.getVariablesMap().toArray().map(([k, v]) => [k.split(":").pop() as string, v]));
         const decoded = decodeProviderConfig(Object.fromEntries(Object.entries(args).filter(([, v]) => !containsUnknown(v))));
         this.config = resolveProviderConfig(decoded, this.rootDir);
-        this.log("debug", `sds: state ${this.config.stateUrl}, backends from ${this.config.backendsSource}`);
+        this.composition = undefined;
+        this.log("debug", `sds: state ${this.parts().stateShown}, backends from ${this.config.backendsSource}`);
         const res = new pb.ConfigureResponse();
         res.setAcceptsecrets(true);
         res.setAcceptresources(true);
@@ -231,6 +232,7 @@ export class ProviderServer implements ProviderContext {
       }),
       create: unary(async (req: pb.CreateRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
+        if (!req.getPreview()) await this.parts().allowWrites();
         const r = await h.create({ urn: req.getUrn(), name: req.getName(), inputs: fromStruct(req.getProperties()), preview: req.getPreview() });
         const res = new pb.CreateResponse();
         res.setId(r.id);
@@ -250,6 +252,7 @@ export class ProviderServer implements ProviderContext {
       }),
       update: unary(async (req: pb.UpdateRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
+        if (!req.getPreview()) await this.parts().allowWrites();
         const oldOutputs = fromStruct(req.getOlds());
         const outs = await h.update({
           id: req.getId(),
@@ -265,6 +268,7 @@ export class ProviderServer implements ProviderContext {
       }),
       delete: unary(async (req: pb.DeleteRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
+        await this.parts().allowWrites();
         await h.delete({ id: req.getId(), urn: req.getUrn(), state: fromStruct(req.getProperties()) });
         return new Empty();
       }),

@@ -54,7 +54,18 @@ Object.defineProperty(exports, "hosts", {
 });
 
 /**
- * Where the controller keeps its state (volumes, attachments, replication pairs, capacity bookkeeping). Form `sqlite:<path>`, e.g. `sqlite:.sds/state.db`; a relative path is resolved against the Pulumi project folder. `postgres://...` URLs, for teams sharing one state, are planned. Default: `sqlite:.sds/state.db`. Environment fallback: `SDS_STATE_URL`.
+ * The team's key that seals secrets (CHAP passwords) in the controller's state: 32 bytes, base64 (`openssl rand -base64 32`); the same for every runner sharing a state. Needed with a PostgreSQL `stateUrl`; with SQLite, default: a key file `secret.key` beside the database, made on first use. A runner whose key does not open the state's secrets gets an error naming `secretKey`. Environment fallback: `SDS_SECRET_KEY`.
+ */
+export declare const secretKey: string | undefined;
+Object.defineProperty(exports, "secretKey", {
+    get() {
+        return __config.get("secretKey") ?? utilities.getEnv("SDS_SECRET_KEY");
+    },
+    enumerable: true,
+});
+
+/**
+ * Where the controller keeps its state (volumes, attachments, replication pairs, capacity bookkeeping). `sqlite:<path>` (one person, one machine), e.g. `sqlite:.sds/state.db`, a relative path resolved against the Pulumi project folder; or `postgres://user:password@host:port/db?sslmode=require` (teams and CI runners sharing one state: set it as a secret, and set `secretKey`). Default: `sqlite:.sds/state.db`. Environment fallback: `SDS_STATE_URL`.
  */
 export declare const stateUrl: string | undefined;
 Object.defineProperty(exports, "stateUrl", {
