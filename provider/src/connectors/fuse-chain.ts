@@ -247,9 +247,7 @@ export async function teardownFuseLoop(host: Host, t: Teardown, rec: ConnectionR
 async function teardownLayers(host: Host, t: Teardown, l: LowerLayers, force: boolean): Promise<void> {
   if (l.mountDir) {
     const dir = l.mountDir;
-    await t.step(`umount ${dir}`, async () => {
-      if (host.isMounted(dir)) await host.run("umount", [...(force ? ["-l"] : []), dir]);
-    });
+    await t.step(`umount ${dir}`, () => umountFuse(host, dir, force));
   }
   if (l.nbdfusePid) {
     const pid = l.nbdfusePid;
@@ -276,6 +274,30 @@ async function teardownLayers(host: Host, t: Teardown, l: LowerLayers, force: bo
     const p = fusePathsNamed(path.dirname(path.dirname(dir)), path.basename(dir));
     fs.rmSync(p.pidFile, { force: true });
     fs.rmSync(p.logFile, { force: true });
+  }
+}
+
+/**
+ * umount of a chain's FUSE mount. Right after `losetup -d`, the loop device may still hold the
+ * FUSE file for a moment (the kernel drops it after the device's in-flight I/O drained, later
+ * than losetup --list stops showing it), and umount says "target is busy": retried for a few
+ * seconds (at most the host's wait) before that is an error. `force` unmounts lazily at once.
+ */
+async function umountFuse(host: Host, dir: string, force: boolean): Promise<void> {
+  if (!host.isMounted(dir)) return;
+  if (force) {
+    await host.run("umount", ["-l", dir]);
+    return;
+  }
+  const deadline = Date.now() + Math.min(host.waitMs, 10_000);
+  for (let wait = 50; ; wait = Math.min(wait * 2, 1_000)) {
+    try {
+      await host.run("umount", [dir]);
+      return;
+    } catch (err) {
+      if (!/target is busy|EBUSY/i.test((err as Error).message) || Date.now() + wait > deadline || !host.isMounted(dir)) throw err;
+      await host.sleep(wait);
+    }
   }
 }
 
