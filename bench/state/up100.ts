@@ -127,7 +127,8 @@ export async function up100Bench(argv: string[]): Promise<void> {
   const { volumes, repeat } = parseFlags(argv, { volumes: 100, repeat: 1 });
   const stale = staleBuild();
   if (stale) process.stderr.write(`warning: ${stale}\n`);
-  if (!fs.existsSync(path.join(repoRoot, "sdk/nodejs/bin/index.js"))) throw new Error("sdk/nodejs/bin is not built: run `npm run build`");
+  // What the program loads: node_modules/pulumi-sds is the workspace link to sdk/nodejs, built into its bin/.
+  if (!fs.existsSync(path.join(repoRoot, "node_modules/pulumi-sds/bin/index.js"))) throw new Error("the SDK (sdk/nodejs/bin) is not built: run `npm run build`");
 
   const cluster = await startPostgres();
   const secretKey = randomBytes(32).toString("base64");
