@@ -2,25 +2,46 @@
  * `sds`: operator commands next to the provider (provider/bin/sds).
  *
  *   sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]
+ *   sds state migrate --from URL [--to URL] [--project DIR]
  *
- * Syncs every enabled replication pair on its primary whose last sync is older than its
- * rpoSeconds (every such pair with --all), as the embedded controller has no agent to do it on a
- * timer: run it from cron or a systemd timer, or by hand before a planned failover. It runs the
- * controller `pulumi up` runs (compose/), on the state and backends the stack's provider config
- * names (`sds:stateUrl`, `sds:backendsFile`, … in Pulumi.<stack>.yaml), then the environment
- * (SDS_STATE_URL, SDS_BACKENDS_FILE), then the defaults (.sds/…); flags win over all of them.
- * It never makes a state: a folder with none is an error that says what to pass.
+ * `sds replicate` syncs every enabled replication pair on its primary whose last sync is older
+ * than its rpoSeconds (every such pair with --all), as the embedded controller has no agent to do
+ * it on a timer: run it from cron or a systemd timer, or by hand before a planned failover. It
+ * runs the controller `pulumi up` runs (compose/), on the state and backends the stack's provider
+ * config names (`sds:stateUrl`, `sds:backendsFile`, … in Pulumi.<stack>.yaml), then the
+ * environment (SDS_STATE_URL, SDS_BACKENDS_FILE), then the defaults (.sds/…); flags win over all
+ * of them. It never makes a state: a folder with none is an error that says what to pass.
  * Prints one line per pair; exits 1 when a sync failed, 2 when it cannot run.
+ *
+ * `sds state migrate` moves a stack's controller state to another store, typically from the
+ * single-user `sqlite:.sds/state.db` to a `postgres://user:pw@host:port/db?sslmode=…` the team
+ * shares (store/copy-state.ts: every row in one transaction, the state id kept, never into a
+ * database that holds a state already). URLs are `sqlite:<path>` (relative to --project, default
+ * the current folder; a source file must exist: none is ever made) or `postgres://…`. `--to`
+ * defaults to SDS_STATE_URL: prefer that for a URL with a password, as a command line is visible
+ * to every user of the machine in `ps`. A URL is printed with its password as `***`, a key file
+ * by its path only. The source is left as it was. Prints one line per table, then what to
+ * configure next; exits 2, with one line, when it cannot run (a usage or configuration error).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
+import pg from "pg";
 import { Composition } from "./compose/composition";
 import { isProjectDir, readStackConfig } from "./compose/stack-config";
 import { resolveProviderConfig } from "./controller/config";
-import { UserError } from "./errors";
+import { SecretBox } from "./controller/secret-box";
+import { UserError, type UserErrorCode } from "./errors";
+import { type Counts, copyState } from "./store/copy-state";
+import { PostgresStore, redactUrl } from "./store/postgres-store";
+import { SqliteStore, sqlitePathFromUrl } from "./store/sqlite-store";
+import type { Store } from "./store/store";
 
-const USAGE = "usage: sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]\n";
+const USAGE =
+  "usage: sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]\n" +
+  "       sds state migrate --from URL [--to URL] [--project DIR]\n" +
+  "         URL: sqlite:<path> (relative to --project) or postgres://user:pw@host:port/db?sslmode=…;\n" +
+  "         --to defaults to SDS_STATE_URL (prefer it for a password: a command line shows in ps)\n";
 
 async function replicate(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -81,9 +102,197 @@ async function replicate(argv: string[]): Promise<number> {
   }
 }
 
+/** Where a state is, as `sds state migrate` was told; `shown` is what may be printed (no password). */
+type StateLocation = { flag: "--from" | "--to"; url: string; shown: string } & ({ kind: "sqlite"; file: string } | { kind: "postgres" });
+
+/** Parse a state URL given as `flag` (one line naming the flag when it is not one). */
+function locateState(flag: StateLocation["flag"], url: string, projectDir: string): StateLocation {
+  if (/^postgres(ql)?:\/\//.test(url)) return { flag, url, shown: redactUrl(url), kind: "postgres" };
+  if (!url.startsWith("sqlite:")) throw new UserError("INVALID_INPUT", `${flag}: "${redactUrl(url)}" is neither sqlite:<path> nor postgres://…`, flag.slice(2));
+  const file = namingFlag(flag, () => sqlitePathFromUrl(url, projectDir));
+  if (file === ":memory:") throw new UserError("INVALID_INPUT", `${flag}: sqlite::memory: is no state to migrate from or to; name a file`, flag.slice(2));
+  return { flag, url, shown: file, kind: "sqlite", file };
+}
+
+/** Why: the stores' errors name `stateUrl`; here the user typed --from or --to, so name that. */
+function namingFlag<T>(flag: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw renamed(flag, err);
+  }
+}
+
+function renamed(flag: string, err: unknown): unknown {
+  if (err instanceof UserError) return new UserError(err.code as UserErrorCode, err.message.replace(/^stateUrl:/, `${flag}:`), flag.slice(2), { cause: err });
+  return err;
+}
+
+/** Whether two locations are one state (the same file, or the same database on the same server). */
+function sameState(a: StateLocation, b: StateLocation): boolean {
+  if (a.kind === "sqlite" && b.kind === "sqlite") {
+    const real = (f: string) => (fs.existsSync(f) ? fs.realpathSync(f) : f);
+    return real(a.file) === real(b.file);
+  }
+  if (a.kind === "postgres" && b.kind === "postgres") {
+    const key = (u: string) => {
+      const x = new URL(u);
+      return `${x.hostname}:${x.port || "5432"}${x.pathname}`;
+    };
+    try {
+      return key(a.url) === key(b.url);
+    } catch {
+      return a.url === b.url;
+    }
+  }
+  return false;
+}
+
+/** Why: opening a PostgresStore makes its tables; a source database without them is a wrong URL, never an empty state to copy. */
+async function assertPostgresHoldsState(loc: StateLocation): Promise<void> {
+  const client = new pg.Client({ connectionString: loc.url, connectionTimeoutMillis: 10_000 });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    const { rows } = await client.query("SELECT to_regclass('state_info') IS NOT NULL AS present");
+    if (!rows[0]?.present) throw new UserError("NOT_FOUND", `${loc.flag}: no sds state in the database at ${loc.shown}; name the database the stack used (its sds:stateUrl)`, loc.flag.slice(2));
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError("INVALID_INPUT", `${loc.flag}: cannot connect to the PostgreSQL state at ${loc.shown}: ${err instanceof Error ? err.message : String(err)}`, loc.flag.slice(2), { cause: err });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Open the store at `loc`; any failure is one line naming its flag. */
+async function openState(loc: StateLocation): Promise<Store> {
+  try {
+    return loc.kind === "postgres" ? await PostgresStore.open(loc.url) : new SqliteStore(loc.file);
+  } catch (err) {
+    if (err instanceof UserError) throw renamed(loc.flag, err);
+    throw new UserError("INVALID_INPUT", `${loc.flag}: cannot open the state at ${loc.shown}: ${err instanceof Error ? err.message : String(err)}`, loc.flag.slice(2), { cause: err });
+  }
+}
+
+/** This machine's folder for what a state does not share (run folder, replication maps), as compose/ places it. */
+function localDir(loc: StateLocation, projectDir: string): string {
+  return loc.kind === "postgres" ? path.join(projectDir, ".sds") : path.dirname(loc.file);
+}
+
+/** Why: paths in the printed commands are pasted into a shell; a space or quote must not break them. */
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
+}
+
+/** Whether `box` opens the check value `check` (a wrong or unreadable key: false). */
+function opens(box: SecretBox, check: string): boolean {
+  try {
+    box.verify(check);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** What to configure so the stack's runs open the migrated secrets: never a key itself, only where it is. */
+function keyAdvice(from: StateLocation, keyCheck: string | undefined): string {
+  const configured = process.env.SDS_SECRET_KEY ? new SecretBox({ key: process.env.SDS_SECRET_KEY }) : undefined;
+  if (from.kind === "sqlite") {
+    const keyFile = path.join(path.dirname(from.file), "secret.key");
+    if (fs.existsSync(keyFile) && (keyCheck === undefined || opens(new SecretBox({ file: keyFile }), keyCheck))) {
+      return `pulumi config set --secret sds:secretKey "$(cat ${shellQuote(keyFile)})"   (the key the source state sealed its secrets with; every runner needs it)`;
+    }
+  }
+  if (keyCheck !== undefined && configured && opens(configured, keyCheck)) return "keep SDS_SECRET_KEY (and sds:secretKey) as they are: that key opens this state's secrets; every runner needs it";
+  if (keyCheck !== undefined) return "keep sds:secretKey set to the key the source state was run with: its secrets stay sealed with it";
+  return "no sealing key is recorded with this state: set one before the first run (pulumi config set --secret sds:secretKey \"$(openssl rand -base64 32)\")";
+}
+
+/** `sds state migrate`: copy the state at --from to --to (see the header), then say what to configure. */
+async function migrateState(argv: string[]): Promise<number> {
+  let values: { from?: string; to?: string; project?: string };
+  try {
+    ({ values } = parseArgs({ args: argv, options: { from: { type: "string" }, to: { type: "string" }, project: { type: "string" } }, strict: true }));
+  } catch (err) {
+    throw new UserError("INVALID_INPUT", `${(err as Error).message}; ${USAGE.split("\n")[1].trim()}`);
+  }
+  const projectDir = path.resolve(values.project ?? process.cwd());
+  if (!values.from) throw new UserError("INVALID_INPUT", "--from: missing: pass --from URL, the state to move (e.g. --from sqlite:.sds/state.db)", "from");
+  const toFromEnv = values.to === undefined && !!process.env.SDS_STATE_URL;
+  const toUrl = values.to ?? (process.env.SDS_STATE_URL || undefined);
+  if (!toUrl) throw new UserError("INVALID_INPUT", "--to: missing: pass --to URL or set SDS_STATE_URL (better for a URL with a password: a command line shows in ps)", "to");
+  const from = locateState("--from", values.from, projectDir);
+  const to = locateState("--to", toUrl, projectDir);
+  if (sameState(from, to)) throw new UserError("INVALID_INPUT", `--to: ${to.shown} is the --from state itself`, "to");
+  if (from.kind === "sqlite" && !fs.existsSync(from.file)) {
+    throw new UserError("NOT_FOUND", `--from: no sds state at ${from.file}; name the state file the stack used (its sds:stateUrl, by default sqlite:.sds/state.db in the project)`, "from");
+  }
+  if (from.kind === "postgres") await assertPostgresHoldsState(from);
+
+  const madeFile = to.kind === "sqlite" && !fs.existsSync(to.file) ? to.file : undefined;
+  const madeDir = madeFile && !fs.existsSync(path.dirname(madeFile)) ? path.dirname(madeFile) : undefined;
+  let source: Store | undefined;
+  let dest: Store | undefined;
+  let counts: Counts;
+  let stateId: string;
+  let keyCheck: string | undefined;
+  let ok = false;
+  try {
+    source = await openState(from);
+    dest = await openState(to);
+    counts = await copyState(source, dest);
+    stateId = await dest.stateId();
+    keyCheck = await dest.getInfo("key_check");
+    ok = true;
+  } finally {
+    await source?.close().catch(() => undefined);
+    await dest?.close().catch(() => undefined);
+    // A refused or failed copy leaves no new, empty state file behind.
+    if (!ok && madeFile) {
+      for (const f of [madeFile, `${madeFile}-wal`, `${madeFile}-shm`]) fs.rmSync(f, { force: true });
+      if (madeDir) fs.rmSync(madeDir, { recursive: true, force: true });
+    }
+  }
+
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  out(`sds state migrate: ${from.shown} -> ${to.shown}`);
+  out(`  backends: ${counts.backends}`);
+  out(`  profiles: ${counts.profiles}`);
+  out(`  volumes: ${counts.volumes}`);
+  out(`  targets: ${counts.targets}`);
+  out(`  luns: ${counts.luns}`);
+  out(`  attachments: ${counts.attachments}`);
+  out(`  replication pairs: ${counts.pairs}`);
+  out(`  state id: ${stateId} (kept: the targets, CHAP accounts and NBD servers of this state carry it)`);
+  out("next:");
+  if (to.kind === "postgres") {
+    const value = toFromEnv ? '"$SDS_STATE_URL"' : `${shellQuote(to.shown)}${to.shown !== to.url ? "   (with the password in place of ***)" : ""}`;
+    out(`  1. pulumi config set --secret sds:stateUrl ${value}`);
+  } else {
+    out(`  1. pulumi config set sds:stateUrl ${shellQuote(to.url)}`);
+  }
+  out(`  2. ${keyAdvice(from, keyCheck)}`);
+  out(`  3. retire the source (${from.shown}): it still holds state id ${stateId}, and a run on it would take the new state's exports for its own`);
+  const [oldDir, newDir] = [localDir(from, projectDir), localDir(to, projectDir)];
+  const local = ["run", "replication"].filter((d) => fs.existsSync(path.join(oldDir, d)));
+  if (path.resolve(oldDir) !== path.resolve(newDir) && local.length > 0) {
+    out(`  4. move ${local.map((d) => path.join(oldDir, d)).join(" and ")} into ${newDir}: this machine's exports and replication maps are looked for there from now on`);
+  }
+  return 0;
+}
+
+/** `sds state …`: operations on a whole state. */
+async function state(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === "migrate") return migrateState(rest);
+  process.stderr.write(USAGE);
+  return sub === "--help" || sub === "-h" ? 0 : 2;
+}
+
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === "replicate") return replicate(rest);
+  if (command === "state") return state(rest);
   process.stderr.write(USAGE);
   return command === "--help" || command === "-h" ? 0 : 2;
 }
