@@ -18,8 +18,26 @@
  * - Inside a transaction, work goes through the `tx` handle (its client); using the store itself
  *   there is a bug and throws, as in SqliteStore (there it would wait for itself forever; here it
  *   would run outside the transaction and miss its writes). The handle is dead once it ended.
- * - Locks (`tryLock`) are rows, taken by one atomic upsert (postgres-tables.ts), not advisory
- *   locks: they must outlive the session and expire with their TTL, as SQLite's do.
+ * - Named locks (`tryLock`, the export and device locks of attachments) are session advisory
+ *   locks (class {@link NAMED_LOCK_CLASS}, object hashtext(name)) on one connection of their
+ *   own, the lock session, opened at the first `tryLock` and ended by `close()`. They live as long
+ *   as that session, not a TTL (`ttlMs` is ignored): a runner killed while holding one (kill -9,
+ *   OOM) frees it the moment its connection closes, instead of blocking every other runner until
+ *   the TTL ran out. A machine that vanishes without closing its connection is noticed by the
+ *   server's TCP keepalive, which the lock session sets to about a minute.
+ * - PostgreSQL lets a session take an advisory lock it holds again (it counts levels), so the
+ *   store keeps which holder of this process has each name: another holder here is refused as
+ *   one in another process would be; the same holder taking it again gets true without a second
+ *   level, and one unlock releases it. The name is reserved before the query is sent, so two
+ *   holders here never both ask the server (both would win on one session).
+ * - If the lock session is lost (the server restarted, the network failed), every lock it held
+ *   is gone: the store forgets them, reports them (`onLockLost`), and the next `tryLock` opens a
+ *   new session. A holder's `unlock` of a lock lost that way does nothing. An error of the lock
+ *   session other than a plain statement error ends it (and so frees what it held) rather than
+ *   leave a lock held that no holder knows of.
+ * - Session locks need a real session: stateUrl must reach PostgreSQL directly or through a
+ *   pooler in session mode (PgBouncer's transaction mode would hand the lock to strangers).
+ *   The table `locks` of the first migrations is no longer used.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import pg from "pg";
@@ -35,6 +53,20 @@ const LOCK_CLASS = 0x73647300;
 const WRITE_LOCK = 1;
 /** Held while migrations are checked and applied, so two processes starting at once do not both migrate. */
 const MIGRATE_LOCK = 2;
+/** The class of the named locks (`tryLock`): "sdsL"; the object is hashtext(name). */
+const NAMED_LOCK_CLASS = 0x7364734c;
+/**
+ * Set on the lock session. The keepalives make the server notice within about a minute that a
+ * runner's machine vanished without closing the connection (the default is hours), and free its
+ * locks; an idle_session_timeout set on the database (PostgreSQL 14+) must not end a session
+ * that waits, idle, holding locks.
+ */
+const LOCK_SESSION_SETUP = [
+  "SET tcp_keepalives_idle = 30",
+  "SET tcp_keepalives_interval = 10",
+  "SET tcp_keepalives_count = 3",
+  "SELECT set_config('idle_session_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 140000",
+].join("; ");
 
 /** PostgreSQL's type OID of int8 (BIGINT, and SUM of integers). */
 const INT8_OID = 20;
@@ -57,8 +89,25 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** Options of {@link PostgresStore.open}. */
+export interface PostgresStoreOptions {
+  /** The pool's size (default 4: one transaction at a time per store, the rest for reads); the lock session is one more connection. */
+  maxConnections?: number;
+  /** How long a new connection (pooled, or the lock session) may take; default 10 s. */
+  connectTimeoutMs?: number;
+  /** Stop after that migration (tests). */
+  migrateTo?: number;
+  /**
+   * Told, in one line naming stateUrl (password hidden) and the locks, when the lock session was
+   * lost while holding locks: their holders no longer exclude anyone. Default: a line on stderr.
+   */
+  onLockLost?: (message: string) => void;
+}
+
 export class PostgresStore extends TableOps<PostgresTables> implements Store {
   private readonly tables: PostgresTables;
+  /** The named locks, on the lock session (see the locking rule). */
+  private readonly locks: SessionLocks;
   /** The end of the in-process queue of transactions (see the locking rule). */
   private tail: Promise<unknown> = Promise.resolve();
   /** Set in the async context of a running transaction's `fn`, to catch the store used there. */
@@ -67,23 +116,28 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
   private constructor(
     private readonly pool: pg.Pool,
     private readonly shownUrl: string,
+    lockSession: pg.ClientConfig,
+    onLockLost: (message: string) => void,
   ) {
     super();
     this.tables = new PostgresTables(pool);
+    this.locks = new SessionLocks(lockSession, (what, err) => this.fault(what, err), onLockLost);
   }
 
   /**
    * Connect to `url` (`postgres://user:password@host:port/db?sslmode=…`) and apply the
-   * migrations not applied yet. `maxConnections`: the pool's size (default 4: one transaction at
-   * a time per store, the rest for reads). `migrateTo`: stop after that migration (tests).
+   * migrations not applied yet (see {@link PostgresStoreOptions}).
    */
-  static async open(url: string, options: { maxConnections?: number; connectTimeoutMs?: number; migrateTo?: number } = {}): Promise<PostgresStore> {
+  static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     if (!/^postgres(ql)?:\/\//.test(url)) throw new UserError("INVALID_INPUT", `stateUrl: "${redactUrl(url)}" is not postgres://…`, "stateUrl");
-    const pool = new pg.Pool({ connectionString: url, max: options.maxConnections ?? 4, connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000, types });
+    const connectionTimeoutMillis = options.connectTimeoutMs ?? 10_000;
+    const pool = new pg.Pool({ connectionString: url, max: options.maxConnections ?? 4, connectionTimeoutMillis, types });
     // Why: an idle pooled client whose server went away emits 'error'; unheard, it would end the
     // process. The pool drops that client, and the next query reports the fault.
     pool.on("error", () => undefined);
-    const store = new PostgresStore(pool, redactUrl(url));
+    const lockSession: pg.ClientConfig = { connectionString: url, connectionTimeoutMillis, keepAlive: true, fallback_application_name: "sds-locks" };
+    const onLockLost = options.onLockLost ?? ((line: string) => void process.stderr.write(`sds: ${line}\n`));
+    const store = new PostgresStore(pool, redactUrl(url), lockSession, onLockLost);
     try {
       await store.migrate(options.migrateTo);
     } catch (err) {
@@ -106,17 +160,22 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
     return result;
   }
 
-  tryLock(name: string, holder: string, ttlMs: number): Promise<boolean> {
-    return this.run((t) => t.tryLock(name, holder, ttlMs));
+  /** Take lock `name` for `holder` on the lock session; `ttlMs` is ignored: the session is the lifetime (see the locking rule). */
+  async tryLock(name: string, holder: string, _ttlMs: number): Promise<boolean> {
+    this.assertOutsideTransaction();
+    return this.locks.tryLock(name, holder);
   }
 
-  unlock(name: string, holder: string): Promise<void> {
-    return this.run((t) => t.unlock(name, holder));
+  async unlock(name: string, holder: string): Promise<void> {
+    this.assertOutsideTransaction();
+    return this.locks.unlock(name, holder);
   }
 
+  /** Wait for queued transactions, end the lock session (its locks go with it) and the pool. */
   async close(): Promise<void> {
     this.assertOutsideTransaction();
     await this.tail;
+    await this.locks.close();
     await this.pool.end();
   }
 
@@ -202,6 +261,137 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
   private assertOutsideTransaction(): void {
     if (this.insideTransaction.getStore()) {
       throw new Error("sds internal error: the store was used inside one of its own transactions (it would miss the transaction's writes); use the transaction's handle");
+    }
+  }
+}
+
+/** A lock this process's holders have, or one being asked for (`taken` false). */
+interface HeldLock {
+  holder: string;
+  /** The lock session it was asked on. */
+  session?: pg.Client;
+  taken: boolean;
+}
+
+/**
+ * The named locks of one store: session advisory locks on a connection of their own, and which
+ * holder of this process has each name (see the locking rule of {@link PostgresStore}).
+ */
+class SessionLocks {
+  private session?: pg.Client;
+  private opening?: Promise<pg.Client>;
+  private readonly held = new Map<string, HeldLock>();
+  private closed = false;
+
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly fault: (what: string, err: unknown) => UserError,
+    private readonly onLost: (message: string) => void,
+  ) {}
+
+  async tryLock(name: string, holder: string): Promise<boolean> {
+    if (this.closed) throw new Error("sds internal error: a PostgreSQL store was used after close()");
+    const had = this.held.get(name);
+    if (had) return had.holder === holder;
+    const entry: HeldLock = { holder, taken: false };
+    this.held.set(name, entry);
+    let taken: boolean;
+    let session: pg.Client;
+    try {
+      session = entry.session = await this.connect();
+      taken = await new PostgresTables(session).trySessionLock(NAMED_LOCK_CLASS, name);
+    } catch (err) {
+      if (this.held.get(name) === entry) this.held.delete(name);
+      throw this.failed(entry.session, err);
+    }
+    if (this.held.get(name) !== entry) {
+      // The session was lost meanwhile (the lock with it), or the holder let go before it knew it
+      // had the lock: give back what the server granted, if the session still lives.
+      if (taken && session === this.session) await this.release(session, name);
+      return false;
+    }
+    if (taken) entry.taken = true;
+    else this.held.delete(name);
+    return taken;
+  }
+
+  async unlock(name: string, holder: string): Promise<void> {
+    const h = this.held.get(name);
+    if (!h || h.holder !== holder) return;
+    this.held.delete(name);
+    // Not taken yet: its tryLock sees the entry gone and gives the lock back. On a session since
+    // lost: the lock went with it.
+    if (h.taken && h.session && h.session === this.session) await this.release(h.session, name);
+  }
+
+  /** End the lock session: the server frees every lock it held. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.held.clear();
+    const session = this.session ?? (await this.opening?.catch(() => undefined));
+    this.session = undefined;
+    await session?.end().catch(() => undefined);
+  }
+
+  /** Why: a release that fails leaves the lock's state unknown; ending the session is the one sure way to free it. */
+  private async release(session: pg.Client, name: string): Promise<void> {
+    try {
+      await new PostgresTables(session).releaseSessionLock(NAMED_LOCK_CLASS, name);
+    } catch (err) {
+      this.drop(session, err);
+    }
+  }
+
+  /** The lock session, opened (and set up) when there is none. */
+  private connect(): Promise<pg.Client> {
+    if (this.session) return Promise.resolve(this.session);
+    this.opening ??= (async () => {
+      const c = new pg.Client(this.config);
+      // Why: a session that fails while idle emits 'error' (unheard, it would end the process); both it and 'end' mean its locks are gone.
+      c.on("error", (err) => this.drop(c, err));
+      c.on("end", () => this.drop(c, new Error("the connection was closed")));
+      try {
+        await c.connect();
+        await c.query(LOCK_SESSION_SETUP);
+      } catch (err) {
+        await c.end().catch(() => undefined);
+        throw this.fault("cannot connect to the PostgreSQL state", err);
+      }
+      if (this.closed) {
+        await c.end().catch(() => undefined);
+        throw new Error("sds internal error: a PostgreSQL store was used after close()");
+      }
+      this.session = c;
+      return c;
+    })().finally(() => (this.opening = undefined));
+    return this.opening;
+  }
+
+  /**
+   * What a failed lock query throws. A statement's own error (severity ERROR) leaves the session
+   * as it was and is the caller's to see; anything else (the connection failed, the server ended
+   * the session) ends the session, so no lock stays held that no holder knows of.
+   */
+  private failed(session: pg.Client | undefined, err: unknown): unknown {
+    if (err instanceof UserError) return err;
+    if (err instanceof pg.DatabaseError && err.severity === "ERROR") return err;
+    if (session) this.drop(session, err);
+    return this.fault("lost the PostgreSQL lock session", err);
+  }
+
+  /** Forget session `c` and every lock it held, end it, and report the locks lost (once per session). */
+  private drop(c: pg.Client, err: unknown): void {
+    if (this.session !== c) return;
+    this.session = undefined;
+    const lost: string[] = [];
+    for (const [name, h] of this.held) {
+      if (h.session !== c) continue;
+      this.held.delete(name);
+      if (h.taken) lost.push(name);
+    }
+    c.end().catch(() => undefined);
+    if (lost.length > 0 && !this.closed) {
+      this.onLost(`${this.fault("lost the PostgreSQL lock session", err).message}; the locks it held are free for others now, though their work may still run: ${lost.join(", ")}`);
     }
   }
 }

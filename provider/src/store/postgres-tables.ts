@@ -201,25 +201,21 @@ export class PostgresTables implements StoreOps {
   }
 
   /**
-   * Take or extend a lock in one statement: the upsert changes the row only when it is free
-   * (expired) or already this holder's, and returns it only then. PostgreSQL locks the row it
-   * conflicts with and checks the condition on its latest version, so two takers never both win.
-   * Expiry is the database's clock, the one clock every runner sharing the state agrees on.
+   * Take the session advisory lock (`lockClass`, hashtext(`name`)) if no other session holds it,
+   * without waiting. The server hashes the name, so every runner on the database maps a name to
+   * the same key; two names that hash alike only wait for each other, never share a lock. The
+   * lock lasts until {@link releaseSessionLock} or the end of the session: run it on a connection
+   * kept for it (PostgresStore's lock session), never on a pooled one.
    */
-  async tryLock(name: string, holder: string, ttlMs: number): Promise<boolean> {
-    const r = await this.db.query(
-      `WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms)
-       INSERT INTO locks (name, holder, expires_at) SELECT $1, $2, now.ms + $3 FROM now
-       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-         WHERE locks.holder = excluded.holder OR locks.expires_at <= excluded.expires_at - $3
-       RETURNING holder`,
-      [name, holder, ttlMs],
-    );
-    return r.rows.length === 1;
+  async trySessionLock(lockClass: number, name: string): Promise<boolean> {
+    const { rows } = await this.db.query("SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", [lockClass, name]);
+    return rows[0]?.ok === true;
   }
 
-  async unlock(name: string, holder: string): Promise<void> {
-    await this.db.query("DELETE FROM locks WHERE name = $1 AND holder = $2", [name, holder]);
+  /** Release one level of that lock; false (and a server WARNING) when this session did not hold it. */
+  async releaseSessionLock(lockClass: number, name: string): Promise<boolean> {
+    const { rows } = await this.db.query("SELECT pg_advisory_unlock($1, hashtext($2)) AS ok", [lockClass, name]);
+    return rows[0]?.ok === true;
   }
 
   private async getOne<R extends object>(table: string, columns: Record<keyof R, string>, key: string, value: string): Promise<R | undefined> {

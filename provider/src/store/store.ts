@@ -13,8 +13,11 @@
  *   is not to be used from inside its own transaction (SQLite reports that as a bug rather than
  *   waiting for itself forever). The handle is dead once the transaction ended.
  * - Reads outside a transaction see committed data only, never a transaction half done.
- * - Locks (`tryLock`/`unlock`) are rows of their own, held across transactions, with a TTL so a
- *   dead holder does not block forever (see store/lock.ts).
+ * - Locks (`tryLock`/`unlock`) are held across transactions, exclusive per name among every
+ *   holder of every process on the state, and end when their holder dies: SQLite keeps them as
+ *   rows with a TTL (a dead holder blocks others for at most `ttlMs`, see store/lock.ts);
+ *   PostgreSQL as session advisory locks, and ignores `ttlMs`: the holder's session is the
+ *   lifetime, so a killed runner's locks are free the moment its connection closes.
  * Rows are plain data; ids are opaque strings; times are ISO-8601 UTC.
  */
 import type { AccessMode, ActiveSide, AttachmentStatus, ReplicationStatus, VolumeStatus } from "../domain/status";
@@ -208,7 +211,13 @@ export interface Store extends StoreOps {
    */
   transaction<T>(fn: (tx: StoreOps) => Promise<T>): Promise<T>;
 
-  /** Take lock `name` for `holder` until `ttlMs` from now; false when someone else holds it (an expired lock is free). Re-taking one's own lock extends it. */
+  /**
+   * Take lock `name` for `holder`; false when another holder (of this process or another) has it.
+   * Re-taking one's own lock succeeds, still one lock (one unlock releases it). `ttlMs`: how long
+   * it outlives a holder that died without unlocking, where the store cannot tell (SQLite; an
+   * expired lock is free, and re-taking extends it); PostgreSQL ignores it, the lock ending with
+   * the session of the process that holds it.
+   */
   tryLock(name: string, holder: string, ttlMs: number): Promise<boolean>;
   /** Release lock `name` if `holder` holds it; releasing what one does not hold does nothing. */
   unlock(name: string, holder: string): Promise<void>;
