@@ -7,10 +7,11 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Attachments, type ConnectionInfo } from "../../provider/src/controller/attachments";
-import { backendsSchema } from "../../provider/src/domain/backend";
+import { type BackendConfig, backendsSchema } from "../../provider/src/domain/backend";
 import { Controller } from "../../provider/src/controller/controller";
 import { SecretBox } from "../../provider/src/controller/secret-box";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import type { Store } from "../../provider/src/store/store";
 import { localTargets } from "../../provider/src/targets/local-targets";
 import { freeTcpPort } from "../helpers/daemons";
 
@@ -30,7 +31,7 @@ export function cannotRun(): string | undefined {
 
 export interface Env {
   dir: string;
-  store: SqliteStore;
+  store: Store;
   controller: Controller;
   attachments: Attachments;
   portal: string;
@@ -41,12 +42,21 @@ export interface Env {
   close(): Promise<void>;
 }
 
-export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boolean; chap?: boolean }): Promise<Env> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-datapath-"));
-  const store = new SqliteStore(path.join(dir, "state.db"));
-  const port = await freeTcpPort();
-  const portal = `127.0.0.1:${port}`;
-  const backends = backendsSchema.parse([
+export interface EnvOptions {
+  protocol: "iscsi" | "nbd";
+  sharedTargets: boolean;
+  chap?: boolean;
+  /**
+   * The state, when not the default SQLite file in the env's folder (a PostgresStore shared with
+   * other processes); the env closes it. `secretKey` (base64) then seals CHAP passwords.
+   */
+  store?: Store;
+  secretKey?: string;
+}
+
+/** The env's one backend "b1" (a file pool in `dir`, exported on `portal`): what a second process on the same env loads too. */
+export function envBackends(dir: string, portal: string, o: Pick<EnvOptions, "protocol" | "sharedTargets" | "chap">): BackendConfig[] {
+  return backendsSchema.parse([
     {
       name: "b1",
       driver: "file",
@@ -55,10 +65,18 @@ export async function makeEnv(o: { protocol: "iscsi" | "nbd"; sharedTargets: boo
       pools: [{ name: "p1", path: path.join(dir, "pool"), totalCapacityGib: 100, multiAttach: true }],
     },
   ]);
+}
+
+export async function makeEnv(o: EnvOptions): Promise<Env> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-datapath-"));
+  const store = o.store ?? new SqliteStore(path.join(dir, "state.db"));
+  const port = await freeTcpPort();
+  const portal = `127.0.0.1:${port}`;
+  const backends = envBackends(dir, portal, o);
   const controller = new Controller({ store, backends });
   await controller.discover();
   const runDir = path.join(dir, "run");
-  const box = SecretBox.forState({ sqliteFile: path.join(dir, "state.db") });
+  const box = SecretBox.forState(o.secretKey !== undefined ? { secretKey: o.secretKey } : { sqliteFile: path.join(dir, "state.db") });
   const targets = localTargets(runDir);
   const make = (lockScope: "target" | "host" | "none" = "target") => new Attachments({ store, controller, targets, box, exportLockScope: lockScope });
   const attachments = make();
