@@ -31,9 +31,22 @@ export async function detach(core: AttachmentCore, id: string, options: DetachOp
     await tx.updateAttachment(id, { status: "detaching", updatedAt: core.at() });
     if (volume) await tx.updateVolume(volume.id, { status: "detaching", updatedAt: core.at() });
   });
+  // The row goes in the same hold of the export lock as its export: a second last detach that
+  // waited for the lock must not still see this row and leave the target to it (two runners'
+  // last detaches would each leave the target, its CHAP account and its row to the other).
+  const forget = () =>
+    core.store.transaction(async (tx) => {
+      await tx.deleteAttachment(id);
+      if (volume) await core.refreshVolumeStatus(tx, volume.id);
+    });
   try {
     if (volume && row.devicePath && (core.hostConnector(row.host, row.protocol) || !options.force)) await disconnect(core, row, volume, options);
-    if (volume) await core.withExportLock(row, volume, () => removeExport(core, row));
+    if (volume) {
+      await core.withExportLock(row, volume, async () => {
+        await removeExport(core, row);
+        await forget();
+      });
+    }
   } catch (err) {
     await core.store.transaction(async (tx) => {
       await tx.updateAttachment(id, { status: "error_detaching", updatedAt: core.at() });
@@ -41,10 +54,7 @@ export async function detach(core: AttachmentCore, id: string, options: DetachOp
     });
     throw err;
   }
-  await core.store.transaction(async (tx) => {
-    await tx.deleteAttachment(id);
-    if (volume) await core.refreshVolumeStatus(tx, volume.id);
-  });
+  if (!volume) await forget();
 }
 
 /**
