@@ -101,7 +101,7 @@ export class Composition {
 
   private async openStore(): Promise<Store> {
     const s = this.state;
-    if (s.kind === "postgres") return PostgresStore.open(s.url);
+    if (s.kind === "postgres") return PostgresStore.open(s.url, { onLockLost: (m) => this.log("warning", `sds: ${m}`) });
     if (this.writing || s.file === ":memory:" || fs.existsSync(s.file)) return new SqliteStore(s.file);
     // No state yet and nothing to write: an empty state in memory, until allowWrites opens the file.
     let current: Store = new SqliteStore(":memory:");
