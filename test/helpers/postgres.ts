@@ -6,7 +6,9 @@
  * (or `nobody`) through `runuser` (initdb and postgres refuse root); otherwise as ourselves.
  * The password reaches initdb through a 0600 file owned by that user, removed once read; it is
  * never on a command line. `stop()` ends the server (and only it) and removes the folder; a
- * process exit that skipped `stop()` still stops the server.
+ * process exit that skipped `stop()` still stops the server. `crash()` and `start()` stop the
+ * server as a crash would and bring the same cluster back (same data folder, same port), for
+ * tests of runners that lose their state database mid-run.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -43,6 +45,18 @@ export interface PostgresCluster {
   waitingAdvisoryLocks(url: string): Promise<number>;
   /** The superuser's password (tests check it never shows in messages). */
   readonly password: string;
+  /** The TCP port the server listens on (127.0.0.1), the same across {@link crash} and {@link start}. */
+  readonly port: number;
+  /**
+   * Stop the server at once, as a crash would (`pg_ctl stop -m immediate`: sessions are cut, no
+   * checkpoint), keeping its data folder: {@link start} brings the same cluster back. Commits
+   * with `synchronous_commit` off (this cluster's default, for speed) may be lost, as in a real
+   * crash; a test that needs every commit to survive turns it on for its database
+   * (`ALTER DATABASE … SET synchronous_commit = on`). Idempotent.
+   */
+  crash(): Promise<void>;
+  /** Start the server again after {@link crash}, on the same data folder and port; resolves once it accepts connections. Idempotent. */
+  start(): Promise<void>;
   /** Stop the server and remove its folder. Idempotent. */
   stop(): Promise<void>;
 }
@@ -78,6 +92,7 @@ function run(as: RunAs, argv: string[], timeoutMs: number): Promise<string> {
 export async function startPostgres(): Promise<PostgresCluster> {
   const bin = postgresBinDir();
   if (!bin) throw new Error("test setup: PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb); run scripts/setup.sh as root, which installs the Debian package postgresql");
+  const pgCtl = path.join(bin, "pg_ctl");
   const as = runAs();
   // As root, under /tmp: the server's user must be able to reach its folder, and TMPDIR may be root's own.
   const dir = fs.mkdtempSync(path.join(as.prefix.length ? "/tmp" : os.tmpdir(), "sds-pg-"));
@@ -110,17 +125,14 @@ export async function startPostgres(): Promise<PostgresCluster> {
     // The port is free when picked but could be taken before the server binds it: try another.
     for (let attempt = 1; ; attempt++) {
       port = await freeTcpPort();
-      const opts = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50`;
       try {
-        await run(as, [path.join(bin, "pg_ctl"), "-D", data, "-l", path.join(dir, "server.log"), "-o", opts, "-w", "-t", "60", "start"], 70_000);
+        await serverStart();
         break;
       } catch (err) {
-        const log = fs.existsSync(path.join(dir, "server.log")) ? fs.readFileSync(path.join(dir, "server.log"), "utf8") : "";
-        if (attempt >= 3 || !/could not bind|Address already in use/.test(log)) throw new Error(`${(err as Error).message}\nserver log:\n${log}`, { cause: err });
+        if (attempt >= 3 || !/could not bind|Address already in use/.test((err as Error).message)) throw err;
       }
     }
-    admin = new pg.Client({ connectionString: url("postgres") });
-    await admin.connect();
+    admin = await adminClient();
   } catch (err) {
     stopSync();
     stopped = true;
@@ -128,9 +140,27 @@ export async function startPostgres(): Promise<PostgresCluster> {
     throw err;
   }
 
+  // Why: the first start and a start after crash() must run the server exactly alike (same options, same port).
+  async function serverStart(): Promise<void> {
+    const opts = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50`;
+    try {
+      await run(as, [pgCtl, "-D", data, "-l", path.join(dir, "server.log"), "-o", opts, "-w", "-t", "60", "start"], 70_000);
+    } catch (err) {
+      const log = fs.existsSync(path.join(dir, "server.log")) ? fs.readFileSync(path.join(dir, "server.log"), "utf8") : "";
+      throw new Error(`${(err as Error).message}\nserver log:\n${log}`, { cause: err });
+    }
+  }
+  async function adminClient(): Promise<pg.Client> {
+    const c = new pg.Client({ connectionString: url("postgres") });
+    // Why: a session the server cuts emits 'error'; unheard, it would end the test process.
+    c.on("error", () => undefined);
+    await c.connect();
+    return c;
+  }
   function url(database: string): string {
     return `postgres://${user}:${password}@127.0.0.1:${port}/${database}`;
   }
+  let crashed = false;
   let databases = 0;
   return {
     password,
@@ -146,6 +176,24 @@ export async function startPostgres(): Promise<PostgresCluster> {
         [new URL(of).pathname.slice(1)],
       );
       return rows[0].n as number;
+    },
+    get port() {
+      return port;
+    },
+    async crash() {
+      if (stopped || crashed) return;
+      const a = admin;
+      admin = undefined;
+      await a?.end().catch(() => undefined);
+      await run(as, [pgCtl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"], 40_000);
+      crashed = true;
+    },
+    async start() {
+      if (stopped) throw new Error("test setup: this PostgreSQL cluster was stopped and removed; it cannot start again");
+      if (!crashed) return;
+      await serverStart();
+      crashed = false;
+      admin = await adminClient();
     },
     async stop() {
       if (stopped) return;
