@@ -163,3 +163,19 @@ test("shared targets: volumes carry their backend's sharedTargets; a backend tha
     "backend b1: sharedTargets false set on 1 volume(s)",
   ]);
 });
+
+test("a create cut short (row left `creating`) is taken up by the retry of the same URN, even under a new auto-name; another URN's is not", async () => {
+  const c = controller();
+  await c.discover();
+  const first = await c.createVolume("urn:cut", spec("cut-aaaa", 2));
+  // As if the state died between the row and `available`: the row stays `creating`.
+  await store.updateVolume(first.id, { status: "creating" });
+  const other = await c.createVolume("urn:other", spec("other-1", 2));
+  const retried = await c.createVolume("urn:cut", spec("cut-bbbb", 2));
+  expect(retried).toMatchObject({ id: first.id, name: "cut-bbbb", status: "available", owner: "urn:cut" });
+  expect((await store.listVolumes()).map((v) => v.id).sort()).toEqual([first.id, other.id].sort());
+  // A different size is a different create: the row is not taken for it.
+  await store.updateVolume(first.id, { status: "creating" });
+  const bigger = await c.createVolume("urn:cut", spec("cut-cccc", 3));
+  expect(bigger.id).not.toBe(first.id);
+});

@@ -134,16 +134,27 @@ export class Composition {
         this.deferredFile.swap(new SqliteStore(this.deferredFile.file));
         this.deferredFile = undefined;
       }
-      await controller.prepareWrites();
+      // The key first: a runner with another key records nothing, not even its backends.
       const box = this.box();
       const check = await this.store.getInfo("key_check");
       if (check !== undefined) box.verify(check);
-      else if (box.hasKey || this.state.kind === "sqlite") await this.store.setInfo("key_check", box.checkValue());
+      await controller.prepareWrites();
+      if (check === undefined && (box.hasKey || this.state.kind === "sqlite")) await this.store.setInfo("key_check", box.checkValue());
     })();
     this.writesReady.catch(() => (this.writesReady = undefined));
     return this.writesReady;
   }
   private writesReady?: Promise<void>;
+
+  /**
+   * Whether the state this runner opened does not exist (a SQLite file not made yet): a Read of a
+   * resource Pulumi remembers then means the runner is on the wrong state (a CI job without
+   * SDS_STATE_URL), not that the resource is gone.
+   */
+  async stateMissing(): Promise<boolean> {
+    await this.controller();
+    return this.deferredFile !== undefined;
+  }
 
   /** The sealing box of this state's secrets (see controller/secret-box.ts). */
   box(): SecretBox {

@@ -49,6 +49,7 @@ export type ControllerOptions = PoolCatalogOptions;
 export class Controller {
   private readonly store: Store;
   private readonly now: () => Date;
+  private readonly log: (message: string) => void;
   /** The pools, their drivers and capacity (pool-catalog.ts). */
   readonly catalog: PoolCatalog;
   /** Profiles (profiles.ts). */
@@ -57,6 +58,7 @@ export class Controller {
   constructor(options: ControllerOptions) {
     this.store = options.store;
     this.now = options.now ?? (() => new Date());
+    this.log = options.log ?? (() => undefined);
     this.catalog = new PoolCatalog(options);
     this.profiles = new Profiles(options.store, this.catalog, this.now);
   }
@@ -158,6 +160,18 @@ export class Controller {
       if (existing) {
         if (existing.owner !== owner) throw new UserError("CONFLICT", `name: a volume named "${spec.name}" already exists (id ${existing.id}, created by ${existing.owner})`, "name");
         return { row: existing, adopted: true };
+      }
+      // A create of this resource cut short (the provider or the state died before the row
+      // became available) left a `creating` row; the engine's retry may carry a new auto-name.
+      // The URN is the resource: the row is adopted under the new name, never left to hold
+      // capacity and bytes that no program owns.
+      const cut = (await tx.listVolumes()).find(
+        (v) => v.owner === owner && v.status === "creating" && v.sizeGib === spec.sizeGib && v.profileId === (profileId ?? null) && v.sourceVolumeId === (spec.sourceVolumeId ?? null) && (!spec.placeOn || v.backendName === spec.placeOn.backend),
+      );
+      if (cut) {
+        const renamed = await tx.updateVolume(cut.id, { name: spec.name, description: spec.description, metadata: spec.metadata, updatedAt: this.now().toISOString() });
+        this.log(`volume ${cut.id}: an interrupted create of ${owner} (as "${cut.name}") is taken up as "${spec.name}"`);
+        return { row: renamed, adopted: true };
       }
       const on = spec.placeOn;
       const all = await this.pools(tx);

@@ -241,6 +241,13 @@ export class ProviderServer implements ProviderContext {
       }),
       read: unary(async (req: pb.ReadRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
+        if (await this.parts().stateMissing()) {
+          throw new UserError(
+            "NOT_FOUND",
+            `stateUrl: ${req.getId()} cannot be read: this runner's controller state ${this.parts().stateShown} does not exist, so it is not the state that made it; set sds:stateUrl (or SDS_STATE_URL) to the stack's state`,
+            "stateUrl",
+          );
+        }
         const r = await h.read({ id: req.getId(), urn: req.getUrn(), state: fromStruct(req.getProperties()), inputs: fromStruct(req.getInputs()) });
         const res = new pb.ReadResponse();
         if (r) {

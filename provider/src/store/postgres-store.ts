@@ -204,7 +204,9 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
     } catch (err) {
       // A failed ROLLBACK means the connection is gone or confused: drop it rather than pool it.
       await client.query("ROLLBACK").catch((e: unknown) => (broken = e));
-      throw err;
+      if (err instanceof pg.DatabaseError || err instanceof SdsError || !(err instanceof Error)) throw err;
+      // Not the database's refusal and not ours: the connection failed under the transaction.
+      throw broken !== undefined ? this.fault("lost the PostgreSQL state", err) : err;
     } finally {
       tx.end();
       client.release(broken instanceof Error ? broken : undefined);
@@ -216,7 +218,7 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
    * advisory lock meanwhile: a second process starting at once waits, then finds them applied.
    */
   private async migrate(upTo = Infinity): Promise<void> {
-    const client = await this.pool.connect();
+    const client = await this.connect();
     let broken: unknown;
     try {
       await client.query("SELECT pg_advisory_lock($1, $2)", [LOCK_CLASS, MIGRATE_LOCK]);
@@ -245,11 +247,24 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
 
   /** A pooled client; a failure to get one (server down, bad password, TLS) names `stateUrl`. */
   private async connect(): Promise<pg.PoolClient> {
+    let client: pg.PoolClient;
     try {
-      return await this.pool.connect();
+      client = await this.pool.connect();
     } catch (err) {
       throw this.fault("cannot connect to the PostgreSQL state", err);
     }
+    // Why: the pool stops listening for a client's 'error' while it is checked out; a server
+    // that dies under a transaction then emits one nobody hears, which ends the process (the
+    // engine reports "exited prematurely" instead of an error naming stateUrl). The query in
+    // flight fails on its own, with the error the transaction reports.
+    const ignore = () => undefined;
+    client.on("error", ignore);
+    const release = client.release.bind(client);
+    client.release = (err?: Error | boolean) => {
+      client.off("error", ignore);
+      release(err);
+    };
+    return client;
   }
 
   /** An error that names `stateUrl` and its URL without the password; the driver's error is the cause. */
