@@ -31,9 +31,18 @@ export async function health(core: AttachmentCore, id: string, options: { fence?
   const volume = await core.servingVolume(row.volumeId);
   if (!volume) return { status: "broken", reason: `volume ${row.volumeId} is gone` };
   const problem = (await exportProblem(core, row)) ?? row.brokenReason ?? undefined;
-  if (problem) return { status: "broken", reason: problem };
+  const connector = row.devicePath ? core.hostConnector(row.host, row.protocol) : undefined;
+  if (problem) {
+    // The export is gone (its daemon died) and a refresh does not make it again: the device
+    // on it waits for a target that is not coming back (libiscsi forever). Fenced, its I/O
+    // fails now instead; the next up reconnects it on the same path.
+    if (options.fence && connector) {
+      const connection: Connection = { ...(await core.initializeConnection(row, volume)), volumeId: volume.id };
+      await connector.fenceVolume(connection).catch(() => undefined);
+    }
+    return { status: "broken", reason: problem };
+  }
   if (!row.devicePath) return { status: "attached" };
-  const connector = core.hostConnector(row.host, row.protocol);
   if (!connector) return { status: "attached" }; // cannot look: not a finding
   const connection: Connection = { ...(await core.initializeConnection(row, volume)), volumeId: volume.id };
   const h = options.fence ? await connector.fenceVolume(connection) : await connector.checkVolume(connection);
