@@ -36,7 +36,7 @@ export class Provider extends pulumi.ProviderResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         {
-            resourceInputs["agentToken"] = args?.agentToken ? pulumi.secret(args.agentToken) : undefined;
+            resourceInputs["agentToken"] = (args?.agentToken ? pulumi.secret(args.agentToken) : undefined) ?? utilities.getEnv("SDS_AGENT_TOKEN");
             resourceInputs["backends"] = pulumi.output(args?.backends).apply(JSON.stringify);
             resourceInputs["backendsFile"] = (args?.backendsFile) ?? utilities.getEnv("SDS_BACKENDS_FILE");
             resourceInputs["hosts"] = pulumi.output(args?.hosts ? pulumi.secret(args.hosts) : undefined).apply(JSON.stringify);
@@ -53,7 +53,7 @@ export class Provider extends pulumi.ProviderResource {
  */
 export interface ProviderArgs {
     /**
-     * Token sent to every `sds-agent` whose `hosts` entry has no `token` of its own. Default: none (agents are then called without a token, which they accept only if started without token auth).
+     * Token sent to every `sds-agent` whose `hosts` entry has no `token` of its own. Default: none (agents are then called without a token, which they accept only if started without token auth). Environment fallback: `SDS_AGENT_TOKEN`.
      */
     agentToken?: pulumi.Input<string | undefined>;
     /**

@@ -57,7 +57,8 @@ export function checkProviderConfig(raw: Record<string, unknown>): Array<[string
 
 /**
  * Resolve the full configuration: provider config first, then env fallbacks
- * (`SDS_STATE_URL`, `SDS_BACKENDS_FILE`), then defaults. Reads the backends file.
+ * (`SDS_STATE_URL`, `SDS_BACKENDS_FILE`, `SDS_SECRET_KEY`, `SDS_AGENT_TOKEN`), then defaults.
+ * Reads the backends file.
  */
 export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: string, env: NodeJS.ProcessEnv = process.env): ProviderConfig {
   const r = providerConfigSchema.safeParse(raw);
@@ -69,6 +70,7 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
   const c = r.data;
   const stateUrl = c.stateUrl ?? (env.SDS_STATE_URL || undefined) ?? "sqlite:.sds/state.db";
   const secretKey = c.secretKey ?? (env.SDS_SECRET_KEY || undefined);
+  const agentToken = c.agentToken ?? (env.SDS_AGENT_TOKEN || undefined);
   if (c.secretKey === undefined && secretKey !== undefined && Buffer.from(secretKey, "base64").length !== 32) {
     throw new UserError("INVALID_INPUT", "SDS_SECRET_KEY: must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)", "secretKey");
   }
@@ -96,9 +98,9 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
     if (!hosts[b.node]) {
       throw new UserError("INVALID_INPUT", `${where}backends[${i}].node: backend ${b.name} runs on node "${b.node}", which is not in the provider's hosts (known: ${Object.keys(hosts).join(", ") || "none"})`, "hosts");
     }
-    if (!hosts[b.node].token && !c.agentToken) throw new UserError("INVALID_INPUT", `hosts.${b.node}.token: backend ${b.name}'s node has no token and the provider has no agentToken`, "hosts");
+    if (!hosts[b.node].token && !agentToken) throw new UserError("INVALID_INPUT", `hosts.${b.node}.token: backend ${b.name}'s node has no token and the provider has no agentToken`, "hosts");
     if (!b.export.portal) throw new UserError("INVALID_INPUT", `${where}backends[${i}].export.portal: backend ${b.name} is on node "${b.node}": name the portal hosts reach it on (e.g. 10.0.0.5:3260)`, "backends");
     if (b.export.protocol === "local") throw new UserError("INVALID_INPUT", `${where}backends[${i}].export.protocol: backend ${b.name} is on node "${b.node}": "local" serves only the machine running the provider; use iscsi or nbd`, "backends");
   });
-  return { projectDir, stateUrl, backendsSource, backends, hosts, agentToken: c.agentToken, secretKey };
+  return { projectDir, stateUrl, backendsSource, backends, hosts, agentToken, secretKey };
 }

@@ -10,12 +10,12 @@ declare var exports: any;
 const __config = new pulumi.Config("sds");
 
 /**
- * Token sent to every `sds-agent` whose `hosts` entry has no `token` of its own. Default: none (agents are then called without a token, which they accept only if started without token auth).
+ * Token sent to every `sds-agent` whose `hosts` entry has no `token` of its own. Default: none (agents are then called without a token, which they accept only if started without token auth). Environment fallback: `SDS_AGENT_TOKEN`.
  */
 export declare const agentToken: string | undefined;
 Object.defineProperty(exports, "agentToken", {
     get() {
-        return __config.get("agentToken");
+        return __config.get("agentToken") ?? utilities.getEnv("SDS_AGENT_TOKEN");
     },
     enumerable: true,
 });
