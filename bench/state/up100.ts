@@ -23,7 +23,7 @@ import * as path from "node:path";
 import { PostgresStore } from "../../provider/src/store/postgres-store";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { startPostgres } from "../../test/helpers/postgres";
-import { pulumiBinDir } from "../../test/helpers/pulumi";
+import { pulumiEnv } from "../../test/helpers/pulumi";
 import { childrenCpuMs, elapsedMs, fixed, keepSecret, median, parseFlags, ratio, repoRoot, scrub, selfCpuMs, ServerCpu, table, writeResult } from "./common";
 
 const kinds = ["sqlite", "postgres"] as const;
@@ -73,16 +73,7 @@ class TmpProject {
     fs.mkdirSync(path.join(this.dir, ".pulumi-backend"));
     this.env = {
       ...process.env,
-      PATH: `${pulumiBinDir()}:${process.env.PATH}`,
-      PULUMI_BACKEND_URL: `file://${path.join(this.dir, ".pulumi-backend")}`,
-      PULUMI_HOME: path.join(this.dir, ".pulumi-home"),
-      PULUMI_CONFIG_PASSPHRASE: "bench-passphrase",
-      PULUMI_SKIP_UPDATE_CHECK: "true",
-      PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
-      PULUMI_DIY_BACKEND_NO_LEGACY_WARNING: "true",
-      PULUMI_DISABLE_REGISTRY_RESOLVE: "true",
-      PULUMI_SKIP_CONFIRMATIONS: "true",
-      PULUMI_NODEJS_TRANSPILE_ONLY: "true",
+      ...pulumiEnv({ backendUrl: `file://${path.join(this.dir, ".pulumi-backend")}`, home: path.join(this.dir, ".pulumi-home"), passphrase: "bench-passphrase" }),
       SDS_BACKENDS_FILE: "",
       ...stateEnv,
     };

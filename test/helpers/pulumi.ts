@@ -16,6 +16,26 @@ export function pulumiBinDir(): string {
   return pulumiDir;
 }
 
+/**
+ * What the real Pulumi CLI needs to run a project here without a network or a terminal: this
+ * repo's CLI first on PATH, a file backend, its own PULUMI_HOME, a passphrase for secrets, and
+ * no update checks, plugin downloads, registry lookups or confirmations.
+ */
+export function pulumiEnv(o: { backendUrl: string; home: string; passphrase: string }): NodeJS.ProcessEnv {
+  return {
+    PATH: `${pulumiBinDir()}:${process.env.PATH}`,
+    PULUMI_BACKEND_URL: o.backendUrl,
+    PULUMI_HOME: o.home,
+    PULUMI_CONFIG_PASSPHRASE: o.passphrase,
+    PULUMI_SKIP_UPDATE_CHECK: "true",
+    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+    PULUMI_DIY_BACKEND_NO_LEGACY_WARNING: "true",
+    PULUMI_DISABLE_REGISTRY_RESOLVE: "true",
+    PULUMI_SKIP_CONFIRMATIONS: "true",
+    PULUMI_NODEJS_TRANSPILE_ONLY: "true",
+  };
+}
+
 export interface RunResult {
   code: number;
   stdout: string;
@@ -42,19 +62,9 @@ export class PulumiProject {
     const yaml = fs.readFileSync(path.join(this.dir, "Pulumi.yaml"), "utf8").replace("${PROVIDER_BIN}", path.join(repoRoot, "provider/bin"))
       .replace("${NULL_BIN}", path.join(repoRoot, "bench/provider-overhead/null-plugin"));
     fs.writeFileSync(path.join(this.dir, "Pulumi.yaml"), yaml);
-    const bin = pulumiBinDir();
     this.env = {
       ...process.env,
-      PATH: `${bin}:${process.env.PATH}`,
-      PULUMI_BACKEND_URL: `file://${path.join(this.dir, ".pulumi-backend")}`,
-      PULUMI_HOME: path.join(this.dir, ".pulumi-home"),
-      PULUMI_CONFIG_PASSPHRASE: "e2e-passphrase",
-      PULUMI_SKIP_UPDATE_CHECK: "true",
-      PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
-      PULUMI_DIY_BACKEND_NO_LEGACY_WARNING: "true",
-      PULUMI_DISABLE_REGISTRY_RESOLVE: "true",
-      PULUMI_SKIP_CONFIRMATIONS: "true",
-      PULUMI_NODEJS_TRANSPILE_ONLY: "true",
+      ...pulumiEnv({ backendUrl: `file://${path.join(this.dir, ".pulumi-backend")}`, home: path.join(this.dir, ".pulumi-home"), passphrase: "e2e-passphrase" }),
       SDS_STATE_URL: "",
       SDS_BACKENDS_FILE: "",
     };

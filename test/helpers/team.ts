@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { pulumiBinDir, type RunResult } from "./pulumi";
+import { pulumiEnv, type RunResult } from "./pulumi";
 import { repoRoot } from "./provider-process";
 
 /** Folders a copy of the program never takes: installed packages and local state. */
@@ -77,20 +77,7 @@ export class TeamRepo {
     // The program's packages: this checkout's (`pulumi-sds` is the workspace's sdk/nodejs).
     fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"));
     const home = path.join(this.work, `pulumi-home-${path.basename(dir)}`);
-    const runner = new Runner(name, dir, home, {
-      ...clean(process.env),
-      PATH: `${pulumiBinDir()}:${process.env.PATH}`,
-      PULUMI_BACKEND_URL: this.backendUrl,
-      PULUMI_HOME: home,
-      PULUMI_CONFIG_PASSPHRASE: this.passphrase,
-      PULUMI_SKIP_UPDATE_CHECK: "true",
-      PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
-      PULUMI_DIY_BACKEND_NO_LEGACY_WARNING: "true",
-      PULUMI_DISABLE_REGISTRY_RESOLVE: "true",
-      PULUMI_SKIP_CONFIRMATIONS: "true",
-      PULUMI_NODEJS_TRANSPILE_ONLY: "true",
-      ...env,
-    });
+    const runner = new Runner(name, dir, home, { ...clean(process.env), ...pulumiEnv({ backendUrl: this.backendUrl, home, passphrase: this.passphrase }), ...env });
     this.runners.push(runner);
     return runner;
   }
@@ -98,15 +85,7 @@ export class TeamRepo {
   /** A runner in the origin itself (the teammate who creates the stack and commits its config). */
   maintainer(): Runner {
     const home = path.join(this.work, "pulumi-home-maintainer");
-    return new Runner("maintainer", this.origin, home, {
-      ...clean(process.env),
-      PATH: `${pulumiBinDir()}:${process.env.PATH}`,
-      PULUMI_BACKEND_URL: this.backendUrl,
-      PULUMI_HOME: home,
-      PULUMI_CONFIG_PASSPHRASE: this.passphrase,
-      PULUMI_SKIP_UPDATE_CHECK: "true",
-      PULUMI_DIY_BACKEND_NO_LEGACY_WARNING: "true",
-    });
+    return new Runner("maintainer", this.origin, home, { ...clean(process.env), ...pulumiEnv({ backendUrl: this.backendUrl, home, passphrase: this.passphrase }) });
   }
 
   /** Remove every runner's folder (the work folder is the caller's). */
