@@ -5,7 +5,7 @@
  * (To run the agent with other connectors, call `runAgent(argv, {factory, version})` from
  * agent/run-agent.ts with your own factory; that is what the tests do.)
  */
-import { AGENT_USAGE, runAgent } from "./agent/run-agent";
+import { AGENT_USAGE, AgentUsageError, runAgent } from "./agent/run-agent";
 import * as path from "node:path";
 import { connectorFor } from "./connectors/factory";
 import { FileDriver } from "./drivers/file-driver";
@@ -43,7 +43,8 @@ async function main(): Promise<void> {
   });
 }
 
+// A mistake on the command line exits 2 (usage), anything else 1.
 main().catch((err) => {
   process.stderr.write(`sds-agent: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  process.exit(err instanceof AgentUsageError ? err.exitCode : 1);
 });

@@ -111,7 +111,8 @@ export class NetLab {
 export async function startLabAgent(lab: NetLab, name: string, o: { work: string; token: string; extra?: string[] }): Promise<{ child: ChildProcess; stateDir: string; client: AgentClient }> {
   const stateDir = path.join(o.work, `${name}-state`);
   const n = lab.node(name);
-  const child = lab.spawn(name, [path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--token-file", path.join(o.work, "token"), "--state-dir", stateDir, ...(o.extra ?? [])]);
+  // Plain http on the lab's private network: a non-loopback address without TLS needs --insecure.
+  const child = lab.spawn(name, [path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--insecure", "--token-file", path.join(o.work, "token"), "--state-dir", stateDir, ...(o.extra ?? [])]);
   let err = "";
   await new Promise<void>((resolve, reject) => {
     child.stderr!.on("data", (d) => {

@@ -4,6 +4,7 @@
  * calls runAgent with the production connectors, drivers and targets; tests pass fakes.
  */
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
@@ -57,12 +58,37 @@ export function readPeersFile(file: string): Peers {
   return r.data;
 }
 
+/**
+ * A mistake on the agent's command line: sds-agent exits with code 2 (usage), and systemd's
+ * Restart=on-failure should not retry it (RestartPreventExitStatus=2).
+ */
+export class AgentUsageError extends Error {
+  readonly exitCode = 2;
+}
+
 /** `127.0.0.1:7700`, `[::1]:7700`, `0.0.0.0:7700` → host and port. */
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new Error(`--listen ${listen}: expected host:port, e.g. 127.0.0.1:7700`);
+  if (!m || port > 65535) throw new AgentUsageError(`--listen ${listen}: expected host:port, e.g. 127.0.0.1:7700`);
   return { host: m[1] ?? m[2], port };
+}
+
+const loopback = new net.BlockList();
+loopback.addSubnet("127.0.0.0", 8, "ipv4");
+loopback.addAddress("::1", "ipv6");
+
+/**
+ * Whether `host` (as `--listen` names it) is a loopback address: 127.0.0.0/8, ::1 (also written
+ * long or IPv4-mapped, ::ffff:127.x.y.z) or `localhost`. Any other name is not: what it resolves
+ * to is not ours to trust, and `0.0.0.0` / `::` listen on every interface.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === "localhost" || h === "localhost.") return true;
+  if (net.isIPv4(h)) return loopback.check(h, "ipv4");
+  if (net.isIPv6(h)) return loopback.check(h, "ipv6");
+  return false;
 }
 
 export interface AgentArgs {
@@ -77,16 +103,22 @@ export interface AgentArgs {
   peersFile?: string;
   /** Seconds between passes of the health loop (0: off). */
   healthIntervalS: number;
+  /** Accept a non-loopback `listen` without TLS (the token then crosses the network in clear). */
+  insecure: boolean;
   help: boolean;
 }
 
-export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--state-dir DIR]
-                 [--storage-root DIR [--peers FILE]] [--health-interval SECONDS]
+export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE | --insecure]
+                 [--state-dir DIR] [--storage-root DIR [--peers FILE]] [--health-interval SECONDS]
 
-  --listen HOST:PORT   address to listen on (default 127.0.0.1:7700; loopback unless told otherwise)
+  --listen HOST:PORT   address to listen on (default 127.0.0.1:7700; loopback unless told otherwise).
+                       An address that is not loopback (127.0.0.0/8, ::1, localhost) needs TLS
+                       (--tls-cert/--tls-key) or --insecure
   --token-file FILE    bearer token clients must send; mode 600 or stricter, not empty (required)
   --tls-cert FILE      PEM certificate: serve https (needs --tls-key)
   --tls-key FILE       PEM private key of --tls-cert
+  --insecure           serve plain http on a non-loopback --listen: the token, CHAP secrets and
+                       replication keys then cross the network in clear (a lab, a private link)
   --state-dir DIR      where connectors keep their connection records (default /run/sds)
   --storage-root DIR   storage node: serve the driver and target routes for pools under DIR
                        (target daemons keep their pidfiles in <state-dir>/targets); every path and
@@ -102,8 +134,20 @@ export const AGENT_USAGE = `usage: sds-agent --token-file FILE [--listen HOST:PO
   --help               this text
 `;
 
-/** Parse the agent's flags; throws with a usage hint on anything wrong. */
+/**
+ * Parse the agent's flags; throws an {@link AgentUsageError} (one line, with a hint) on anything
+ * wrong, among which a non-loopback `--listen` with neither TLS nor `--insecure`.
+ */
 export function parseAgentArgs(argv: readonly string[]): AgentArgs {
+  try {
+    return parseAgentFlags(argv);
+  } catch (err) {
+    if (err instanceof AgentUsageError) throw err;
+    throw new AgentUsageError((err as Error).message.split("\n")[0], { cause: err });
+  }
+}
+
+function parseAgentFlags(argv: readonly string[]): AgentArgs {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -115,6 +159,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
       "storage-root": { type: "string" },
       peers: { type: "string" },
       "health-interval": { type: "string", default: "10" },
+      insecure: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -129,6 +174,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
     storageRoot: values["storage-root"] ? path.resolve(values["storage-root"]) : undefined,
     peersFile: values.peers,
     healthIntervalS: Number(values["health-interval"]),
+    insecure: values.insecure ?? false,
     help: values.help ?? false,
   };
   if (args.help) return args;
@@ -136,7 +182,12 @@ export function parseAgentArgs(argv: readonly string[]): AgentArgs {
   if (!!args.tlsCert !== !!args.tlsKey) throw new Error("--tls-cert and --tls-key go together");
   if (args.peersFile && !args.storageRoot) throw new Error("--peers is for storage nodes: give --storage-root too");
   if (!Number.isFinite(args.healthIntervalS) || args.healthIntervalS < 0) throw new Error(`--health-interval: seconds ≥ 0 (0: off), got "${values["health-interval"]}"`);
-  parseListen(args.listen);
+  const { host } = parseListen(args.listen);
+  if (!args.tlsCert && !args.insecure && !isLoopbackHost(host)) {
+    throw new AgentUsageError(
+      `--listen ${args.listen} is not a loopback address and TLS is off: the token and secrets would cross the network in clear; give --tls-cert and --tls-key, or --insecure to accept that`,
+    );
+  }
   return args;
 }
 
