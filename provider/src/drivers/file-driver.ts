@@ -1,6 +1,11 @@
 /**
- * The `file` driver: a volume is a sparse file `volume-<id>.img` in its pool's folder.
- * Thin by nature: creating or growing a volume allocates no blocks.
+ * The `file` driver: a volume is a file `volume-<id>.img` in its pool's folder.
+ * On a thin pool (the default) the file is sparse: creating or growing a volume allocates no
+ * blocks. On a thick pool (extras `dataStorage.provisioningPolicy: Thick`) every block is
+ * allocated when the volume is made or grown, with fallocate(2) (`fallocate -l SIZE`: fast, no
+ * data written), so a volume the file system accepted cannot hit ENOSPC later; one it cannot
+ * hold is refused (a UserError naming the pool and the sizes) and leaves no file behind.
+ * (`fallocate --posix` is not used: util-linux 2.38 reports success when posix_fallocate fails.)
  *
  * Every entry checks the volume id (domain/volume-id.ts), and a volume file is always a regular
  * file: one that is a symbolic link is refused, never followed (opens use O_NOFOLLOW), so a link
@@ -13,12 +18,34 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { PoolConfig } from "../domain/backend";
 import { checkVolumeId } from "../domain/volume-id";
-import { UserError } from "../errors";
+import { CommandFailedError, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
 import { openNoFollow, refuseSymlink } from "./confine";
 import type { PoolStats, VolumeDriver } from "./volume-driver";
 
 const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+/**
+ * Whether the pool preallocates its volumes: extras `dataStorage.provisioningPolicy` is `Thick`
+ * (any case), read as controller/pool-catalog.ts reads it for the scheduler. The pool travels
+ * whole to a storage node's driver (agent/api.ts poolWireSchema), extras included.
+ */
+export function isThickPool(pool: Pick<PoolConfig, "extras">): boolean {
+  const extras = pool.extras as PoolConfig["extras"] | undefined;
+  return String(extras?.dataStorage?.provisioningPolicy ?? "Thin").toLowerCase() === "thick";
+}
+
+/** Why: sizes in messages a person reads (`32 MiB`, `1.5 GiB`), bytes kept alongside. */
+function human(bytes: number): string {
+  if (bytes >= GiB) return `${+(bytes / GiB).toFixed(2)} GiB`;
+  return `${+(bytes / MiB).toFixed(2)} MiB`;
+}
+
+/** Why: fallocate(1) says why in its stderr only; LC_ALL=C keeps the words matchable. */
+function noSpace(err: unknown): boolean {
+  return err instanceof CommandFailedError && /No space left on device/i.test(err.stderr);
+}
 
 /** Where the file driver keeps a volume (also what a remote node's driver answers: agent/remote-node.ts). */
 export function fileVolumePath(pool: Pick<PoolConfig, "path">, volumeId: string, field = "volumeId"): string {
@@ -44,8 +71,28 @@ export class FileDriver implements VolumeDriver {
     return { totalBytes: pool.totalCapacityGib !== undefined ? pool.totalCapacityGib * GiB : fsTotal, freeBytes: free };
   }
 
+  /**
+   * Allocate every block of `file` up to `sizeBytes` (growing it to that size): fallocate(2)
+   * mode 0 fills holes and keeps data. ENOSPC becomes a UserError naming the pool, the size
+   * asked and the free space; the caller gives back what was allocated.
+   * (By path: the file was opened O_NOFOLLOW just before; see confine.ts for what is left.)
+   */
+  private async allocate(pool: PoolConfig, volumeId: string, file: string, sizeBytes: number, fromBytes = 0): Promise<void> {
+    if (sizeBytes === 0) return; // fallocate refuses a zero length; there is nothing to allocate
+    try {
+      await this.run("fallocate", ["-l", String(sizeBytes), "--", file], { timeoutMs: 600_000, env: { LC_ALL: "C" } });
+    } catch (err) {
+      if (!noSpace(err)) throw err;
+      const free = await this.getPoolStats(pool).then((s) => s.freeBytes, () => undefined);
+      const what = fromBytes > 0 ? `grow thick volume ${volumeId} from ${human(fromBytes)} to ${human(sizeBytes)} (${sizeBytes} bytes)` : `hold thick volume ${volumeId} of ${human(sizeBytes)} (${sizeBytes} bytes)`;
+      const freeText = free === undefined ? "" : `: ${human(free)} (${free} bytes) free`;
+      throw new UserError("NO_VALID_POOL", `pool ${pool.name} (${pool.path}) cannot ${what}: no space left on its file system${freeText}`, "sizeGib", { cause: err });
+    }
+  }
+
   async createVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
     const file = this.volumePath(pool, volumeId);
+    const thick = isThickPool(pool);
     await fs.mkdir(pool.path, { recursive: true });
     let handle: fs.FileHandle;
     try {
@@ -60,13 +107,19 @@ export class FileDriver implements VolumeDriver {
       throw new UserError("CONFLICT", `volume file ${file} already exists with ${st.size} bytes, ${sizeBytes} asked`);
     }
     try {
-      await handle.truncate(sizeBytes);
+      if (thick) {
+        await handle.close();
+        await this.allocate(pool, volumeId, file, sizeBytes);
+        await refuseSymlink(file, "volumeId");
+      } else {
+        await handle.truncate(sizeBytes);
+        await handle.close();
+      }
     } catch (err) {
-      await handle.close();
+      await handle.close().catch(() => undefined);
       await fs.rm(file, { force: true });
       throw err;
     }
-    await handle.close();
   }
 
   async cloneVolume(source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
@@ -84,11 +137,15 @@ export class FileDriver implements VolumeDriver {
       await fs.rm(tmp, { force: true });
       await this.run("cp", ["--sparse=always", "--reflink=auto", "--no-dereference", "--remove-destination", "--", from, tmp], { timeoutMs: 3_600_000 });
       const fh = await openNoFollow(tmp, constants.O_RDWR, "source.volumeId");
+      let copiedBytes: number;
       try {
-        if ((await fh.stat()).size < sizeBytes) await fh.truncate(sizeBytes);
+        copiedBytes = (await fh.stat()).size;
+        if (copiedBytes < sizeBytes) await fh.truncate(sizeBytes);
       } finally {
         await fh.close();
       }
+      // A clone on a thick pool owns all its blocks too (the copy kept the source's holes).
+      if (isThickPool(pool)) await this.allocate(pool, volumeId, tmp, Math.max(copiedBytes, sizeBytes));
       await fs.rename(tmp, to);
     } catch (err) {
       await fs.rm(tmp, { force: true });
@@ -102,7 +159,18 @@ export class FileDriver implements VolumeDriver {
     try {
       const st = await fh.stat();
       if (sizeBytes < st.size) throw new UserError("INVALID_INPUT", `cannot shrink ${file} from ${st.size} to ${sizeBytes} bytes`, "sizeGib");
-      if (sizeBytes > st.size) await fh.truncate(sizeBytes);
+      if (sizeBytes === st.size) return;
+      if (!isThickPool(pool)) {
+        await fh.truncate(sizeBytes);
+        return;
+      }
+      try {
+        await this.allocate(pool, volumeId, file, sizeBytes, st.size);
+      } catch (err) {
+        // A failed fallocate may have grown the file part way: back to the size it had.
+        await fh.truncate(st.size).catch(() => undefined);
+        throw err;
+      }
     } finally {
       await fh.close();
     }
