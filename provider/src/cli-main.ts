@@ -3,6 +3,7 @@
  *
  *   sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]
  *   sds state migrate --from URL [--to URL] [--project DIR]
+ *   sds state check [--state URL] [--project DIR]
  *
  * `sds replicate` syncs every enabled replication pair on its primary whose last sync is older
  * than its rpoSeconds (every such pair with --all), as the embedded controller has no agent to do
@@ -22,6 +23,12 @@
  * to every user of the machine in `ps`. A URL is printed with its password as `***`, a key file
  * by its path only. The source is left as it was. Prints one line per table, then what to
  * configure next; exits 2, with one line, when it cannot run (a usage or configuration error).
+ *
+ * `sds state check` says in one line whether a state is sound, changing nothing: for SQLite,
+ * `PRAGMA integrity_check` and the migrations applied; for PostgreSQL, that it connects and holds
+ * an sds state whose migrations this sds knows. The state is --state, else the stack's
+ * sds:stateUrl, else SDS_STATE_URL, else sqlite:.sds/state.db in --project (default the current
+ * folder). Exits 0 when sound, 1 when not (missing, damaged, unreachable), 2 on a usage error.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -34,12 +41,14 @@ import { SecretBox } from "./controller/secret-box";
 import { UserError, type UserErrorCode } from "./errors";
 import { type Counts, copyState } from "./store/copy-state";
 import { PostgresStore, redactUrl } from "./store/postgres-store";
-import { SqliteStore, sqlitePathFromUrl } from "./store/sqlite-store";
+import { postgresMigrations } from "./store/postgres-migrations";
+import { type StateCheck, SqliteStore, checkSqliteState, sqlitePathFromUrl } from "./store/sqlite-store";
 import type { Store } from "./store/store";
 
 const USAGE =
   "usage: sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]\n" +
   "       sds state migrate --from URL [--to URL] [--project DIR]\n" +
+  "       sds state check [--state URL] [--project DIR]\n" +
   "         URL: sqlite:<path> (relative to --project) or postgres://user:pw@host:port/db?sslmode=…;\n" +
   "         --to defaults to SDS_STATE_URL (prefer it for a password: a command line shows in ps)\n";
 
@@ -281,10 +290,68 @@ async function migrateState(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** Why: connect and look, never migrate: opening a PostgresStore would make or upgrade the tables of the state it checks. */
+async function checkPostgresState(url: string): Promise<StateCheck> {
+  const shown = redactUrl(url);
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000, query_timeout: 10_000 });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    const { rows } = await client.query("SELECT to_regclass('state_info') IS NOT NULL AND to_regclass('schema_migrations') IS NOT NULL AS present");
+    if (!rows[0]?.present) return { ok: false, line: `${shown}: connects, but holds no sds state (no state_info or schema_migrations table)` };
+    const applied = (await client.query("SELECT version FROM schema_migrations ORDER BY version")).rows.map((r: { version: number }) => Number(r.version));
+    const known = postgresMigrations.map((m) => m.version);
+    const unknown = applied.filter((v) => !known.includes(v));
+    if (unknown.length > 0) return { ok: false, line: `${shown}: made by a newer sds (migration(s) ${unknown.join(", ")} unknown to this one); upgrade sds` };
+    const pending = known.filter((v) => !applied.includes(v)).length;
+    const id = (await client.query("SELECT value FROM state_info WHERE key = 'state_id'")).rows[0] as { value: string } | undefined;
+    return { ok: true, line: `${shown}: ok (connects; ${applied.length} migration(s) applied${pending ? `, ${pending} to apply at the next run` : ""}; state id ${id?.value ?? "none yet"})` };
+  } catch (err) {
+    return { ok: false, line: `${shown}: cannot check: ${maskUrl(err instanceof Error ? err.message : String(err), url)}` };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Why: a driver's message may quote the URL it was given; never print its password. */
+function maskUrl(text: string, url: string): string {
+  return text.split(url).join(redactUrl(url));
+}
+
+/** `sds state check`: one line on whether the state is sound (see the header); 0 sound, 1 not. */
+async function checkState(argv: string[]): Promise<number> {
+  let values: { state?: string; project?: string; stack?: string };
+  try {
+    ({ values } = parseArgs({ args: argv, options: { state: { type: "string" }, project: { type: "string" }, stack: { type: "string" } }, strict: true }));
+  } catch (err) {
+    throw new UserError("INVALID_INPUT", `${(err as Error).message}; ${USAGE.split("\n")[2].trim()}`);
+  }
+  const projectDir = path.resolve(values.project ?? process.cwd());
+  let url = values.state;
+  if (url === undefined && isProjectDir(projectDir)) {
+    const stack = readStackConfig(projectDir, values.stack);
+    if (stack.secure.includes("stateUrl") && !process.env.SDS_STATE_URL) throw new UserError("INVALID_INPUT", `${stack.file}: sds:stateUrl is a secret, which sds cannot decrypt; pass it as --state URL or SDS_STATE_URL`, "stateUrl");
+    if (typeof stack.raw.stateUrl === "string") url = stack.raw.stateUrl;
+  }
+  url ??= process.env.SDS_STATE_URL || "sqlite:.sds/state.db";
+  let r: StateCheck;
+  if (/^postgres(ql)?:\/\//.test(url)) {
+    r = await checkPostgresState(url);
+  } else {
+    const given = url;
+    const file = namingFlag("--state", () => sqlitePathFromUrl(given, projectDir));
+    if (file === ":memory:") throw new UserError("INVALID_INPUT", "--state: sqlite::memory: is no state to check; name a file", "state");
+    r = checkSqliteState(file);
+  }
+  process.stdout.write(`sds state check: ${r.line}\n`);
+  return r.ok ? 0 : 1;
+}
+
 /** `sds state …`: operations on a whole state. */
 async function state(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === "migrate") return migrateState(rest);
+  if (sub === "check") return checkState(rest);
   process.stderr.write(USAGE);
   return sub === "--help" || sub === "-h" ? 0 : 2;
 }

@@ -30,6 +30,7 @@ import { Controller } from "../controller/controller";
 import { Replication } from "../controller/replication";
 import { SecretBox } from "../controller/secret-box";
 import { VolumeUpdates } from "../controller/update-volume";
+import { makeFolder } from "../domain/user-paths";
 import { UserError } from "../errors";
 import { PostgresStore, redactUrl } from "../store/postgres-store";
 import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
@@ -102,7 +103,8 @@ export class Composition {
   private async openStore(): Promise<Store> {
     const s = this.state;
     if (s.kind === "postgres") return PostgresStore.open(s.url, { onLockLost: (m) => this.log("warning", `sds: ${m}`) });
-    if (this.writing || s.file === ":memory:" || fs.existsSync(s.file)) return new SqliteStore(s.file);
+    if (s.file === ":memory:") return new SqliteStore(s.file);
+    if (this.writing || fs.existsSync(s.file)) return SqliteStore.open(s.file);
     // No state yet and nothing to write: an empty state in memory, until allowWrites opens the file.
     let current: Store = new SqliteStore(":memory:");
     const store = new Proxy({} as Store, {
@@ -131,8 +133,15 @@ export class Composition {
       this.writing = true;
       const controller = await this.controller();
       if (this.deferredFile) {
-        this.deferredFile.swap(new SqliteStore(this.deferredFile.file));
+        this.deferredFile.swap(await SqliteStore.open(this.deferredFile.file));
         this.deferredFile = undefined;
+      }
+      // This machine's run folder, private (pidfiles, CHAP hashes, connection records), beside a SQLite state made 0700 too.
+      const s = this.state;
+      if (s.kind === "sqlite" && s.file !== ":memory:") {
+        await makeFolder(this.runDir(), { mode: 0o700 }).catch((err: Error) => {
+          throw new UserError("INVALID_INPUT", `stateUrl: cannot make the run folder ${this.runDir()} (beside the state, or SDS_RUN_DIR): ${err.message}`, "stateUrl", { cause: err });
+        });
       }
       // The key first: a runner with another key records nothing, not even its backends.
       const box = this.box();

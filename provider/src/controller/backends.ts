@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { type BackendConfig, backendsSchema } from "../domain/backend";
 import { propertyPath } from "../domain/property-path";
+import { specialPathReason } from "../domain/user-paths";
 import { UserError } from "../errors";
 
 /** The built-in backend used when none is configured (CONTRACT.md). */
@@ -34,6 +35,21 @@ function resolvePaths(backends: BackendConfig[], baseDir: string): BackendConfig
   return backends.map((b) => (b.node !== "local" ? b : { ...b, pools: b.pools.map((p) => ({ ...p, path: path.resolve(baseDir, p.path) })) }));
 }
 
+/**
+ * The first local pool whose folder is on one of the kernel's file systems (domain/user-paths.ts),
+ * as [backend index, pool index, path, why]. Pools on other nodes are paths there: their agent checks them.
+ */
+function specialPool(backends: BackendConfig[]): [number, number, string, string] | undefined {
+  for (const [i, b] of backends.entries()) {
+    if (b.node !== "local") continue;
+    for (const [j, p] of b.pools.entries()) {
+      const why = specialPathReason(p.path);
+      if (why) return [i, j, p.path, why];
+    }
+  }
+  return undefined;
+}
+
 /** Validate inline `backends` provider config. Relative pool paths are relative to the project folder. */
 export function parseInlineBackends(value: unknown, projectDir: string): BackendConfig[] {
   const r = backendsSchema.safeParse(value);
@@ -41,7 +57,22 @@ export function parseInlineBackends(value: unknown, projectDir: string): Backend
     const i = r.error.issues[0];
     throw new UserError("INVALID_INPUT", `${propertyPath(i.path, "backends")}: ${i.message}`, propertyPath(i.path, "backends"));
   }
-  return resolvePaths(r.data, projectDir);
+  const backends = resolvePaths(r.data, projectDir);
+  const bad = specialPool(backends);
+  if (bad) {
+    const prop = propertyPath([bad[0], "pools", bad[1], "path"], "backends");
+    throw new UserError("INVALID_INPUT", `${prop}: ${JSON.stringify(bad[2])} ${bad[3]}`, prop);
+  }
+  return backends;
+}
+
+/** The line of the node at `where` in a backends file, or of its nearest ancestor that has one (a missing key points at its parent). */
+function lineOf(doc: ReturnType<typeof parseDocument>, lineCounter: LineCounter, where: (string | number)[]): number {
+  for (let n = where.length; n > 0; n--) {
+    const node = doc.getIn(where.slice(0, n), true) as { range?: number[] } | undefined;
+    if (node && typeof node === "object" && node.range) return lineCounter.linePos(node.range[0]).line;
+  }
+  return 1;
 }
 
 /**
@@ -79,18 +110,16 @@ export function loadBackendsFile(file: string): BackendConfig[] {
     // An unknown key: point at the key itself, and name it.
     const unknownKey = issue.code === "unrecognized_keys" ? String(issue.keys[0]) : undefined;
     if (unknownKey !== undefined) where.push(unknownKey);
-    // Walk up until a node with a position exists (a missing key points at its parent).
-    let line = 1;
-    for (let n = where.length; n > 0; n--) {
-      const node = doc.getIn(where.slice(0, n), true) as { range?: number[] } | undefined;
-      if (node && typeof node === "object" && node.range) {
-        line = lineCounter.linePos(node.range[0]).line;
-        break;
-      }
-    }
+    const line = lineOf(doc, lineCounter, where);
     const prop = propertyPath(unknownKey !== undefined ? [...issue.path, unknownKey] : issue.path, "backends");
     const message = unknownKey !== undefined ? "unknown key" : issue.message;
     throw new UserError("INVALID_INPUT", `${file}:${line}: ${prop}: ${message}`, "backendsFile");
   }
-  return resolvePaths(r.data, path.dirname(path.resolve(file)));
+  const backends = resolvePaths(r.data, path.dirname(path.resolve(file)));
+  const bad = specialPool(backends);
+  if (bad) {
+    const line = lineOf(doc, lineCounter, ["backends", bad[0], "pools", bad[1], "path"]);
+    throw new UserError("INVALID_INPUT", `${file}:${line}: ${propertyPath([bad[0], "pools", bad[1], "path"], "backends")}: ${JSON.stringify(bad[2])} ${bad[3]}`, "backendsFile");
+  }
+  return backends;
 }

@@ -8,6 +8,8 @@ import { z } from "zod";
 import { UserError } from "../errors";
 import type { BackendConfig } from "../domain/backend";
 import { propertyPath } from "../domain/property-path";
+import { specialPathReason } from "../domain/user-paths";
+import { sqlitePathFromUrl } from "../store/sqlite-store";
 import { defaultBackends, loadBackendsFile, parseInlineBackends } from "./backends";
 
 export const hostAgentSchema = z.strictObject({
@@ -55,6 +57,14 @@ export function checkProviderConfig(raw: Record<string, unknown>): Array<[string
   return [];
 }
 
+/** Refuse a SQLite state on one of the kernel's file systems (domain/user-paths.ts), before anything is made there. */
+function checkStatePath(stateUrl: string, projectDir: string): void {
+  if (!stateUrl.startsWith("sqlite:")) return;
+  const file = sqlitePathFromUrl(stateUrl, projectDir);
+  const why = file === ":memory:" ? undefined : specialPathReason(path.dirname(file));
+  if (why) throw new UserError("INVALID_INPUT", `stateUrl: the state ${file}: its folder ${why}`, "stateUrl");
+}
+
 /**
  * Resolve the full configuration: provider config first, then env fallbacks
  * (`SDS_STATE_URL`, `SDS_BACKENDS_FILE`, `SDS_SECRET_KEY`, `SDS_AGENT_TOKEN`), then defaults.
@@ -69,6 +79,7 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
   }
   const c = r.data;
   const stateUrl = c.stateUrl ?? (env.SDS_STATE_URL || undefined) ?? "sqlite:.sds/state.db";
+  checkStatePath(stateUrl, projectDir);
   const secretKey = c.secretKey ?? (env.SDS_SECRET_KEY || undefined);
   const agentToken = c.agentToken ?? (env.SDS_AGENT_TOKEN || undefined);
   if (c.secretKey === undefined && secretKey !== undefined && Buffer.from(secretKey, "base64").length !== 32) {
