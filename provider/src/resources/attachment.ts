@@ -10,7 +10,7 @@ import type { ConnectionInfo } from "../domain/connection-info";
 import type { AttachmentRow } from "../store/store";
 import { type Props, UNKNOWN, isUnknown, reveal, secret } from "./values";
 import type { ProviderContext } from "./context";
-import { type PropertySpecs, checkProperties, diffProperties, withDefaults } from "./properties";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 
 const connectorSchema = z.strictObject({
@@ -97,6 +97,7 @@ export class AttachmentResource implements ResourceHandler {
   }
 
   async create(req: CreateRequest): Promise<{ id: string; outs: Props }> {
+    assertValidInputs(attachmentProperties, req.inputs);
     const c = await this.ctx.controller();
     const i = withDefaults(attachmentProperties, req.inputs);
     if (req.preview) {
@@ -131,6 +132,7 @@ export class AttachmentResource implements ResourceHandler {
    * diff): the export is made again and the device reconnected on its host, on the same path.
    */
   async update(req: UpdateRequest): Promise<Props> {
+    assertValidInputs(attachmentProperties, req.news);
     if (req.preview) return { ...req.oldOutputs, status: UNKNOWN, statusReason: UNKNOWN };
     const c = await this.ctx.controller();
     const a = await this.ctx.attachments();

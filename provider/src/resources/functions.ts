@@ -10,7 +10,9 @@ function parseArgs<T extends z.ZodType>(schema: T, args: Props): z.output<T> {
   const r = schema.safeParse(reveal(args));
   if (!r.success) {
     const i = r.error.issues[0];
-    const prop = i.path.map(String).join(".") || "args";
+    // A stray argument is named by its key (the issue's path is the object holding it).
+    const at = i.code === "unrecognized_keys" ? [...i.path, i.keys[0]] : i.path;
+    const prop = at.length > 0 ? at.map(String).join(".") : "args";
     throw new UserError("INVALID_INPUT", `${prop}: ${i.message}`, prop);
   }
   return r.data;

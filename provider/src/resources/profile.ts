@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { ProfileRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, reveal } from "./values";
 import type { ProviderContext } from "./context";
-import { type PropertySpecs, checkProperties, diffProperties, settleName, withDefaults } from "./properties";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 import { nameSchema } from "./volume";
 
@@ -57,6 +57,7 @@ export class ProfileResource implements ResourceHandler {
   }
 
   async create(req: CreateRequest): Promise<{ id: string; outs: Props }> {
+    assertValidInputs(profileProperties, req.inputs, { settled: ["name"] });
     const c = await this.ctx.controller();
     if (req.preview) {
       if (!Object.values(req.inputs).some(containsUnknown)) c.planProfile(spec(req.inputs));
@@ -74,6 +75,7 @@ export class ProfileResource implements ResourceHandler {
   }
 
   async update(req: UpdateRequest): Promise<Props> {
+    assertValidInputs(profileProperties, req.news, { settled: ["name"] });
     const c = await this.ctx.controller();
     if (req.preview) {
       const outs = withDefaults(profileProperties, req.news);

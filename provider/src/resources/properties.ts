@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import type { z } from "zod";
 import { propertyPath } from "../domain/property-path";
+import { UserError } from "../errors";
 import { type Props, containsUnknown, deepEqual, reveal } from "./values";
 import type { CheckFailure, CheckRequest, DiffKind, DiffResult } from "./resource";
 
@@ -41,6 +42,18 @@ export function checkProperties(specs: PropertySpecs, news: Props): CheckFailure
     }
   }
   return failures;
+}
+
+/**
+ * Check the inputs again where they are used (Create, Update): the engine sends checked inputs,
+ * but a caller that skipped Check must meet an error naming the input, not a failure deep in the
+ * scheduler or the store.
+ */
+export function assertValidInputs(specs: PropertySpecs, inputs: Props, options: { settled?: readonly string[] } = {}): void {
+  const failures = checkProperties(specs, inputs);
+  // What Check settles (the name) is there by Create: without it, Check was skipped.
+  for (const key of options.settled ?? []) if (inputs[key] === undefined || inputs[key] === null) failures.push({ property: key, reason: `${key} is required (Check gives one when the program does not)` });
+  if (failures.length > 0) throw new UserError("INVALID_INPUT", failures.map((f) => `${f.property}: ${f.reason}`).join("; "), failures[0].property);
 }
 
 function normalized(spec: PropertySpec | undefined, v: unknown): unknown {

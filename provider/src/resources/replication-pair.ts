@@ -7,7 +7,7 @@ import { z } from "zod";
 import type { PairRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, reveal } from "./values";
 import type { ProviderContext } from "./context";
-import { type PropertySpecs, checkProperties, diffProperties, withDefaults } from "./properties";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 
 export const pairProperties: PropertySpecs = {
@@ -66,6 +66,7 @@ export class ReplicationPairResource implements ResourceHandler {
   }
 
   async create(req: CreateRequest): Promise<{ id: string; outs: Props }> {
+    assertValidInputs(pairProperties, req.inputs);
     const i = withDefaults(pairProperties, req.inputs);
     if (req.preview) {
       return { id: "", outs: { ...i, secondaryVolumeId: UNKNOWN, replicationStatus: UNKNOWN, bytesTransferred: UNKNOWN, lastSyncAt: UNKNOWN, lagSeconds: UNKNOWN } };
@@ -97,6 +98,7 @@ export class ReplicationPairResource implements ResourceHandler {
   }
 
   async update(req: UpdateRequest): Promise<Props> {
+    assertValidInputs(pairProperties, req.news);
     const n = withDefaults(pairProperties, req.news);
     if (req.preview) {
       const changing = n.activeSide !== req.oldOutputs.activeSide || n.enabled !== req.oldOutputs.enabled;

@@ -5,7 +5,7 @@
  * - a secret is `{ [SIG_KEY]: SECRET_SIG, value }`.
  * Secrets must leave the provider wrapped, or the engine stores them in plain text.
  */
-import { Struct } from "google-protobuf/google/protobuf/struct_pb";
+import { Struct, Value } from "google-protobuf/google/protobuf/struct_pb";
 
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 export const SIG_KEY = "4dabf18193072939515e22adb298388d";
@@ -50,6 +50,50 @@ export function containsSecret(v: unknown): boolean {
   return false;
 }
 
+/** Where a secret wrapper sat in a decoded value: the keys (or array indexes) from the top down. */
+export type SecretPath = ReadonlyArray<string | number>;
+
+/**
+ * Split decoded properties into the plain values handlers work on and the paths where secret
+ * wrappers were. Why: a handler that sees `{ [SIG_KEY]: …, value }` where it expects a string
+ * sends an object to SQL or a command; the codec unwraps once, and {@link rewrapSecrets} puts
+ * the wrappers back on what leaves the provider.
+ */
+export function unwrapSecrets(props: Props): { plain: Props; secretPaths: SecretPath[] } {
+  const secretPaths: SecretPath[] = [];
+  const walk = (v: unknown, at: Array<string | number>): unknown => {
+    if (isSecret(v)) {
+      secretPaths.push(at);
+      return reveal(v.value);
+    }
+    if (Array.isArray(v)) return v.map((x, i) => walk(x, [...at, i]));
+    if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x, [...at, k])]));
+    return v;
+  };
+  return { plain: walk(props, []) as Props, secretPaths };
+}
+
+/**
+ * Wrap as secrets the values of `outs` found at `paths` (where the request had secrets), so an
+ * output that echoes a secret input stays secret. Absent, unknown and already secret values are
+ * left alone. Returns a copy; `outs` is not changed.
+ */
+export function rewrapSecrets(outs: Props, paths: readonly SecretPath[]): Props {
+  const wrapAt = (v: unknown, path: SecretPath): unknown => {
+    if (v === undefined || v === null || isUnknown(v) || isSecret(v)) return v;
+    if (path.length === 0) return secret(reveal(v));
+    const [head, ...rest] = path;
+    if (Array.isArray(v) && typeof head === "number" && head < v.length) return v.map((x, i) => (i === head ? wrapAt(x, rest) : x));
+    if (typeof v === "object" && !Array.isArray(v) && typeof head === "string" && Object.prototype.hasOwnProperty.call(v, head)) {
+      return { ...(v as Props), [head]: wrapAt((v as Props)[head], rest) };
+    }
+    return v;
+  };
+  let out: unknown = outs;
+  for (const p of paths) if (p.length > 0) out = wrapAt(out, p);
+  return out as Props;
+}
+
 /** Why: Struct cannot hold `undefined`; drop such keys so optional properties stay absent. */
 function dropUndefined(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(dropUndefined);
@@ -61,8 +105,36 @@ export function toStruct(props: Props): Struct {
   return Struct.fromJavaScript(dropUndefined(props) as Record<string, never>);
 }
 
+/**
+ * Decode a request's Struct. Not `Struct.toJavaScript()`: a Value with no kind set (no engine
+ * sends one, any client can) makes it throw, a bug's error for a bad request. Here such a value
+ * is null (absent), and every key is an own property (defined, never assigned).
+ */
 export function fromStruct(s: Struct | undefined): Props {
-  return s ? (s.toJavaScript() as Props) : {};
+  return s ? decodeFields(s) : {};
+}
+
+function decodeFields(s: Struct): Props {
+  const out: Props = {};
+  for (const [k, v] of s.getFieldsMap().entries()) Object.defineProperty(out, k, { value: decodeValue(v), enumerable: true, writable: true, configurable: true });
+  return out;
+}
+
+function decodeValue(v: Value): unknown {
+  switch (v.getKindCase()) {
+    case Value.KindCase.NUMBER_VALUE:
+      return v.getNumberValue();
+    case Value.KindCase.STRING_VALUE:
+      return v.getStringValue();
+    case Value.KindCase.BOOL_VALUE:
+      return v.getBoolValue();
+    case Value.KindCase.STRUCT_VALUE:
+      return decodeFields(v.getStructValue()!);
+    case Value.KindCase.LIST_VALUE:
+      return v.getListValue()!.getValuesList().map(decodeValue);
+    default:
+      return null;
+  }
 }
 
 /** Deep equality of two decoded values (maps compare by keys, not order). */

@@ -7,7 +7,7 @@ import { UserError } from "../errors";
 import type { VolumeRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, isUnknown } from "./values";
 import type { ProviderContext } from "./context";
-import { type PropertySpecs, checkProperties, diffProperties, isAutoName, nameFromUrn, settleName, withDefaults } from "./properties";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, isAutoName, nameFromUrn, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 
 export const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit");
@@ -137,6 +137,7 @@ export class VolumeResource implements ResourceHandler {
   }
 
   async create(req: CreateRequest): Promise<{ id: string; outs: Props }> {
+    assertValidInputs(volumeProperties, req.inputs, { settled: ["name"] });
     const c = await this.ctx.controller();
     if (req.preview) {
       const outs: Props = { ...withDefaults(volumeProperties, req.inputs) };
@@ -174,6 +175,7 @@ export class VolumeResource implements ResourceHandler {
 
   /** Input mapping, then the volume update use case (controller/update-volume.ts). */
   async update(req: UpdateRequest): Promise<Props> {
+    assertValidInputs(volumeProperties, req.news, { settled: ["name"] });
     if (req.preview) return { ...req.oldOutputs, ...withDefaults(volumeProperties, req.news), status: UNKNOWN };
     const s = spec(req.news);
     const previousSizeGib = Number(req.oldInputs.sizeGib ?? s.sizeGib);

@@ -26,7 +26,7 @@ import { type Handlers, sdsHandlers } from "../resources/handlers";
 
 export { type Handlers, sdsHandlers } from "../resources/handlers";
 import { EngineLog } from "./engine-log";
-import { type Props, containsUnknown, fromStruct, reveal, toStruct } from "../resources/values";
+import { type Props, containsUnknown, fromStruct, reveal, rewrapSecrets, toStruct, unwrapSecrets } from "../resources/values";
 
 /** Provider config keys whose non-string values the SDK sends JSON-encoded. */
 const jsonConfigKeys = new Set(["backends", "hosts"]);
@@ -204,28 +204,29 @@ export class ProviderServer implements ProviderContext {
         const h = this.resource(req.getType(), req.getUrn());
         const an = req.getAutonaming();
         const modes = ["propose", "enforce", "disable"] as const;
+        const news = unwrapSecrets(fromStruct(req.getNews()));
         const r = await h.check({
           urn: req.getUrn(),
           name: req.getName() || req.getUrn().split("::").pop() || "",
-          olds: fromStruct(req.getOlds()),
-          news: fromStruct(req.getNews()),
+          olds: plain(req.getOlds()),
+          news: news.plain,
           randomSeed: req.getRandomseed_asU8(),
           autonaming: an ? { proposedName: an.getProposedName(), mode: modes[an.getMode()] ?? "propose" } : undefined,
         });
         const res = new pb.CheckResponse();
-        res.setInputs(toStruct(r.inputs));
+        res.setInputs(toStruct(rewrapSecrets(r.inputs, news.secretPaths)));
         res.setFailuresList(r.failures.map((f) => checkFailure(f.property, f.reason)));
         return res;
       }),
       diff: unary(async (req: pb.DiffRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
-        const oldOutputs = fromStruct(req.getOlds());
+        const oldOutputs = plain(req.getOlds());
         const d = await h.diff({
           id: req.getId(),
           urn: req.getUrn(),
-          oldInputs: req.hasOldInputs() ? fromStruct(req.getOldInputs()) : oldOutputs,
+          oldInputs: req.hasOldInputs() ? plain(req.getOldInputs()) : oldOutputs,
           oldOutputs,
-          news: fromStruct(req.getNews()),
+          news: plain(req.getNews()),
           ignoreChanges: req.getIgnorechangesList(),
         });
         return this.diffResponse(d);
@@ -233,10 +234,11 @@ export class ProviderServer implements ProviderContext {
       create: unary(async (req: pb.CreateRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
         if (!req.getPreview()) await this.parts().allowWrites();
-        const r = await h.create({ urn: req.getUrn(), name: req.getName(), inputs: fromStruct(req.getProperties()), preview: req.getPreview() });
+        const inputs = unwrapSecrets(fromStruct(req.getProperties()));
+        const r = await h.create({ urn: req.getUrn(), name: req.getName(), inputs: inputs.plain, preview: req.getPreview() });
         const res = new pb.CreateResponse();
         res.setId(r.id);
-        res.setProperties(toStruct(r.outs));
+        res.setProperties(toStruct(rewrapSecrets(r.outs, inputs.secretPaths)));
         return res;
       }),
       read: unary(async (req: pb.ReadRequest) => {
@@ -248,41 +250,47 @@ export class ProviderServer implements ProviderContext {
             "stateUrl",
           );
         }
-        const r = await h.read({ id: req.getId(), urn: req.getUrn(), state: fromStruct(req.getProperties()), inputs: fromStruct(req.getInputs()) });
+        const state = unwrapSecrets(fromStruct(req.getProperties()));
+        const inputs = unwrapSecrets(fromStruct(req.getInputs()));
+        const r = await h.read({ id: req.getId(), urn: req.getUrn(), state: state.plain, inputs: inputs.plain });
         const res = new pb.ReadResponse();
         if (r) {
+          // What was secret in the old state or the old inputs stays secret in both answers.
+          const secretPaths = [...state.secretPaths, ...inputs.secretPaths];
           res.setId(r.id);
-          res.setProperties(toStruct(r.outs));
-          res.setInputs(toStruct(r.inputs));
+          res.setProperties(toStruct(rewrapSecrets(r.outs, secretPaths)));
+          res.setInputs(toStruct(rewrapSecrets(r.inputs, secretPaths)));
         }
         return res;
       }),
       update: unary(async (req: pb.UpdateRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
         if (!req.getPreview()) await this.parts().allowWrites();
-        const oldOutputs = fromStruct(req.getOlds());
+        const oldOutputs = unwrapSecrets(fromStruct(req.getOlds()));
+        const news = unwrapSecrets(fromStruct(req.getNews()));
         const outs = await h.update({
           id: req.getId(),
           urn: req.getUrn(),
-          oldOutputs,
-          oldInputs: req.hasOldInputs() ? fromStruct(req.getOldInputs()) : oldOutputs,
-          news: fromStruct(req.getNews()),
+          oldOutputs: oldOutputs.plain,
+          oldInputs: req.hasOldInputs() ? plain(req.getOldInputs()) : oldOutputs.plain,
+          news: news.plain,
           preview: req.getPreview(),
         });
         const res = new pb.UpdateResponse();
-        res.setProperties(toStruct(outs));
+        // An output secret before (the CHAP password) or a secret input stays secret.
+        res.setProperties(toStruct(rewrapSecrets(outs, [...oldOutputs.secretPaths, ...news.secretPaths])));
         return res;
       }),
       delete: unary(async (req: pb.DeleteRequest) => {
         const h = this.resource(req.getType(), req.getUrn());
         await this.parts().allowWrites();
-        await h.delete({ id: req.getId(), urn: req.getUrn(), state: fromStruct(req.getProperties()) });
+        await h.delete({ id: req.getId(), urn: req.getUrn(), state: plain(req.getProperties()) });
         return new Empty();
       }),
       invoke: unary(async (req: pb.InvokeRequest) => {
         const f = this.functions.get(req.getTok());
         if (!f) throw new UserError("INVALID_INPUT", `unknown function "${req.getTok()}"`);
-        const args = fromStruct(req.getArgs());
+        const args = plain(req.getArgs());
         const res = new pb.InvokeResponse();
         try {
           const r = await f.invoke(args, { preview: req.getPreview() });
@@ -330,14 +338,29 @@ export class ProviderServer implements ProviderContext {
     return res;
   }
 
-  /** User errors keep their message; anything else is a bug and keeps its stack for the report. */
+  /**
+   * A clean gRPC status: one line of well-formed text. Our errors (user errors, backend faults)
+   * keep their message; anything else is a bug, reported as "sds internal error: …" with its
+   * stack sent to the engine's debug log (`pulumi up --logtostderr -v=9`), not to the user.
+   */
   private toGrpcError(err: unknown): grpc.ServiceError {
     const e = err instanceof Error ? err : new Error(String(err));
     // A failure whose clean-up failed too (attach's rollback): the first error says what kind it is.
     const head = e instanceof AggregateError && e.errors[0] instanceof Error ? e.errors[0] : e;
     const code = (e as { code?: unknown }).code;
     const status = typeof code === "number" ? code : head instanceof UserError ? grpc.status.INVALID_ARGUMENT : grpc.status.UNKNOWN;
-    const message = head instanceof SdsError ? e.message : `${e.message}${e.stack ? `\n${e.stack}` : ""}`;
+    // A deliberate status (UNIMPLEMENTED for construct, …) is not a bug either.
+    const ours = head instanceof SdsError || typeof code === "number";
+    let message: string;
+    if (ours) {
+      // An error about an input names it (the engine shows the message, not the property).
+      const property = head instanceof UserError ? head.property : undefined;
+      message = oneLine(property && !e.message.includes(property) ? `${property}: ${e.message}` : e.message);
+    } else {
+      const first = oneLine(e.message.split("\n")[0] || e.name || "error");
+      message = `${first.startsWith("sds internal error") ? first : `sds internal error: ${first}`} (details in the debug log)`;
+      this.log("debug", wellFormed(`sds internal error: ${e.stack ?? e.message}`));
+    }
     return Object.assign(new Error(message), { code: status, details: message, metadata: new grpc.Metadata() }) as grpc.ServiceError;
   }
 
@@ -353,9 +376,33 @@ export class ProviderServer implements ProviderContext {
 
 function checkFailure(property: string, reason: string): pb.CheckFailure {
   const f = new pb.CheckFailure();
-  f.setProperty(property);
-  f.setReason(reason);
+  f.setProperty(wellFormed(property));
+  f.setReason(wellFormed(reason));
   return f;
+}
+
+/** The decoded properties with their secret wrappers removed (for inputs whose secrecy nothing returns). */
+function plain(s: Parameters<typeof fromStruct>[0]): Props {
+  return unwrapSecrets(fromStruct(s)).plain;
+}
+
+/**
+ * Lone UTF-16 surrogates (from an input such as "\ud800" echoed in a message) replaced by U+FFFD.
+ * Why: grpc-js percent-encodes the status message with encodeURIComponent, which throws on them,
+ * and that throw escapes every handler and ends the plugin.
+ */
+export function wellFormed(text: string): string {
+  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
+}
+
+/**
+ * One line, well-formed: a status message is shown as one line and must never carry a stack.
+ * A line break after a colon (a list that follows) becomes a space, any other one "; ".
+ */
+function oneLine(text: string): string {
+  return wellFormed(text)
+    .trim()
+    .replace(/([:;,])?[ \t]*\r?\n\s*/g, (_m, punct: string | undefined) => (punct ? `${punct} ` : "; "));
 }
 
 /** Start the server on 127.0.0.1, random port; resolves with the port. */
