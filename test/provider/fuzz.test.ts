@@ -205,6 +205,42 @@ function plainAnswer(a: Answer): Answer {
   return { ...a, outs: reveal(a.outs) as Props | undefined, inputs: reveal(a.inputs) as Props | undefined };
 }
 
+/** Strings inside secret wrappers anywhere in `v`. */
+function secretTexts(v: unknown, inSecret = false): string[] {
+  if (isSecret(v)) return secretTexts(v.value, true);
+  if (typeof v === "string") return inSecret ? [v] : [];
+  if (v && typeof v === "object") return Object.values(v).flatMap((x) => secretTexts(x, inSecret));
+  return [];
+}
+
+/**
+ * `b` (the request with more secrets) answers as `a` (the plain one) did: the same outcome, code,
+ * failing properties and (unwrapped) values. Its messages may differ only where they would quote
+ * one of its secrets, which the plugin masks ("***"): none of them shows in `b`, and with no such
+ * secret the messages are the same too.
+ */
+function expectSameAnswer(b: Answer, a: Answer, secretRequest: Props, plainRequest: Props): void {
+  const texts = (x: Answer) => [x.message ?? "", ...(x.failures ?? []).map(([, r]) => r)];
+  const shape = (x: Answer) => ({ ...plainAnswer(x), message: undefined, failures: x.failures?.map(([p]) => p) });
+  expect(shape(b)).toEqual(shape(a));
+  const maskable = secretTexts(secretRequest).filter((t) => t.length >= 3 && !secretTexts(plainRequest).includes(t));
+  if (maskable.length === 0) expect(texts(b)).toEqual(texts(a));
+  for (const t of maskable) for (const m of texts(b)) expect(shows(m, t) ? `${JSON.stringify(t)} shown in ${JSON.stringify(m)}` : "").toBe("");
+}
+
+/** Whether `secret` shows in `text` as a word of its own ("primary" is not shown by `primaryVolumeId`). */
+function shows(text: string, secret: string): boolean {
+  const word = /[\p{L}\p{N}_]/u;
+  for (let i = text.indexOf(secret); i >= 0; i = text.indexOf(secret, i + 1)) {
+    const before = text.slice(0, i);
+    const after = text.slice(i + secret.length);
+    const cutBefore = word.test([...secret][0]) && before !== "" && word.test([...before].pop()!);
+    const cutAfter = word.test([...secret].pop()!) && after !== "" && word.test([...after][0]);
+    if (!cutBefore && !cutAfter) return true;
+  }
+  return false;
+}
+
 /**
  * Paths (top-level and one level down) of values in `v` that are secret-wrapped. Not `__proto__`:
  * google-protobuf's map loses that key on the way (so no request of a JS client carries it).
@@ -524,6 +560,16 @@ test("a bug is reported as one line naming it an internal error; its stack goes 
   }
 });
 
+test("a secret input quoted by a check failure or an error is masked, as it would be printed", async () => {
+  const c = await check(VOL, "masked", { name: "fz-1234567", sizeGib: 1, profile: secret("hush-profile-42") });
+  expect(c.failures).toEqual([["profile", expect.stringContaining('no profile with id or name "***"')]]);
+  expect(c.inputs!.profile).toEqual(secret("hush-profile-42"));
+  const e = await create(VOL, "masked", { name: "fz-1234567", sizeGib: 1, profile: secret("hush-profile-42") }, true);
+  expect(e).toMatchObject({ ok: false, code: grpc.status.INVALID_ARGUMENT });
+  expect(e.message).toContain("profile");
+  expect(e.message).not.toContain("hush-profile-42");
+});
+
 test("a value with no kind set (no engine sends one, any client can) is read as absent", async () => {
   const news = struct({ name: "fz-1234567" });
   news.getFieldsMap().set("sizeGib", new Value());
@@ -557,7 +603,7 @@ describe.each(resources.map((rc) => [rc.type, rc] as const))("%s", (_type, rc) =
           expect(problems(a, keys)).toEqual([]);
           // The same answer, and secrets kept.
           expect(problems(b, keys)).toEqual([]);
-          expect(plainAnswer(b)).toEqual(plainAnswer(a));
+          expectSameAnswer(b, a, sNews, news);
           if (b.ok && (method === "check" || method === "create")) {
             const back = method === "check" ? b.inputs : b.outs;
             for (const k of secretKeys(sNews)) {
@@ -616,9 +662,10 @@ describe.each([
     const rc: ResourceCase = { type: tok, values };
     await fc.assert(
       fc.asyncProperty(inputsFor(rc), fc.array(fc.nat(), { minLength: 1, maxLength: 2 }), async (args, picks) => {
-        const [a, b] = await Promise.all([invoke(tok, args), invoke(tok, withSecrets(args, picks))]);
+        const sArgs = withSecrets(args, picks);
+        const [a, b] = await Promise.all([invoke(tok, args), invoke(tok, sArgs)]);
         expect(problems(a, keysOf(rc, args))).toEqual([]);
-        expect(plainAnswer(b)).toEqual(plainAnswer(a));
+        expectSameAnswer(b, a, sArgs, args);
       }),
       params(Math.round(RUNS / 4)),
     );

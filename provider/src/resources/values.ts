@@ -57,20 +57,28 @@ export type SecretPath = ReadonlyArray<string | number>;
  * Split decoded properties into the plain values handlers work on and the paths where secret
  * wrappers were. Why: a handler that sees `{ [SIG_KEY]: …, value }` where it expects a string
  * sends an object to SQL or a command; the codec unwraps once, and {@link rewrapSecrets} puts
- * the wrappers back on what leaves the provider.
+ * the wrappers back on what leaves the provider. `secretTexts`: the strings that were secret, to
+ * mask in messages ({@link maskSecretTexts}).
  */
-export function unwrapSecrets(props: Props): { plain: Props; secretPaths: SecretPath[] } {
+export function unwrapSecrets(props: Props): { plain: Props; secretPaths: SecretPath[]; secretTexts: string[] } {
   const secretPaths: SecretPath[] = [];
+  const secretTexts: string[] = [];
+  const texts = (v: unknown): void => {
+    if (typeof v === "string") secretTexts.push(v);
+    else if (v && typeof v === "object") Object.values(v).forEach(texts);
+  };
   const walk = (v: unknown, at: Array<string | number>): unknown => {
     if (isSecret(v)) {
       secretPaths.push(at);
-      return reveal(v.value);
+      const plain = reveal(v.value);
+      texts(plain);
+      return plain;
     }
     if (Array.isArray(v)) return v.map((x, i) => walk(x, [...at, i]));
     if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x, [...at, k])]));
     return v;
   };
-  return { plain: walk(props, []) as Props, secretPaths };
+  return { plain: walk(props, []) as Props, secretPaths, secretTexts };
 }
 
 /**
@@ -92,6 +100,26 @@ export function rewrapSecrets(outs: Props, paths: readonly SecretPath[]): Props 
   let out: unknown = outs;
   for (const p of paths) if (p.length > 0) out = wrapAt(out, p);
   return out as Props;
+}
+
+/**
+ * `text` with every secret string of 3 characters or more replaced by `***`, longest first (a
+ * secret inside another is not left half shown), where it stands as a word of its own: a secret
+ * "primary" leaves the property name `primaryVolumeId` readable. Why: a check failure or an error
+ * that quotes a secret input ("no profile named …") would print it in the CLI's output and logs.
+ * Shorter secrets are left alone: masking every "a" would make the message unreadable.
+ */
+export function maskSecretTexts(text: string, secrets: Iterable<string>): string {
+  let out = text;
+  for (const s of [...new Set(secrets)].filter((x) => x.length >= 3).sort((a, b) => b.length - a.length)) {
+    if (!out.includes(s)) continue;
+    const escaped = s.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&");
+    const word = /^[\p{L}\p{N}_]$/u;
+    const before = word.test([...s][0]) ? "(?<![\\p{L}\\p{N}_])" : "";
+    const after = word.test([...s].pop()!) ? "(?![\\p{L}\\p{N}_])" : "";
+    out = out.replace(new RegExp(`${before}${escaped}${after}`, "gu"), "***");
+  }
+  return out;
 }
 
 /** Why: Struct cannot hold `undefined`; drop such keys so optional properties stay absent. */

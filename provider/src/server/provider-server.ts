@@ -26,7 +26,7 @@ import { type Handlers, sdsHandlers } from "../resources/handlers";
 
 export { type Handlers, sdsHandlers } from "../resources/handlers";
 import { EngineLog } from "./engine-log";
-import { type Props, containsUnknown, fromStruct, reveal, rewrapSecrets, toStruct, unwrapSecrets } from "../resources/values";
+import { type Props, containsUnknown, fromStruct, maskSecretTexts, reveal, rewrapSecrets, toStruct, unwrapSecrets } from "../resources/values";
 
 /** Provider config keys whose non-string values the SDK sends JSON-encoded. */
 const jsonConfigKeys = new Set(["backends", "hosts"]);
@@ -131,11 +131,14 @@ export class ProviderServer implements ProviderContext {
 
   /** The grpc-js implementation object, one async function per RPC. */
   service(): grpc.UntypedServiceImplementation {
-    const unary = <Req, Res>(fn: (req: Req) => Promise<Res>) =>
+    // `secrets`: the strings the request carried as secrets (filled as it is decoded), masked in
+    // every message of the answer.
+    const unary = <Req, Res>(fn: (req: Req, secrets: Set<string>) => Promise<Res>) =>
       ((call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => {
-        fn(call.request).then(
+        const secrets = new Set<string>();
+        fn(call.request, secrets).then(
           (res) => callback(null, res),
-          (err) => callback(this.toGrpcError(err)),
+          (err) => callback(this.toGrpcError(err, secrets)),
         );
       }) as grpc.handleUnaryCall<Req, Res>;
 
@@ -160,8 +163,9 @@ export class ProviderServer implements ProviderContext {
         res.setSchema(this.options.schema);
         return res;
       }),
-      checkConfig: unary(async (req: pb.CheckRequest) => {
+      checkConfig: unary(async (req: pb.CheckRequest, secrets) => {
         const news = fromStruct(req.getNews());
+        for (const t of unwrapSecrets(news).secretTexts) secrets.add(t);
         const failures: Array<[string, string]> = [];
         const known = Object.fromEntries(Object.entries(news).filter(([, v]) => !containsUnknown(v)));
         const decoded = decodeProviderConfig(known);
@@ -176,7 +180,7 @@ export class ProviderServer implements ProviderContext {
         }
         const res = new pb.CheckResponse();
         res.setInputs(toStruct(news));
-        res.setFailuresList(failures.map(([p, r]) => checkFailure(p, r)));
+        res.setFailuresList(failures.map(([p, r]) => checkFailure(p, r, secrets)));
         return res;
       }),
       diffConfig: unary(async (req: pb.DiffRequest) => {
@@ -186,8 +190,9 @@ export class ProviderServer implements ProviderContext {
         const d = diffProperties({}, strip(olds), strip(news), req.getIgnorechangesList());
         return this.diffResponse(d);
       }),
-      configure: unary(async (req: pb.ConfigureRequest) => {
+      configure: unary(async (req: pb.ConfigureRequest, secrets) => {
         const args = req.hasArgs() ? fromStruct(req.getArgs()) : Object.fromEntries(req.getVariablesMap().toArray().map(([k, v]) => [k.split(":").pop() as string, v]));
+        for (const t of unwrapSecrets(args).secretTexts) secrets.add(t);
         const decoded = decodeProviderConfig(Object.fromEntries(Object.entries(args).filter(([, v]) => !containsUnknown(v))));
         this.config = resolveProviderConfig(decoded, this.rootDir);
         this.composition = undefined;
@@ -200,48 +205,51 @@ export class ProviderServer implements ProviderContext {
         res.setSupportsAutonamingConfiguration(true);
         return res;
       }),
-      check: unary(async (req: pb.CheckRequest) => {
+      check: unary(async (req: pb.CheckRequest, secrets) => {
         const h = this.resource(req.getType(), req.getUrn());
         const an = req.getAutonaming();
         const modes = ["propose", "enforce", "disable"] as const;
-        const news = unwrapSecrets(fromStruct(req.getNews()));
+        const news = decode(req.getNews(), secrets);
+        const olds = decode(req.getOlds(), secrets);
         const r = await h.check({
           urn: req.getUrn(),
           name: req.getName() || req.getUrn().split("::").pop() || "",
-          olds: plain(req.getOlds()),
+          olds: olds.plain,
           news: news.plain,
           randomSeed: req.getRandomseed_asU8(),
           autonaming: an ? { proposedName: an.getProposedName(), mode: modes[an.getMode()] ?? "propose" } : undefined,
         });
         const res = new pb.CheckResponse();
-        res.setInputs(toStruct(rewrapSecrets(r.inputs, news.secretPaths)));
-        res.setFailuresList(r.failures.map((f) => checkFailure(f.property, f.reason)));
+        // A value settled from the old inputs (the name) keeps the secrecy it had there.
+        const settled = olds.secretPaths.filter((p) => !(String(p[0]) in news.plain));
+        res.setInputs(toStruct(rewrapSecrets(r.inputs, [...news.secretPaths, ...settled])));
+        res.setFailuresList(r.failures.map((f) => checkFailure(f.property, f.reason, secrets)));
         return res;
       }),
-      diff: unary(async (req: pb.DiffRequest) => {
+      diff: unary(async (req: pb.DiffRequest, secrets) => {
         const h = this.resource(req.getType(), req.getUrn());
-        const oldOutputs = plain(req.getOlds());
+        const oldOutputs = decode(req.getOlds(), secrets).plain;
         const d = await h.diff({
           id: req.getId(),
           urn: req.getUrn(),
-          oldInputs: req.hasOldInputs() ? plain(req.getOldInputs()) : oldOutputs,
+          oldInputs: req.hasOldInputs() ? decode(req.getOldInputs(), secrets).plain : oldOutputs,
           oldOutputs,
-          news: plain(req.getNews()),
+          news: decode(req.getNews(), secrets).plain,
           ignoreChanges: req.getIgnorechangesList(),
         });
         return this.diffResponse(d);
       }),
-      create: unary(async (req: pb.CreateRequest) => {
+      create: unary(async (req: pb.CreateRequest, secrets) => {
         const h = this.resource(req.getType(), req.getUrn());
         if (!req.getPreview()) await this.parts().allowWrites();
-        const inputs = unwrapSecrets(fromStruct(req.getProperties()));
+        const inputs = decode(req.getProperties(), secrets);
         const r = await h.create({ urn: req.getUrn(), name: req.getName(), inputs: inputs.plain, preview: req.getPreview() });
         const res = new pb.CreateResponse();
         res.setId(r.id);
         res.setProperties(toStruct(rewrapSecrets(r.outs, inputs.secretPaths)));
         return res;
       }),
-      read: unary(async (req: pb.ReadRequest) => {
+      read: unary(async (req: pb.ReadRequest, secrets) => {
         const h = this.resource(req.getType(), req.getUrn());
         if (await this.parts().stateMissing()) {
           throw new UserError(
@@ -250,8 +258,8 @@ export class ProviderServer implements ProviderContext {
             "stateUrl",
           );
         }
-        const state = unwrapSecrets(fromStruct(req.getProperties()));
-        const inputs = unwrapSecrets(fromStruct(req.getInputs()));
+        const state = decode(req.getProperties(), secrets);
+        const inputs = decode(req.getInputs(), secrets);
         const r = await h.read({ id: req.getId(), urn: req.getUrn(), state: state.plain, inputs: inputs.plain });
         const res = new pb.ReadResponse();
         if (r) {
@@ -263,16 +271,16 @@ export class ProviderServer implements ProviderContext {
         }
         return res;
       }),
-      update: unary(async (req: pb.UpdateRequest) => {
+      update: unary(async (req: pb.UpdateRequest, secrets) => {
         const h = this.resource(req.getType(), req.getUrn());
         if (!req.getPreview()) await this.parts().allowWrites();
-        const oldOutputs = unwrapSecrets(fromStruct(req.getOlds()));
-        const news = unwrapSecrets(fromStruct(req.getNews()));
+        const oldOutputs = decode(req.getOlds(), secrets);
+        const news = decode(req.getNews(), secrets);
         const outs = await h.update({
           id: req.getId(),
           urn: req.getUrn(),
           oldOutputs: oldOutputs.plain,
-          oldInputs: req.hasOldInputs() ? plain(req.getOldInputs()) : oldOutputs.plain,
+          oldInputs: req.hasOldInputs() ? decode(req.getOldInputs(), secrets).plain : oldOutputs.plain,
           news: news.plain,
           preview: req.getPreview(),
         });
@@ -281,24 +289,24 @@ export class ProviderServer implements ProviderContext {
         res.setProperties(toStruct(rewrapSecrets(outs, [...oldOutputs.secretPaths, ...news.secretPaths])));
         return res;
       }),
-      delete: unary(async (req: pb.DeleteRequest) => {
+      delete: unary(async (req: pb.DeleteRequest, secrets) => {
         const h = this.resource(req.getType(), req.getUrn());
         await this.parts().allowWrites();
-        await h.delete({ id: req.getId(), urn: req.getUrn(), state: plain(req.getProperties()) });
+        await h.delete({ id: req.getId(), urn: req.getUrn(), state: decode(req.getProperties(), secrets).plain });
         return new Empty();
       }),
-      invoke: unary(async (req: pb.InvokeRequest) => {
+      invoke: unary(async (req: pb.InvokeRequest, secrets) => {
         const f = this.functions.get(req.getTok());
         if (!f) throw new UserError("INVALID_INPUT", `unknown function "${req.getTok()}"`);
-        const args = plain(req.getArgs());
+        const args = decode(req.getArgs(), secrets).plain;
         const res = new pb.InvokeResponse();
         try {
           const r = await f.invoke(args, { preview: req.getPreview() });
           res.setReturn(toStruct(r.outputs));
-          res.setFailuresList((r.failures ?? []).map((x) => checkFailure(x.property, x.reason)));
+          res.setFailuresList((r.failures ?? []).map((x) => checkFailure(x.property, x.reason, secrets)));
         } catch (err) {
           if (!(err instanceof UserError)) throw err;
-          res.setFailuresList([checkFailure(err.property ?? "", err.message)]);
+          res.setFailuresList([checkFailure(err.property ?? "", err.message, secrets)]);
         }
         return res;
       }),
@@ -343,7 +351,7 @@ export class ProviderServer implements ProviderContext {
    * keep their message; anything else is a bug, reported as "sds internal error: …" with its
    * stack sent to the engine's debug log (`pulumi up --logtostderr -v=9`), not to the user.
    */
-  private toGrpcError(err: unknown): grpc.ServiceError {
+  private toGrpcError(err: unknown, secrets: ReadonlySet<string> = new Set()): grpc.ServiceError {
     const e = err instanceof Error ? err : new Error(String(err));
     // A failure whose clean-up failed too (attach's rollback): the first error says what kind it is.
     const head = e instanceof AggregateError && e.errors[0] instanceof Error ? e.errors[0] : e;
@@ -355,11 +363,11 @@ export class ProviderServer implements ProviderContext {
     if (ours) {
       // An error about an input names it (the engine shows the message, not the property).
       const property = head instanceof UserError ? head.property : undefined;
-      message = oneLine(property && !e.message.includes(property) ? `${property}: ${e.message}` : e.message);
+      message = oneLine(maskSecretTexts(property && !e.message.includes(property) ? `${property}: ${e.message}` : e.message, secrets));
     } else {
-      const first = oneLine(e.message.split("\n")[0] || e.name || "error");
+      const first = oneLine(maskSecretTexts(e.message.split("\n")[0] || e.name || "error", secrets));
       message = `${first.startsWith("sds internal error") ? first : `sds internal error: ${first}`} (details in the debug log)`;
-      this.log("debug", wellFormed(`sds internal error: ${e.stack ?? e.message}`));
+      this.log("debug", wellFormed(maskSecretTexts(`sds internal error: ${e.stack ?? e.message}`, secrets)));
     }
     return Object.assign(new Error(message), { code: status, details: message, metadata: new grpc.Metadata() }) as grpc.ServiceError;
   }
@@ -374,16 +382,18 @@ export class ProviderServer implements ProviderContext {
   }
 }
 
-function checkFailure(property: string, reason: string): pb.CheckFailure {
+function checkFailure(property: string, reason: string, secrets: ReadonlySet<string>): pb.CheckFailure {
   const f = new pb.CheckFailure();
   f.setProperty(wellFormed(property));
-  f.setReason(wellFormed(reason));
+  f.setReason(wellFormed(maskSecretTexts(reason, secrets)));
   return f;
 }
 
-/** The decoded properties with their secret wrappers removed (for inputs whose secrecy nothing returns). */
-function plain(s: Parameters<typeof fromStruct>[0]): Props {
-  return unwrapSecrets(fromStruct(s)).plain;
+/** Decode a request's properties, secret wrappers removed (their paths kept) and their strings added to `secrets`. */
+function decode(s: Parameters<typeof fromStruct>[0], secrets: Set<string>): ReturnType<typeof unwrapSecrets> {
+  const r = unwrapSecrets(fromStruct(s));
+  for (const t of r.secretTexts) secrets.add(t);
+  return r;
 }
 
 /**
