@@ -3,7 +3,7 @@
  *
  *   sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]
  *   sds state migrate --from URL [--to URL] [--project DIR]
- *   sds state check [--state URL] [--project DIR]
+ *   sds state check [--state URL] [--project DIR] [--stack NAME]
  *
  * `sds replicate` syncs every enabled replication pair on its primary whose last sync is older
  * than its rpoSeconds (every such pair with --all), as the embedded controller has no agent to do
@@ -27,8 +27,9 @@
  * `sds state check` says in one line whether a state is sound, changing nothing: for SQLite,
  * `PRAGMA integrity_check` and the migrations applied; for PostgreSQL, that it connects and holds
  * an sds state whose migrations this sds knows. The state is --state, else the stack's
- * sds:stateUrl, else SDS_STATE_URL, else sqlite:.sds/state.db in --project (default the current
- * folder). Exits 0 when sound, 1 when not (missing, damaged, unreachable), 2 on a usage error.
+ * sds:stateUrl (of --stack, or the one stack that sets sds: keys), else SDS_STATE_URL, else
+ * sqlite:.sds/state.db in --project (default the current folder). Exits 0 when sound, 1 when
+ * not (missing, damaged, unreachable), 2 on a usage error.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -48,7 +49,7 @@ import type { Store } from "./store/store";
 const USAGE =
   "usage: sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]\n" +
   "       sds state migrate --from URL [--to URL] [--project DIR]\n" +
-  "       sds state check [--state URL] [--project DIR]\n" +
+  "       sds state check [--state URL] [--project DIR] [--stack NAME]\n" +
   "         URL: sqlite:<path> (relative to --project) or postgres://user:pw@host:port/db?sslmode=…;\n" +
   "         --to defaults to SDS_STATE_URL (prefer it for a password: a command line shows in ps)\n";
 
