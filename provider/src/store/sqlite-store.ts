@@ -57,10 +57,19 @@ export const BUSY_SLICE_MS = 100;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * Whether `err` comes from SQLite. By name and code, not `instanceof`: better-sqlite3's native
+ * part keeps the first SqliteError class it was given, so where modules are loaded twice (jest
+ * test files in one worker) its errors are instances of another copy.
+ */
+function isSqliteError(err: unknown): err is Error & { code: string } {
+  const code = (err as { code?: unknown }).code;
+  return err instanceof Error && (err instanceof Database.SqliteError || err.name === "SqliteError") && typeof code === "string" && code.startsWith("SQLITE_");
+}
+
 /** Whether `err` is SQLite saying another connection holds the lock it needs. */
 function isBusy(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return err instanceof Database.SqliteError && typeof code === "string" && /^SQLITE_BUSY/.test(code);
+  return isSqliteError(err) && /^SQLITE_BUSY/.test(err.code);
 }
 
 /**
@@ -111,7 +120,7 @@ export function lockHolders(file: string): string | undefined {
 export function sqliteStateFault(err: unknown, file: string, action = "use"): unknown {
   if (err instanceof SdsError || !(err instanceof Error)) return err;
   const code = String((err as { code?: unknown }).code ?? "");
-  const sqlite = err instanceof Database.SqliteError;
+  const sqlite = isSqliteError(err);
   const detail = `${err.message.split("\n")[0]}${code && !err.message.includes(code) ? ` (${code})` : ""}`;
   const errno = !sqlite && action !== "use" ? code : "";
   if (sqlite && /^SQLITE_(CORRUPT|NOTADB)/.test(code)) {
