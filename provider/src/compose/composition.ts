@@ -136,11 +136,14 @@ export class Composition {
         this.deferredFile.swap(await SqliteStore.open(this.deferredFile.file));
         this.deferredFile = undefined;
       }
-      // This machine's run folder, private (pidfiles, CHAP hashes, connection records), beside a SQLite state made 0700 too.
+      // This machine's run folder, private (pidfiles, CHAP hashes, connection records): beside a
+      // SQLite state, in the project's .sds for a PostgreSQL one (or SDS_RUN_DIR); made 0700 here,
+      // before a target or connector makes it with the default mode.
       const s = this.state;
-      if (s.kind === "sqlite" && s.file !== ":memory:") {
+      if (s.kind === "postgres" || s.file !== ":memory:") {
+        const where = s.kind === "postgres" ? "the project's .sds, or SDS_RUN_DIR" : "beside the state, or SDS_RUN_DIR";
         await makeFolder(this.runDir(), { mode: 0o700 }).catch((err: Error) => {
-          throw new UserError("INVALID_INPUT", `stateUrl: cannot make the run folder ${this.runDir()} (beside the state, or SDS_RUN_DIR): ${err.message}`, "stateUrl", { cause: err });
+          throw new UserError("INVALID_INPUT", `stateUrl: cannot make the run folder ${this.runDir()} (${where}): ${err.message}`, "stateUrl", { cause: err });
         });
       }
       // The key first: a runner with another key records nothing, not even its backends.

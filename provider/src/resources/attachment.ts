@@ -8,6 +8,7 @@
 import { z } from "zod";
 import type { ConnectionInfo } from "../domain/connection-info";
 import type { AttachmentRow } from "../store/store";
+import { UserError } from "../errors";
 import { type Props, UNKNOWN, isUnknown, reveal, secret } from "./values";
 import type { ProviderContext } from "./context";
 import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, withDefaults } from "./properties";
@@ -78,7 +79,10 @@ export class AttachmentResource implements ResourceHandler {
     if (!id) return false;
     try {
       return (await (await this.ctx.attachments({ reconcile: false })).health(id, { fence: false })).status === "broken";
-    } catch {
+    } catch (err) {
+      // A host or daemon that cannot answer is not a finding; the state itself failing (damaged,
+      // unreachable, another key) is the run's error, never a silent "no change".
+      if (err instanceof UserError) throw err;
       return false;
     }
   }
