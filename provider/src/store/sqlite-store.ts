@@ -63,8 +63,12 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * test files in one worker) its errors are instances of another copy.
  */
 function isSqliteError(err: unknown): err is Error & { code: string } {
-  const code = (err as { code?: unknown }).code;
-  return err instanceof Error && (err instanceof Database.SqliteError || err.name === "SqliteError") && typeof code === "string" && code.startsWith("SQLITE_");
+  if (typeof err !== "object" || err === null) return false;
+  // Not `instanceof Error` either: an error made in another realm (jest runs each test file in a
+  // vm context of its own, and the native part keeps the first class it was given) is no
+  // instance of this realm's Error.
+  const { code, name } = err as { code?: unknown; name?: unknown };
+  return (err instanceof Database.SqliteError || name === "SqliteError") && typeof code === "string" && code.startsWith("SQLITE_");
 }
 
 /** Whether `err` is SQLite saying another connection holds the lock it needs. */
@@ -118,9 +122,10 @@ export function lockHolders(file: string): string | undefined {
  * work, not to the state.
  */
 export function sqliteStateFault(err: unknown, file: string, action = "use"): unknown {
-  if (err instanceof SdsError || !(err instanceof Error)) return err;
-  const code = String((err as { code?: unknown }).code ?? "");
+  if (err instanceof SdsError) return err;
   const sqlite = isSqliteError(err);
+  if (!sqlite && !(err instanceof Error)) return err;
+  const code = String((err as { code?: unknown }).code ?? "");
   const detail = `${err.message.split("\n")[0]}${code && !err.message.includes(code) ? ` (${code})` : ""}`;
   const errno = !sqlite && action !== "use" ? code : "";
   if (sqlite && /^SQLITE_(CORRUPT|NOTADB)/.test(code)) {
