@@ -108,7 +108,7 @@ describe.each(factories.filter((x) => !x.skip))("Store contract: $name", (factor
   describe("rows", () => {
     test("volumes: insert, get by id and name, list in creation order and by pool, update returns the row, delete", async () => {
       const a = volume({ createdAt: "2026-11-01T00:00:01.000Z" });
-      const b = volume({ poolId: "b1/p2", multiAttach: true, createdAt: "2026-11-01T00:00:00.000Z" });
+      const b = volume({ poolId: "b1/p2", multiAttach: true, owner: "urn:b", status: "creating", createdAt: "2026-11-01T00:00:00.000Z" });
       await store.insertVolume(a);
       await store.insertVolume(b);
       expect(await store.getVolume(a.id)).toEqual(a);
@@ -116,6 +116,8 @@ describe.each(factories.filter((x) => !x.skip))("Store contract: $name", (factor
       expect(await store.getVolume("nope")).toBeUndefined();
       expect((await store.listVolumes()).map((v) => v.id)).toEqual([b.id, a.id]);
       expect(await store.listVolumes({ poolId: "b1/p2" })).toEqual([b]);
+      expect(await store.listVolumes({ owner: "urn:b", status: "creating" })).toEqual([b]);
+      expect(await store.listVolumes({ owner: "urn:b", status: "available" })).toEqual([]);
       expect(await store.updateVolume(a.id, { status: "in-use", metadata: { x: "y" }, updatedAt: "later" })).toEqual({ ...a, status: "in-use", metadata: { x: "y" }, updatedAt: "later" });
       await expect(store.updateVolume("nope", { status: "error" })).rejects.toMatchObject({ code: "NOT_FOUND" });
       await refused(store.insertVolume({ ...volume(), name: a.name }));

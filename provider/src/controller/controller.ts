@@ -165,8 +165,8 @@ export class Controller {
       // became available) left a `creating` row; the engine's retry may carry a new auto-name.
       // The URN is the resource: the row is adopted under the new name, never left to hold
       // capacity and bytes that no program owns.
-      const cut = (await tx.listVolumes()).find(
-        (v) => v.owner === owner && v.status === "creating" && v.sizeGib === spec.sizeGib && v.profileId === (profileId ?? null) && v.sourceVolumeId === (spec.sourceVolumeId ?? null) && (!spec.placeOn || v.backendName === spec.placeOn.backend),
+      const cut = (await tx.listVolumes({ owner, status: "creating" })).find(
+        (v) => v.sizeGib === spec.sizeGib && v.profileId === (profileId ?? null) && v.sourceVolumeId === (spec.sourceVolumeId ?? null) && (!spec.placeOn || v.backendName === spec.placeOn.backend),
       );
       if (cut) {
         const renamed = await tx.updateVolume(cut.id, { name: spec.name, description: spec.description, metadata: spec.metadata, updatedAt: this.now().toISOString() });

@@ -48,7 +48,7 @@ export class PostgresTables implements StoreOps {
     return this.getOne("volumes", volumeColumns, "name", name);
   }
 
-  async listVolumes(filter: { poolId?: string } = {}): Promise<VolumeRow[]> {
+  async listVolumes(filter: Partial<Pick<VolumeRow, "poolId" | "owner" | "status">> = {}): Promise<VolumeRow[]> {
     return this.selectWhere("volumes", volumeColumns, filter, byCreation);
   }
 

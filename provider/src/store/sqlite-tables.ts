@@ -51,7 +51,7 @@ export class SqliteTables implements SyncOps {
     return r && volumeFromRow(r);
   }
 
-  listVolumes(filter: { poolId?: string } = {}): VolumeRow[] {
+  listVolumes(filter: Partial<Pick<VolumeRow, "poolId" | "owner" | "status">> = {}): VolumeRow[] {
     return this.selectWhere("volumes", volumeColumns, filter, "created_at, id").map(volumeFromRow);
   }
 

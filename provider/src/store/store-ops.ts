@@ -15,7 +15,7 @@ export abstract class TableOps<T extends StoreTables> implements StoreOps {
 
   getVolume(id: string) { return this.run((t) => t.getVolume(id)); }
   getVolumeByName(name: string) { return this.run((t) => t.getVolumeByName(name)); }
-  listVolumes(filter?: { poolId?: string }) { return this.run((t) => t.listVolumes(filter)); }
+  listVolumes(filter?: Partial<Pick<VolumeRow, "poolId" | "owner" | "status">>) { return this.run((t) => t.listVolumes(filter)); }
   insertVolume(row: VolumeRow) { return this.run((t) => t.insertVolume(row)); }
   updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>) { return this.run((t) => t.updateVolume(id, changes)); }
   deleteVolume(id: string) { return this.run((t) => t.deleteVolume(id)); }

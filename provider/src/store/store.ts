@@ -146,7 +146,8 @@ export interface PairRow {
 export interface StoreOps {
   getVolume(id: string): Promise<VolumeRow | undefined>;
   getVolumeByName(name: string): Promise<VolumeRow | undefined>;
-  listVolumes(filter?: { poolId?: string }): Promise<VolumeRow[]>;
+  /** Volumes, oldest first; each filter key given must equal (`owner` + `status`: a resource's cut-short creates). */
+  listVolumes(filter?: Partial<Pick<VolumeRow, "poolId" | "owner" | "status">>): Promise<VolumeRow[]>;
   insertVolume(row: VolumeRow): Promise<void>;
   /** Change a volume and return it as it is now; NOT_FOUND when it does not exist. */
   updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): Promise<VolumeRow>;
