@@ -63,6 +63,17 @@ test("malformed YAML names the line", () => {
   expect(() => loadBackendsFile(f)).toThrow(new RegExp(`^${f}:\\d+: invalid YAML`));
 });
 
+test("a key indented too deep names its own line, not the line above (issue 12)", () => {
+  // YAML reads "path" as the rest of "p0" on the line above: the parser's error starts on line 5.
+  const f = write("backends:\n  - name: fast\n    driver: file\n    pools:\n      - name: p0\n          path: pools/p0\n");
+  expect(() => loadBackendsFile(f)).toThrow(`${f}:6: invalid YAML: "path" is indented deeper than the keys beside it, so it reads as part of the value on line 5`);
+  const g = write("backends:\n  - name: fast\n      driver: file\n    pools: []\n");
+  expect(() => loadBackendsFile(g)).toThrow(`${g}:3: invalid YAML: "driver" is indented deeper`);
+  // Other indentation faults already pointed at their own line, and still do.
+  expect(() => loadBackendsFile(write("backends:\n  - name: fast\n    driver: file\n    pools:\n      - name: p0\n     path: pools/p0\n"))).toThrow(/backends\.yaml:6: invalid YAML: All mapping items must start at the same column/);
+  expect(() => loadBackendsFile(write("backends:\n  - name: fast\n   driver: file\n    pools: []\n"))).toThrow(/backends\.yaml:3: invalid YAML/);
+});
+
 test("duplicate names and unknown replication targets are refused", () => {
   expect(() => loadBackendsFile(write(good.replace("name: slow", "name: fast")))).toThrow(/duplicate backend name "fast"/);
   expect(() => loadBackendsFile(write(good.replace("backend: slow", "backend: nowhere")))).toThrow(/replicationTargets\[0\]\.backend: no backend named "nowhere"/);

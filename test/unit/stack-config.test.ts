@@ -26,6 +26,12 @@ const sds = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   });
 
 describe("readStackConfig", () => {
+  test("a stack file with a key indented too deep names that key's line (issue 12)", () => {
+    const file = path.join(dir, "Pulumi.dev.yaml");
+    fs.writeFileSync(file, "config:\n  sds:stateUrl: sqlite:state.db\n    sds:backendsFile: backends.yaml\n");
+    expect(() => readStackConfig(dir)).toThrow(`${file}:3: invalid YAML: "sds:backendsFile" is indented deeper than the keys beside it, so it reads as part of the value on line 2`);
+  });
+
   test("the one stack that configures sds: its plain values, and the keys it holds encrypted", () => {
     fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), "config:\n  sds:backendsFile: backends.yaml\n  sds:agentToken:\n    secure: AAABAKz\n  other:key: 1\n");
     fs.writeFileSync(path.join(dir, "Pulumi.unrelated.yaml"), "config:\n  aws:region: x\n");

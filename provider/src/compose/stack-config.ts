@@ -5,7 +5,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse } from "yaml";
+import { LineCounter, parseDocument } from "yaml";
+import { yamlError } from "../controller/backends";
 import { UserError } from "../errors";
 
 /** Keys of the provider config an operator command can take from a stack file. */
@@ -66,12 +67,16 @@ function listStackFiles(projectDir: string): Array<{ stack: string; file: string
 
 /** `config: {"sds:key": value}` → `{key: value}`. */
 function sdsValues(file: string): Record<string, unknown> {
-  let doc: unknown;
+  let text: string;
   try {
-    doc = parse(fs.readFileSync(file, "utf8"));
+    text = fs.readFileSync(file, "utf8");
   } catch (err) {
     throw new UserError("INVALID_INPUT", `${file}: not a readable stack file: ${(err as Error).message}`, "stack");
   }
+  const lineCounter = new LineCounter();
+  const parsed = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (parsed.errors.length > 0) throw new UserError("INVALID_INPUT", yamlError(file, text, parsed.errors, lineCounter), "stack");
+  const doc: unknown = parsed.toJS();
   const config = (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(config)) if (k.startsWith("sds:")) out[k.slice(4)] = v;

@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LineCounter, parseDocument } from "yaml";
+import { LineCounter, type YAMLError, parseDocument } from "yaml";
 import { type BackendConfig, backendsSchema } from "../domain/backend";
 import { propertyPath } from "../domain/property-path";
 import { specialPathReason } from "../domain/user-paths";
@@ -76,6 +76,24 @@ function lineOf(doc: ReturnType<typeof parseDocument>, lineCounter: LineCounter,
 }
 
 /**
+ * `file:line: invalid YAML: …` for the first error, on the line at fault. A key indented deeper
+ * than its siblings is read by YAML as the rest of the value above it (`name: p0` + `path` makes a
+ * two-line key), and the error's start is on that value's line, one line early: the faulty line is
+ * the one where that key ends.
+ */
+export function yamlError(file: string, text: string, errors: readonly YAMLError[], lineCounter: LineCounter): string {
+  const first = errors[0];
+  const multiLineKey = first.code === "BLOCK_AS_IMPLICIT_KEY" || first.code === "MULTILINE_IMPLICIT_KEY" ? errors.find((e) => e.code === "MULTILINE_IMPLICIT_KEY") : undefined;
+  if (multiLineKey) {
+    const lines = text.slice(multiLineKey.pos[0], multiLineKey.pos[1]).split("\n");
+    const key = lines[lines.length - 1].trim();
+    const above = lineCounter.linePos(multiLineKey.pos[0]).line;
+    return `${file}:${lineCounter.linePos(multiLineKey.pos[1]).line}: invalid YAML: "${key}" is indented deeper than the keys beside it, so it reads as part of the value on line ${above}`;
+  }
+  return `${file}:${lineCounter.linePos(first.pos[0]).line}: invalid YAML: ${first.message.split("\n")[0]}`;
+}
+
+/**
  * Read and validate a backends YAML file (top-level key `backends`). Relative pool paths are
  * relative to the file's folder. Errors carry `file:line`.
  */
@@ -88,11 +106,7 @@ export function loadBackendsFile(file: string): BackendConfig[] {
   }
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0];
-    const { line } = lineCounter.linePos(e.pos[0]);
-    throw new UserError("INVALID_INPUT", `${file}:${line}: invalid YAML: ${e.message.split("\n")[0]}`, "backendsFile");
-  }
+  if (doc.errors.length > 0) throw new UserError("INVALID_INPUT", yamlError(file, text, doc.errors, lineCounter), "backendsFile");
   const data = doc.toJS() as unknown;
   if (data === null || typeof data !== "object" || Array.isArray(data) || !("backends" in data)) {
     throw new UserError("INVALID_INPUT", `${file}:1: expected a mapping with a top-level key "backends"`, "backendsFile");
