@@ -52,6 +52,22 @@ test("a malformed backends file names the file and line", async () => {
   await p.ok(["config", "rm", "sds:backendsFile"]);
 });
 
+test("a typo in an extra-spec key shows the value written, not {<nil>} (issue 12)", async () => {
+  // The engine looks a failure's property up as a top-level key: a nested path printed {<nil>}.
+  await p.config({ size: 1, specs: JSON.stringify({ diskTyp: "SSD" }) });
+  await fails(/sds:index:Profile resource 'gold': property extraSpecs value \{map\[diskTyp:\{SSD\}\]\} has a problem: extraSpecs\["diskTyp"\]: no pool has or could have "diskTyp"; did you mean "diskType"\?/);
+  expect((await p.run(["preview"])).stdout).not.toContain("<nil>");
+  await p.ok(["config", "rm", "specs"]);
+});
+
+test("a backends key indented too deep names its own line (issue 12)", async () => {
+  const file = path.join(p.dir, "backends.yaml");
+  fs.writeFileSync(file, "backends:\n  - name: fast\n    driver: file\n    pools:\n      - name: p0\n          path: pools/p0\n");
+  await p.config({ size: 1, "sds:backendsFile": file });
+  await fails(new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:6: invalid YAML: "path" is indented deeper than the keys beside it, so it reads as part of the value on line 5`));
+  await p.ok(["config", "rm", "sds:backendsFile"]);
+});
+
 test("with the inputs fixed, the same stack comes up", async () => {
   await p.config({ size: 1 });
   await p.ok(["up", "--yes"]);

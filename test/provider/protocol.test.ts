@@ -200,7 +200,7 @@ test("Create with preview places the volume and allocates nothing; Create then R
 
 test("Attachment and ReplicationPair checks name bad inputs", async () => {
   const bad = await check(checkReq("a1", { volumeId: "x", mode: "rwx", connector: { initiator: "not an iqn" } }, {}, "sds:index:Attachment"));
-  expect(bad.getFailuresList().map((f) => f.getProperty()).sort()).toEqual(["connector.initiator", "mode"]);
+  expect(bad.getFailuresList().map((f) => f.getProperty()).sort()).toEqual(["connector", "mode"]);
   const ok = await check(checkReq("a2", { volumeId: UNKNOWN, mode: "ro" }, {}, "sds:index:Attachment"));
   expect(ok.getFailuresList()).toEqual([]);
   const rp = await check(checkReq("r1", { primaryVolumeId: "x", mode: "sync", rpoSeconds: 0, activeSide: "secondary" }, {}, "sds:index:ReplicationPair"));

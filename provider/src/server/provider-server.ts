@@ -180,7 +180,7 @@ export class ProviderServer implements ProviderContext {
         }
         const res = new pb.CheckResponse();
         res.setInputs(toStruct(news));
-        res.setFailuresList(failures.map(([p, r]) => checkFailure(p, r, secrets)));
+        res.setFailuresList(failures.map(([p, r]) => checkFailure(...underTopLevelKey(p, r, news), secrets)));
         return res;
       }),
       diffConfig: unary(async (req: pb.DiffRequest) => {
@@ -223,7 +223,7 @@ export class ProviderServer implements ProviderContext {
         // A value settled from the old inputs (the name) keeps the secrecy it had there.
         const settled = olds.secretPaths.filter((p) => !(String(p[0]) in news.plain));
         res.setInputs(toStruct(rewrapSecrets(r.inputs, [...news.secretPaths, ...settled])));
-        res.setFailuresList(r.failures.map((f) => checkFailure(f.property, f.reason, secrets)));
+        res.setFailuresList(r.failures.map((f) => checkFailure(...underTopLevelKey(f.property, f.reason, news.plain), secrets)));
         return res;
       }),
       diff: unary(async (req: pb.DiffRequest, secrets) => {
@@ -380,6 +380,18 @@ export class ProviderServer implements ProviderContext {
       this.engineLog.close();
     }
   }
+}
+
+/**
+ * A check failure on a nested path (`extraSpecs["diskTyp"]`, `connector.initiator`) sent under its
+ * top-level key, the full path leading the reason. Why: the engine prints a failure as
+ * `property P value {inputs[P]}`, looking P up as a top-level key only, so a nested path showed
+ * `value {<nil>}` instead of the value the user wrote.
+ */
+export function underTopLevelKey(property: string, reason: string, inputs: Props): [string, string] {
+  const head = /^[^.[]+/.exec(property)?.[0];
+  if (head === undefined || head === property || !Object.hasOwn(inputs, head)) return [property, reason];
+  return [head, reason.startsWith(`${property}:`) ? reason : `${property}: ${reason}`];
 }
 
 function checkFailure(property: string, reason: string, secrets: ReadonlySet<string>): pb.CheckFailure {
