@@ -7,12 +7,12 @@
  * the next tryLock opens a new one. Real PostgreSQL (test/helpers/postgres.ts), one database
  * per test.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import pg from "pg";
 import { PostgresStore } from "../../provider/src/store/postgres-store";
 import { type PostgresCluster, postgresSkipReason, startPostgres } from "../helpers/postgres";
-import { repoRoot } from "../helpers/provider-process";
+import { startScriptChild } from "../helpers/script-child";
 
 const TEN_MINUTES = 600_000;
 const skip = postgresSkipReason();
@@ -112,24 +112,8 @@ suite("PostgresStore locks: session advisory locks that die with their session",
 
   test("a holder in a child process killed with SIGKILL frees the lock within seconds, not after its ten-minute ttl", async () => {
     const parent = await open();
-    const child = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", "-e", childScript], {
-      cwd: repoRoot,
-      env: { ...process.env, SDS_TEST_STATE_URL: url, SDS_TEST_LOCK: "export:killed" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = await startScriptChild(childScript, { SDS_TEST_STATE_URL: url, SDS_TEST_LOCK: "export:killed" }, "held");
     children.push(child);
-    let stderr = "";
-    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the child never said "held"; stderr: ${stderr}`)), 30_000);
-      child.stdout!.on("data", (d: Buffer) => {
-        if (d.toString().includes("held")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.on("exit", (code) => reject(new Error(`the child exited (${code}) before "held"; stderr: ${stderr}`)));
-    });
     // The password is nowhere in the child's command line (only in its environment).
     expect(fs.readFileSync(`/proc/${child.pid}/cmdline`, "utf8")).not.toContain(cluster.password);
     expect(await parent.tryLock("export:killed", "parent", TEN_MINUTES)).toBe(false);

@@ -214,6 +214,7 @@ export class Composition {
         controller,
         targets: localTargets(runDir),
         box: this.box(),
+        log: (m) => this.log("info", `sds: ${m}`),
         connectorFor: (protocol) => this.connectorFor(protocol),
         remoteHost: (host) => (this.config.hosts[host] ? this.remoteHost(host) : undefined),
         nodeTargets: (node) => remoteTargets(this.agent(node)),

@@ -56,6 +56,8 @@ export interface AttachmentsOptions {
    */
   exportLockScope?: "target" | "host" | "none";
   lockTimeoutMs?: number;
+  /** Where a wait for a lock says who holds it. */
+  log?: (message: string) => void;
   now?: () => Date;
   /** The connectors of this machine, by protocol: `connect` on host `localhost` uses them. */
   connectorFor?: (protocol: Protocol) => Connector;
@@ -88,6 +90,7 @@ export class AttachmentCore {
   private readonly targets: TargetFactory;
   private readonly lockScope: "target" | "host" | "none";
   private readonly lockTimeoutMs: number;
+  private readonly log?: (message: string) => void;
   private readonly now: () => Date;
   private readonly holder = randomUUID();
   private tag?: string;
@@ -103,6 +106,7 @@ export class AttachmentCore {
     this.box = o.box;
     this.lockScope = o.exportLockScope ?? "target";
     this.lockTimeoutMs = o.lockTimeoutMs ?? 120_000;
+    this.log = o.log;
     this.now = o.now ?? (() => new Date());
     this.connectorFor = o.connectorFor;
     this.remoteHost = o.remoteHost;
@@ -194,8 +198,8 @@ export class AttachmentCore {
 
   /** Run `fn` holding lock `name` in the store (exclusive across processes and across operations). */
   withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const timedOut = () => new LockTimeoutError(name, this.lockTimeoutMs);
-    return withStoreLock(this.store, name, { timeoutMs: this.lockTimeoutMs, holderPrefix: this.holder, timedOut }, fn);
+    const timedOut = (heldBy?: string) => new LockTimeoutError(name, this.lockTimeoutMs, { holder: heldBy });
+    return withStoreLock(this.store, name, { timeoutMs: this.lockTimeoutMs, holderPrefix: this.holder, timedOut, log: this.log }, fn);
   }
 }
 

@@ -388,7 +388,7 @@ export class Replication {
   }
 
   private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const timedOut = () => new BackendError("TIMEOUT", `timed out waiting for lock ${name} (another sync of this pair is running)`, true);
-    return withStoreLock(this.store, name, { timeoutMs: this.lockTimeoutMs, timedOut }, fn);
+    const timedOut = (heldBy?: string) => new BackendError("TIMEOUT", `timed out waiting for lock ${name} (another sync of this pair is running${heldBy ? `: held by ${heldBy}` : ""})`, true);
+    return withStoreLock(this.store, name, { timeoutMs: this.lockTimeoutMs, timedOut, log: this.log }, fn);
   }
 }

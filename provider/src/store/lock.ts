@@ -1,29 +1,81 @@
 /**
  * Run work holding a named lock in the store (`Store.tryLock`): exclusive across provider
- * processes and across operations of one process (each call is its own holder, `holderPrefix`
- * plus a fresh id). The lock expires after `timeoutMs` should its holder die; waiting polls with
- * backoff (2 ms doubling to 50 ms) and, past `timeoutMs`, throws what `timedOut` makes.
+ * processes and across operations of one process (each call is its own holder).
+ *
+ * Liveness (issue 12): the holder text says which process holds the lock (store/lock-holder.ts),
+ * so the SQLite store hands a lock whose holder on this host is dead to the next taker at once.
+ * A holder it cannot judge (on another host) keeps the lock for `ttlMs` (default 20 s) past its
+ * last renewal, and a live holder renews it every third of that while its work runs, so a long
+ * operation keeps its lock and a dead one blocks others for at most `ttlMs`. (PostgreSQL ends a
+ * lock with its holder's session and ignores the TTL.)
+ *
+ * Waiting polls with backoff (2 ms doubling to 50 ms); after {@link WAIT_NOTICE_MS} one line
+ * through `log` says who holds the lock, and past `timeoutMs` it throws what `timedOut` makes of
+ * that same description.
  */
 import { randomUUID } from "node:crypto";
 import type { Store } from "./store";
+import { describeHolder, holderText } from "./lock-holder";
+
+/** How long a lock outlives its holder's last renewal where liveness cannot be judged. */
+export const LOCK_TTL_MS = 20_000;
+/** How long a waiter waits before it says who holds the lock. */
+export const WAIT_NOTICE_MS = 3_000;
+
+export interface StoreLockOptions {
+  /** How long to wait for the lock before giving up. */
+  timeoutMs: number;
+  /** Prefix of the operation id in the holder text (the caller's own id). */
+  holderPrefix?: string;
+  /** How long the lock outlives a holder that stopped renewing it (default {@link LOCK_TTL_MS}). */
+  ttlMs?: number;
+  /** The error for a wait past `timeoutMs`; `heldBy` describes the holder when known (`pid 4242 (node …) on host h since 12:00:03 UTC`). */
+  timedOut: (heldBy?: string) => Error;
+  /** Where the line "waiting for lock …, held by …" goes (once per wait, after {@link WAIT_NOTICE_MS}). */
+  log?: (message: string) => void;
+}
 
 export async function withStoreLock<T>(
-  store: Pick<Store, "tryLock" | "unlock">,
+  store: Pick<Store, "tryLock" | "unlock"> & Partial<Pick<Store, "lockHolder">>,
   name: string,
-  o: { timeoutMs: number; holderPrefix?: string; timedOut: () => Error },
+  o: StoreLockOptions,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const holder = o.holderPrefix ? `${o.holderPrefix}:${randomUUID()}` : randomUUID();
-  const deadline = Date.now() + o.timeoutMs;
+  const op = o.holderPrefix ? `${o.holderPrefix}:${randomUUID()}` : randomUUID();
+  const holder = holderText(op);
+  const ttlMs = o.ttlMs ?? LOCK_TTL_MS;
+  const heldBy = async () => {
+    const text = await store.lockHolder?.(name).catch(() => undefined);
+    return text === undefined ? undefined : describeHolder(text);
+  };
+  const started = Date.now();
+  let told = false;
   let wait = 2;
-  while (!(await store.tryLock(name, holder, o.timeoutMs))) {
-    if (Date.now() > deadline) throw o.timedOut();
+  while (!(await store.tryLock(name, holder, ttlMs))) {
+    const waited = Date.now() - started;
+    if (waited > o.timeoutMs) throw o.timedOut(await heldBy());
+    if (!told && waited >= WAIT_NOTICE_MS && o.log) {
+      told = true;
+      const who = await heldBy();
+      o.log(`waiting for lock ${name}${who ? `, held by ${who}` : ""}`);
+    }
     await new Promise((r) => setTimeout(r, wait));
     wait = Math.min(wait * 2, 50);
   }
+  // Why the promise is kept: a renewal still in flight when the work ends would take the lock again after the unlock.
+  let renewing: Promise<unknown> = Promise.resolve();
+  const renew = setInterval(() => {
+    renewing = store.tryLock(name, holder, ttlMs).then(
+      (kept) => (kept ? undefined : o.log?.(`lock ${name} was taken over by another holder while this one still worked (it had not been renewed for ${ttlMs} ms)`)),
+      () => undefined, // a busy state: the next renewal tries again, well within the TTL
+    );
+  }, Math.max(1, Math.floor(ttlMs / 3)));
+  renew.unref();
   try {
     return await fn();
   } finally {
+    clearInterval(renew);
+    await renewing;
     await store.unlock(name, holder);
   }
 }

@@ -40,6 +40,7 @@
  *   The table `locks` of the first migrations is no longer used.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import * as os from "node:os";
 import pg from "pg";
 import { SdsError, UserError } from "../errors";
 import { postgresMigrations } from "./postgres-migrations";
@@ -53,6 +54,8 @@ const LOCK_CLASS = 0x73647300;
 const WRITE_LOCK = 1;
 /** Held while migrations are checked and applied, so two processes starting at once do not both migrate. */
 const MIGRATE_LOCK = 2;
+/** The lock session's application name (unless stateUrl sets one): who holds a lock, for another runner's messages. */
+const LOCK_SESSION_NAME = `sds-locks pid ${process.pid} host ${os.hostname()}`.slice(0, 63);
 /** The class of the named locks (`tryLock`): "sdsL"; the object is hashtext(name). */
 const NAMED_LOCK_CLASS = 0x7364734c;
 /**
@@ -135,7 +138,7 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
     // Why: an idle pooled client whose server went away emits 'error'; unheard, it would end the
     // process. The pool drops that client, and the next query reports the fault.
     pool.on("error", () => undefined);
-    const lockSession: pg.ClientConfig = { connectionString: url, connectionTimeoutMillis, keepAlive: true, fallback_application_name: "sds-locks" };
+    const lockSession: pg.ClientConfig = { connectionString: url, connectionTimeoutMillis, keepAlive: true, fallback_application_name: LOCK_SESSION_NAME };
     const onLockLost = options.onLockLost ?? ((line: string) => void process.stderr.write(`sds: ${line}\n`));
     const store = new PostgresStore(pool, redactUrl(url), lockSession, onLockLost);
     try {
@@ -169,6 +172,29 @@ export class PostgresStore extends TableOps<PostgresTables> implements Store {
   async unlock(name: string, holder: string): Promise<void> {
     this.assertOutsideTransaction();
     return this.locks.unlock(name, holder);
+  }
+
+  /**
+   * Who holds lock `name`: this process's holder text when one of its holders has it, else the
+   * session that holds the advisory lock, as the server knows it (its application name says the
+   * pid and host of the sds process that opened it; see LOCK_SESSION_NAME).
+   */
+  async lockHolder(name: string): Promise<string | undefined> {
+    this.assertOutsideTransaction();
+    const mine = this.locks.holderOf(name);
+    if (mine !== undefined) return mine;
+    const { rows } = await this.pool.query(
+      `SELECT a.application_name AS app, a.pid, a.backend_start AS since FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid = $1::bigint::oid AND l.objid = (hashtext($2)::bigint & 4294967295)::oid AND l.objsubid = 2`,
+      [NAMED_LOCK_CLASS, name],
+    );
+    const r = rows[0] as { app: string; pid: number; since: Date | string | null } | undefined;
+    if (!r) return undefined;
+    const since = r.since ? /T(\d\d:\d\d:\d\d)/.exec(new Date(r.since).toISOString())?.[1] : undefined;
+    const session = `PostgreSQL session ${r.pid}${since ? ` connected since ${since} UTC` : ""}`;
+    const ours = /^sds-locks pid (\d+) host (\S+)$/.exec(r.app);
+    return ours ? `pid ${ours[1]} on host ${ours[2]} (its ${session})` : `${session}${r.app ? ` (${r.app})` : ""}`;
   }
 
   /** Wait for queued transactions, end the lock session (its locks go with it) and the pool. */
@@ -303,6 +329,12 @@ class SessionLocks {
     private readonly fault: (what: string, err: unknown) => UserError,
     private readonly onLost: (message: string) => void,
   ) {}
+
+  /** The holder of this process that has lock `name` (taken), if any. */
+  holderOf(name: string): string | undefined {
+    const e = this.held.get(name);
+    return e?.taken ? e.holder : undefined;
+  }
 
   async tryLock(name: string, holder: string): Promise<boolean> {
     if (this.closed) throw new Error("sds internal error: a PostgreSQL store was used after close()");

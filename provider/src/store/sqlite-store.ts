@@ -310,6 +310,10 @@ export class SqliteStore extends TableOps<SqliteTables> implements Store {
     return this.run((t) => t.unlock(name, holder));
   }
 
+  lockHolder(name: string): Promise<string | undefined> {
+    return this.run((t) => t.lockHolder(name));
+  }
+
   async close(): Promise<void> {
     this.assertOutsideTransaction();
     await this.queued(() => this.db.close());

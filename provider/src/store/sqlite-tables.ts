@@ -5,6 +5,7 @@
  */
 import type Database from "better-sqlite3";
 import { UserError } from "../errors";
+import { holderIsDead } from "./lock-holder";
 import {
   type Row,
   attachmentColumns,
@@ -229,13 +230,23 @@ export class SqliteTables implements SyncOps {
     return String(r?.value);
   }
 
-  /** Take or extend a lock; the caller runs it inside a write transaction (read, then write). */
+  /**
+   * Take or extend a lock; the caller runs it inside a write transaction (read, then write).
+   * Another holder's lock is free once expired, or at once when its holder is dead (see
+   * store/lock-holder.ts).
+   */
   tryLock(name: string, holder: string, ttlMs: number): boolean {
     const now = Date.now();
     const r = this.db.prepare("SELECT holder, expires_at FROM locks WHERE name = ?").get(name) as Row | undefined;
-    if (r && r.holder !== holder && (r.expires_at as number) > now) return false;
+    if (r && r.holder !== holder && (r.expires_at as number) > now && !holderIsDead(String(r.holder))) return false;
     this.db.prepare("INSERT INTO locks (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at").run(name, holder, now + ttlMs);
     return true;
+  }
+
+  /** The holder text of lock `name` while it is held (not expired), else undefined. */
+  lockHolder(name: string): string | undefined {
+    const r = this.db.prepare("SELECT holder FROM locks WHERE name = ? AND expires_at > ?").get(name, Date.now()) as Row | undefined;
+    return r === undefined ? undefined : String(r.holder);
   }
 
   unlock(name: string, holder: string): void {

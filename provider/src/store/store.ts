@@ -15,7 +15,8 @@
  * - Reads outside a transaction see committed data only, never a transaction half done.
  * - Locks (`tryLock`/`unlock`) are held across transactions, exclusive per name among every
  *   holder of every process on the state, and end when their holder dies: SQLite keeps them as
- *   rows with a TTL (a dead holder blocks others for at most `ttlMs`, see store/lock.ts);
+ *   rows naming their holder's process (a dead holder on this host loses its lock at once) with a
+ *   TTL for holders it cannot judge (see store/lock.ts, store/lock-holder.ts);
  *   PostgreSQL as session advisory locks, and ignores `ttlMs`: the holder's session is the
  *   lifetime, so a killed runner's locks are free the moment its connection closes.
  * Rows are plain data; ids are opaque strings; times are ISO-8601 UTC.
@@ -222,6 +223,12 @@ export interface Store extends StoreOps {
   tryLock(name: string, holder: string, ttlMs: number): Promise<boolean>;
   /** Release lock `name` if `holder` holds it; releasing what one does not hold does nothing. */
   unlock(name: string, holder: string): Promise<void>;
+  /**
+   * Who holds lock `name` now, for messages: the holder text (see store/lock-holder.ts) or, where
+   * the store keeps none (PostgreSQL), a description of the holding session; undefined when free
+   * or unknown.
+   */
+  lockHolder(name: string): Promise<string | undefined>;
 
   /** Release the connection(s); the store is unusable afterwards. */
   close(): Promise<void>;
