@@ -9,6 +9,7 @@ import type { ConnectionInfo } from "../domain/connection-info";
 import { UserError } from "../errors";
 import type { AttachmentRow } from "../store/store";
 import type { AttachmentCore } from "./attachment-core";
+import { volumeCapacity } from "./capacity";
 import { createExport, exportProblem } from "./exports";
 
 export interface AttachmentHealth {
@@ -42,12 +43,24 @@ export async function health(core: AttachmentCore, id: string, options: { fence?
     }
     return { status: "broken", reason: problem };
   }
-  if (!row.devicePath) return { status: "attached" };
-  if (!connector) return { status: "attached" }; // cannot look: not a finding
+  if (!row.devicePath || !connector) return withSpace(core, row, volume); // no device, or cannot look at it: not a finding
   const connection: Connection = { ...(await core.initializeConnection(row, volume)), volumeId: volume.id };
   const h = options.fence ? await connector.fenceVolume(connection) : await connector.checkVolume(connection);
-  if (h.healthy) return { status: "attached" };
+  if (h.healthy) return withSpace(core, row, volume);
   return { status: "broken", reason: `${row.devicePath} on ${row.host}: ${h.reason ?? "unhealthy"}` };
+}
+
+/**
+ * An attached, healthy attachment whose writes fail (or will, at the next write into a block the
+ * volume's file does not own yet) because its pool is full: still `attached` (a repair cannot
+ * help, and `broken` would make the next up try one), with the ENOSPC finding as its reason
+ * (controller/capacity.ts says what it proves). A read-only attachment does not write; a pool
+ * that cannot be measured is no finding here (the volume's refresh says so).
+ */
+async function withSpace(core: AttachmentCore, row: AttachmentRow, volume: Parameters<typeof volumeCapacity>[1]): Promise<AttachmentHealth> {
+  if (row.mode === "ro") return { status: "attached" };
+  const r = await volumeCapacity(core.controller.catalog, volume).catch(() => undefined);
+  return r?.enospc ? { status: "attached", reason: r.enospc } : { status: "attached" };
 }
 
 /**

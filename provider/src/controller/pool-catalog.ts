@@ -7,10 +7,12 @@
  */
 import { randomUUID } from "node:crypto";
 import type { BackendConfig, PoolConfig } from "../domain/backend";
+import { propertyPath } from "../domain/property-path";
+import { PathTimeoutError } from "../domain/user-paths";
 import { FileDriver } from "../drivers/file-driver";
 import { backendConfigJson, checkBackends } from "./backend-check";
 import type { VolumeDriver } from "../drivers/volume-driver";
-import { UserError } from "../errors";
+import { BackendError, CommandFailedError, UserError } from "../errors";
 import type { PoolState } from "../scheduler/types";
 import type { Store, StoreOps, VolumeRow } from "../store/store";
 
@@ -116,6 +118,10 @@ export class PoolCatalog {
   }
   private prepared?: Promise<void>;
 
+  /**
+   * The driver of backend `b`, its faults on a pool's folder (a hung mount, a folder it may not
+   * write) reported in one line naming the pool's property (`backends[0].pools[1].path`).
+   */
   driverFor(b: BackendConfig): VolumeDriver {
     if (b.node !== "local") {
       if (!this.nodeDriver) throw new UserError("INVALID_INPUT", `backend ${b.name}: node "${b.node}" cannot be reached (no storage node agents configured)`);
@@ -123,7 +129,19 @@ export class PoolCatalog {
     }
     const d = this.drivers[b.driver];
     if (!d) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
-    return d;
+    return poolFaultsNamed(d, (pool) => this.poolProperty(b, pool));
+  }
+
+  /** The property path of a pool's folder in the configuration (`backends[0].pools[1].path`). */
+  poolProperty(b: Pick<BackendConfig, "name">, pool: Pick<PoolConfig, "name">): string {
+    const i = [...this.backends.keys()].indexOf(b.name);
+    const j = this.backends.get(b.name)?.pools.findIndex((p) => p.name === pool.name) ?? -1;
+    return i < 0 || j < 0 ? `pool ${b.name}/${pool.name}` : propertyPath([i, "pools", j, "path"], "backends");
+  }
+
+  /** The volumes placed on a pool (capacity reports). */
+  volumesInPool(id: string): Promise<VolumeRow[]> {
+    return this.store.listVolumes({ poolId: id });
   }
 
   /**
@@ -196,6 +214,54 @@ export class PoolCatalog {
   backendConfigs(): BackendConfig[] {
     return [...this.backends.values()];
   }
+}
+
+/** Errors of a pool's file system that the configuration must mend (the folder is not writable as given). */
+const CONFIG_ERRNOS = new Set(["EACCES", "EPERM", "EROFS", "ENOTDIR", "ELOOP", "ENAMETOOLONG"]);
+/** Errors of a mount that went bad under the pool (a dead FUSE daemon, a stale NFS handle). */
+const MOUNT_ERRNOS = new Set(["ENOTCONN", "ESTALE", "EIO", "EHOSTDOWN", "ETIMEDOUT"]);
+
+/**
+ * One line naming `property` for a fault of a pool's folder, or undefined for any other error
+ * (left as it is). Why: Node's errors say `EACCES: permission denied, mkdir '/x'`, and a
+ * timeout says which path, but neither says which line of the configuration to fix.
+ */
+export function poolFault(err: unknown, pool: Pick<PoolConfig, "name" | "path">, property: string): Error | undefined {
+  const where = `${property}: pool ${pool.name} (${pool.path})`;
+  if (err instanceof PathTimeoutError) return new BackendError("TIMEOUT", `${where}: ${err.message}; check the mount, then retry`, true, { cause: err });
+  if (err instanceof CommandFailedError && err.argv[0] === "stat") {
+    return new BackendError("COMMAND_FAILED", `${where}: cannot measure its file system: ${err.stderr.split("\n")[0] || err.message}`, true, { cause: err });
+  }
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (!e || typeof e.code !== "string" || typeof e.syscall !== "string" || e instanceof UserError) return undefined;
+  const first = e.message.split("\n")[0];
+  if (CONFIG_ERRNOS.has(e.code)) return new UserError("INVALID_INPUT", `${where}: ${first}`, property, { cause: err });
+  if (MOUNT_ERRNOS.has(e.code)) return new BackendError("COMMAND_FAILED", `${where}: ${first} (is its mount alive?)`, true, { cause: err });
+  return undefined;
+}
+
+/** Why: every driver call names the pool's property on a folder fault, whichever use case made it. */
+function poolFaultsNamed(d: VolumeDriver, property: (pool: PoolConfig) => string): VolumeDriver {
+  const named = async <R>(pool: PoolConfig, work: () => Promise<R>): Promise<R> => {
+    try {
+      return await work();
+    } catch (err) {
+      throw poolFault(err, pool, property(pool)) ?? err;
+    }
+  };
+  const out: VolumeDriver = {
+    kind: d.kind,
+    volumePath: (pool, id) => d.volumePath(pool, id),
+    getPoolStats: (pool) => named(pool, () => d.getPoolStats(pool)),
+    createVolume: (pool, id, size) => named(pool, () => d.createVolume(pool, id, size)),
+    cloneVolume: (source, pool, id, size) => named(pool, () => d.cloneVolume(source, pool, id, size)),
+    extendVolume: (pool, id, size) => named(pool, () => d.extendVolume(pool, id, size)),
+    deleteVolume: (pool, id) => named(pool, () => d.deleteVolume(pool, id)),
+    getVolumeSizeBytes: (pool, id) => named(pool, () => d.getVolumeSizeBytes(pool, id)),
+  };
+  const alloc = d.getVolumeAllocation?.bind(d);
+  if (alloc) out.getVolumeAllocation = (pool, id) => named(pool, () => alloc(pool, id));
+  return out;
 }
 
 export function poolId(b: { name: string }, p: { name: string }): string {

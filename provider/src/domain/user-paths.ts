@@ -188,8 +188,9 @@ export class PathTimeoutError extends Error {
     readonly path: string,
     readonly timeoutMs: number,
     what: string,
+    options?: { cause?: unknown },
   ) {
-    super(`${what} ${path} did not answer within ${timeoutMs} ms (a hung mount?)`);
+    super(`${what} ${path} did not answer within ${timeoutMs} ms (a hung mount?)`, options);
   }
 }
 

@@ -12,16 +12,45 @@
  * in a pool cannot make the driver grow, clone or report a file elsewhere. Keeping pool folders
  * inside a storage node's root is the agent's job (agent/server.ts, drivers/confine.ts): locally
  * a pool may well live behind a symlink.
+ *
+ * Every call on a pool's folder is bounded (`fsTimeoutMs`, default 10 s), because a pool may sit
+ * on a mount that stopped answering (a dead NFS server, a stopped FUSE daemon) and a call there
+ * blocks for ever. The pool's file system is measured first with statfs(2) in a child process
+ * (`stat -f`, killed at the bound; a FUSE or NFS wait ends on a fatal signal), so a dead mount is
+ * found without parking one of libuv's four threads in it; the in-process calls that follow are
+ * bounded too (domain/user-paths.ts `bounded`: the caller is freed, the thread stays blocked until
+ * the mount answers). A timeout is a `PathTimeoutError`; controller/pool-catalog.ts turns it into
+ * one line naming the pool's property (`backends[0].pools[0].path`).
  */
 import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { PoolConfig } from "../domain/backend";
 import { checkVolumeId } from "../domain/volume-id";
-import { CommandFailedError, UserError } from "../errors";
+import { bounded, makeFolder, PathTimeoutError } from "../domain/user-paths";
+import { CommandFailedError, CommandTimeoutError, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
 import { openNoFollow, refuseSymlink } from "./confine";
-import type { PoolStats, VolumeDriver } from "./volume-driver";
+import type { PoolStats, VolumeAllocation, VolumeDriver } from "./volume-driver";
+
+/** How long one file-system call on a pool's folder may take before it is a hung mount. */
+export const POOL_FS_TIMEOUT_MS = 10_000;
+
+/** statfs(2) figures of a file system, in bytes. */
+export interface FsFigures {
+  sizeBytes: number;
+  /** Free blocks, the root reserve included (f_bfree). */
+  freeBytes: number;
+  /** Free blocks an ordinary writer may use (f_bavail). */
+  availBytes: number;
+}
+
+export interface FileDriverOptions {
+  /** The bound of each file-system call on a pool's folder; default {@link POOL_FS_TIMEOUT_MS}. */
+  fsTimeoutMs?: number;
+  /** Runs `stat -f` (the bounded statfs); default exec/run. Apart from `run` so recorded argv stay the volume commands. */
+  probe?: Runner;
+}
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -36,11 +65,15 @@ export function isThickPool(pool: Pick<PoolConfig, "extras">): boolean {
   return String(extras?.dataStorage?.provisioningPolicy ?? "Thin").toLowerCase() === "thick";
 }
 
-/** Why: sizes in messages a person reads (`32 MiB`, `1.5 GiB`), bytes kept alongside. */
-function human(bytes: number): string {
+/** Sizes in messages a person reads (`32 MiB`, `1.5 GiB`, `12 KiB`), bytes kept alongside. */
+export function human(bytes: number): string {
   if (bytes >= GiB) return `${+(bytes / GiB).toFixed(2)} GiB`;
-  return `${+(bytes / MiB).toFixed(2)} MiB`;
+  if (bytes >= MiB) return `${+(bytes / MiB).toFixed(2)} MiB`;
+  return `${Math.round(bytes / 1024)} KiB`;
 }
+
+/** How long a pool's mount, once it answered a statfs, is taken as alive before in-process calls (they stay bounded anyway). */
+const PROBE_FRESH_MS = 5_000;
 
 /** Why: fallocate(1) says why in its stderr only; LC_ALL=C keeps the words matchable. */
 function noSpace(err: unknown): boolean {
@@ -55,20 +88,74 @@ export function fileVolumePath(pool: Pick<PoolConfig, "path">, volumeId: string,
 export class FileDriver implements VolumeDriver {
   readonly kind = "file";
 
-  constructor(private readonly run: Runner = defaultRun) {}
+  private readonly fsTimeoutMs: number;
+  private readonly probe: Runner;
+
+  constructor(
+    private readonly run: Runner = defaultRun,
+    options: FileDriverOptions = {},
+  ) {
+    this.fsTimeoutMs = options.fsTimeoutMs ?? POOL_FS_TIMEOUT_MS;
+    this.probe = options.probe ?? defaultRun;
+  }
 
   volumePath(pool: PoolConfig, volumeId: string): string {
     return fileVolumePath(pool, volumeId);
   }
 
-  /** The pool's file system, measured at its folder or, before the first volume made it, the nearest folder above (a preview makes no folder). */
+  /**
+   * statfs(2) of `at` in a child process, killed at the bound (see the header), or undefined
+   * when `at` does not exist. A mount that does not answer is a {@link PathTimeoutError}.
+   */
+  private async statfs(at: string): Promise<FsFigures | undefined> {
+    let out: string;
+    try {
+      out = (await this.probe("stat", ["-f", "-c", "%S %b %f %a", "--", at], { timeoutMs: this.fsTimeoutMs, env: { LC_ALL: "C" } })).stdout;
+    } catch (err) {
+      if (err instanceof CommandTimeoutError) throw new PathTimeoutError(at, this.fsTimeoutMs, "statfs of", { cause: err });
+      if (err instanceof CommandFailedError && /No such file or directory/.test(err.stderr)) return undefined;
+      throw err;
+    }
+    const [frsize, blocks, bfree, bavail] = out.trim().split(/\s+/).map(Number);
+    return { sizeBytes: blocks * frsize, freeBytes: bfree * frsize, availBytes: bavail * frsize };
+  }
+
+  /**
+   * The file system of the pool's folder or, before the first volume made it, of the nearest
+   * folder above (a preview makes no folder); bounded. Also the probe before in-process calls.
+   */
+  async poolFileSystem(pool: Pick<PoolConfig, "path">): Promise<FsFigures> {
+    for (let at = path.resolve(pool.path); ; at = path.dirname(at)) {
+      const s = await this.statfs(at);
+      if (s) return s;
+      if (path.dirname(at) === at) throw new Error(`statfs of ${pool.path}: no folder on its way exists`);
+    }
+  }
+
+  private readonly answered = new Map<string, number>();
+
+  /** Why: a statfs in a child before in-process calls, at most every few seconds per pool (refresh reads every volume of a pool). */
+  private async probePool(pool: PoolConfig): Promise<void> {
+    const at = path.resolve(pool.path);
+    if (Date.now() - (this.answered.get(at) ?? -Infinity) < PROBE_FRESH_MS) return;
+    await this.poolFileSystem(pool);
+    this.answered.set(at, Date.now());
+  }
+
+  /** Why: in-process calls on the pool's folder, freed at the bound (see the header). */
+  private io<T>(pool: PoolConfig, what: string, fn: () => Promise<T>): Promise<T> {
+    return bounded(pool.path, this.fsTimeoutMs, what, fn);
+  }
+
+  /** Why: the pool's folder made (bounded, one level at a time) only after its mount answered a statfs. */
+  private async makePoolFolder(pool: PoolConfig): Promise<void> {
+    await this.probePool(pool);
+    await makeFolder(pool.path, { mode: 0o755, timeoutMs: this.fsTimeoutMs });
+  }
+
   async getPoolStats(pool: PoolConfig): Promise<PoolStats> {
-    let at = path.resolve(pool.path);
-    while (!(await fs.stat(at).then(() => true, () => false)) && path.dirname(at) !== at) at = path.dirname(at);
-    const s = await fs.statfs(at);
-    const fsTotal = s.blocks * s.bsize;
-    const free = s.bavail * s.bsize;
-    return { totalBytes: pool.totalCapacityGib !== undefined ? pool.totalCapacityGib * GiB : fsTotal, freeBytes: free };
+    const s = await this.poolFileSystem(pool);
+    return { totalBytes: pool.totalCapacityGib !== undefined ? pool.totalCapacityGib * GiB : s.sizeBytes, freeBytes: s.availBytes, fsBytes: s.sizeBytes, fsFreeBytes: s.freeBytes };
   }
 
   /**
@@ -93,16 +180,18 @@ export class FileDriver implements VolumeDriver {
   async createVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
     const file = this.volumePath(pool, volumeId);
     const thick = isThickPool(pool);
-    await fs.mkdir(pool.path, { recursive: true });
+    await this.makePoolFolder(pool);
     let handle: fs.FileHandle;
     try {
-      handle = await openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, "volumeId", 0o666);
+      handle = await this.io(pool, "creating a volume file in", () => openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, "volumeId", 0o666));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       // Idempotent: an existing file of the right size is the volume we made before (O_EXCL also
       // fails on a symlink, dangling or not: that is refused, not adopted).
-      await refuseSymlink(file, "volumeId");
-      const st = await fs.lstat(file);
+      const st = await this.io(pool, "reading a volume file in", async () => {
+        await refuseSymlink(file, "volumeId");
+        return fs.lstat(file);
+      });
       if (st.size === sizeBytes) return;
       throw new UserError("CONFLICT", `volume file ${file} already exists with ${st.size} bytes, ${sizeBytes} asked`);
     }
@@ -110,14 +199,16 @@ export class FileDriver implements VolumeDriver {
       if (thick) {
         await handle.close();
         await this.allocate(pool, volumeId, file, sizeBytes);
-        await refuseSymlink(file, "volumeId");
+        await this.io(pool, "checking a volume file in", () => refuseSymlink(file, "volumeId"));
       } else {
-        await handle.truncate(sizeBytes);
-        await handle.close();
+        await this.io(pool, "sizing a volume file in", async () => {
+          await handle.truncate(sizeBytes);
+          await handle.close();
+        });
       }
     } catch (err) {
       await handle.close().catch(() => undefined);
-      await fs.rm(file, { force: true });
+      await this.io(pool, "removing a volume file in", () => fs.rm(file, { force: true })).catch(() => undefined);
       throw err;
     }
   }
@@ -125,43 +216,47 @@ export class FileDriver implements VolumeDriver {
   async cloneVolume(source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
     const from = fileVolumePath(source.pool, source.volumeId, "source.volumeId");
     const to = this.volumePath(pool, volumeId);
-    await refuseSymlink(from, "source.volumeId");
-    await refuseSymlink(to, "volumeId");
-    await fs.mkdir(pool.path, { recursive: true });
+    await this.probePool(source.pool);
+    await this.io(source.pool, "reading a volume file in", () => refuseSymlink(from, "source.volumeId"));
+    await this.makePoolFolder(pool);
+    await this.io(pool, "reading a volume file in", () => refuseSymlink(to, "volumeId"));
     const tmp = `${to}.partial`;
     // cp keeps holes (SEEK_DATA) and reflinks where the file system can: a clone costs only the data.
     // --no-dereference: a source swapped for a link after the check is copied as a link (and
     // refused below), never read through; --remove-destination: a link left at tmp is replaced,
     // not written through.
     try {
-      await fs.rm(tmp, { force: true });
+      await this.io(pool, "removing a partial copy in", () => fs.rm(tmp, { force: true }));
       await this.run("cp", ["--sparse=always", "--reflink=auto", "--no-dereference", "--remove-destination", "--", from, tmp], { timeoutMs: 3_600_000 });
-      const fh = await openNoFollow(tmp, constants.O_RDWR, "source.volumeId");
-      let copiedBytes: number;
-      try {
-        copiedBytes = (await fh.stat()).size;
-        if (copiedBytes < sizeBytes) await fh.truncate(sizeBytes);
-      } finally {
-        await fh.close();
-      }
+      const copiedBytes = await this.io(pool, "sizing a copy in", async () => {
+        const fh = await openNoFollow(tmp, constants.O_RDWR, "source.volumeId");
+        try {
+          const copied = (await fh.stat()).size;
+          if (copied < sizeBytes) await fh.truncate(sizeBytes);
+          return copied;
+        } finally {
+          await fh.close();
+        }
+      });
       // A clone on a thick pool owns all its blocks too (the copy kept the source's holes).
       if (isThickPool(pool)) await this.allocate(pool, volumeId, tmp, Math.max(copiedBytes, sizeBytes));
-      await fs.rename(tmp, to);
+      await this.io(pool, "renaming a copy in", () => fs.rename(tmp, to));
     } catch (err) {
-      await fs.rm(tmp, { force: true });
+      await this.io(pool, "removing a partial copy in", () => fs.rm(tmp, { force: true })).catch(() => undefined);
       throw err;
     }
   }
 
   async extendVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
     const file = this.volumePath(pool, volumeId);
-    const fh = await openNoFollow(file, constants.O_RDWR, "volumeId");
+    await this.probePool(pool);
+    const fh = await this.io(pool, "opening a volume file in", () => openNoFollow(file, constants.O_RDWR, "volumeId"));
     try {
-      const st = await fh.stat();
+      const st = await this.io(pool, "reading a volume file in", () => fh.stat());
       if (sizeBytes < st.size) throw new UserError("INVALID_INPUT", `cannot shrink ${file} from ${st.size} to ${sizeBytes} bytes`, "sizeGib");
       if (sizeBytes === st.size) return;
       if (!isThickPool(pool)) {
-        await fh.truncate(sizeBytes);
+        await this.io(pool, "growing a volume file in", () => fh.truncate(sizeBytes));
         return;
       }
       try {
@@ -172,27 +267,38 @@ export class FileDriver implements VolumeDriver {
         throw err;
       }
     } finally {
-      await fh.close();
+      await fh.close().catch(() => undefined);
     }
   }
 
   async deleteVolume(pool: PoolConfig, volumeId: string): Promise<void> {
     const file = this.volumePath(pool, volumeId);
-    // rm would only unlink a link, but a link here is not ours to remove: say so instead.
-    await refuseSymlink(file, "volumeId");
-    await fs.rm(file, { force: true });
-    await fs.rm(`${file}.partial`, { force: true });
+    await this.probePool(pool);
+    await this.io(pool, "removing a volume file in", async () => {
+      // rm would only unlink a link, but a link here is not ours to remove: say so instead.
+      await refuseSymlink(file, "volumeId");
+      await fs.rm(file, { force: true });
+      await fs.rm(`${file}.partial`, { force: true });
+    });
   }
 
   async getVolumeSizeBytes(pool: PoolConfig, volumeId: string): Promise<number | undefined> {
+    return (await this.getVolumeAllocation(pool, volumeId))?.sizeBytes;
+  }
+
+  /** The file's size and its allocated blocks (st_blocks, 512-byte units), or undefined when it is gone. */
+  async getVolumeAllocation(pool: PoolConfig, volumeId: string): Promise<VolumeAllocation | undefined> {
     const file = this.volumePath(pool, volumeId);
-    try {
-      const st = await fs.lstat(file);
-      if (st.isSymbolicLink()) await refuseSymlink(file, "volumeId");
-      return st.size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
+    await this.probePool(pool);
+    return this.io(pool, "reading a volume file in", async () => {
+      try {
+        const st = await fs.lstat(file);
+        if (st.isSymbolicLink()) await refuseSymlink(file, "volumeId");
+        return { sizeBytes: st.size, allocatedBytes: st.blocks * 512 };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw err;
+      }
+    });
   }
 }

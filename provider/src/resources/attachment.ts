@@ -128,6 +128,7 @@ export class AttachmentResource implements ResourceHandler {
     if (req.inputs.connector !== undefined) inputs.connector = req.inputs.connector;
     if (req.inputs.connect !== undefined) inputs.connect = req.inputs.connect;
     if (health.status === "broken") this.ctx.log("warning", `attachment ${row.id} is broken: ${health.reason}; the next pulumi up repairs it`, req.urn);
+    else if (health.reason) this.ctx.log("warning", `attachment ${row.id} (${row.devicePath ?? "not connected"} on ${row.host}): ${health.reason}`, req.urn);
     return { id: row.id, outs: this.outputs(row, d.connectionInfo, inputs, volume, health), inputs };
   }
 

@@ -3,7 +3,9 @@
  * `profile`, `availabilityZone` and `sourceVolumeId` replace; the rest update in place.
  */
 import { z } from "zod";
+import { human, volumeCapacity } from "../controller/capacity";
 import { UserError } from "../errors";
+import type { Controller } from "../controller/controller";
 import type { VolumeRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, isUnknown } from "./values";
 import type { ProviderContext } from "./context";
@@ -167,10 +169,28 @@ export class VolumeResource implements ResourceHandler {
   }
 
   async read(req: ReadRequest): Promise<{ id: string; outs: Props; inputs: Props } | undefined> {
-    const d = await (await this.ctx.controller()).describeVolume(req.id);
+    const c = await this.ctx.controller();
+    const d = await c.describeVolume(req.id);
     if (!d) return undefined;
+    await this.reportCapacity(c.catalog, d.row, req.urn);
     const inputs = inputsFromRow(d.row, req.inputs, d.profileName, d.derivedMultiAttach);
     return { id: d.row.id, outs: volumeOutputs(d.row, inputs), inputs };
+  }
+
+  /**
+   * Refresh reports the pool's usage (info) and warns when it is near full, provisioned past its
+   * free space, or full under this volume (controller/capacity.ts). A pool that cannot be
+   * measured is a warning too, never a failed refresh: the volume's own read succeeded.
+   */
+  private async reportCapacity(catalog: Controller["catalog"], row: VolumeRow, urn: string): Promise<void> {
+    try {
+      const r = await volumeCapacity(catalog, row);
+      const u = r.usage;
+      this.ctx.log("info", `pool ${u.poolId}: ${human(u.freeBytes)} free of ${human(u.fsBytes)}; volume ${row.name}: ${r.volume ? `${human(r.volume.allocatedBytes)} of ${human(r.volume.sizeBytes)} allocated` : "allocation unknown"}`, urn);
+      for (const w of r.warnings) this.ctx.log("warning", `volume ${row.name}: ${w}`, urn);
+    } catch (err) {
+      this.ctx.log("warning", `volume ${row.name}: the capacity of pool ${row.poolId} could not be measured: ${(err as Error).message.split("\n")[0]}`, urn);
+    }
   }
 
   /** Input mapping, then the volume update use case (controller/update-volume.ts). */
