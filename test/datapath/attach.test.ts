@@ -58,7 +58,7 @@ suite.each([
     await env.attachments.detach(rw.row.id);
     await env.attachments.detach(ro.row.id);
     await env.attachments.detach(ro.row.id); // gone: success
-    expect(await env.make().ensureExports()).toEqual({ ensured: 0, removed: [], kept: [] });
+    expect(await env.make().ensureExports()).toEqual({ ensured: 0, removed: [], kept: [], reaped: [] });
     const { localTargets } = await import("../../provider/src/targets/local-targets");
     expect(await localTargets(`${env.dir}/run`).iscsi(env.portal).list()).toEqual([]);
     expect(await env.store.listTargets()).toEqual([]);

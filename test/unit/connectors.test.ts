@@ -13,10 +13,14 @@ import { LocalConnector } from "../../provider/src/connectors/local-connector";
 import { NbdConnector } from "../../provider/src/connectors/nbd-connector";
 import { Host, parseLosetupJson, probe } from "../../provider/src/connectors/host";
 import { RecordStore } from "../../provider/src/connectors/records";
+import { DaemonRecords } from "../../provider/src/exec/daemons";
 import type { Spawner } from "../../provider/src/exec/processes";
 import { BackendError, CommandFailedError, DeviceBusyError, type UserError } from "../../provider/src/errors";
 import type { RunOptions, Runner } from "../../provider/src/exec/run";
 import type { ProcessTable } from "../../provider/src/exec/processes";
+
+/** A helper's file named for one start (`<base>.<attempt id>.<suffix>`, see exec/daemons.ts): a second start never reuses it. */
+const attempt = (base: string, suffix: string) => expect.stringMatching(new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.[0-9a-f]{8}${suffix.replace(/\./g, "\\.")}$`));
 
 const PASSWORD = "Unit-Chap-Secret-9";
 
@@ -377,7 +381,7 @@ describe("NBD, userspace (nbdfuse + loop)", () => {
   test("connect: nbdfuse -r -P <pidfile> <mnt>/disk nbd://host:port/export, then losetup --read-only", async () => {
     const c = new NbdConnector(h.options_());
     expect(await c.connectVolume(nbdConn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
-    expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", path.join(h.stateDir, "nbd/run/vol2-ro.nbdfuse.pid"), `${mnt()}/disk`, "nbd://127.0.0.1:10809/vol2"]]);
+    expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", attempt(path.join(h.stateDir, "nbd/run/vol2-ro"), ".nbdfuse.pid"), `${mnt()}/disk`, "nbd://127.0.0.1:10809/vol2"]]);
     expect(h.calls).toEqual([["losetup", "-f", "--show", "--read-only", "--direct-io=on", `${mnt()}/disk`]]);
     const rec = new RecordStore(h.stateDir).read("vol2", "ro");
     expect(rec).toMatchObject({ device: "/dev/loop7", backingFile: `${mnt()}/disk`, mountDir: mnt(), nbdfusePid: 4000, via: "userspace" });
@@ -447,7 +451,7 @@ describe("NBD, userspace: extendVolume moves the same loop device to a new nbdfu
     h.on.umount = (args) => h.unmount(args.at(-1) as string);
     h.calls.length = 0;
     expect(await c.extendVolume(nbdConn({ readOnly: true }))).toBe(32 * 1024 * 1024);
-    expect(h.spawned[1]).toEqual(["nbdfuse", "-r", "-P", `${run()}/vol2-ro.1.nbdfuse.pid`, `${mnt(".1")}/disk`, "nbd://127.0.0.1:10809/vol2"]);
+    expect(h.spawned[1]).toEqual(["nbdfuse", "-r", "-P", attempt(`${run()}/vol2-ro.1`, ".nbdfuse.pid"), `${mnt(".1")}/disk`, "nbd://127.0.0.1:10809/vol2"]);
     expect(h.calls).toEqual([
       ["losetup", "--json", "--list"],
       ["losetup", "-d", "/dev/loop7"],
@@ -549,9 +553,9 @@ describe("iSCSI, userspace: extendVolume logs in again through a new qemu-nbd", 
     await c.connectVolume(iscsiConn());
     h.calls.length = 0;
     expect(await c.extendVolume(iscsiConn())).toBe(32 * 1024 * 1024);
-    expect(h.calls[1].slice(0, 7)).toEqual(["qemu-nbd", "--fork", "--persistent", "--pid-file", `${run}/vol1-rw.1.qemu-nbd.pid`, "-k", `${run}/vol1-rw.1.sock`]);
+    expect(h.calls[1].slice(0, 7)).toEqual(["qemu-nbd", "--fork", "--persistent", "--pid-file", attempt(`${run}/vol1-rw.1`, ".qemu-nbd.pid"), "-k", attempt(`${run}/vol1-rw.1`, ".sock")]);
     expect(h.calls[1].join(" ")).not.toContain(PASSWORD);
-    expect(h.spawned[1]).toEqual(["nbdfuse", "-P", `${run}/vol1-rw.1.nbdfuse.pid`, path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk"), "--unix", `${run}/vol1-rw.1.sock`]);
+    expect(h.spawned[1]).toEqual(["nbdfuse", "-P", attempt(`${run}/vol1-rw.1`, ".nbdfuse.pid"), path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk"), "--unix", attempt(`${run}/vol1-rw.1`, ".sock")]);
     expect(h.calls.slice(2).map((a) => a.join(" "))).toEqual([
       "losetup -d /dev/loop7",
       `losetup --direct-io=on /dev/loop7 ${path.join(h.stateDir, "iscsi/mnt/vol1-rw.1/disk")}`,
@@ -559,7 +563,7 @@ describe("iSCSI, userspace: extendVolume logs in again through a new qemu-nbd", 
       "blockdev --getsize64 /dev/loop7",
     ]);
     expect([...h.live.keys()].sort()).toEqual([4001, 778]);
-    expect(new RecordStore(h.stateDir).read("vol1", "rw")).toMatchObject({ device: "/dev/loop7", qemuNbdPid: 778, socket: `${run}/vol1-rw.1.sock`, portal: "10.0.0.5:3260" });
+    expect(new RecordStore(h.stateDir).read("vol1", "rw")).toMatchObject({ device: "/dev/loop7", qemuNbdPid: 778, socket: attempt(`${run}/vol1-rw.1`, ".sock"), portal: "10.0.0.5:3260" });
     expect(fs.readdirSync(run).filter((f) => f.endsWith(".secret"))).toEqual([]);
   });
 
@@ -577,6 +581,42 @@ describe("iSCSI, userspace: extendVolume logs in again through a new qemu-nbd", 
 });
 
 describe("iSCSI, userspace (qemu-nbd/libiscsi + nbdfuse + loop)", () => {
+  test("each helper is recorded before it starts, under names of its attempt that a retry never reuses; disconnect forgets them", async () => {
+    const daemons = new DaemonRecords(path.join(h.stateDir, "daemons"));
+    /** At each start: the records naming the file the helper is about to write its pid to. */
+    const recordedAtStart: string[] = [];
+    const pidFiles: string[] = [];
+    let nextQemu = 777;
+    h.on["qemu-nbd"] = (args) => {
+      const pidFile = args[args.indexOf("--pid-file") + 1];
+      pidFiles.push(pidFile);
+      recordedAtStart.push(...daemons.list("qemu-nbd").filter((r) => r.pidFile === pidFile).map((r) => r.kind));
+      fs.writeFileSync(pidFile, `${nextQemu}\n`);
+      h.live.set(nextQemu++, "qemu-nbd");
+    };
+    const spawn = h.spawn;
+    h.spawn = async (file, args, o) => {
+      const pidFile = args[args.indexOf("-P") + 1];
+      pidFiles.push(pidFile);
+      recordedAtStart.push(...daemons.list("nbdfuse").filter((r) => r.pidFile === pidFile).map((r) => r.kind));
+      return spawn(file, args, o);
+    };
+    const c = new IscsiConnector(h.options_({ initiator: "iqn.2024-01.io.sds:h1" }));
+    await c.connectVolume(iscsiConn());
+    expect(recordedAtStart).toEqual(["qemu-nbd", "nbdfuse"]);
+    expect(daemons.list().map((r) => [r.kind, r.pid])).toEqual([["nbdfuse", 4000], ["qemu-nbd", 777]]);
+    // A retry of the same connection (its first attempt's pieces forgotten, as after a crash) names files of its own.
+    new RecordStore(h.stateDir).remove("vol1", "rw");
+    h.unmountAll([]);
+    await c.connectVolume(iscsiConn());
+    expect(new Set(pidFiles).size).toBe(4);
+    expect(daemons.list()).toHaveLength(4);
+    // A disconnect forgets the records of the helpers it stopped (the first attempt's stay: the reaper's).
+    h.on.umount = (args) => h.unmount(args.at(-1) as string);
+    await c.disconnectVolume(iscsiConn());
+    expect(daemons.list().map((r) => [r.kind, r.pid])).toEqual([["nbdfuse", 4000], ["qemu-nbd", 777]]);
+  });
+
   test("qemu-nbd gets the CHAP password in a 0600 file (not argv) that is gone afterwards; nbdfuse uses its unix socket", async () => {
     const run = path.join(h.stateDir, "iscsi/run");
     let secretSeen: { mode: number; content: string } | undefined;
@@ -594,21 +634,21 @@ describe("iSCSI, userspace (qemu-nbd/libiscsi + nbdfuse + loop)", () => {
       "--fork",
       "--persistent",
       "--pid-file",
-      `${run}/vol1-ro.qemu-nbd.pid`,
+      attempt(`${run}/vol1-ro`, ".qemu-nbd.pid"),
       "-k",
-      `${run}/vol1-ro.sock`,
+      attempt(`${run}/vol1-ro`, ".sock"),
       "-r",
       "--object",
-      `secret,id=sdschap,file=${run}/vol1-ro.secret`,
+      attempt(`secret,id=sdschap,file=${run}/vol1-ro`, ".secret"),
       "--image-opts",
       "driver=raw,file.driver=iscsi,file.transport=tcp,file.portal=10.0.0.5:3260,file.target=iqn.2024-01.io.sds:vol1,file.lun=1,file.initiator-name=iqn.2024-01.io.sds:h1,file.user=u1,file.password-secret=sdschap",
     ]);
     expect(h.calls[0].join(" ")).not.toContain(PASSWORD);
     expect(secretSeen).toEqual({ mode: 0o600, content: PASSWORD });
-    expect(fs.existsSync(`${run}/vol1-ro.secret`)).toBe(false);
-    expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", `${run}/vol1-ro.nbdfuse.pid`, path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk"), "--unix", `${run}/vol1-ro.sock`]]);
+    expect(fs.readdirSync(run).filter((f) => f.endsWith(".secret"))).toEqual([]);
+    expect(h.spawned).toEqual([["nbdfuse", "-r", "-P", attempt(`${run}/vol1-ro`, ".nbdfuse.pid"), path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk"), "--unix", attempt(`${run}/vol1-ro`, ".sock")]]);
     expect(h.calls[1]).toEqual(["losetup", "-f", "--show", "--read-only", "--direct-io=on", path.join(h.stateDir, "iscsi/mnt/vol1-ro/disk")]);
-    expect(new RecordStore(h.stateDir).read("vol1", "ro")).toMatchObject({ qemuNbdPid: 777, socket: `${run}/vol1-ro.sock` });
+    expect(new RecordStore(h.stateDir).read("vol1", "ro")).toMatchObject({ qemuNbdPid: 777, socket: attempt(`${run}/vol1-ro`, ".sock") });
   });
 
   test("a failed qemu-nbd (bad CHAP) removes the secret file and starts no nbdfuse", async () => {
@@ -781,7 +821,7 @@ describe("after a target crash: checkVolume, fenceVolume, repair under the same 
     h.live.delete(4000); // nbdfuse died
     h.calls.length = 0;
     expect(await c.connectVolume(nbdConn())).toEqual({ path: "/dev/loop7" });
-    expect(h.spawned[1]).toEqual(["nbdfuse", "-P", path.join(h.stateDir, "nbd/run/vol2-rw.1.nbdfuse.pid"), `${mnt(".1")}/disk`, "nbd://127.0.0.1:10809/vol2"]);
+    expect(h.spawned[1]).toEqual(["nbdfuse", "-P", attempt(path.join(h.stateDir, "nbd/run/vol2-rw.1"), ".nbdfuse.pid"), `${mnt(".1")}/disk`, "nbd://127.0.0.1:10809/vol2"]);
     expect(h.calls).toEqual([
       ["losetup", "--json", "--list"],
       ["losetup", "-d", "/dev/loop7"],

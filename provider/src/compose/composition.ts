@@ -236,6 +236,7 @@ export class Composition {
       if (r.kept.length > 0) {
         this.log("warning", `sds: left ${r.kept.length} export(s) of this state that it no longer knows, because initiators are still logged in: ${r.kept.join(", ")}; log them out, then the next run removes them`);
       }
+      if (r.reaped.length > 0) this.log("warning", `sds: cleaned up after a crash on this machine: ${r.reaped.join("; ")}`);
     } catch (err) {
       this.log("warning", `sds: could not re-ensure exports at start: ${(err as Error).message}`);
     }

@@ -19,6 +19,7 @@
  *   under the same path whenever the kernel allows it (see connectors/path-health.ts).
  */
 import type { ConnectionInfo } from "../domain/connection-info";
+import type { Reaped } from "../exec/daemons";
 
 /** What identifies this host to a target (os-brick's get_connector_properties). */
 export interface ConnectorProperties {
@@ -96,6 +97,15 @@ export interface Connector {
    * Optional: connectors whose paths fail fast by themselves need none.
    */
   sweep?(strikes?: number): Promise<Array<{ volumeId: string; mode: "rw" | "ro"; path: string; reason: string }>>;
+  /**
+   * At start (the provider's first write, an agent's start): the helpers (qemu-nbd, nbdfuse)
+   * this host's connectors started, each recorded before it started (exec/daemons.ts), that no
+   * connection record uses any more are stopped (SIGTERM, then SIGKILL) with their sockets and
+   * dead FUSE mounts, and records of dead ones are dropped. A helper a connection uses is never
+   * touched, nor one whose starter still runs. Records live per state folder, so one call covers
+   * every protocol of it. Optional: a connector without helpers needs none.
+   */
+  reapOrphans?(): Promise<Reaped>;
   disconnectVolume(connection: Connection, options?: { force?: boolean }): Promise<void>;
   /** The paths of this volume on this host. */
   getVolumePaths(connection: Connection): Promise<VolumePath[]>;

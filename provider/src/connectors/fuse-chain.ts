@@ -6,9 +6,11 @@
  * down (`teardownFuseLoop`). Why a broken chain is rebuilt beside the device and not in place,
  * and what the kernel allows: see path-health.ts.
  */
+import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { BackendError } from "../errors";
+import { recordDaemon } from "../exec/daemons";
 import type { Connection } from "./connector";
 import { chainFault, killHelpers, SESSION_RETURN_MS } from "./path-health";
 import { checkIdleForReconnect, type Host } from "./host";
@@ -26,7 +28,7 @@ export function fusePaths(host: Host, kind: "nbd" | "iscsi", c: { volumeId: stri
 function fusePathsNamed(base: string, name: string) {
   const mountDir = path.join(base, "mnt", name);
   const runDir = path.join(base, "run");
-  return { base, name, mountDir, file: path.join(mountDir, "disk"), runDir, pidFile: path.join(runDir, `${name}.nbdfuse.pid`), logFile: path.join(runDir, `${name}.log`) };
+  return { base, name, mountDir, file: path.join(mountDir, "disk"), runDir, logFile: path.join(runDir, `${name}.log`) };
 }
 
 export type FusePaths = ReturnType<typeof fusePaths>;
@@ -34,6 +36,11 @@ export type FusePaths = ReturnType<typeof fusePaths>;
 /** The slot the record's live pieces do not use. */
 function otherSlot(rec: ConnectionRecord): 0 | 1 {
   return rec.mountDir?.endsWith(".1") ? 0 : 1;
+}
+
+/** `base` plus an id of this attempt: names of helpers' files that a later attempt never reuses (see exec/daemons.ts). */
+export function attemptName(base: string): string {
+  return `${base}.${randomUUID().slice(0, 8)}`;
 }
 
 /** Records `layers` as they come (the connection's own, or its extra ones during an extend). */
@@ -48,14 +55,17 @@ export type KeepLayers = (layers: LowerLayers) => void;
 export async function startFuse(host: Host, p: FusePaths, command: (file: string, pidFile: string) => [string, string[]], keep: KeepLayers): Promise<void> {
   fs.mkdirSync(p.mountDir, { recursive: true, mode: 0o700 });
   fs.mkdirSync(p.runDir, { recursive: true, mode: 0o700 });
-  fs.rmSync(p.pidFile, { force: true });
+  const name = attemptName(p.name);
+  const pidFile = path.join(p.runDir, `${name}.nbdfuse.pid`);
   const layers: LowerLayers = { backingFile: p.file, mountDir: p.mountDir };
   keep(layers);
-  const [file, args] = command(p.file, p.pidFile);
+  const [file, args] = command(p.file, pidFile);
+  const record = recordDaemon(host.daemons, { kind: "nbdfuse", name, file, args, pidFile, mountDir: p.mountDir });
   const spawned = await host.spawn(file, args, { logFile: p.logFile });
+  host.daemons.write({ ...record, pid: spawned });
   keep({ ...layers, nbdfusePid: spawned });
   await host.waitUntil(`nbdfuse to serve ${p.file}`, async () => {
-    if (fs.existsSync(p.pidFile) && fs.existsSync(p.file)) return true;
+    if (fs.existsSync(pidFile) && fs.existsSync(p.file)) return true;
     if (!(await host.alive(spawned, "nbdfuse"))) {
       let log = "";
       try {
@@ -67,8 +77,12 @@ export async function startFuse(host: Host, p: FusePaths, command: (file: string
     }
     return false;
   });
-  const pid = Number(fs.readFileSync(p.pidFile, "utf8").trim());
-  if (pid > 0 && pid !== spawned) keep({ ...layers, nbdfusePid: pid });
+  const pid = Number(fs.readFileSync(pidFile, "utf8").trim());
+  if (pid > 0 && pid !== spawned) {
+    host.daemons.write({ ...record, pid });
+    keep({ ...layers, nbdfusePid: pid });
+  }
+  fs.rmSync(pidFile, { force: true }); // the records keep the pid
 }
 
 /**
@@ -251,15 +265,16 @@ async function teardownLayers(host: Host, t: Teardown, l: LowerLayers, force: bo
   }
   if (l.nbdfusePid) {
     const pid = l.nbdfusePid;
-    await t.step(`stop nbdfuse ${pid}`, () => stopProcess(host, pid, "nbdfuse", 5_000));
+    if (await t.step(`stop nbdfuse ${pid}`, () => stopProcess(host, pid, "nbdfuse", 5_000))) host.daemons.removePid("nbdfuse", pid);
   }
   if (l.qemuNbdPid) {
     const pid = l.qemuNbdPid;
-    await t.step(`stop qemu-nbd ${pid}`, async () => {
+    const stopped = await t.step(`stop qemu-nbd ${pid}`, async () => {
       // only a live qemu-nbd: the pid of a dead one may belong to another process by now
       if (await host.alive(pid, "qemu-nbd")) host.processes.kill(pid, "SIGTERM");
       await stopProcess(host, pid, "qemu-nbd", 5_000);
     });
+    if (stopped) host.daemons.removePid("qemu-nbd", pid);
   }
   if (l.socket) fs.rmSync(l.socket, { force: true });
   if (l.mountDir && !host.isMounted(l.mountDir)) {
@@ -271,9 +286,7 @@ async function teardownLayers(host: Host, t: Teardown, l: LowerLayers, force: bo
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
       }
     });
-    const p = fusePathsNamed(path.dirname(path.dirname(dir)), path.basename(dir));
-    fs.rmSync(p.pidFile, { force: true });
-    fs.rmSync(p.logFile, { force: true });
+    fs.rmSync(fusePathsNamed(path.dirname(path.dirname(dir)), path.basename(dir)).logFile, { force: true });
   }
 }
 

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { BackendError, CommandFailedError, DeviceBusyError, invalidInput } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
+import { DaemonRecords } from "../exec/daemons";
 import { procProcesses, type ProcessTable, spawnDetached, type Spawner, waitUntil } from "../exec/processes";
 import { type ConnectionRecord, DEFAULT_STATE_DIR, RecordStore } from "./records";
 
@@ -65,6 +66,8 @@ const LOOP_RETRY_MS = [100, 200, 400, 800];
 export class Host {
   readonly stateDir: string;
   readonly records: RecordStore;
+  /** The helpers (qemu-nbd, nbdfuse) started here, each recorded before it starts (exec/daemons.ts). */
+  readonly daemons: DaemonRecords;
   readonly run: Runner;
   readonly spawn: Spawner;
   readonly processes: ProcessTable;
@@ -75,6 +78,7 @@ export class Host {
   constructor(o: HostOptions = {}) {
     this.stateDir = path.resolve(o.stateDir ?? DEFAULT_STATE_DIR);
     this.records = new RecordStore(this.stateDir);
+    this.daemons = new DaemonRecords(path.join(this.stateDir, "daemons"));
     this.run = o.run ?? defaultRun;
     this.spawn = o.spawn ?? spawnDetached;
     this.processes = o.processes ?? procProcesses;

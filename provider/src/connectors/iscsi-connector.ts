@@ -26,7 +26,8 @@ import * as path from "node:path";
 import { BackendError, CommandFailedError, invalidInput } from "../errors";
 import type { Connection, PathHealth, VolumePath } from "./connector";
 import { BaseConnector, type ConnectorOptions, orphanLoops } from "./base-connector";
-import { type FusePaths, fuseLoop, fusePaths, keepOrRepair, refreshFuseLoop, startFuse, teardownFuseLoop } from "./fuse-chain";
+import { type DaemonRecord, startDaemon } from "../exec/daemons";
+import { attemptName, type FusePaths, fuseLoop, fusePaths, keepOrRepair, refreshFuseLoop, startFuse, teardownFuseLoop } from "./fuse-chain";
 import { checkFuseChain, lastLine, PROBE_TIMEOUT_MS, type TargetProbe } from "./path-health";
 import { type Host, initiatorName } from "./host";
 import { type ConnectionRecord, modeOf, newRecord, pathOf, type Teardown } from "./records";
@@ -127,9 +128,12 @@ export class IscsiConnector extends BaseConnector {
   /** qemu-nbd logged in to the LUN through libiscsi, serving it on a unix socket in `p`'s run folder. */
   private async startQemuNbd(c: Connection, t: IscsiTargetInfo, p: FusePaths): Promise<{ qemuNbdPid: number; socket: string }> {
     fs.mkdirSync(p.runDir, { recursive: true, mode: 0o700 });
-    const socket = socketPath(p.runDir, p.name);
-    const qemuPidFile = path.join(p.runDir, `${p.name}.qemu-nbd.pid`);
-    const secretFile = path.join(p.runDir, `${p.name}.secret`);
+    // Names of this attempt alone: a retry after a crash must not overwrite the pidfile (or
+    // socket) of a qemu-nbd the crashed attempt left running, or nothing would name it any more.
+    const name = attemptName(p.name);
+    const socket = socketPath(p.runDir, name);
+    const qemuPidFile = path.join(p.runDir, `${name}.qemu-nbd.pid`);
+    const secretFile = path.join(p.runDir, `${name}.secret`);
     const esc = (v: string) => v.replace(/,/g, ",,"); // qemu option values double their commas
     const opts = [
       "driver=raw",
@@ -147,16 +151,17 @@ export class IscsiConnector extends BaseConnector {
       opts.push(`file.user=${esc(c.authUsername ?? "")}`, "file.password-secret=sdschap");
       args.push("--object", `secret,id=sdschap,file=${secretFile}`);
     }
-    fs.rmSync(socket, { force: true });
-    fs.rmSync(qemuPidFile, { force: true });
+    let record: DaemonRecord;
     try {
-      // A session of its own (setsid): the device must outlive the provider plugin, the CLI and the agent.
-      await this.host.run("qemu-nbd", [...args, "--image-opts", opts.join(",")], { secrets: c.authPassword ? [c.authPassword] : [], timeoutMs: 60_000, detached: true });
+      // Recorded first, then in a session of its own (setsid): the device must outlive the provider plugin, the CLI and the agent.
+      const daemon = { kind: "qemu-nbd", name, file: "qemu-nbd", args: [...args, "--image-opts", opts.join(",")], pidFile: qemuPidFile, socket };
+      record = await startDaemon(this.host.run, this.host.daemons, daemon, { secrets: c.authPassword ? [c.authPassword] : [], timeoutMs: 60_000 });
     } finally {
       fs.rmSync(secretFile, { force: true });
     }
     const qemuNbdPid = Number(fs.readFileSync(qemuPidFile, "utf8").trim());
-    fs.rmSync(qemuPidFile, { force: true });
+    this.host.daemons.write({ ...record, pid: qemuNbdPid });
+    fs.rmSync(qemuPidFile, { force: true }); // the record and the connection's keep the pid
     return { qemuNbdPid, socket };
   }
 

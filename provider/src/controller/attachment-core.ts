@@ -36,7 +36,7 @@ import type { Controller } from "./controller";
 import type { SecretBox } from "./secret-box";
 
 /** What attachments need of a host's connector: the local one, or the host's agent (AgentClient). */
-export type HostConnector = Pick<Connector, "connectVolume" | "disconnectVolume" | "getVolumePaths" | "extendVolume" | "checkVolume" | "fenceVolume">;
+export type HostConnector = Pick<Connector, "connectVolume" | "disconnectVolume" | "getVolumePaths" | "extendVolume" | "checkVolume" | "fenceVolume" | "reapOrphans">;
 
 /** A host other than `localhost`, reached through its sds-agent. */
 export interface RemoteHost {

@@ -5,7 +5,8 @@
  * of other states on the same daemon are never touched. A stray that still has sessions is left
  * in place and reported: removing it would cut a host's live I/O. An attachment whose export had
  * to be made again remembers why (`brokenReason`): its device must reconnect, which refresh
- * reports and up repairs.
+ * reports and up repairs. Last, the helpers a crash left on this machine (a qemu-nbd or nbdfuse
+ * that no connection uses) are stopped and the records of dead daemons dropped (issue 12).
  */
 import { IQN_PREFIX, portalHost } from "../domain/names";
 import type { IscsiTarget } from "../targets/target";
@@ -19,10 +20,12 @@ export interface Reconciled {
   removed: string[];
   /** Strays of this state left because initiators are logged in to them. */
   kept: string[];
+  /** This machine's daemons reaped (exec/daemons.ts): helpers no connection uses, stopped; records of dead daemons, dropped. */
+  reaped: string[];
 }
 
 export async function reconcileExports(core: AttachmentCore): Promise<Reconciled> {
-  const out: Reconciled = { ensured: 0, removed: [], kept: [] };
+  const out: Reconciled = { ensured: 0, removed: [], kept: [], reaped: [] };
   const tag = await core.stateTag();
   // First our strays (one may hold a tid, port or CHAP name the store's exports need)…
   const portals = new Map<string, string>(); // portal → backend name (whose node runs its tgtd)
@@ -73,5 +76,9 @@ export async function reconcileExports(core: AttachmentCore): Promise<Reconciled
     if (problem) await core.store.updateAttachment(a.id, { brokenReason: `${problem}; the export was made again, its device must reconnect (pulumi up)`, updatedAt: core.at() });
     out.ensured++;
   }
+  // Last, with every export in place: this machine's helpers that no device uses any more (one
+  // call: the connectors share one folder of records). Exports' daemons are never stopped here.
+  const r = await core.hostConnector("localhost", "local")?.reapOrphans?.();
+  if (r) out.reaped.push(...r.stopped.map((d) => `stopped ${d}, which no device used`), ...r.removed.map((d) => `dropped the record of ${d}, no longer running`));
   return out;
 }

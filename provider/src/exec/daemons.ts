@@ -7,10 +7,19 @@
  * - a crash between "started" and "remembered" still leaves a record naming what may be running,
  *   so reconciliation and operators find it (`<dir>/<kind>-<name>.json`).
  * The record says what was started, by which process, and where its pidfile is; it is not proof
- * that the daemon runs (ask the process table for that).
+ * that the daemon runs (ask the process table for that). Its name is unique per start where
+ * starts can repeat (a connector's helpers: `<connection>.<attempt>`), so a second attempt never
+ * overwrites the record, pidfile or socket of a first one that is still running (issue 12: a
+ * qemu-nbd leaked because its pidfile name was reused).
+ *
+ * Reaping ({@link reapDaemons}, at start): a record whose daemon is dead goes (with its pidfile
+ * and socket); a live daemon of a kind the caller may stop that nothing needs any more is stopped
+ * (SIGTERM, SIGKILL after a bound) and its record goes. A record whose starter still runs is left
+ * to it (it may be about to record what it started elsewhere).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { type ProcessTable, processStart, waitUntil } from "./processes";
 import type { RunOptions, Runner } from "./run";
 
 /** What is known of a daemon sds started. */
@@ -25,7 +34,15 @@ export interface DaemonRecord {
   pidFile?: string;
   /** The process that started it. */
   startedBy: number;
+  /** That process's start time (exec/processes.ts `processStart`): its pid alone may be reused. */
+  startedByStart?: string;
   startedAt: string;
+  /** Its pid, once known (from its pidfile or its spawn). */
+  pid?: number;
+  /** Its unix socket, removed with the record. */
+  socket?: string;
+  /** Its FUSE mount (nbdfuse), unmounted when it is reaped and nothing else uses the folder. */
+  mountDir?: string;
 }
 
 /** The records of one folder (a provider's or an agent's run folder). */
@@ -50,6 +67,11 @@ export class DaemonRecords {
     fs.rmSync(this.file(kind, name), { force: true });
   }
 
+  /** Forget the daemons of `kind` recorded with `pid` (one stopped by its owner, who knows its pid, not its record's name). */
+  removePid(kind: string, pid: number): void {
+    for (const r of this.list(kind)) if (r.kind === kind && r.pid === pid) this.remove(r.kind, r.name);
+  }
+
   /** Every record of the folder (of one kind when given). */
   list(kind?: string): DaemonRecord[] {
     let names: string[];
@@ -72,23 +94,117 @@ export class DaemonRecords {
   }
 }
 
+/** What a caller says of a daemon it is about to start. */
+export interface DaemonStart {
+  kind: string;
+  name: string;
+  file: string;
+  args: readonly string[];
+  pidFile?: string;
+  socket?: string;
+  mountDir?: string;
+}
+
+/** Record a daemon about to start, by this process; returns the record (to add its pid once known). */
+export function recordDaemon(records: DaemonRecords | undefined, d: DaemonStart): DaemonRecord {
+  const { file, args, ...rest } = d;
+  const record: DaemonRecord = { ...rest, argv: [file, ...args], startedBy: process.pid, startedByStart: processStart(process.pid) ?? undefined, startedAt: new Date().toISOString() };
+  records?.write(record);
+  return record;
+}
+
 /**
  * Start a daemon that forks into the background (`file args…` returns once it runs): recorded
- * first, then run in a session of its own (see the file comment).
+ * first, then run in a session of its own (see the file comment). Returns its record.
  */
-export async function startDaemon(
-  run: Runner,
-  records: DaemonRecords | undefined,
-  daemon: { kind: string; name: string; file: string; args: readonly string[]; pidFile?: string },
-  options: RunOptions = {},
-): Promise<void> {
-  records?.write({
-    kind: daemon.kind,
-    name: daemon.name,
-    argv: [daemon.file, ...daemon.args],
-    pidFile: daemon.pidFile,
-    startedBy: process.pid,
-    startedAt: new Date().toISOString(),
-  });
+export async function startDaemon(run: Runner, records: DaemonRecords | undefined, daemon: DaemonStart, options: RunOptions = {}): Promise<DaemonRecord> {
+  const record = recordDaemon(records, daemon);
   await run(daemon.file, daemon.args, { ...options, detached: true });
+  return record;
+}
+
+/** What {@link reapDaemons} did, one `kind name (pid N)` per daemon. */
+export interface Reaped {
+  /** Records of daemons found dead, dropped. */
+  removed: string[];
+  /** Live daemons nothing needed, stopped. */
+  stopped: string[];
+}
+
+export interface ReapOptions {
+  processes: ProcessTable;
+  /** Kinds that may be stopped when nothing needs them; a daemon of another kind only loses its record once dead. */
+  stoppable: readonly string[];
+  /** Whether a live daemon (`pid`) is still used (a device, an export). */
+  needed: (record: DaemonRecord, pid: number) => boolean;
+  /** Clean-up of a dead or stopped daemon beyond its record, pidfile and socket (its FUSE mount). */
+  cleanup?: (record: DaemonRecord) => Promise<void>;
+  /** How long a daemon gets after SIGTERM, then again after SIGKILL; default 5 s. */
+  graceMs?: number;
+}
+
+/** Walk the records (see the file comment): drop the dead, stop the unneeded of the stoppable kinds. */
+export async function reapDaemons(records: DaemonRecords, o: ReapOptions): Promise<Reaped> {
+  const out: Reaped = { removed: [], stopped: [] };
+  let table: Array<{ pid: number; argv: string[] }> | undefined;
+  for (const rec of records.list()) {
+    if (starterRuns(rec)) continue;
+    let pid = rec.pid ?? readPid(rec.pidFile);
+    if (pid !== undefined && !sameCommand(await o.processes.argv(pid), rec.argv)) pid = undefined;
+    if (pid === undefined) {
+      // No pid known (the starter died before it read the pidfile): look for the command itself.
+      table ??= await o.processes.list();
+      pid = table.find((p) => sameCommand(p.argv, rec.argv))?.pid;
+    }
+    const what = `${rec.kind} ${rec.name}${pid ? ` (pid ${pid})` : ""}`;
+    if (pid !== undefined) {
+      if (!o.stoppable.includes(rec.kind) || o.needed(rec, pid)) continue;
+      await stopDaemon(o.processes, pid, rec.argv, o.graceMs ?? 5_000);
+      out.stopped.push(what);
+    } else {
+      out.removed.push(what);
+    }
+    if (o.stoppable.includes(rec.kind)) {
+      await o.cleanup?.(rec);
+      if (rec.pidFile) fs.rmSync(rec.pidFile, { force: true });
+      if (rec.socket) fs.rmSync(rec.socket, { force: true });
+    }
+    records.remove(rec.kind, rec.name);
+  }
+  return out;
+}
+
+/** Whether the process that wrote the record still runs (then the daemon is its business). */
+function starterRuns(rec: DaemonRecord): boolean {
+  const start = processStart(rec.startedBy);
+  if (start === null) return false;
+  return !rec.startedByStart || !start || start === rec.startedByStart;
+}
+
+function readPid(file: string | undefined): number | undefined {
+  if (!file) return undefined;
+  try {
+    const pid = Number(fs.readFileSync(file, "utf8").trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a live process's argv is the recorded one (argv[0] by its base name: a path may be resolved or not). */
+function sameCommand(argv: string[] | undefined, recorded: string[]): boolean {
+  if (!argv || argv.length !== recorded.length) return false;
+  return path.basename(argv[0]) === path.basename(recorded[0]) && argv.every((a, i) => i === 0 || a === recorded[i]);
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
+async function stopDaemon(processes: ProcessTable, pid: number, argv: string[], graceMs: number): Promise<void> {
+  const gone = async () => !sameCommand(await processes.argv(pid), argv);
+  processes.kill(pid, "SIGTERM");
+  try {
+    await waitUntil(`${path.basename(argv[0])} ${pid} to exit after SIGTERM`, gone, graceMs);
+  } catch {
+    processes.kill(pid, "SIGKILL");
+    await waitUntil(`${path.basename(argv[0])} ${pid} to exit after SIGKILL`, gone, graceMs);
+  }
 }

@@ -51,6 +51,24 @@ export const procProcesses: ProcessTable = {
   },
 };
 
+/**
+ * The start time of process `pid` (field 22 of /proc/<pid>/stat, clock ticks since boot): with
+ * the pid it names one process for good, where a pid alone may have been reused since. null
+ * when there is no such process, "" when it cannot be told (no /proc).
+ */
+export function processStart(pid: number): string | null {
+  let stat: string;
+  try {
+    stat = fsSync.readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === "ENOENT" || code === "ESRCH" ? null : "";
+  }
+  // The command (field 2) is in parentheses and may hold spaces or ")": fields resume after the last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields[19] ?? ""; // field 22 is the 20th after the command and the state
+}
+
 /** Why: daemons report readiness only by starting to answer; poll instead of sleeping blindly. */
 export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

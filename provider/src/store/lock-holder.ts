@@ -17,6 +17,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { processStart } from "../exec/processes";
 
 const PREFIX = "sds-lock ";
 
@@ -46,20 +47,6 @@ function bootId(): string {
     }
   }
   return thisBoot;
-}
-
-/** The start time of process `pid` (field 22 of /proc/<pid>/stat), null when it does not exist, "" when unknown. */
-export function processStart(pid: number): string | null {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === "ENOENT" || code === "ESRCH" ? null : "";
-  }
-  // The command (field 2) is in parentheses and may hold spaces or ")": fields resume after the last ")".
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return fields[19] ?? ""; // field 22 is the 20th after the command and the state
 }
 
 /** The holder text of operation `op` of this process, taking its lock now. */
