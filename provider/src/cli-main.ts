@@ -35,7 +35,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
-import { Composition } from "./compose/composition";
+import { Composition, sqliteDamage } from "./compose/composition";
 import { isProjectDir, readStackConfig } from "./compose/stack-config";
 import { resolveProviderConfig } from "./controller/config";
 import { SecretBox } from "./controller/secret-box";
@@ -238,6 +238,8 @@ async function migrateState(argv: string[]): Promise<number> {
     throw new UserError("NOT_FOUND", `--from: no sds state at ${from.file}; name the state file the stack used (its sds:stateUrl, by default sqlite:.sds/state.db in the project)`, "from");
   }
   if (from.kind === "postgres") await assertPostgresHoldsState(from);
+  const damage = from.kind === "sqlite" ? sqliteDamage(from.file) : undefined;
+  if (damage !== undefined) throw new UserError("INVALID_STATE", `--from: the state database ${from.shown} is damaged: ${damage}; restore it from a backup before moving it`, "from");
 
   const madeFile = to.kind === "sqlite" && !fs.existsSync(to.file) ? to.file : undefined;
   const madeDir = madeFile && !fs.existsSync(path.dirname(madeFile)) ? path.dirname(madeFile) : undefined;

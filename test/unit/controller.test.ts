@@ -179,3 +179,16 @@ test("a create cut short (row left `creating`) is taken up by the retry of the s
   const bigger = await c.createVolume("urn:cut", spec("cut-cccc", 3));
   expect(bigger.id).not.toBe(first.id);
 });
+
+test("a create cut short after its file was made but before it was sized is taken up: the half-made file is made again", async () => {
+  const c = controller();
+  await c.discover();
+  const first = await c.createVolume("urn:cut", spec("cut-aaaa", 1));
+  // As if the provider was killed between creating the file and sizing it (found by test/faults).
+  await store.updateVolume(first.id, { status: "creating" });
+  const file = path.join(dir, "p1", `volume-${first.id}.img`);
+  fs.truncateSync(file, 0);
+  const retried = await c.createVolume("urn:cut", spec("cut-bbbb", 1));
+  expect(retried).toMatchObject({ id: first.id, status: "available" });
+  expect(fs.statSync(file).size).toBe(1024 ** 3);
+});

@@ -33,9 +33,21 @@ import { VolumeUpdates } from "../controller/update-volume";
 import { makeFolder } from "../domain/user-paths";
 import { UserError } from "../errors";
 import { PostgresStore, redactUrl } from "../store/postgres-store";
-import { SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
+import { SqliteStore, checkSqliteState, sqlitePathFromUrl } from "../store/sqlite-store";
 import type { Store } from "../store/store";
 import { localTargets } from "../targets/local-targets";
+
+/**
+ * What damages the SQLite state `file` ("database disk image is malformed (SQLITE_CORRUPT)"), read
+ * by `sds state check`'s full read; undefined when it is sound or missing. A busy or unreadable
+ * file is not called damaged: whoever opens it next names that.
+ */
+export function sqliteDamage(file: string): string | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  const r = checkSqliteState(file);
+  const damaged = `${file}: damaged: `;
+  return !r.ok && r.line.startsWith(damaged) ? r.line.slice(damaged.length).replace(/; restore it from a backup$/, "") : undefined;
+}
 
 export type Log = (severity: "debug" | "info" | "warning" | "error", message: string) => void;
 
@@ -100,10 +112,32 @@ export class Composition {
     return this.controllerPromise;
   }
 
+  /**
+   * Refuse a damaged SQLite state, in one line naming `stateUrl` (once per composition; a missing
+   * state is fine). Why every page is read: a run that changes nothing reads only a few rows, so
+   * a damaged file passed unnoticed and `pulumi up` exited 0 on it. The provider calls this at
+   * Configure, so every command on such a state fails; it is cheap (a full read of a small file).
+   */
+  refuseDamagedState(): void {
+    const s = this.state;
+    if (this.stateChecked || s.kind !== "sqlite" || s.file === ":memory:") return;
+    const damage = sqliteDamage(s.file);
+    if (damage !== undefined) {
+      throw new UserError(
+        "INVALID_STATE",
+        `stateUrl: the state database ${s.file} is damaged: ${damage}; restore it from a backup (README, "When the state is damaged"); \`sds state check\` tells a sound file from a damaged one`,
+        "stateUrl",
+      );
+    }
+    this.stateChecked = true;
+  }
+  private stateChecked = false;
+
   private async openStore(): Promise<Store> {
     const s = this.state;
     if (s.kind === "postgres") return PostgresStore.open(s.url, { onLockLost: (m) => this.log("warning", `sds: ${m}`) });
     if (s.file === ":memory:") return new SqliteStore(s.file);
+    this.refuseDamagedState();
     if (this.writing || fs.existsSync(s.file)) return SqliteStore.open(s.file);
     // No state yet and nothing to write: an empty state in memory, until allowWrites opens the file.
     let current: Store = new SqliteStore(":memory:");

@@ -57,12 +57,28 @@ export function checkProviderConfig(raw: Record<string, unknown>): Array<[string
   return [];
 }
 
-/** Refuse a SQLite state on one of the kernel's file systems (domain/user-paths.ts), before anything is made there. */
+/**
+ * Refuse a SQLite state on one of the kernel's file systems (domain/user-paths.ts), or in a folder
+ * this process cannot write (a read-only mount, or no permission: SQLite writes its `-wal` and
+ * `-shm` beside the file), before anything is made there. Why at config time: a preview on such
+ * a state passed and only the first write of `up` failed; now every command says it at once.
+ */
 function checkStatePath(stateUrl: string, projectDir: string): void {
   if (!stateUrl.startsWith("sqlite:")) return;
   const file = sqlitePathFromUrl(stateUrl, projectDir);
-  const why = file === ":memory:" ? undefined : specialPathReason(path.dirname(file));
+  if (file === ":memory:") return;
+  const why = specialPathReason(path.dirname(file));
   if (why) throw new UserError("INVALID_INPUT", `stateUrl: the state ${file}: its folder ${why}`, "stateUrl");
+  let folder = path.dirname(file);
+  while (!fs.existsSync(folder) && path.dirname(folder) !== folder) folder = path.dirname(folder);
+  try {
+    fs.accessSync(folder, fs.constants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "";
+    const reason = { EROFS: "is on a read-only file system", EACCES: "is not writable by this user", EPERM: "is not writable by this user" }[code];
+    if (!reason) return; // Anything else is for the open to name.
+    throw new UserError("INVALID_INPUT", `stateUrl: the state ${file}: ${folder} ${reason} (${code}); set sds:stateUrl (or SDS_STATE_URL) to a folder this user can write`, "stateUrl", { cause: err });
+  }
 }
 
 /**

@@ -208,6 +208,9 @@ export class Controller {
     const { backend, pool } = this.locate(row);
     const driver = this.catalog.driverFor(backend);
     try {
+      // A cut-short create may have left its bytes half made (a file not yet sized: the driver
+      // refuses it as a conflict). Nothing ever used them (the row never became available): start over.
+      if (adopted) await driver.deleteVolume(pool, row.id);
       if (source) {
         const src = this.locate(source);
         await driver.cloneVolume({ pool: src.pool, volumeId: source.id }, pool, row.id, spec.sizeGib * GiB);

@@ -197,6 +197,8 @@ export class ProviderServer implements ProviderContext {
         this.config = resolveProviderConfig(decoded, this.rootDir);
         this.composition = undefined;
         this.log("debug", `sds: state ${this.parts().stateShown}, backends from ${this.config.backendsSource}`);
+        // Every command on a damaged state fails, a no-change `up` too (it may read no damaged page).
+        this.parts().refuseDamagedState();
         const res = new pb.ConfigureResponse();
         res.setAcceptsecrets(true);
         res.setAcceptresources(true);
