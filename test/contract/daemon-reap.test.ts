@@ -7,13 +7,15 @@
  * record names (a live device), and one more qemu-nbd that then dies; and it is SIGKILLed. A
  * second child, alive, has a qemu-nbd of its own starting. Then `reapOrphans` (what
  * reconcileExports runs at start): the orphans are stopped (the FUSE mount with them), the dead
- * daemon's record goes, the helper a device uses and the one whose starter still runs stay.
+ * daemon's record goes, the helper a device uses and the one whose starter still runs stay. An
+ * sds-agent started on a folder a killed one left reaps the same way, before it listens.
  * Needs root (FUSE), qemu-nbd and nbdfuse.
  */
 import { type ChildProcess, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { runAgent } from "../../provider/src/agent/run-agent";
 import { NbdConnector } from "../../provider/src/connectors/nbd-connector";
 import { DaemonRecords } from "../../provider/src/exec/daemons";
 import { procProcesses } from "../../provider/src/exec/processes";
@@ -69,6 +71,8 @@ async function qemu(name) {
     const usedSocket = await qemu("used");
     new RecordStore(dir).write({ volumeId: "vol-used", protocol: "nbd", mode: "rw", via: "userspace", device: "/dev/loop-none", qemuNbdPid: pids.used, socket: usedSocket, createdAt: new Date().toISOString() });
     await qemu("dead");
+  } else if (role === "agent") {
+    await qemu("agent-orphan");
   } else {
     await qemu("live");
   }
@@ -143,5 +147,27 @@ suite("helpers recorded before they start; orphans reaped at start (real qemu-nb
     expect(await alive(l.live)).toBe(false);
     expect(await alive(p.used)).toBe(true);
     expect(records.list().map((x) => x.name)).toEqual(["used"]);
+  }, 120_000);
+
+  test("an agent reaps at start what its killed predecessor left, and says so", async () => {
+    const killed = await startScriptChild(childScript, { SDS_TEST_DIR: dir, SDS_TEST_ROLE: "agent" }, "ready");
+    children.push(killed);
+    const p = pidsOf("agent");
+    started.push(p["agent-orphan"]);
+    await kill(killed);
+    const tokenFile = path.join(dir, "token");
+    fs.writeFileSync(tokenFile, "t".repeat(32), { mode: 0o600 });
+    const lines: string[] = [];
+    const factory = () => {
+      throw new Error("no connector is needed to reap");
+    };
+    const agent = await runAgent(["--listen", "127.0.0.1:0", "--token-file", tokenFile, "--state-dir", dir], { version: "test", log: (l) => lines.push(l), factory });
+    try {
+      expect(lines[0]).toBe(`sds-agent: stopped qemu-nbd agent-orphan (pid ${p["agent-orphan"]}), which no device used (left by a crash)`);
+      expect(await alive(p["agent-orphan"])).toBe(false);
+      expect(await alive(pidsOf("crashed").used)).toBe(true); // a device's helper: never
+    } finally {
+      await agent?.close();
+    }
   }, 120_000);
 });

@@ -9,6 +9,8 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
 import type { Connector } from "../connectors/connector";
+import { Host } from "../connectors/host";
+import { reapHelpers } from "../connectors/reap";
 import { propertyPath } from "../domain/property-path";
 import { peersFileSchema, type Peers, type Protocol } from "./api";
 import { startHealthLoop } from "./health-loop";
@@ -224,6 +226,9 @@ export async function runAgent(
     if (!storage?.replication) throw new Error("--peers: this storage node does not run replication");
     storage.replication.setPeers(peers);
   }
+  // Helpers (qemu-nbd, nbdfuse) a killed predecessor left that no device uses: stopped once, at start (issue 12).
+  const reaped = await reapHelpers(new Host({ stateDir: args.stateDir })).catch((err: Error) => void log(`sds-agent: could not clean up helpers left by a crash: ${err.message}`));
+  for (const d of reaped?.stopped ?? []) log(`sds-agent: stopped ${d}, which no device used (left by a crash)`);
   const agent = await startAgent({ ...parseListen(args.listen), token, tls, connectorFor, version: deps.version, log, storage });
   const health = startHealthLoop({ intervalMs: args.healthIntervalS * 1000, connectors: () => [connectorFor("iscsi")], log });
   const peerNote = peers ? `, peers ${Object.keys(peers).join(", ") || "none"}` : "";

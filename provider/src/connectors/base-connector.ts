@@ -4,13 +4,13 @@
  * protocol's connector adds how it connects, what its teardown steps are, and how it checks its
  * chain.
  */
-import * as fs from "node:fs";
 import * as os from "node:os";
 import { DeviceBusyError, UserError } from "../errors";
-import { type Reaped, reapDaemons } from "../exec/daemons";
+import type { Reaped } from "../exec/daemons";
 import type { Connection, Connector, ConnectorProperties, PathHealth, VolumePath } from "./connector";
 import { type Capabilities, Host, type HostOptions, initiatorName, probe } from "./host";
 import { killHelpers } from "./path-health";
+import { reapHelpers } from "./reap";
 import { type ConnectionRecord, layersOf, modeOf, pathOf, Teardown } from "./records";
 
 /** Options of every connector. */
@@ -63,33 +63,9 @@ export abstract class BaseConnector implements Connector {
     t.throwIfFailed(`${rec.volumeId} (${rec.mode})`);
   }
 
-  /** See {@link Connector.reapOrphans}: what the connection records of this state folder use is needed, the rest of our helpers goes. */
-  async reapOrphans(): Promise<Reaped> {
-    const pids = new Set<number>();
-    const mounts = new Set<string>();
-    for (const rec of this.host.records.list()) {
-      for (const l of [layersOf(rec), ...(rec.extraLayers ?? [])]) {
-        for (const pid of [l.nbdfusePid, l.qemuNbdPid]) if (pid) pids.add(pid);
-        if (l.mountDir) mounts.add(l.mountDir);
-      }
-    }
-    return reapDaemons(this.host.daemons, {
-      processes: this.host.processes,
-      stoppable: ["qemu-nbd", "nbdfuse"],
-      needed: (_rec, pid) => pids.has(pid),
-      graceMs: Math.min(5_000, this.host.waitMs),
-      cleanup: async (rec) => {
-        // A FUSE mount whose nbdfuse is gone answers nothing ("transport endpoint is not connected"); one a connection uses is its business.
-        const dir = rec.mountDir;
-        if (!dir || mounts.has(dir)) return;
-        if (this.host.isMounted(dir)) await this.host.run("umount", ["-l", dir]);
-        try {
-          fs.rmdirSync(dir);
-        } catch {
-          // gone already, or not empty (then not ours to empty)
-        }
-      },
-    });
+  /** See {@link Connector.reapOrphans}. */
+  reapOrphans(): Promise<Reaped> {
+    return reapHelpers(this.host);
   }
 
   /** Bounded: see {@link Connector.checkVolume}; a record of this protocol is checked by {@link checkRecord}. */
