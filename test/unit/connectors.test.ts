@@ -651,11 +651,12 @@ describe("iSCSI, userspace (qemu-nbd/libiscsi + nbdfuse + loop)", () => {
     expect(new RecordStore(h.stateDir).read("vol1", "ro")).toMatchObject({ qemuNbdPid: 777, socket: attempt(`${run}/vol1-ro`, ".sock") });
   });
 
-  test("a failed qemu-nbd (bad CHAP) removes the secret file and starts no nbdfuse", async () => {
+  test("a failed qemu-nbd (bad CHAP) removes the secret file and its daemon record, and starts no nbdfuse", async () => {
     h.failures.set("qemu-nbd", "exit 1");
     const c = new IscsiConnector(h.options_());
     await expect(c.connectVolume(iscsiConn())).rejects.toThrow(BackendError);
     expect(fs.readdirSync(path.join(h.stateDir, "iscsi/run"))).toEqual([]);
+    expect(new DaemonRecords(path.join(h.stateDir, "daemons")).list()).toEqual([]);
     expect(h.spawned).toEqual([]);
   });
 

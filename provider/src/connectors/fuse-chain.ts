@@ -61,7 +61,10 @@ export async function startFuse(host: Host, p: FusePaths, command: (file: string
   keep(layers);
   const [file, args] = command(p.file, pidFile);
   const record = recordDaemon(host.daemons, { kind: "nbdfuse", name, file, args, pidFile, mountDir: p.mountDir });
-  const spawned = await host.spawn(file, args, { logFile: p.logFile });
+  const spawned = await host.spawn(file, args, { logFile: p.logFile }).catch((err: unknown) => {
+    host.daemons.remove(record.kind, record.name); // it could not start: nothing runs
+    throw err;
+  });
   host.daemons.write({ ...record, pid: spawned });
   keep({ ...layers, nbdfusePid: spawned });
   await host.waitUntil(`nbdfuse to serve ${p.file}`, async () => {

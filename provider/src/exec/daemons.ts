@@ -19,6 +19,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { CommandTimeoutError } from "../errors";
 import { type ProcessTable, processStart, waitUntil } from "./processes";
 import type { RunOptions, Runner } from "./run";
 
@@ -115,11 +116,18 @@ export function recordDaemon(records: DaemonRecords | undefined, d: DaemonStart)
 
 /**
  * Start a daemon that forks into the background (`file args…` returns once it runs): recorded
- * first, then run in a session of its own (see the file comment). Returns its record.
+ * first, then run in a session of its own (see the file comment). Returns its record; a start
+ * that failed (not one that timed out) leaves none.
  */
 export async function startDaemon(run: Runner, records: DaemonRecords | undefined, daemon: DaemonStart, options: RunOptions = {}): Promise<DaemonRecord> {
   const record = recordDaemon(records, daemon);
-  await run(daemon.file, daemon.args, { ...options, detached: true });
+  try {
+    await run(daemon.file, daemon.args, { ...options, detached: true });
+  } catch (err) {
+    // It said it failed: nothing runs. A start that timed out may still be running: the reaper decides.
+    if (!(err instanceof CommandTimeoutError)) records?.remove(daemon.kind, daemon.name);
+    throw err;
+  }
   return record;
 }
 
