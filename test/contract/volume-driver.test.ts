@@ -101,6 +101,27 @@ describe.each(implementations)("%s", (_name, make) => {
     expect(fs.statSync(driver.volumePath(pool, "dst")).blocks * 512).toBeLessThan(64 * 1024 * 1024);
   });
 
+  test("pool stats: the file system's own size, where told, holds the free bytes", async () => {
+    const s = await driver.getPoolStats(pool);
+    if (s.fsBytes !== undefined) expect(s.fsBytes).toBeGreaterThanOrEqual(s.freeBytes);
+  });
+
+  test("allocation, where the driver tells it: a new thin volume owns no data blocks; written bytes are allocated; gone is undefined", async () => {
+    // Optional in the contract: a storage node's driver does not tell (capacity reports skip the volume-level findings).
+    if (!driver.getVolumeAllocation) return;
+    await driver.createVolume(pool, "a1", GiB);
+    const fresh = await driver.getVolumeAllocation(pool, "a1");
+    expect(fresh).toEqual({ sizeBytes: GiB, allocatedBytes: expect.any(Number) });
+    expect(fresh!.allocatedBytes).toBeLessThan(1024 * 1024);
+    const fd = fs.openSync(driver.volumePath(pool, "a1"), "r+");
+    fs.writeSync(fd, Buffer.alloc(4 * 1024 * 1024, 7), 0, 4 * 1024 * 1024, 0);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    expect((await driver.getVolumeAllocation(pool, "a1"))!.allocatedBytes).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    await driver.deleteVolume(pool, "a1");
+    expect(await driver.getVolumeAllocation(pool, "a1")).toBeUndefined();
+  });
+
   test("a failed clone leaves nothing behind", async () => {
     await expect(driver.cloneVolume({ pool, volumeId: "missing" }, pool, "dst2", GiB)).rejects.toThrow();
     expect(fs.readdirSync(pool.path)).toEqual([]);

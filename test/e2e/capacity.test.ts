@@ -1,26 +1,31 @@
 /**
  * Capacity truth through the real Pulumi CLI (issue 12, root): a thin 1 GiB volume in a pool on a
- * 64 MiB tmpfs the test mounts, attached and connected on this host (a loop device over the
- * volume file). Refresh reports the pool's usage and warns that the pool is provisioned past its
+ * 64 MiB tmpfs the test mounts, attached and connected on this host, once per export protocol:
+ * `local` (a loop device over the volume file), `nbd` (nbdkit serving the file; nbdfuse and a
+ * loop device on the host) and `iscsi` (tgtd; qemu-nbd, nbdfuse and a loop device on the host). Refresh reports the pool's usage and warns that the pool is provisioned past its
  * free space; with the file system filled from outside to under 10 % free it warns near full,
  * naming the volume and the pool; writes through the device until they fail (dd, oflag=direct)
  * make refresh report ENOSPC on the volume and as the attachment's statusReason; once space is
  * freed, the next refresh is clean again and a second one has no changes. Destroy leaves no
  * volume file and no loop device; the test unmounts what it mounted.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { freeTcpPort } from "../helpers/daemons";
 import { PulumiProject } from "../helpers/pulumi";
+import { cannotRun, processesMentioning } from "../datapath/harness";
+import { localTargets } from "../../provider/src/targets/local-targets";
 
 jest.setTimeout(900_000);
 const MiB = 1024 ** 2;
-const why = process.getuid?.() !== 0 ? "needs root (mounts a tmpfs, makes loop devices)" : undefined;
+const why = cannotRun();
 const suite = why ? describe.skip : describe;
 if (why) test.skip(`skipped: ${why}`, () => undefined);
 
-suite("capacity", () => {
+suite.each(["local", "nbd", "iscsi"] as const)("capacity through a %s device", (protocol) => {
   let p: PulumiProject;
+  let port = 0;
   let mnt: string;
   let mounted = false;
   const filler = () => path.join(mnt, "filler");
@@ -37,12 +42,14 @@ suite("capacity", () => {
   };
 
   beforeAll(async () => {
-    p = await PulumiProject.create("capacity");
+    p = await PulumiProject.create("capacity", { name: `capacity-${protocol}` });
     mnt = path.join(p.dir, "small-fs");
     fs.mkdirSync(mnt);
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt]);
     mounted = true;
-    fs.writeFileSync(path.join(p.dir, "backends.yaml"), `backends:\n  - name: small\n    driver: file\n    pools:\n      - {name: p0, path: small-fs/pool}\n`);
+    if (protocol !== "local") port = await freeTcpPort();
+    const exp = protocol === "local" ? "" : `    export: {protocol: ${protocol}, portal: "127.0.0.1:${port}"}\n`;
+    fs.writeFileSync(path.join(p.dir, "backends.yaml"), `backends:\n  - name: small\n    driver: file\n${exp}    pools:\n      - {name: p0, path: small-fs/pool}\n`);
     await p.config({ "sds:backendsFile": "backends.yaml" });
   });
   afterAll(async () => {
@@ -51,6 +58,7 @@ suite("capacity", () => {
       fs.rmSync(filler(), { force: true });
       await p.run(["destroy", "--yes", "--skip-preview"]);
       for (const l of loopsOnPool()) spawnSync("losetup", ["-d", l.split(/\s+/)[0]]);
+      if (protocol === "iscsi") await localTargets(path.join(p.dir, ".sds/run")).iscsi(`127.0.0.1:${port}`).stop();
       execFileSync("umount", [mnt]);
     }
     p.remove();
@@ -80,7 +88,7 @@ suite("capacity", () => {
 
   test("writes through the device until they fail: refresh reports ENOSPC on the volume and as the attachment's statusReason", async () => {
     const { devicePath } = await p.outputs();
-    const dd = spawnSync("dd", ["if=/dev/zero", `of=${String(devicePath)}`, "bs=1M", "count=64", "oflag=direct", "status=none"], { encoding: "utf8" });
+    const dd = spawnSync("dd", ["if=/dev/zero", `of=${String(devicePath)}`, "bs=1M", "count=64", "oflag=direct", "status=none"], { encoding: "utf8", timeout: 120_000 });
     expect(dd.status).not.toBe(0);
     expect(dd.stderr).toMatch(/Input\/output error|No space left on device/);
     expect(freeBytes()).toBeLessThan(MiB);
@@ -102,12 +110,56 @@ suite("capacity", () => {
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
     await p.ok(["up", "--yes", "--expect-no-changes"]);
     const { devicePath } = await p.outputs();
-    execFileSync("dd", ["if=/dev/zero", `of=${String(devicePath)}`, "bs=1M", "count=4", "oflag=direct", "status=none"]);
+    execFileSync("dd", ["if=/dev/zero", `of=${String(devicePath)}`, "bs=1M", "count=4", "oflag=direct", "status=none"], { timeout: 60_000 });
   });
 
-  test("destroy leaves no volume file and no loop device on the pool", async () => {
+  test("destroy leaves no volume file, loop device, FUSE mount or daemon of ours (tgtd stays for afterAll to stop)", async () => {
     await p.ok(["destroy", "--yes", "--skip-preview"]);
     expect(loopsOnPool()).toEqual([]);
+    expect(fs.readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(p.dir) && !l.includes(mnt))).toEqual([]);
+    expect(processesMentioning(p.dir).filter((x) => !/^\d+: tgtd /.test(x))).toEqual([]);
     expect(fs.readdirSync(path.join(mnt, "pool"))).toEqual([]);
+  });
+});
+
+const fuseWhy = process.getuid?.() !== 0 ? "needs root (mounts a FUSE file system)" : spawnSync("which", ["nbdfuse"]).status !== 0 ? "needs nbdfuse (Debian package nbdfuse)" : undefined;
+(fuseWhy ? describe.skip : describe)("a pool on a mount that does not answer (nbdfuse, SIGSTOPped)", () => {
+  let p: PulumiProject;
+  let mnt: string;
+  let pid = 0;
+
+  beforeAll(async () => {
+    p = await PulumiProject.create("capacity", { name: "capacity-hung" });
+    mnt = path.join(p.dir, "hung");
+    fs.mkdirSync(mnt);
+    const pidFile = path.join(p.dir, "nbdfuse.pid");
+    spawn("nbdfuse", ["-P", pidFile, mnt, "[", "nbdkit", "memory", "1M", "]"], { stdio: "ignore", detached: true }).unref();
+    for (let i = 0; i < 100 && !fs.existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));
+    pid = Number(fs.readFileSync(pidFile, "utf8"));
+    fs.writeFileSync(path.join(p.dir, "backends.yaml"), `backends:\n  - name: far\n    driver: file\n    pools:\n      - {name: p0, path: hung/pool}\n`);
+    await p.config({ "sds:backendsFile": "backends.yaml" });
+  });
+  afterAll(async () => {
+    if (pid) {
+      process.kill(pid, "SIGCONT");
+      spawnSync("umount", [mnt]);
+      for (let i = 0; i < 50 && spawnSync("kill", ["-0", String(pid)]).status === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    }
+    p?.remove();
+  });
+
+  test("preview and up fail within 30 s in one line naming backends[0].pools[0].path, and leave nothing", async () => {
+    process.kill(pid, "SIGSTOP");
+    for (const cmd of [["preview"], ["up", "--yes", "--skip-preview"]]) {
+      const t = Date.now();
+      const r = await p.run(cmd, 60_000);
+      expect(Date.now() - t).toBeLessThan(30_000);
+      expect(r.code).not.toBe(0);
+      expect(r.stdout).toMatch(/backends\[0\]\.pools\[0\]\.path: pool p0 \(.*\/hung\/pool\): statfs of .*\/hung\/pool did not answer within 10000 ms \(a hung mount\?\); check the mount, then retry/);
+      expect(r.stdout).not.toMatch(/\n\s+at /); // no stack trace
+    }
+    process.kill(pid, "SIGCONT");
+    expect(fs.readdirSync(mnt)).toEqual(["nbd"]); // nothing made on the mount
+    expect(processesMentioning(p.dir).filter((x) => !x.includes("nbdfuse") && !x.includes("nbdkit memory"))).toEqual([]);
   });
 });

@@ -35,8 +35,8 @@ export interface VolumeDriver {
   /** The driver name as written in the backends file (`file`). */
   readonly kind: string;
   /**
-   * Report the pool's capacity, measured at its folder or the nearest existing one above (makes
-   * nothing). Bounded: a pool on a mount that does not answer fails within the driver's time
+   * Report the pool's capacity, measured at its folder or the nearest existing one above (the
+   * file driver makes nothing; a storage node's agent makes the folder inside its root). Bounded: a pool on a mount that does not answer fails within the driver's time
    * bound (a `PathTimeoutError`, domain/user-paths.ts) instead of hanging.
    */
   getPoolStats(pool: PoolConfig): Promise<PoolStats>;
