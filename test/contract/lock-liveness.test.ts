@@ -118,7 +118,7 @@ describe("SQLite locks carry their holder's liveness", () => {
     return `sds-lock ${JSON.stringify({ ...h, ...change })}`;
   };
 
-  test("a pid reused by another process (another start time) or a boot that is over: dead; another host: the TTL", async () => {
+  test("a pid reused by another process (another start time), a boot that is over, a pid gone: dead; another host or pid namespace: the TTL", async () => {
     const store = await SqliteStore.open(path.join(dir, `state-${++n}.db`));
     try {
       const tenMinutes = 600_000;
@@ -135,6 +135,12 @@ describe("SQLite locks carry their holder's liveness", () => {
       expect(await store.tryLock("elsewhere", "next", tenMinutes)).toBe(false);
       await new Promise((r) => setTimeout(r, 150));
       expect(await store.tryLock("elsewhere", "next", tenMinutes)).toBe(true);
+      // this host and boot, but another pid namespace (another container): its pids are not ours to look up
+      expect(await store.tryLock("container", forged({ ns: "pid:[1]", pid: 2 ** 22 + 1 }), tenMinutes)).toBe(true);
+      expect(await store.tryLock("container", "next", tenMinutes)).toBe(false);
+      // this namespace, pid gone: dead
+      expect(await store.tryLock("gone", forged({ pid: 2 ** 22 + 1 }), tenMinutes)).toBe(true);
+      expect(await store.tryLock("gone", "next", tenMinutes)).toBe(true);
     } finally {
       await store.close();
     }

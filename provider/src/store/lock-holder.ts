@@ -7,7 +7,8 @@
  * - `pid` + `start` (the process's start time, field 22 of /proc/<pid>/stat): a pid reused by
  *   another process since does not pass for the holder;
  * - `boot` (/proc/sys/kernel/random/boot_id) + `host`: a holder on this host whose boot is over
- *   is dead; a holder on another host (a state on a network file system, or copied between
+ *   is dead; `ns` (its pid namespace): a holder in another container of this host, whose pids
+ *   this process cannot look up, is judged like one on another host; a holder on another host (a state on a network file system, or copied between
  *   machines) cannot be judged from here, and keeps its lock until the TTL, which live holders
  *   renew (see store/lock.ts).
  * Why in the text and not in columns: the `locks` table needs no migration, a holder written by
@@ -29,11 +30,26 @@ export interface LockHolder {
   start: string;
   /** The boot id of its host; "" where unknown. */
   boot: string;
+  /** Its pid namespace (/proc/self/ns/pid): two containers may share a host name and a boot, not their pids. */
+  ns?: string;
   host: string;
   /** Its command, short: `node pulumi-resource-sds`. */
   cmd: string;
   /** When it took the lock (ISO-8601 UTC). */
   since: string;
+}
+
+/** Why: read once; the answer does not change while this process runs. */
+let thisPidNamespace: string | undefined;
+function pidNamespace(): string {
+  if (thisPidNamespace === undefined) {
+    try {
+      thisPidNamespace = fs.readlinkSync("/proc/self/ns/pid"); // pid:[4026531836]
+    } catch {
+      thisPidNamespace = "";
+    }
+  }
+  return thisPidNamespace;
 }
 
 /** Why: read once; the answer does not change while this process runs. */
@@ -52,7 +68,7 @@ function bootId(): string {
 /** The holder text of operation `op` of this process, taking its lock now. */
 export function holderText(op: string): string {
   const cmd = [path.basename(process.argv0 || "node"), process.argv[1] ? path.basename(process.argv[1]) : ""].filter(Boolean).join(" ");
-  const h: LockHolder = { op, pid: process.pid, start: processStart(process.pid) ?? "", boot: bootId(), host: os.hostname(), cmd, since: new Date().toISOString() };
+  const h: LockHolder = { op, pid: process.pid, start: processStart(process.pid) ?? "", boot: bootId(), ns: pidNamespace(), host: os.hostname(), cmd, since: new Date().toISOString() };
   return PREFIX + JSON.stringify(h);
 }
 
@@ -62,7 +78,7 @@ export function parseHolder(text: string): LockHolder | undefined {
   try {
     const h = JSON.parse(text.slice(PREFIX.length)) as Partial<LockHolder>;
     if (typeof h.pid !== "number" || typeof h.host !== "string" || typeof h.boot !== "string" || typeof h.start !== "string") return undefined;
-    return { op: String(h.op), pid: h.pid, start: h.start, boot: h.boot, host: h.host, cmd: String(h.cmd ?? ""), since: String(h.since ?? "") };
+    return { op: String(h.op), pid: h.pid, start: h.start, boot: h.boot, ns: typeof h.ns === "string" ? h.ns : undefined, host: h.host, cmd: String(h.cmd ?? ""), since: String(h.since ?? "") };
   } catch {
     return undefined;
   }
@@ -70,13 +86,15 @@ export function parseHolder(text: string): LockHolder | undefined {
 
 /**
  * Whether the holder a text names is certainly dead: on this host (same host name) and either
- * from a boot that is over, or its process gone or replaced (another start time under its pid).
- * False when it lives or cannot be judged (another host, an unparsable text, no /proc).
+ * from a boot that is over, or, in this pid namespace, its process gone or replaced (another
+ * start time under its pid). False when it lives or cannot be judged (another host or pid
+ * namespace, an unparsable text, no /proc).
  */
 export function holderIsDead(text: string): boolean {
   const h = parseHolder(text);
   if (!h || h.host !== os.hostname() || !h.boot || !bootId()) return false;
   if (h.boot !== bootId()) return true;
+  if (!h.ns || h.ns !== pidNamespace()) return false; // its pids are not ours to look up
   const start = processStart(h.pid);
   if (start === null) return true;
   return start !== "" && h.start !== "" && start !== h.start;
