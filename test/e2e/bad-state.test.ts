@@ -94,6 +94,15 @@ test("a stateUrl under /proc: preview and up fail at once, one line naming state
   }
   noStateMade();
   await p.ok(["config", "rm", "sds:stateUrl"]);
+  // The same from SDS_STATE_URL: no input holds it, so the engine's `value {<nil>}` would be all it showed.
+  p.env.SDS_STATE_URL = "sqlite:/proc/sds-e2e/state.db";
+  try {
+    const r = await failsCleanly("SDS_STATE_URL under /proc", ["preview"], /^pulumi:providers:sds resource '.*' has a problem: stateUrl: the state \/proc\/sds-e2e\/state\.db: its folder is on \/proc, .* \(stateUrl from SDS_STATE_URL\)$/);
+    expect(said(r)).not.toContain("<nil>");
+  } finally {
+    p.env.SDS_STATE_URL = "";
+  }
+  noStateMade();
 });
 
 asRoot("a stateUrl on a read-only mount: preview and up fail at once, one line naming stateUrl; nothing made", async () => {

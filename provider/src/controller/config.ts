@@ -62,13 +62,14 @@ export function checkProviderConfig(raw: Record<string, unknown>): Array<[string
  * this process cannot write (a read-only mount, or no permission: SQLite writes its `-wal` and
  * `-shm` beside the file), before anything is made there. Why at config time: a preview on such
  * a state passed and only the first write of `up` failed; now every command says it at once.
+ * `origin` ends the message: where a stateUrl the stack did not set came from.
  */
-function checkStatePath(stateUrl: string, projectDir: string): void {
+function checkStatePath(stateUrl: string, projectDir: string, origin: string): void {
   if (!stateUrl.startsWith("sqlite:")) return;
   const file = sqlitePathFromUrl(stateUrl, projectDir);
   if (file === ":memory:") return;
   const why = specialPathReason(path.dirname(file));
-  if (why) throw new UserError("INVALID_INPUT", `stateUrl: the state ${file}: its folder ${why}`, "stateUrl");
+  if (why) throw new UserError("INVALID_INPUT", `stateUrl: the state ${file}: its folder ${why}${origin}`, "stateUrl");
   let folder = path.dirname(file);
   while (!fs.existsSync(folder) && path.dirname(folder) !== folder) folder = path.dirname(folder);
   try {
@@ -77,7 +78,7 @@ function checkStatePath(stateUrl: string, projectDir: string): void {
     const code = (err as NodeJS.ErrnoException).code ?? "";
     const reason = { EROFS: "is on a read-only file system", EACCES: "is not writable by this user", EPERM: "is not writable by this user" }[code];
     if (!reason) return; // Anything else is for the open to name.
-    throw new UserError("INVALID_INPUT", `stateUrl: the state ${file}: ${folder} ${reason} (${code}); set sds:stateUrl (or SDS_STATE_URL) to a folder this user can write`, "stateUrl", { cause: err });
+    throw new UserError("INVALID_INPUT", `stateUrl: the state ${file}: ${folder} ${reason} (${code}); set sds:stateUrl (or SDS_STATE_URL) to a folder this user can write${origin}`, "stateUrl", { cause: err });
   }
 }
 
@@ -95,7 +96,7 @@ export function resolveProviderConfig(raw: Record<string, unknown>, projectDir: 
   }
   const c = r.data;
   const stateUrl = c.stateUrl ?? (env.SDS_STATE_URL || undefined) ?? "sqlite:.sds/state.db";
-  checkStatePath(stateUrl, projectDir);
+  checkStatePath(stateUrl, projectDir, c.stateUrl === undefined && env.SDS_STATE_URL ? " (stateUrl from SDS_STATE_URL)" : "");
   const secretKey = c.secretKey ?? (env.SDS_SECRET_KEY || undefined);
   const agentToken = c.agentToken ?? (env.SDS_AGENT_TOKEN || undefined);
   if (c.secretKey === undefined && secretKey !== undefined && Buffer.from(secretKey, "base64").length !== 32) {

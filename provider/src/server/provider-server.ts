@@ -180,7 +180,10 @@ export class ProviderServer implements ProviderContext {
         }
         const res = new pb.CheckResponse();
         res.setInputs(toStruct(news));
-        res.setFailuresList(failures.map(([p, r]) => checkFailure(...underTopLevelKey(p, r, news), secrets)));
+        // A failure of a value that came from the environment (SDS_STATE_URL) names no input: sent
+        // with no property, the engine prints the reason (which names it) instead of `value {<nil>}`.
+        const named = failures.map(([p, r]) => underTopLevelKey(p, r, news)).map(([p, r]): [string, string] => (Object.hasOwn(news, p) ? [p, r] : ["", r]));
+        res.setFailuresList(named.map(([p, r]) => checkFailure(p, r, secrets)));
         return res;
       }),
       diffConfig: unary(async (req: pb.DiffRequest) => {
