@@ -98,7 +98,7 @@ function livenessSuite(name: string, state: () => Promise<string>, open: (s: str
     expect(err).toBeInstanceOf(LockTimeoutError);
     expect((err as Error).message).toContain(`lock export:live (held by pid ${child.pid}`);
     expect(log).toHaveLength(1);
-    expect(log[0]).toContain(`waiting for lock export:live, held by pid ${child.pid}`);
+    expect(log[0]).toMatch(new RegExp(`^waiting for lock export:live \\(3 s so far\\), held by pid ${child.pid} `));
     if (name === "SQLite") expect(log[0]).toMatch(new RegExp(`pid ${child.pid} \\(node[^)]*\\) on host ${os.hostname()} since \\d\\d:\\d\\d:\\d\\d UTC`));
     console.log(`${name}: ${(err as Error).message}`);
     expect(child.exitCode).toBeNull(); // still holding, still alive: never taken from it
@@ -143,6 +143,29 @@ describe("SQLite locks carry their holder's liveness", () => {
       expect(await store.tryLock("gone", "next", tenMinutes)).toBe(true);
     } finally {
       await store.close();
+    }
+  });
+
+  test("a wait that outlasts the notice says so twice: who holds the lock, then how long it took", async () => {
+    const file = path.join(dir, `state-${++n}.db`);
+    const [a, b] = [await SqliteStore.open(file), await SqliteStore.open(file)];
+    try {
+      let held!: () => void;
+      const holding = new Promise<void>((r) => (held = r));
+      const first = withStoreLock(a, "export:slow", { timeoutMs: 10_000, timedOut: () => new Error("timed out") }, async () => {
+        held();
+        await new Promise((r) => setTimeout(r, 3_300));
+      });
+      await holding;
+      const log: string[] = [];
+      await take(b, "export:slow", 10_000, log);
+      await first;
+      expect(log).toHaveLength(2);
+      expect(log[0]).toMatch(new RegExp(`^waiting for lock export:slow \\(3 s so far\\), held by pid ${process.pid} `));
+      expect(log[1]).toMatch(/^lock export:slow taken after waiting 3\.\d s$/);
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 

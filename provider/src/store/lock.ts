@@ -10,8 +10,8 @@
  * lock with its holder's session and ignores the TTL.)
  *
  * Waiting polls with backoff (2 ms doubling to 50 ms); after {@link WAIT_NOTICE_MS} one line
- * through `log` says who holds the lock, and past `timeoutMs` it throws what `timedOut` makes of
- * that same description.
+ * through `log` says who holds the lock (and one more how long it took, once taken), and past
+ * `timeoutMs` it throws what `timedOut` makes of that same description.
  */
 import { randomUUID } from "node:crypto";
 import type { Store } from "./store";
@@ -57,11 +57,12 @@ export async function withStoreLock<T>(
     if (!told && waited >= WAIT_NOTICE_MS && o.log) {
       told = true;
       const who = await heldBy();
-      o.log(`waiting for lock ${name}${who ? `, held by ${who}` : ""}`);
+      o.log(`waiting for lock ${name} (${Math.round(waited / 1000)} s so far)${who ? `, held by ${who}` : ""}`);
     }
     await new Promise((r) => setTimeout(r, wait));
     wait = Math.min(wait * 2, 50);
   }
+  if (told) o.log?.(`lock ${name} taken after waiting ${((Date.now() - started) / 1000).toFixed(1)} s`);
   // Why the promise is kept: a renewal still in flight when the work ends would take the lock again after the unlock.
   let renewing: Promise<unknown> = Promise.resolve();
   const renew = setInterval(() => {
