@@ -7,8 +7,9 @@
  * record names (a live device), and one more qemu-nbd that then dies; and it is SIGKILLed. A
  * second child, alive, has a qemu-nbd of its own starting. Then `reapOrphans` (what
  * reconcileExports runs at start): the orphans are stopped (the FUSE mount with them), the dead
- * daemon's record goes, the helper a device uses and the one whose starter still runs stay. An
- * sds-agent started on a folder a killed one left reaps the same way, before it listens.
+ * daemon's record goes, the helper a device uses and the one whose starter still runs stay. The
+ * provider's reconciliation at start (reconcileExports) reaps and reports the same way, and an
+ * sds-agent started on a folder a killed one left reaps before it listens.
  * Needs root (FUSE), qemu-nbd and nbdfuse.
  */
 import { type ChildProcess, execFileSync } from "node:child_process";
@@ -17,6 +18,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { runAgent } from "../../provider/src/agent/run-agent";
 import { NbdConnector } from "../../provider/src/connectors/nbd-connector";
+import type { AttachmentCore } from "../../provider/src/controller/attachment-core";
+import { reconcileExports } from "../../provider/src/controller/reconcile-exports";
 import { DaemonRecords } from "../../provider/src/exec/daemons";
 import { procProcesses } from "../../provider/src/exec/processes";
 import { skipReason } from "../helpers/daemons";
@@ -73,6 +76,8 @@ async function qemu(name) {
     await qemu("dead");
   } else if (role === "agent") {
     await qemu("agent-orphan");
+  } else if (role === "provider") {
+    await qemu("provider-orphan");
   } else {
     await qemu("live");
   }
@@ -147,6 +152,26 @@ suite("helpers recorded before they start; orphans reaped at start (real qemu-nb
     expect(await alive(l.live)).toBe(false);
     expect(await alive(p.used)).toBe(true);
     expect(records.list().map((x) => x.name)).toEqual(["used"]);
+  }, 120_000);
+
+  test("the provider's reconciliation at start reaps through the local connector, and reports what it stopped", async () => {
+    const killed = await startScriptChild(childScript, { SDS_TEST_DIR: dir, SDS_TEST_ROLE: "provider" }, "ready");
+    children.push(killed);
+    const p = pidsOf("provider");
+    started.push(p["provider-orphan"]);
+    await kill(killed);
+    const connector = new NbdConnector({ stateDir: dir });
+    // A state with no exports and no backends: reconciliation has only the reaping to do.
+    const core = {
+      stateTag: async () => "t0",
+      store: { listTargets: async () => [], listAttachments: async () => [] },
+      controller: { backendConfigs: () => [] },
+      hostConnector: (host: string) => (host === "localhost" ? connector : undefined),
+    } as unknown as AttachmentCore;
+    const r = await reconcileExports(core);
+    expect(r.reaped).toEqual([`stopped qemu-nbd provider-orphan (pid ${p["provider-orphan"]}), which no device used`]);
+    expect(await alive(p["provider-orphan"])).toBe(false);
+    expect(await alive(pidsOf("crashed").used)).toBe(true);
   }, 120_000);
 
   test("an agent reaps at start what its killed predecessor left, and says so", async () => {
