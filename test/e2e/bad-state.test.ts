@@ -160,7 +160,7 @@ test("a state.db cut short: every command fails in one line naming stateUrl and 
 });
 
 test("a state another process holds locked: a reading preview passes, an up that must write fails within 30 s naming stateUrl and the holder", async () => {
-  // A real holder of SQLite's write lock, for longer than sds waits (15 s).
+  // A real holder of SQLite's write lock, for longer than sds waits (10 s).
   const holder: ChildProcessByStdio<null, Readable, null> = spawn(
     process.execPath,
     ["-e", 'const db = new (require("better-sqlite3"))(process.argv[1]); db.exec("BEGIN IMMEDIATE"); console.log("held"); setTimeout(() => {}, 120000);', stateFile],

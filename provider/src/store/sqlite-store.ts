@@ -168,7 +168,7 @@ export class SqliteStore extends TableOps<SqliteTables> implements Store {
     options: { busyTimeoutMs?: number; migrateTo?: number; openWaitMs?: number } = {},
   ) {
     super();
-    this.busyTimeoutMs = options.busyTimeoutMs ?? 15_000;
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
     const openWaitMs = options.openWaitMs ?? this.busyTimeoutMs;
     let db: Database.Database | undefined;
     try {
@@ -200,7 +200,7 @@ export class SqliteStore extends TableOps<SqliteTables> implements Store {
    * backoff, up to `busyTimeoutMs` in all; every fault is one line naming `stateUrl`.
    */
   static async open(file: string, options: { busyTimeoutMs?: number; folderTimeoutMs?: number; migrateTo?: number } = {}): Promise<SqliteStore> {
-    const total = options.busyTimeoutMs ?? 15_000;
+    const total = options.busyTimeoutMs ?? 10_000;
     if (file !== ":memory:") {
       try {
         await makeFolder(path.dirname(file), { mode: 0o700, timeoutMs: options.folderTimeoutMs ?? 10_000 });
