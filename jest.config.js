@@ -1,6 +1,6 @@
 // Test layers (shared/STYLE.md): unit (pure logic), contract (one suite per interface),
 // provider (the real plugin process driven over gRPC like the engine), e2e (the real Pulumi CLI),
-// datapath (real tgtd, nbdkit and initiators, as root).
+// datapath (real tgtd, nbdkit and initiators, as root), faults (SIGKILLs in real pulumi runs, as root).
 const transform = { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.test.json" }] };
 const project = (name, extra = {}) => ({
   displayName: name,
@@ -16,5 +16,6 @@ module.exports = {
     project("provider"),
     project("e2e"),
     project("datapath"),
+    project("faults"),
   ],
 };
