@@ -180,6 +180,20 @@ test("a create cut short (row left `creating`) is taken up by the retry of the s
   expect(bigger.id).not.toBe(first.id);
 });
 
+test("a delete cut short before its file went (row left `deleting`) is read back as available: refresh makes it usable again; with its file gone, it is gone", async () => {
+  const c = controller();
+  await c.discover();
+  const v = await c.createVolume("urn:v", spec("v-aaaa", 1));
+  // As if the provider was killed inside deleteVolume, after marking the row (found by test/faults).
+  await store.updateVolume(v.id, { status: "deleting" });
+  expect(await c.readVolume(v.id)).toMatchObject({ id: v.id, status: "available" });
+  expect(await store.getVolume(v.id)).toMatchObject({ status: "available" });
+  await store.updateVolume(v.id, { status: "deleting" });
+  fs.rmSync(path.join(dir, "p1", `volume-${v.id}.img`));
+  expect(await c.readVolume(v.id)).toBeUndefined();
+  expect(await store.getVolume(v.id)).toBeUndefined();
+});
+
 test("a create cut short after its file was made but before it was sized is taken up: the half-made file is made again", async () => {
   const c = controller();
   await c.discover();

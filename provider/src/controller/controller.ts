@@ -251,6 +251,14 @@ export class Controller {
       return undefined;
     }
     const sizeGib = Math.ceil(bytes / GiB);
+    if (row.status === "deleting") {
+      // A delete cut short before its bytes went (the provider died between marking the row and
+      // removing the file; the engine still holds the volume): it is whole, so usable again, and
+      // a destroy deletes it again. Left `deleting`, no attach would ever take it.
+      const attached = (await this.store.listAttachments({ volumeId: row.id })).length > 0;
+      this.log(`volume ${row.id}: an interrupted delete left it whole; it is ${attached ? "in-use" : "available"} again`);
+      return this.store.updateVolume(row.id, { sizeGib, status: attached ? "in-use" : "available", updatedAt: this.now().toISOString() });
+    }
     if (sizeGib !== row.sizeGib) return this.store.updateVolume(row.id, { sizeGib, updatedAt: this.now().toISOString() });
     return row;
   }
