@@ -154,6 +154,15 @@ const alive = (pid: number) => {
     return false;
   }
 };
+/** SIGKILL `pid`; false when it was gone already. */
+function killPid(pid: number): boolean {
+  try {
+    process.kill(pid, "SIGKILL");
+    return true;
+  } catch {
+    return false;
+  }
+}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const pluginMain = path.join(repoRoot, "provider/dist/main.js");
 const isPlugin = (argv: string[]) => argv.some((a) => path.resolve(a) === pluginMain);
@@ -430,11 +439,11 @@ export class FaultStack {
     if (target === "provider") {
       const plugins = descendants(cliPid).filter((d) => isPlugin(d.argv));
       if (!plugins.length) return void result.notes.push("no plugin process found at the kill point");
-      for (const d of plugins) process.kill(d.pid, "SIGKILL");
-      result.fired = true;
+      result.fired = plugins.map((d) => killPid(d.pid)).some(Boolean);
+      if (!result.fired) result.notes.push("the plugin was gone at the kill point");
     } else if (target === "cli") {
       const tree = descendants(cliPid);
-      process.kill(cliPid, "SIGKILL");
+      if (!killPid(cliPid)) return void result.notes.push("the CLI was gone at the kill point");
       result.fired = true;
       const plugins = tree.filter((d) => isPlugin(d.argv)).map((d) => d.pid);
       const started = Date.now();
@@ -451,12 +460,13 @@ export class FaultStack {
         }
       }
     } else {
-      const pids = this.agentPids();
-      if (!pids.length) return void result.notes.push("no agent process at the kill point");
-      for (const pid of pids) process.kill(pid, "SIGKILL");
+      // The agent's main process only: deploy/sds-agent.service has KillMode=process (the daemons
+      // it started outlive it), Restart=on-failure and RestartSec=2s, as done here.
+      const pid = this.agentChild?.pid;
+      if (!pid || !alive(pid)) return void result.notes.push("no agent process at the kill point");
+      if (!killPid(pid)) return void result.notes.push("the agent was gone at the kill point");
       result.fired = true;
-      // systemd's Restart=always with RestartSec=1.
-      this.agentRestarted = sleep(1000).then(() => this.startAgent());
+      this.agentRestarted = sleep(2000).then(() => this.startAgent());
     }
   }
 
@@ -517,7 +527,11 @@ export class FaultStack {
     }
     const check = push(await this.follow(["preview", "--expect-no-changes"]));
     result.converged = check.code === 0;
-    if (!result.converged) result.notes.push(`preview --expect-no-changes: ${firstError(check.output)}`);
+    if (!result.converged) {
+      const changes = check.output.split("\n").filter((l) => /^\s*[~+-]{1,2}\s+\S/.test(l)).slice(0, 6).map((l) => l.trim());
+      result.notes.push(`preview --expect-no-changes: ${changes.join(" | ") || firstError(check.output)}`);
+      fs.writeFileSync(path.join(this.p.dir, `preview-${result.cycle}.log`), check.output);
+    }
   }
 
   /** Destroy, then the census of what is left (before the harness stops its own daemons). */

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
     agent,
     log: (l) => console.error(`${new Date().toISOString().slice(11, 19)} ${l}`),
     keepGoing: () => !stopping,
-    keep: process.argv.includes("--keep") || ((r) => !!r.error || !r.census || Object.values(r.census).some((v) => v.length > 0)),
+    keep: process.argv.includes("--keep") || ((r) => !!r.error || !r.census || Object.values(r.census).some((v) => v.length > 0) || r.kills.some((k) => !k.converged)),
   });
   const summary = summarize(runs);
   const seconds = (Date.now() - started) / 1000;
