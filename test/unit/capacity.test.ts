@@ -6,7 +6,8 @@
  *   reported ENOSPC, and no longer once space is freed.
  * - On a real FUSE mount that stops answering (nbdfuse, SIGSTOPped; root): discovery and every
  *   driver call fail within the bound, in one line naming `backends[0].pools[0].path`, instead of
- *   hanging; the in-process calls are bounded too.
+ *   hanging; the in-process calls are bounded too, and so are a storage node's (sds-agent) walks
+ *   of its root.
  */
 import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -17,9 +18,13 @@ import { Controller } from "../../provider/src/controller/controller";
 import { backendsSchema } from "../../provider/src/domain/backend";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import { AgentClient } from "../../provider/src/agent/client";
+import { RemoteDriver } from "../../provider/src/agent/remote-node";
+import { startAgent } from "../../provider/src/agent/server";
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
+jest.setTimeout(60_000);
 
 describe("findings (pure)", () => {
   const usage = (o: Partial<PoolUsage>): PoolUsage => ({
@@ -151,10 +156,12 @@ describeFuse("on a FUSE mount that stops answering (nbdfuse, SIGSTOPped)", () =>
   let pid: number;
   beforeAll(async () => {
     mnt = fs.mkdtempSync(path.join(os.tmpdir(), "sds-capacity-fuse-"));
-    const pidFile = path.join(work, "..", `${path.basename(mnt)}.pid`);
+    const pidFile = `${mnt}.pid`;
     const child = spawn("nbdfuse", ["-P", pidFile, mnt, "[", "nbdkit", "memory", "1M", "]"], { stdio: "ignore", detached: true });
     child.unref();
-    for (let i = 0; i < 100 && !fs.existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));
+    const mounted = () => fs.readFileSync("/proc/self/mountinfo", "utf8").includes(` ${mnt} `);
+    for (let i = 0; i < 100 && !(fs.existsSync(pidFile) && mounted()); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(mounted()).toBe(true);
     pid = Number(fs.readFileSync(pidFile, "utf8"));
     fs.rmSync(pidFile);
   });
@@ -169,7 +176,9 @@ describeFuse("on a FUSE mount that stops answering (nbdfuse, SIGSTOPped)", () =>
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    fs.rmdirSync(mnt);
+    // Unmounted: what is left is ours. A call the bound gave up on may still finish after the mount
+    // came back, or after it was gone (the storage node's walk made `pool` here): see confine.ts.
+    fs.rmSync(mnt, { recursive: true, force: true });
   });
 
   it("discovery, create and refresh fail within the bound in one line naming backends[0].pools[0].path", async () => {
@@ -201,10 +210,41 @@ describeFuse("on a FUSE mount that stops answering (nbdfuse, SIGSTOPped)", () =>
     try {
       const t = Date.now();
       // Within the probe's freshness the lstat runs in-process, and hangs there: the caller is freed.
-      await expect(driver.getVolumeSizeBytes(pool, "v2")).rejects.toMatchObject({ code: "ETIMEDOUT" });
+      await expect(driver.getVolumeSizeBytes(pool, "v2")).rejects.toMatchObject({ code: "TIMEOUT", retryable: true, message: expect.stringMatching(/^reading a volume file in .* did not answer within 1500 ms/) });
       expect(Date.now() - t).toBeLessThan(5000);
     } finally {
       process.kill(pid, "SIGCONT");
+    }
+  });
+
+  it("a storage node's pool on that mount: the agent answers within its bound, and the provider names backends[0].pools[0].path", async () => {
+    const root = fs.realpathSync(os.tmpdir());
+    const agent = await startAgent({
+      host: "127.0.0.1",
+      port: 0,
+      token: "capacity-token",
+      version: "test",
+      log: () => undefined,
+      connectorFor: () => {
+        throw new Error("no connectors in this test");
+      },
+      storage: { root, driverFor: () => new FileDriver(), targets: { iscsi: () => ({}) as never, nbd: () => ({}) as never } },
+    });
+    const client = new AgentClient({ url: agent.url, token: "capacity-token" });
+    // Everything synchronous on the mount happens before it stops (a sync call there would block this test's own thread).
+    const backends = backendsSchema.parse([{ name: "far", driver: "file", node: "n1", pools: [{ name: "p1", path: path.join(fs.realpathSync(mnt), "pool") }] }]);
+    process.kill(pid, "SIGSTOP");
+    try {
+      const c = new Controller({ store, backends, nodeDriver: () => new RemoteDriver(client, "file") });
+      const t = Date.now();
+      const err = await c.discover().catch((e: unknown) => e);
+      expect(Date.now() - t).toBeLessThan(15_000);
+      expect(err).toMatchObject({ code: "TIMEOUT", retryable: true });
+      expect((err as Error).message).toMatch(/^backends\[0\]\.pools\[0\]\.path: pool p1 \(.*\/pool\): sds-agent at http:\/\/127\.0\.0\.1:\d+: resolving the folder .*\/pool did not answer within 10000 ms \(a hung mount\?\); check the mount, then retry$/);
+    } finally {
+      process.kill(pid, "SIGCONT");
+      await client.close();
+      await agent.close();
     }
   });
 });

@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto";
 import type { BackendConfig, PoolConfig } from "../domain/backend";
 import { propertyPath } from "../domain/property-path";
-import { PathTimeoutError } from "../domain/user-paths";
+import { FsTimeoutError } from "../drivers/confine";
 import { FileDriver } from "../drivers/file-driver";
 import { backendConfigJson, checkBackends } from "./backend-check";
 import type { VolumeDriver } from "../drivers/volume-driver";
@@ -125,7 +125,7 @@ export class PoolCatalog {
   driverFor(b: BackendConfig): VolumeDriver {
     if (b.node !== "local") {
       if (!this.nodeDriver) throw new UserError("INVALID_INPUT", `backend ${b.name}: node "${b.node}" cannot be reached (no storage node agents configured)`);
-      return this.nodeDriver(b.node, b.driver);
+      return poolFaultsNamed(this.nodeDriver(b.node, b.driver), (pool) => this.poolProperty(b, pool));
     }
     const d = this.drivers[b.driver];
     if (!d) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
@@ -228,7 +228,10 @@ const MOUNT_ERRNOS = new Set(["ENOTCONN", "ESTALE", "EIO", "EHOSTDOWN", "ETIMEDO
  */
 export function poolFault(err: unknown, pool: Pick<PoolConfig, "name" | "path">, property: string): Error | undefined {
   const where = `${property}: pool ${pool.name} (${pool.path})`;
-  if (err instanceof PathTimeoutError) return new BackendError("TIMEOUT", `${where}: ${err.message}; check the mount, then retry`, true, { cause: err });
+  // A bounded call that timed out (drivers/confine.ts FsTimeoutError; from a storage node it comes back as a TIMEOUT with the same words).
+  if (err instanceof FsTimeoutError || (err instanceof BackendError && err.code === "TIMEOUT" && err.message.includes("(a hung mount?)"))) {
+    return new BackendError("TIMEOUT", `${where}: ${err.message}; check the mount, then retry`, true, { cause: err });
+  }
   if (err instanceof CommandFailedError && err.argv[0] === "stat") {
     return new BackendError("COMMAND_FAILED", `${where}: cannot measure its file system: ${err.stderr.split("\n")[0] || err.message}`, true, { cause: err });
   }

@@ -20,10 +20,45 @@
  * What is left (documented, not solved): a local user who can rename folders inside the root
  * between the check and the use could still swap a checked folder for a symlink. Node has no
  * openat(2); keep the root owned by root with mode 0700 so that only the agent writes in it.
+ *
+ * The walks are bounded in time ({@link boundedFsCall}): a folder under the root on a mount that
+ * stopped answering fails the call with a {@link FsTimeoutError} instead of holding the agent.
+ * The caller is freed, not the call: it stays blocked in a libuv thread (four by default) and
+ * finishes when the mount answers, so a walk with `create` may still make the folder then.
  */
 import { constants, promises as fs } from "node:fs";
 import * as path from "node:path";
-import { invalidInput, type UserError } from "../errors";
+import { bounded, PathTimeoutError } from "../domain/user-paths";
+import { BackendError, invalidInput, type UserError } from "../errors";
+
+/** How long one walk or call on a folder under a root or a pool may take before it is a hung mount. */
+export const FS_CALL_TIMEOUT_MS = 10_000;
+
+/**
+ * A file-system call on a pool's or a root's folder did not answer within its bound (a hung NFS
+ * or FUSE mount): TIMEOUT, retryable (the mount may come back). A BackendError, so a storage
+ * node answers it as one (502 with the message) and the provider names the pool's property.
+ */
+export class FsTimeoutError extends BackendError {
+  constructor(
+    readonly path: string,
+    readonly timeoutMs: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super("TIMEOUT", message, true, options);
+  }
+}
+
+/** Why: `fn` on a folder that may be on a dead mount frees its caller at the bound, as a {@link FsTimeoutError}. */
+export async function boundedFsCall<T>(p: string, timeoutMs: number, what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await bounded(p, timeoutMs, what, fn);
+  } catch (err) {
+    if (err instanceof PathTimeoutError) throw new FsTimeoutError(err.path, err.timeoutMs, err.message, { cause: err });
+    throw err;
+  }
+}
 
 /** Why: the same refusal whatever went wrong, one line naming the field. */
 function refuse(field: string, p: string, why: string): UserError {
@@ -88,12 +123,15 @@ async function isSymlink(p: string): Promise<boolean> {
  * The real path of a folder under the root (a pool). With `create`, missing folders are made, one
  * level at a time and only inside the root; without it, a missing folder answers undefined.
  */
-export async function confinedFolder(root: string, p: string, field: string, o: { create: boolean }): Promise<string | undefined> {
-  const { real, missing } = await walk(root, p, partsUnder(root, p, field), field, o.create);
-  if (missing.length > 0) return undefined;
-  const st = await fs.stat(real);
-  if (!st.isDirectory()) throw refuse(field, p, "is not a folder");
-  return real;
+export async function confinedFolder(root: string, p: string, field: string, o: { create: boolean; timeoutMs?: number }): Promise<string | undefined> {
+  const parts = partsUnder(root, p, field);
+  return boundedFsCall(p, o.timeoutMs ?? FS_CALL_TIMEOUT_MS, "resolving the folder", async () => {
+    const { real, missing } = await walk(root, p, parts, field, o.create);
+    if (missing.length > 0) return undefined;
+    const st = await fs.stat(real);
+    if (!st.isDirectory()) throw refuse(field, p, "is not a folder");
+    return real;
+  });
 }
 
 /**
@@ -102,13 +140,15 @@ export async function confinedFolder(root: string, p: string, field: string, o: 
  * name); when the folder is missing, the path as given (nothing can be opened there, and
  * nothing is created).
  */
-export async function confinedFile(root: string, p: string, field: string): Promise<string> {
+export async function confinedFile(root: string, p: string, field: string, timeoutMs = FS_CALL_TIMEOUT_MS): Promise<string> {
   const parts = partsUnder(root, p, field);
-  const { real, missing } = await walk(root, p, parts.slice(0, -1), field, false);
-  if (missing.length > 0) return p;
-  const file = path.join(real, parts[parts.length - 1]);
-  await refuseSymlink(file, field, p);
-  return file;
+  return boundedFsCall(p, timeoutMs, "resolving the file", async () => {
+    const { real, missing } = await walk(root, p, parts.slice(0, -1), field, false);
+    if (missing.length > 0) return p;
+    const file = path.join(real, parts[parts.length - 1]);
+    await refuseSymlink(file, field, p);
+    return file;
+  });
 }
 
 /** Refuse a file that is a symbolic link (a storage node serves and writes only regular files). */

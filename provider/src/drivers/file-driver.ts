@@ -19,18 +19,19 @@
  * (`stat -f`, killed at the bound; a FUSE or NFS wait ends on a fatal signal), so a dead mount is
  * found without parking one of libuv's four threads in it; the in-process calls that follow are
  * bounded too (domain/user-paths.ts `bounded`: the caller is freed, the thread stays blocked until
- * the mount answers). A timeout is a `PathTimeoutError`; controller/pool-catalog.ts turns it into
- * one line naming the pool's property (`backends[0].pools[0].path`).
+ * the mount answers). A timeout is a `FsTimeoutError` (drivers/confine.ts: TIMEOUT, retryable,
+ * answered as such by a storage node); controller/pool-catalog.ts turns it into one line naming
+ * the pool's property (`backends[0].pools[0].path`).
  */
 import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { PoolConfig } from "../domain/backend";
 import { checkVolumeId } from "../domain/volume-id";
-import { bounded, makeFolder, PathTimeoutError } from "../domain/user-paths";
+import { makeFolder, PathTimeoutError } from "../domain/user-paths";
 import { CommandFailedError, CommandTimeoutError, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
-import { openNoFollow, refuseSymlink } from "./confine";
+import { boundedFsCall, FsTimeoutError, openNoFollow, refuseSymlink } from "./confine";
 import type { PoolStats, VolumeAllocation, VolumeDriver } from "./volume-driver";
 
 /** How long one file-system call on a pool's folder may take before it is a hung mount. */
@@ -109,10 +110,13 @@ export class FileDriver implements VolumeDriver {
    */
   private async statfs(at: string): Promise<FsFigures | undefined> {
     let out: string;
+    const started = Date.now();
     try {
       out = (await this.probe("stat", ["-f", "-c", "%S %b %f %a", "--", at], { timeoutMs: this.fsTimeoutMs, env: { LC_ALL: "C" } })).stdout;
     } catch (err) {
-      if (err instanceof CommandTimeoutError) throw new PathTimeoutError(at, this.fsTimeoutMs, "statfs of", { cause: err });
+      // A child killed by a signal once its whole bound had passed timed out, whatever execa's flag says (seen: a timed-out stat reported as merely killed).
+      const killedLate = err instanceof CommandFailedError && err.signal !== undefined && Date.now() - started >= this.fsTimeoutMs;
+      if (err instanceof CommandTimeoutError || killedLate) throw new FsTimeoutError(at, this.fsTimeoutMs, new PathTimeoutError(at, this.fsTimeoutMs, "statfs of").message, { cause: err });
       if (err instanceof CommandFailedError && /No such file or directory/.test(err.stderr)) return undefined;
       throw err;
     }
@@ -144,13 +148,13 @@ export class FileDriver implements VolumeDriver {
 
   /** Why: in-process calls on the pool's folder, freed at the bound (see the header). */
   private io<T>(pool: PoolConfig, what: string, fn: () => Promise<T>): Promise<T> {
-    return bounded(pool.path, this.fsTimeoutMs, what, fn);
+    return boundedFsCall(pool.path, this.fsTimeoutMs, what, fn);
   }
 
   /** Why: the pool's folder made (bounded, one level at a time) only after its mount answered a statfs. */
   private async makePoolFolder(pool: PoolConfig): Promise<void> {
     await this.probePool(pool);
-    await makeFolder(pool.path, { mode: 0o755, timeoutMs: this.fsTimeoutMs });
+    await boundedFsCall(pool.path, this.fsTimeoutMs + 1000, "making the folder", () => makeFolder(pool.path, { mode: 0o755, timeoutMs: this.fsTimeoutMs }));
   }
 
   async getPoolStats(pool: PoolConfig): Promise<PoolStats> {
