@@ -151,6 +151,28 @@ describeRoot("on a real 16 MiB tmpfs", () => {
   });
 });
 
+describeRoot("on a read-only file system", () => {
+  let mnt: string;
+  beforeAll(() => {
+    mnt = fs.mkdtempSync(path.join(os.tmpdir(), "sds-capacity-ro-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=4m,ro", "tmpfs", mnt]);
+  });
+  afterAll(() => {
+    execFileSync("umount", [mnt]);
+    fs.rmdirSync(mnt);
+  });
+
+  it("a pool folder that cannot be made is one line naming backends[0].pools[0].path, as a check of the input", async () => {
+    const c = controller(path.join(mnt, "pool"));
+    await c.discover();
+    await c.prepareWrites();
+    const err = await c.createVolume("urn:v", { name: "v", sizeGib: 1, multiAttach: false, description: "", metadata: {} }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "INVALID_INPUT", property: "backends[0].pools[0].path" });
+    expect((err as Error).message).toBe(`backends[0].pools[0].path: pool p1 (${mnt}/pool): EROFS: read-only file system, mkdir '${mnt}/pool'`);
+    expect(await c.listVolumes()).toEqual([]);
+  });
+});
+
 describeFuse("on a FUSE mount that stops answering (nbdfuse, SIGSTOPped)", () => {
   let mnt: string;
   let pid: number;

@@ -106,7 +106,7 @@ export class FileDriver implements VolumeDriver {
 
   /**
    * statfs(2) of `at` in a child process, killed at the bound (see the header), or undefined
-   * when `at` does not exist. A mount that does not answer is a {@link PathTimeoutError}.
+   * when `at` does not exist. A mount that does not answer is a {@link FsTimeoutError}.
    */
   private async statfs(at: string): Promise<FsFigures | undefined> {
     let out: string;
