@@ -212,7 +212,9 @@ class EventTail {
 
 /** Lines of a command's output that say it waited on a lock, and the longest wait they name. */
 export function lockWaits(output: string): { lines: string[]; seconds?: number } {
-  const lines = output.split("\n").filter((l) => /lock/i.test(l) && /wait/i.test(l)).map((l) => l.trim());
+  // The provider's lines (store/lock.ts): "waiting for lock … held by …" and "lock … taken after waiting N s";
+  // not the CLI's own "the stack is currently locked … wait for the other process(es)".
+  const lines = output.split("\n").filter((l) => /waiting for lock|lock .*after waiting/i.test(l)).map((l) => l.trim());
   const secs = lines.flatMap((l) => [...l.matchAll(/(\d+(?:\.\d+)?)\s*(ms|s)\b/g)].map((m) => Number(m[1]) / (m[2] === "ms" ? 1000 : 1)));
   return { lines, seconds: secs.length ? Math.max(...secs) : undefined };
 }
