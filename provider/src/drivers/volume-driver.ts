@@ -36,8 +36,9 @@ export interface VolumeDriver {
   readonly kind: string;
   /**
    * Report the pool's capacity, measured at its folder or the nearest existing one above (the
-   * file driver makes nothing; a storage node's agent makes the folder inside its root). Bounded: a pool on a mount that does not answer fails within the driver's time
-   * bound (a `PathTimeoutError`, domain/user-paths.ts) instead of hanging.
+   * file driver makes nothing; a storage node's agent makes the folder inside its root).
+   * Bounded: a pool on a mount that does not answer fails within the driver's time bound (a
+   * `FsTimeoutError`, drivers/confine.ts) instead of hanging.
    */
   getPoolStats(pool: PoolConfig): Promise<PoolStats>;
   createVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void>;
