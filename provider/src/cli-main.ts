@@ -4,6 +4,7 @@
  *   sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]
  *   sds state migrate --from URL [--to URL] [--project DIR]
  *   sds state check [--state URL] [--project DIR] [--stack NAME]
+ *   sds recover [--export FILE] [--state URL] [--project DIR] [--stack NAME]
  *
  * `sds replicate` syncs every enabled replication pair on its primary whose last sync is older
  * than its rpoSeconds (every such pair with --all), as the embedded controller has no agent to do
@@ -30,6 +31,14 @@
  * sds:stateUrl (of --stack, or the one stack that sets sds: keys), else SDS_STATE_URL, else
  * sqlite:.sds/state.db in --project (default the current folder). Exits 0 when sound, 1 when
  * not (missing, damaged, unreachable), 2 on a usage error.
+ *
+ * `sds recover` is for after a crash (the CLI or the engine killed during `up`): it reads the
+ * stack's pending creates from `pulumi stack export` (stdin, or --export FILE), finds by URN what
+ * sds made for each (controller/cut-short-creates.ts), and prints the commands that bring the stack
+ * back in step: `pulumi refresh --clear-pending-creates`, then a `pulumi import` of each finished
+ * volume or profile (which the retried create would otherwise make again under a new auto-name),
+ * one comment line per resource the next `up` takes up by itself. It changes nothing. The state is
+ * found as for `sds state check`. Exits 0, 2 on a usage error.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -38,6 +47,7 @@ import pg from "pg";
 import { Composition, sqliteDamage } from "./compose/composition";
 import { isProjectDir, readStackConfig } from "./compose/stack-config";
 import { resolveProviderConfig } from "./controller/config";
+import { cutShortCreates, type PendingCreate } from "./controller/cut-short-creates";
 import { SecretBox } from "./controller/secret-box";
 import { UserError, type UserErrorCode } from "./errors";
 import { type Counts, copyState } from "./store/copy-state";
@@ -50,6 +60,7 @@ const USAGE =
   "usage: sds replicate [--all] [--project DIR] [--stack NAME] [--backends FILE] [--state URL]\n" +
   "       sds state migrate --from URL [--to URL] [--project DIR]\n" +
   "       sds state check [--state URL] [--project DIR] [--stack NAME]\n" +
+  "       sds recover [--export FILE] [--state URL] [--project DIR] [--stack NAME]   (pulumi stack export | sds recover)\n" +
   "         URL: sqlite:<path> (relative to --project) or postgres://user:pw@host:port/db?sslmode=…;\n" +
   "         --to defaults to SDS_STATE_URL (prefer it for a password: a command line shows in ps)\n";
 
@@ -113,7 +124,7 @@ async function replicate(argv: string[]): Promise<number> {
 }
 
 /** Where a state is, as `sds state migrate` was told; `shown` is what may be printed (no password). */
-type StateLocation = { flag: "--from" | "--to"; url: string; shown: string } & ({ kind: "sqlite"; file: string } | { kind: "postgres" });
+type StateLocation = { flag: "--from" | "--to" | "--state"; url: string; shown: string } & ({ kind: "sqlite"; file: string } | { kind: "postgres" });
 
 /** Parse a state URL given as `flag` (one line naming the flag when it is not one). */
 function locateState(flag: StateLocation["flag"], url: string, projectDir: string): StateLocation {
@@ -330,13 +341,7 @@ async function checkState(argv: string[]): Promise<number> {
     throw new UserError("INVALID_INPUT", `${(err as Error).message}; ${USAGE.split("\n")[2].trim()}`);
   }
   const projectDir = path.resolve(values.project ?? process.cwd());
-  let url = values.state;
-  if (url === undefined && isProjectDir(projectDir)) {
-    const stack = readStackConfig(projectDir, values.stack);
-    if (stack.secure.includes("stateUrl") && !process.env.SDS_STATE_URL) throw new UserError("INVALID_INPUT", `${stack.file}: sds:stateUrl is a secret, which sds cannot decrypt; pass it as --state URL or SDS_STATE_URL`, "stateUrl");
-    if (typeof stack.raw.stateUrl === "string") url = stack.raw.stateUrl;
-  }
-  url ??= process.env.SDS_STATE_URL || "sqlite:.sds/state.db";
+  const url = stateUrlFor(values, projectDir);
   let r: StateCheck;
   if (/^postgres(ql)?:\/\//.test(url)) {
     r = await checkPostgresState(url);
@@ -348,6 +353,59 @@ async function checkState(argv: string[]): Promise<number> {
   }
   process.stdout.write(`sds state check: ${r.line}\n`);
   return r.ok ? 0 : 1;
+}
+
+/** The state a command means: --state, else the stack's sds:stateUrl, else SDS_STATE_URL, else the project's default. */
+function stateUrlFor(values: { state?: string; stack?: string }, projectDir: string): string {
+  let url = values.state;
+  if (url === undefined && isProjectDir(projectDir)) {
+    const stack = readStackConfig(projectDir, values.stack);
+    if (stack.secure.includes("stateUrl") && !process.env.SDS_STATE_URL) throw new UserError("INVALID_INPUT", `${stack.file}: sds:stateUrl is a secret, which sds cannot decrypt; pass it as --state URL or SDS_STATE_URL`, "stateUrl");
+    if (typeof stack.raw.stateUrl === "string") url = stack.raw.stateUrl;
+  }
+  return url ?? (process.env.SDS_STATE_URL || "sqlite:.sds/state.db");
+}
+
+/** `sds recover`: the commands that bring a crashed stack back in step (see the header); changes nothing. */
+async function recover(argv: string[]): Promise<number> {
+  let values: { export?: string; state?: string; project?: string; stack?: string };
+  try {
+    ({ values } = parseArgs({ args: argv, options: { export: { type: "string" }, state: { type: "string" }, project: { type: "string" }, stack: { type: "string" } }, strict: true }));
+  } catch (err) {
+    throw new UserError("INVALID_INPUT", `${(err as Error).message}; ${USAGE.split("\n")[3].trim()}`);
+  }
+  const source = values.export ?? "-";
+  const shown = source === "-" ? "stdin" : source;
+  let exported: { deployment?: { pending_operations?: Array<{ type?: string; resource?: { urn?: string; type?: string } }> } };
+  try {
+    exported = JSON.parse(fs.readFileSync(source === "-" ? 0 : source, "utf8"));
+  } catch (err) {
+    throw new UserError("INVALID_INPUT", `--export: ${shown} is not the JSON of \`pulumi stack export\`: ${(err as Error).message}`, "export");
+  }
+  const pending: PendingCreate[] = (exported.deployment?.pending_operations ?? [])
+    .filter((o) => o.type === "creating" && typeof o.resource?.urn === "string" && o.resource?.type?.startsWith("sds:"))
+    .map((o) => ({ urn: o.resource!.urn!, type: o.resource!.type! }));
+  if (!pending.length) {
+    process.stdout.write("sds recover: the stack has no pending creates of sds resources; `pulumi refresh` then `pulumi up` is all sds needs\n");
+    return 0;
+  }
+  const projectDir = path.resolve(values.project ?? process.cwd());
+  const loc = locateState("--state", stateUrlFor(values, projectDir), projectDir);
+  if (loc.kind === "sqlite" && !fs.existsSync(loc.file)) throw new UserError("NOT_FOUND", `--state: no sds state at ${loc.file}; run sds in the project folder, or pass --project DIR or --state URL`, "state");
+  const store = await openState(loc);
+  try {
+    const found = await cutShortCreates(store, pending);
+    process.stdout.write(`# sds recover: ${pending.length} pending create(s) of sds resources; state ${loc.shown}\n`);
+    process.stdout.write("pulumi refresh --yes --clear-pending-creates\n");
+    for (const c of found) {
+      if (c.action === "import") process.stdout.write(`pulumi import --yes --generate-code=false ${shellQuote(c.type)} ${shellQuote(c.name)} ${shellQuote(c.id!)}   # ${c.detail}\n`);
+      else process.stdout.write(`# ${c.name} (${c.type}): ${c.detail}\n`);
+    }
+    process.stdout.write("pulumi up\n");
+    return 0;
+  } finally {
+    await store.close();
+  }
 }
 
 /** `sds state …`: operations on a whole state. */
@@ -363,6 +421,7 @@ async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === "replicate") return replicate(rest);
   if (command === "state") return state(rest);
+  if (command === "recover") return recover(rest);
   process.stderr.write(USAGE);
   return command === "--help" || command === "-h" ? 0 : 2;
 }

@@ -1,0 +1,82 @@
+/**
+ * What sds made for creates the Pulumi engine never recorded (`pending_operations` of type
+ * `creating` in `pulumi stack export`): the engine or the CLI died after the provider began, or
+ * finished, a create. A non-interactive `pulumi refresh` keeps such operations, and an `up` after
+ * `refresh --clear-pending-creates` creates the resource again under a new auto-name, so what the
+ * first attempt made would be forgotten by the stack (it would survive every destroy).
+ *
+ * Every row sds makes carries its resource's URN (`owner`), written before any side effect, so
+ * the row a pending create made is found by URN, never by a name that changes between attempts:
+ * - attachments and replication pairs are keyed by URN and by inputs that do not change between
+ *   attempts (volume, host, mode; primary volume): the next `up` retries the create, which takes
+ *   up the row, finished or not;
+ * - a volume cut short on the way (`creating`) is taken up the same way, under the retry's name;
+ * - a volume or profile that got to its final state is not (its retry carries a new auto-name, and
+ *   under a create-before-delete replacement the URN's finished row is the one being replaced):
+ *   it is to be imported (`pulumi import TYPE NAME ID`), so the stack holds it again.
+ */
+import type { Store } from "../store/store";
+
+/** A pending create as `pulumi stack export` shows it. */
+export interface PendingCreate {
+  type: string;
+  urn: string;
+}
+
+export interface CutShortCreate extends PendingCreate {
+  /** The resource's name in the program (the URN's last part). */
+  name: string;
+  /** `import`: a finished row to import by `id`; `retry`: the next up's create takes the row up; `none`: sds made nothing. */
+  action: "import" | "retry" | "none";
+  id?: string;
+  /** What sds holds for it, in words. */
+  detail: string;
+}
+
+/** Imports go parents first: a volume before the pair and the attachment that name it. */
+const ORDER = ["sds:index:Profile", "sds:index:Volume", "sds:index:ReplicationPair", "sds:index:Attachment"];
+
+/** What sds made for each pending create, in the order to import them; non-sds resources are left out. */
+export async function cutShortCreates(store: Pick<Store, "listProfiles" | "listVolumes" | "listAttachments" | "listPairs">, pending: PendingCreate[]): Promise<CutShortCreate[]> {
+  const out: CutShortCreate[] = [];
+  for (const p of pending.filter((x) => ORDER.includes(x.type)).sort((a, b) => ORDER.indexOf(a.type) - ORDER.indexOf(b.type))) {
+    const name = p.urn.slice(p.urn.lastIndexOf("::") + 2);
+    const found = await ownedBy(store, p);
+    if (!found) out.push({ ...p, name, action: "none", detail: "sds holds nothing for it; the next up creates it" });
+    else if (found.retried) out.push({ ...p, name, action: "retry", id: found.id, detail: `${found.what} ${found.id} is ${found.status}; the next up's create takes it up` });
+    else out.push({ ...p, name, action: "import", id: found.id, detail: `${found.what} ${found.id} is ${found.status}` });
+  }
+  return out;
+}
+
+interface Owned {
+  id: string;
+  what: string;
+  status: string;
+  /** Whether the create's retry (same URN) takes this row up by itself. */
+  retried: boolean;
+}
+
+/** The newest row `p.urn` owns of its type (a replaced resource's old row is recorded in the stack, never pending). */
+async function ownedBy(store: Pick<Store, "listProfiles" | "listVolumes" | "listAttachments" | "listPairs">, p: PendingCreate): Promise<Owned | undefined> {
+  const newest = <T extends { createdAt: string }>(rows: T[]): T | undefined => [...rows].sort((a, b) => a.createdAt.localeCompare(b.createdAt)).pop();
+  switch (p.type) {
+    case "sds:index:Profile": {
+      const r = newest((await store.listProfiles()).filter((x) => x.owner === p.urn));
+      return r && { id: r.id, what: `profile ${r.name}`, status: "made", retried: false };
+    }
+    case "sds:index:Volume": {
+      const r = newest(await store.listVolumes({ owner: p.urn }));
+      return r && { id: r.id, what: `volume ${r.name}`, status: r.status, retried: r.status === "creating" };
+    }
+    case "sds:index:Attachment": {
+      const r = newest(await store.listAttachments({ owner: p.urn }));
+      return r && { id: r.id, what: `attachment of volume ${r.volumeId} to ${r.host}`, status: r.status, retried: true };
+    }
+    case "sds:index:ReplicationPair": {
+      const r = newest((await store.listPairs()).filter((x) => x.owner === p.urn));
+      return r && { id: r.id, what: "replication pair", status: r.status, retried: true };
+    }
+  }
+  return undefined;
+}
