@@ -15,7 +15,7 @@ import { freeTcpPort } from "../helpers/daemons";
 import { type PostgresCluster, startPostgres } from "../helpers/postgres";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject } from "../helpers/pulumi";
-import { type Census, queryState, takeCensus } from "./census";
+import { type Census, takeCensus } from "./census";
 
 export type StoreKind = "sqlite" | "postgres";
 export type KillTarget = "provider" | "cli" | "agent";
@@ -73,9 +73,6 @@ export function seeded(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
-
-/** Imports after a crash go in dependency order. */
-const IMPORT_ORDER = ["sds:index:Profile", "sds:index:Volume", "sds:index:ReplicationPair", "sds:index:Attachment"];
 
 /** Steps of each phase the program makes (up/destroy: every resource; failover: the pair's update). */
 const STEPS: Record<Phase, number> = { up: 10, destroy: 10, failover: 1 };
@@ -379,20 +376,26 @@ export class FaultStack {
     return (d.pending_operations ?? []).filter((o) => o.type === "creating").map((o) => ({ urn: o.resource.urn, type: o.resource.type, inputs: o.resource.inputs ?? {} }));
   }
 
-  /** The id of the row the provider made for a pending create (its URN is the row's owner), if any. */
-  private async ownedRow(c: { urn: string; type: string; inputs: Record<string, unknown> }): Promise<string | undefined> {
-    const by: Record<string, [string, string]> = {
-      "sds:index:Volume": ["volumes", "name"],
-      "sds:index:Profile": ["profiles", "name"],
-      "sds:index:Attachment": ["attachments", "volumeId"],
-      "sds:index:ReplicationPair": ["replication_pairs", "primaryVolumeId"],
-    };
-    const [table, input] = by[c.type] ?? [];
-    const value = input ? c.inputs[input] : undefined;
-    if (!table || typeof value !== "string") return undefined;
-    const column = { name: "name", volumeId: "volume_id", primaryVolumeId: "primary_volume_id" }[input];
-    const rows = await queryState(this.p.dir, this.stateUrl, `SELECT id FROM ${table} WHERE owner = $1 AND ${column} = $2`, [c.urn, value]);
-    return rows[0] ? String(rows[0].id) : undefined;
+  /**
+   * What `sds recover` (the operator's command) says to run for the stack's pending creates: the
+   * argv of each `pulumi import` it prints (what the provider made, found by URN).
+   */
+  private async recoverImports(): Promise<string[][]> {
+    const exported = JSON.stringify(await this.p.stackExport());
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(path.join(repoRoot, "provider/bin/sds"), ["recover"], { cwd: this.p.dir, env: this.p.env, stdio: ["pipe", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`sds recover exited ${code}: ${stderr.trim()}`))));
+      child.stdin.end(exported);
+    });
+    return out
+      .split("\n")
+      .filter((l) => l.startsWith("pulumi import "))
+      .map((l) => l.split("#")[0].trim().split(/\s+/).slice(1));
   }
 
   private async pairExists(): Promise<boolean> {
@@ -501,19 +504,19 @@ export class FaultStack {
     // Pending creates: a non-interactive refresh keeps them silently (v3.259), an `up` then makes
     // the resource again under a new auto-name, and the cut-short one would leak.
     // `refresh --import-pending-creates URN ID` does not help: the refresh drops the op it turns
-    // into "importing" ("interrupted while importing"). So the operator clears them, then looks up
-    // what the provider made for each (the row its URN owns, by name or volume) and imports it
-    // with `pulumi import`; the next `up` finds it unchanged.
+    // into "importing" ("interrupted while importing"). So the operator does what the README
+    // says: `pulumi stack export | sds recover` finds by URN what the provider made for each, the
+    // pending creates are cleared, each finished volume or profile is imported, and the next `up`
+    // takes up the rest (cut-short volumes, attachments, pairs) under the same URN.
     const pending = await this.pendingCreates();
     let refresh: FollowUp & { output: string };
     if (pending.length) {
-      const found = (await Promise.all(pending.map(async (c) => ({ ...c, id: await this.ownedRow(c) })))).filter((c) => c.id);
-      found.sort((a, b) => IMPORT_ORDER.indexOf(a.type) - IMPORT_ORDER.indexOf(b.type));
-      result.notes.push(`pending creates: ${pending.length} cleared, ${found.length} imported`);
+      const imports = await this.recoverImports();
+      result.notes.push(`pending creates: ${pending.length} cleared, ${imports.length} imported (sds recover)`);
       refresh = push(await this.follow(["refresh", "--yes", "--skip-preview", "--clear-pending-creates"]));
-      for (const c of found) {
-        const imported = push(await this.follow(["import", c.type, c.urn.split("::").pop()!, c.id!, "--yes", "--skip-preview", "--generate-code=false"]));
-        if (imported.code !== 0) result.notes.push(`import of ${c.urn.split("::").pop()} failed: ${firstError(imported.output)}`);
+      for (const args of imports) {
+        const imported = push(await this.follow([...args, "--skip-preview"]));
+        if (imported.code !== 0) result.notes.push(`${args.slice(0, 4).join(" ")} failed: ${firstError(imported.output)}`);
       }
     } else {
       refresh = push(await this.follow(["refresh", "--yes", "--skip-preview"]));
