@@ -6,13 +6,12 @@
  * every attachment or pair are taken up by the next up's retry, and a create sds never began
  * needs nothing. It prints commands and changes nothing.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import type { AttachmentRow, PairRow, ProfileRow, VolumeRow } from "../../provider/src/store/store";
-import { repoRoot } from "../helpers/provider-process";
+import { sdsCli } from "../helpers/sds-cli";
 
 jest.setTimeout(60_000);
 
@@ -24,22 +23,7 @@ const volume = (id: string, name: string, owner: string, status: VolumeRow["stat
   poolId: "b1/p1", backendName: "b1", backendId: "bid", sharedTargets: false, status, replicationStatus: "disabled", createdAt, updatedAt: createdAt,
 });
 
-function sds(args: string[], stdin: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", path.join(repoRoot, "provider/src/cli-main.ts"), ...args], {
-      cwd: repoRoot,
-      env: { ...process.env, SDS_STATE_URL: "", SDS_SECRET_KEY: "" },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (status) => resolve({ status, stdout, stderr }));
-    child.stdin.end(stdin);
-  });
-}
+const sds = (args: string[], stdin: string) => sdsCli(args, { stdin });
 
 let dir: string;
 beforeEach(() => {

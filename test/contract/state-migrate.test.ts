@@ -8,7 +8,6 @@
  * stdout and exit 0, one line and exit 2 for a missing source or a refused destination, and the
  * PostgreSQL password never in its output.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -18,7 +17,7 @@ import { PostgresStore } from "../../provider/src/store/postgres-store";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import type { AttachmentRow, BackendRow, PairRow, ProfileRow, Store, TargetRow, VolumeRow } from "../../provider/src/store/store";
 import { type PostgresCluster, postgresSkipReason, startPostgres } from "../helpers/postgres";
-import { repoRoot } from "../helpers/provider-process";
+import { sdsCli } from "../helpers/sds-cli";
 
 const pgSkip = postgresSkipReason();
 /** Starting a cluster (initdb, then the server) takes a few seconds on a slow machine. */
@@ -143,22 +142,8 @@ async function everything(s: Store) {
 /** The sizes of a filled state: what the copy must report, and proof the comparison compared something. */
 const FILLED = { backends: 3, profiles: 2, volumes: 5, targets: 3, luns: 4, attachments: 5, pairs: 2 };
 
-/** Run the sds CLI as operators do, from source (ts-node), without the environment's state settings. */
-function sds(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", path.join(repoRoot, "provider/src/cli-main.ts"), ...args], {
-      cwd: repoRoot,
-      env: { ...process.env, SDS_STATE_URL: "", SDS_SECRET_KEY: "", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (status) => resolve({ status, stdout, stderr }));
-  });
-}
+/** Run the sds CLI as operators do (test/helpers/sds-cli.ts). */
+const sds = (args: string[], env: NodeJS.ProcessEnv = {}) => sdsCli(args, { env });
 
 let dir: string;
 const opened: Store[] = [];
