@@ -199,34 +199,6 @@ test("Create with preview places the volume and allocates nothing; Create then R
   expect(gone.getId()).toBe("");
 });
 
-test("a create the engine never saw finish is taken up by its retry, not made twice under a new auto-name", async () => {
-  // The first attempt: the provider made the volume, but the engine got no answer (the provider
-  // or the CLI was killed after the row became available) and keeps no resource at this URN.
-  const first = new pb.CreateRequest();
-  first.setUrn(urn("v11"));
-  first.setType(VOL);
-  first.setProperties(struct({ name: "v11-aaaaaaa", sizeGib: 1 }));
-  const made = await call<pb.CreateRequest, pb.CreateResponse>(p.client, "create", first);
-  // The retry: Check with no old inputs and a new random seed would auto-name it afresh.
-  const retry = checkReq("v11", { sizeGib: 1 });
-  retry.setRandomseed(Buffer.from("fedcba9876543210fedcba9876543210"));
-  const checked = (await check(retry)).getInputs()!.toJavaScript();
-  expect(checked.name).toBe("v11-aaaaaaa");
-  const again = new pb.CreateRequest();
-  again.setUrn(urn("v11"));
-  again.setType(VOL);
-  again.setProperties(struct(checked));
-  expect((await call<pb.CreateRequest, pb.CreateResponse>(p.client, "create", again)).getId()).toBe(made.getId());
-  // Another URN, or an update (old inputs), is named as always.
-  expect((await check(checkReq("v12", { sizeGib: 1 }))).getInputs()!.toJavaScript().name).toMatch(/^v12-[0-9a-f]{7}$/);
-  expect((await check(checkReq("v11", { sizeGib: 2 }, { sizeGib: 1, name: "v11-bbbbbbb" }))).getInputs()!.toJavaScript().name).toBe("v11-bbbbbbb");
-  const dr = new pb.DeleteRequest();
-  dr.setId(made.getId());
-  dr.setUrn(urn("v11"));
-  dr.setType(VOL);
-  await call(p.client, "delete", dr);
-});
-
 test("Attachment and ReplicationPair checks name bad inputs", async () => {
   const bad = await check(checkReq("a1", { volumeId: "x", mode: "rwx", connector: { initiator: "not an iqn" } }, {}, "sds:index:Attachment"));
   expect(bad.getFailuresList().map((f) => f.getProperty()).sort()).toEqual(["connector", "mode"]);

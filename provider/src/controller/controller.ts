@@ -13,7 +13,6 @@ import { UserError } from "../errors";
 import { explainNoValidPool, place } from "../scheduler/scheduler";
 import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
 import type { ProfileRow, Store, StoreOps, VolumeRow } from "../store/store";
-import { unrecordedName } from "./cut-short-creates";
 import { PoolCatalog, type PoolCatalogOptions } from "./pool-catalog";
 import { Profiles, type ProfileSpec, unknownProfile } from "./profiles";
 
@@ -86,11 +85,6 @@ export class Controller {
   backendConfigs(): BackendConfig[] {
     return this.catalog.backendConfigs();
   }
-  /** The name of a finished volume or profile `owner` made that the engine never recorded (controller/cut-short-creates.ts). */
-  unrecordedName(kind: "volume" | "profile", owner: string): Promise<string | undefined> {
-    return unrecordedName(this.store, kind, owner);
-  }
-
   resolveProfile(idOrName: string): Promise<(ProfileSpec & { id?: string }) | undefined> {
     return this.profiles.resolveProfile(idOrName);
   }

@@ -11,11 +11,9 @@
  *   attempts (volume, host, mode; primary volume): the next `up` retries the create, which takes
  *   up the row, finished or not;
  * - a volume cut short on the way (`creating`) is taken up the same way, under the retry's name;
- * - a volume or profile that got to its final state is to be imported (`pulumi import TYPE NAME
- *   ID`), so the stack holds it again at once, whatever the program now says. (Left alone, the
- *   next up's Check lends the retry that row's name — see {@link unrecordedName} — and the create
- *   takes it up too; Create alone cannot, as a finished row of the same URN is also what a
- *   create-before-delete replacement replaces.)
+ * - a volume or profile that got to its final state is not (its retry carries a new auto-name, and
+ *   under a create-before-delete replacement the URN's finished row is the one being replaced):
+ *   it is to be imported (`pulumi import TYPE NAME ID`), so the stack holds it again.
  */
 import type { Store } from "../store/store";
 
@@ -81,19 +79,4 @@ async function ownedBy(store: Pick<Store, "listProfiles" | "listVolumes" | "list
     }
   }
   return undefined;
-}
-
-/**
- * The name to give a create of `owner` the engine is about to make afresh (its Check has no old
- * inputs: the stack holds no resource at this URN) when the URN already owns a finished volume or
- * profile: a create whose answer never reached the engine (the provider or the CLI killed after
- * the row became available), which the engine, having seen an error, forgot. The retry would
- * carry a new auto-name and make a second one; with the first one's name, the create finds it
- * (same name, same owner) and takes it up. Undefined when there is none (the usual case).
- */
-export async function unrecordedName(store: Pick<Store, "listProfiles" | "listVolumes">, kind: "volume" | "profile", owner: string): Promise<string | undefined> {
-  const newest = <T extends { createdAt: string }>(rows: T[]): T | undefined => [...rows].sort((a, b) => a.createdAt.localeCompare(b.createdAt)).pop();
-  if (kind === "profile") return newest((await store.listProfiles()).filter((p) => p.owner === owner))?.name;
-  // `creating` rows are taken up by the create itself, whatever the name; `deleting` ones are on their way out.
-  return newest((await store.listVolumes({ owner })).filter((v) => v.status !== "creating" && v.status !== "deleting"))?.name;
 }

@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { ProfileRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, reveal } from "./values";
 import type { ProviderContext } from "./context";
-import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, freshAutoName, settleName, withDefaults } from "./properties";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 import { nameSchema } from "./volume";
 
@@ -44,7 +44,6 @@ export class ProfileResource implements ResourceHandler {
     const inputs: Props = { ...req.news };
     const name = settleName(req, failures);
     if (name !== undefined) inputs.name = name;
-    if (freshAutoName(req)) inputs.name = (await (await this.ctx.controller()).unrecordedName("profile", req.urn)) ?? inputs.name;
     const specs = req.news.extraSpecs;
     if (specs && typeof specs === "object" && !containsUnknown(specs) && !failures.some((f) => f.property.startsWith("extraSpecs"))) {
       const c = await this.ctx.controller();

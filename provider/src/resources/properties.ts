@@ -124,16 +124,6 @@ export function settleName(req: CheckRequest, failures: CheckFailure[]): unknown
   return autoName(req);
 }
 
-/**
- * Whether Check chose the name itself for a resource the stack does not hold yet (no user name, no
- * old one, autonaming not enforced): then a row the URN already owns may lend its name (see
- * `Controller.unrecordedName`), so a create the engine never saw finish is taken up, not made twice.
- */
-export function freshAutoName(req: CheckRequest): boolean {
-  const given = req.news.name;
-  return (given === undefined || given === null) && typeof req.olds.name !== "string" && req.autonaming?.mode !== "enforce" && req.autonaming?.mode !== "disable";
-}
-
 /** The resource name at the end of a URN (`urn:pulumi:stack::project::type::name`). */
 export function nameFromUrn(urn: string): string {
   const i = urn.lastIndexOf("::");

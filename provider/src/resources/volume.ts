@@ -9,7 +9,7 @@ import type { Controller } from "../controller/controller";
 import type { VolumeRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, isUnknown } from "./values";
 import type { ProviderContext } from "./context";
-import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, freshAutoName, isAutoName, nameFromUrn, settleName, withDefaults } from "./properties";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, isAutoName, nameFromUrn, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 
 export const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit");
@@ -89,7 +89,6 @@ export class VolumeResource implements ResourceHandler {
     const inputs: Props = { ...req.news };
     const name = settleName(req, failures);
     if (name !== undefined) inputs.name = name;
-    if (freshAutoName(req)) inputs.name = (await (await this.ctx.controller()).unrecordedName("volume", req.urn)) ?? inputs.name;
     const size = req.news.sizeGib;
     const oldSize = req.olds.sizeGib;
     if (typeof size === "number" && typeof oldSize === "number" && size < oldSize) {
