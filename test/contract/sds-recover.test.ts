@@ -66,7 +66,7 @@ test("after a crash, sds recover prints the imports of what sds finished and lea
   expect(r.stderr).toBe("");
   expect(r.status).toBe(0);
   const lines = r.stdout.trimEnd().split("\n");
-  expect(lines[0]).toBe(`# sds recover: 6 pending create(s) of sds resources; state ${file}`);
+  expect(lines[0]).toBe(`# sds recover: 6 pending create(s) of sds resources, 0 row(s) the stack does not hold; state ${file}`);
   expect(lines[1]).toBe("pulumi refresh --yes --clear-pending-creates");
   // Parents first; the newest row the URN owns; nothing for a resource of another provider.
   expect(lines.slice(2, -1)).toEqual([
@@ -82,10 +82,54 @@ test("after a crash, sds recover prints the imports of what sds finished and lea
   expect(fs.readFileSync(file).equals(before)).toBe(true);
 });
 
+test("a create whose answer never reached the engine: no pending operation names it, sds recover still finds the row the stack does not hold", async () => {
+  const file = path.join(dir, "state.db");
+  const store = new SqliteStore(file);
+  const data = urn("sds:index:Volume", "data");
+  const logs = urn("sds:index:Volume", "logs");
+  const att = urn("sds:index:Attachment", "logs-on-web");
+  await store.insertVolume(volume("vol-1", "data-1111111", data, "available"));
+  // The retry of "data" made a second volume the stack holds; the first attempt's is a stray.
+  await store.insertVolume(volume("vol-2", "data-2222222", data, "available", later));
+  // "logs" finished, but the engine saw an error (its provider was killed) and holds nothing for it.
+  await store.insertVolume(volume("vol-3", "logs-3333333", logs, "available"));
+  // A pair's secondary, and another stack's volume, are none of this stack's business.
+  await store.insertVolume(volume("vol-4", "logs-replica", `${urn("sds:index:ReplicationPair", "dr")}#secondary`, "available"));
+  await store.insertVolume(volume("vol-5", "other-5555555", "urn:pulumi:prod::app::sds:index:Volume::other", "available"));
+  await store.insertAttachment({
+    id: "att-9", owner: att, volumeId: "vol-3", host: "localhost", mode: "rw", connector: {}, protocol: "local", targetName: null,
+    status: "attached", devicePath: "/dev/loop9", brokenReason: null, createdAt: at, updatedAt: at,
+  } satisfies AttachmentRow);
+  await store.close();
+  const exported = JSON.stringify({
+    deployment: {
+      resources: [
+        { urn: "urn:pulumi:dev::app::pulumi:pulumi:Stack::app-dev", type: "pulumi:pulumi:Stack" },
+        { urn: data, type: "sds:index:Volume", id: "vol-2" },
+      ],
+    },
+  });
+  const r = await sds(["recover", "--state", `sqlite:${file}`], exported);
+  expect(r.stderr).toBe("");
+  expect(r.status).toBe(0);
+  expect(r.stdout.trimEnd().split("\n")).toEqual([
+    `# sds recover: 0 pending create(s) of sds resources, 3 row(s) the stack does not hold; state ${file}`,
+    "pulumi refresh --yes",
+    "pulumi import --yes --generate-code=false sds:index:Volume logs vol-3   # volume logs-3333333 vol-3 is available, and the stack holds nothing at its URN",
+    "# data (sds:index:Volume): volume data-1111111 vol-1 is available, but the stack holds vol-2 at its URN; nothing owns it: check it and remove it",
+    "# logs-on-web (sds:index:Attachment): attachment of volume vol-3 to localhost att-9 is attached, not in the stack; the next up's create takes it up",
+    "pulumi up",
+  ]);
+  // Everything held: nothing to say.
+  const all = JSON.stringify({ deployment: { resources: ["vol-1", "vol-2", "vol-3"].map((id, i) => ({ urn: `${data}${i}`, type: "sds:index:Volume", id })).concat([{ urn: att, type: "sds:index:Attachment", id: "att-9" }]) } });
+  const none = await sds(["recover", "--state", `sqlite:${file}`], all);
+  expect(none.stdout).toBe("sds recover: the stack holds everything sds made for it; `pulumi refresh` then `pulumi up` is all sds needs\n");
+});
+
 test("sds recover on a stack with no pending create says so; bad input is one line naming the flag", async () => {
   const ok = await sds(["recover", "--state", `sqlite:${path.join(dir, "none.db")}`], JSON.stringify({ deployment: { resources: [] } }));
   expect(ok.status).toBe(0);
-  expect(ok.stdout).toBe("sds recover: the stack has no pending creates of sds resources; `pulumi refresh` then `pulumi up` is all sds needs\n");
+  expect(ok.stdout).toBe("sds recover: the export holds no resource and no pending create; nothing to recover\n");
 
   const bad = await sds(["recover"], "not json");
   expect(bad.status).toBe(2);

@@ -377,8 +377,8 @@ export class FaultStack {
   }
 
   /**
-   * What `sds recover` (the operator's command) says to run for the stack's pending creates: the
-   * argv of each `pulumi import` it prints (what the provider made, found by URN).
+   * What `sds recover` (the operator's command) says to run after a crash: the argv of each
+   * `pulumi import` it prints (what the provider made that the stack does not hold, by URN).
    */
   private async recoverImports(): Promise<string[][]> {
     const exported = JSON.stringify(await this.p.stackExport());
@@ -508,18 +508,15 @@ export class FaultStack {
     // says: `pulumi stack export | sds recover` finds by URN what the provider made for each, the
     // pending creates are cleared, each finished volume or profile is imported, and the next `up`
     // takes up the rest (cut-short volumes, attachments, pairs) under the same URN.
+    // `sds recover` also finds what no pending operation names: a create whose answer never
+    // reached the engine (the provider killed while the row became available).
     const pending = await this.pendingCreates();
-    let refresh: FollowUp & { output: string };
-    if (pending.length) {
-      const imports = await this.recoverImports();
-      result.notes.push(`pending creates: ${pending.length} cleared, ${imports.length} imported (sds recover)`);
-      refresh = push(await this.follow(["refresh", "--yes", "--skip-preview", "--clear-pending-creates"]));
-      for (const args of imports) {
-        const imported = push(await this.follow([...args, "--skip-preview"]));
-        if (imported.code !== 0) result.notes.push(`${args.slice(0, 4).join(" ")} failed: ${firstError(imported.output)}`);
-      }
-    } else {
-      refresh = push(await this.follow(["refresh", "--yes", "--skip-preview"]));
+    const imports = await this.recoverImports();
+    if (pending.length || imports.length) result.notes.push(`pending creates: ${pending.length} cleared; ${imports.length} imported (sds recover)`);
+    const refresh = push(await this.follow(["refresh", "--yes", "--skip-preview", ...(pending.length ? ["--clear-pending-creates"] : [])]));
+    for (const args of imports) {
+      const imported = push(await this.follow([...args, "--skip-preview"]));
+      if (imported.code !== 0) result.notes.push(`${args.slice(0, 4).join(" ")} failed: ${firstError(imported.output)}`);
     }
     if (refresh.code !== 0) result.notes.push(`refresh failed: ${firstError(refresh.output)}`);
     // A new pair starts on its primary: with the pair gone (a destroy got that far), fail back in config.

@@ -26,8 +26,8 @@ export interface PendingCreate {
 export interface CutShortCreate extends PendingCreate {
   /** The resource's name in the program (the URN's last part). */
   name: string;
-  /** `import`: a finished row to import by `id`; `retry`: the next up's create takes the row up; `none`: sds made nothing. */
-  action: "import" | "retry" | "none";
+  /** `import`: a finished row to import by `id`; `retry`: the next up's create takes the row up; `none`: sds made nothing; `stray`: a row no resource owns (see {@link unrecordedRows}). */
+  action: "import" | "retry" | "none" | "stray";
   id?: string;
   /** What sds holds for it, in words. */
   detail: string;
@@ -79,4 +79,64 @@ async function ownedBy(store: Pick<Store, "listProfiles" | "listVolumes" | "list
     }
   }
   return undefined;
+}
+
+/** A resource of the stack as `pulumi stack export` shows it. */
+export interface StackResource {
+  urn: string;
+  type: string;
+  id?: string;
+}
+
+/**
+ * Rows sds made for resources of this stack (owners under `prefix`, `urn:pulumi:<stack>::<project>::`)
+ * that the stack does not hold, apart from pending creates (see {@link cutShortCreates}): a create
+ * whose answer never reached the engine (the provider killed while the row became available; the
+ * engine saw an error and kept nothing) leaves a finished row no pending operation names, and the
+ * retry makes a second one under a new auto-name. Such a row is to be imported when the stack holds
+ * nothing at its URN (`import`); when the stack holds another row there, it is a stray no program
+ * owns (`stray`), reported for the operator to remove. Rows a retry takes up (a volume `creating`,
+ * attachments, pairs) are `retry`. A replication pair's secondary belongs to its pair and is skipped.
+ */
+export async function unrecordedRows(
+  store: Pick<Store, "listProfiles" | "listVolumes" | "listAttachments" | "listPairs">,
+  prefix: string,
+  resources: StackResource[],
+  pendingUrns: ReadonlySet<string>,
+): Promise<CutShortCreate[]> {
+  const ids = new Set(resources.map((r) => r.id).filter((id): id is string => typeof id === "string" && id !== ""));
+  const held = new Map(resources.map((r) => [r.urn, r.id]));
+  const rows: Array<{ type: string; owner: string; id: string; what: string; status: string; retried: boolean; createdAt: string }> = [
+    ...(await store.listProfiles()).map((r) => ({ type: "sds:index:Profile", owner: r.owner, id: r.id, what: `profile ${r.name}`, status: "made", retried: false, createdAt: r.createdAt })),
+    ...(await store.listVolumes()).map((r) => ({ type: "sds:index:Volume", owner: r.owner, id: r.id, what: `volume ${r.name}`, status: r.status, retried: r.status === "creating", createdAt: r.createdAt })),
+    ...(await store.listPairs()).map((r) => ({ type: "sds:index:ReplicationPair", owner: r.owner, id: r.id, what: "replication pair", status: r.status, retried: true, createdAt: r.createdAt })),
+    ...(await store.listAttachments()).map((r) => ({ type: "sds:index:Attachment", owner: r.owner, id: r.id, what: `attachment of volume ${r.volumeId} to ${r.host}`, status: r.status, retried: true, createdAt: r.createdAt })),
+  ];
+  const out: CutShortCreate[] = [];
+  const imported = new Set<string>();
+  // Newest first: of several rows one URN owns, the newest is the one to import.
+  for (const r of rows.filter((x) => x.owner.startsWith(prefix) && !x.owner.includes("#") && !ids.has(x.id) && !pendingUrns.has(x.owner)).sort((a, b) => b.createdAt.localeCompare(a.createdAt))) {
+    const name = r.owner.slice(r.owner.lastIndexOf("::") + 2);
+    const base = { type: r.type, urn: r.owner, name, id: r.id };
+    if (r.retried) out.push({ ...base, action: "retry", detail: `${r.what} ${r.id} is ${r.status}, not in the stack; the next up's create takes it up` });
+    else if (!held.has(r.owner) && !imported.has(r.owner)) {
+      imported.add(r.owner);
+      out.push({ ...base, action: "import", detail: `${r.what} ${r.id} is ${r.status}, and the stack holds nothing at its URN` });
+    } else {
+      out.push({ ...base, action: "stray", detail: `${r.what} ${r.id} is ${r.status}, but the stack holds ${held.get(r.owner) ?? "another row"} at its URN; nothing owns it: check it and remove it` });
+    }
+  }
+  return inRecoveryOrder(out);
+}
+
+/** Imports first, parents before children (a volume before the pair and attachment naming it); then what is only reported. */
+export function inRecoveryOrder(list: CutShortCreate[]): CutShortCreate[] {
+  const rank = (c: CutShortCreate) => (c.action === "import" ? 0 : 1) * ORDER.length + ORDER.indexOf(c.type);
+  return [...list].sort((a, b) => rank(a) - rank(b));
+}
+
+/** `urn:pulumi:<stack>::<project>::` of the first URN, or undefined. */
+export function stackPrefix(urns: string[]): string | undefined {
+  const m = urns.map((u) => /^(urn:pulumi:[^:]+::[^:]+::)/.exec(u)?.[1]).find(Boolean);
+  return m;
 }
