@@ -49,7 +49,7 @@ import pg from "pg";
 import { Composition, sqliteDamage } from "./compose/composition";
 import { isProjectDir, readStackConfig } from "./compose/stack-config";
 import { resolveProviderConfig } from "./controller/config";
-import { cutShortCreates, inRecoveryOrder, type PendingCreate, type StackResource, stackPrefix, unrecordedRows } from "./controller/cut-short-creates";
+import { cutShortCreates, inRecoveryOrder, ownedRows, type PendingCreate, type StackResource, stackPrefix, unrecordedRows } from "./controller/cut-short-creates";
 import { SecretBox } from "./controller/secret-box";
 import { UserError, type UserErrorCode } from "./errors";
 import { type Counts, copyState } from "./store/copy-state";
@@ -400,8 +400,9 @@ async function recover(argv: string[]): Promise<number> {
   if (loc.kind === "sqlite" && !fs.existsSync(loc.file)) throw new UserError("NOT_FOUND", `--state: no sds state at ${loc.file}; run sds in the project folder, or pass --project DIR or --state URL`, "state");
   const store = await openState(loc);
   try {
-    const cut = await cutShortCreates(store, pending);
-    const unrecorded = await unrecordedRows(store, prefix, resources, new Set(pending.map((p) => p.urn)));
+    const rows = await ownedRows(store);
+    const cut = cutShortCreates(rows, pending);
+    const unrecorded = unrecordedRows(rows, prefix, resources, new Set(pending.map((p) => p.urn)));
     if (!pending.length && !unrecorded.length) {
       process.stdout.write("sds recover: the stack holds everything sds made for it; `pulumi refresh` then `pulumi up` is all sds needs\n");
       return 0;

@@ -36,49 +36,40 @@ export interface CutShortCreate extends PendingCreate {
 /** Imports go parents first: a volume before the pair and the attachment that name it. */
 const ORDER = ["sds:index:Profile", "sds:index:Volume", "sds:index:ReplicationPair", "sds:index:Attachment"];
 
-/** What sds made for each pending create, in the order to import them; non-sds resources are left out. */
-export async function cutShortCreates(store: Pick<Store, "listProfiles" | "listVolumes" | "listAttachments" | "listPairs">, pending: PendingCreate[]): Promise<CutShortCreate[]> {
+/** A row sds made, as recovery sees it. */
+export interface OwnedRow {
+  type: string;
+  /** The URN of the resource it was made for. */
+  owner: string;
+  id: string;
+  what: string;
+  status: string;
+  /** Whether a create's retry under the same URN takes this row up by itself. */
+  retried: boolean;
+  createdAt: string;
+}
+
+/** Every row of the state (profiles, volumes, pairs, attachments), oldest first within each kind; read once per recovery. */
+export async function ownedRows(store: Pick<Store, "listProfiles" | "listVolumes" | "listAttachments" | "listPairs">): Promise<OwnedRow[]> {
+  return [
+    ...(await store.listProfiles()).map((r) => ({ type: "sds:index:Profile", owner: r.owner, id: r.id, what: `profile ${r.name}`, status: "made", retried: false, createdAt: r.createdAt })),
+    ...(await store.listVolumes()).map((r) => ({ type: "sds:index:Volume", owner: r.owner, id: r.id, what: `volume ${r.name}`, status: r.status, retried: r.status === "creating", createdAt: r.createdAt })),
+    ...(await store.listPairs()).map((r) => ({ type: "sds:index:ReplicationPair", owner: r.owner, id: r.id, what: "replication pair", status: r.status, retried: true, createdAt: r.createdAt })),
+    ...(await store.listAttachments()).map((r) => ({ type: "sds:index:Attachment", owner: r.owner, id: r.id, what: `attachment of volume ${r.volumeId} to ${r.host}`, status: r.status, retried: true, createdAt: r.createdAt })),
+  ];
+}
+
+/** What sds made for each pending create (the newest row its URN owns), in the order to import them; non-sds resources are left out. */
+export function cutShortCreates(rows: OwnedRow[], pending: PendingCreate[]): CutShortCreate[] {
   const out: CutShortCreate[] = [];
   for (const p of pending.filter((x) => ORDER.includes(x.type)).sort((a, b) => ORDER.indexOf(a.type) - ORDER.indexOf(b.type))) {
     const name = p.urn.slice(p.urn.lastIndexOf("::") + 2);
-    const found = await ownedBy(store, p);
+    const found = rows.filter((r) => r.type === p.type && r.owner === p.urn).sort((a, b) => a.createdAt.localeCompare(b.createdAt)).pop();
     if (!found) out.push({ ...p, name, action: "none", detail: "sds holds nothing for it; the next up creates it" });
     else if (found.retried) out.push({ ...p, name, action: "retry", id: found.id, detail: `${found.what} ${found.id} is ${found.status}; the next up's create takes it up` });
     else out.push({ ...p, name, action: "import", id: found.id, detail: `${found.what} ${found.id} is ${found.status}` });
   }
   return out;
-}
-
-interface Owned {
-  id: string;
-  what: string;
-  status: string;
-  /** Whether the create's retry (same URN) takes this row up by itself. */
-  retried: boolean;
-}
-
-/** The newest row `p.urn` owns of its type (a replaced resource's old row is recorded in the stack, never pending). */
-async function ownedBy(store: Pick<Store, "listProfiles" | "listVolumes" | "listAttachments" | "listPairs">, p: PendingCreate): Promise<Owned | undefined> {
-  const newest = <T extends { createdAt: string }>(rows: T[]): T | undefined => [...rows].sort((a, b) => a.createdAt.localeCompare(b.createdAt)).pop();
-  switch (p.type) {
-    case "sds:index:Profile": {
-      const r = newest((await store.listProfiles()).filter((x) => x.owner === p.urn));
-      return r && { id: r.id, what: `profile ${r.name}`, status: "made", retried: false };
-    }
-    case "sds:index:Volume": {
-      const r = newest(await store.listVolumes({ owner: p.urn }));
-      return r && { id: r.id, what: `volume ${r.name}`, status: r.status, retried: r.status === "creating" };
-    }
-    case "sds:index:Attachment": {
-      const r = newest(await store.listAttachments({ owner: p.urn }));
-      return r && { id: r.id, what: `attachment of volume ${r.volumeId} to ${r.host}`, status: r.status, retried: true };
-    }
-    case "sds:index:ReplicationPair": {
-      const r = newest((await store.listPairs()).filter((x) => x.owner === p.urn));
-      return r && { id: r.id, what: "replication pair", status: r.status, retried: true };
-    }
-  }
-  return undefined;
 }
 
 /** A resource of the stack as `pulumi stack export` shows it. */
@@ -98,20 +89,9 @@ export interface StackResource {
  * owns (`stray`), reported for the operator to remove. Rows a retry takes up (a volume `creating`,
  * attachments, pairs) are `retry`. A replication pair's secondary belongs to its pair and is skipped.
  */
-export async function unrecordedRows(
-  store: Pick<Store, "listProfiles" | "listVolumes" | "listAttachments" | "listPairs">,
-  prefix: string,
-  resources: StackResource[],
-  pendingUrns: ReadonlySet<string>,
-): Promise<CutShortCreate[]> {
+export function unrecordedRows(rows: OwnedRow[], prefix: string, resources: StackResource[], pendingUrns: ReadonlySet<string>): CutShortCreate[] {
   const ids = new Set(resources.map((r) => r.id).filter((id): id is string => typeof id === "string" && id !== ""));
   const held = new Map(resources.map((r) => [r.urn, r.id]));
-  const rows: Array<{ type: string; owner: string; id: string; what: string; status: string; retried: boolean; createdAt: string }> = [
-    ...(await store.listProfiles()).map((r) => ({ type: "sds:index:Profile", owner: r.owner, id: r.id, what: `profile ${r.name}`, status: "made", retried: false, createdAt: r.createdAt })),
-    ...(await store.listVolumes()).map((r) => ({ type: "sds:index:Volume", owner: r.owner, id: r.id, what: `volume ${r.name}`, status: r.status, retried: r.status === "creating", createdAt: r.createdAt })),
-    ...(await store.listPairs()).map((r) => ({ type: "sds:index:ReplicationPair", owner: r.owner, id: r.id, what: "replication pair", status: r.status, retried: true, createdAt: r.createdAt })),
-    ...(await store.listAttachments()).map((r) => ({ type: "sds:index:Attachment", owner: r.owner, id: r.id, what: `attachment of volume ${r.volumeId} to ${r.host}`, status: r.status, retried: true, createdAt: r.createdAt })),
-  ];
   const out: CutShortCreate[] = [];
   const imported = new Set<string>();
   // Newest first: of several rows one URN owns, the newest is the one to import.
