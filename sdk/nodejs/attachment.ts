@@ -4,6 +4,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as inputs from "./types/input";
 import * as outputs from "./types/output";
+import * as enums from "./types/enums";
 import * as utilities from "./utilities";
 
 /**
@@ -63,7 +64,7 @@ export class Attachment extends pulumi.CustomResource {
     /**
      * Access mode: `rw` or `ro`.
      */
-    declare public readonly mode: pulumi.Output<string>;
+    declare public readonly mode: pulumi.Output<enums.AccessMode>;
     /**
      * True when the volume's backend exports many volumes through one shared target (for iSCSI: one IQN, one LUN per volume) rather than one target per volume. A consumer that logs in and out of targets itself must then serialise attach and detach per backend and must not log out while other volumes of the target are in use.
      */
@@ -71,7 +72,7 @@ export class Attachment extends pulumi.CustomResource {
     /**
      * Status of the attachment: `attaching`, `attached` (exported, and connected when `connect` is true), `broken` (refresh found the export gone from its target or the device's path dead, e.g. after the target daemon crashed: `statusReason` says why, and the next `pulumi up` repairs it, on the same device path), `detaching`, `error_attaching` or `error_detaching`.
      */
-    declare public /*out*/ readonly status: pulumi.Output<string>;
+    declare public /*out*/ readonly status: pulumi.Output<enums.AttachmentStatus>;
     /**
      * Why the attachment is `broken`, in one line (empty otherwise).
      */
@@ -95,10 +96,10 @@ export class Attachment extends pulumi.CustomResource {
             if (args?.volumeId === undefined && !opts.urn) {
                 throw new Error("Missing required property 'volumeId'");
             }
-            resourceInputs["connect"] = args?.connect;
+            resourceInputs["connect"] = (args?.connect) ?? true;
             resourceInputs["connector"] = args?.connector;
-            resourceInputs["host"] = args?.host;
-            resourceInputs["mode"] = args?.mode;
+            resourceInputs["host"] = (args?.host) ?? "localhost";
+            resourceInputs["mode"] = (args?.mode) ?? "rw";
             resourceInputs["volumeId"] = args?.volumeId;
             resourceInputs["backendId"] = undefined /*out*/;
             resourceInputs["connectionInfo"] = undefined /*out*/;
@@ -141,9 +142,9 @@ export interface AttachmentArgs {
      */
     host?: pulumi.Input<string | undefined>;
     /**
-     * Access mode: `rw` (read-write) or `ro` (read-only). Default: `rw`. Changing it replaces the attachment.
+     * Access mode: `rw` (read-write) or `ro` (read-only; the target refuses writes). Default: `rw`. Changing it replaces the attachment.
      */
-    mode?: pulumi.Input<string | undefined>;
+    mode?: pulumi.Input<enums.AccessMode | undefined>;
     /**
      * Id of the volume to attach. Changing it replaces the attachment.
      */

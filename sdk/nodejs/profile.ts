@@ -67,7 +67,7 @@ export class Profile extends pulumi.CustomResource {
             resourceInputs["description"] = args?.description;
             resourceInputs["extraSpecs"] = args?.extraSpecs;
             resourceInputs["name"] = args?.name;
-            resourceInputs["storageType"] = args?.storageType;
+            resourceInputs["storageType"] = (args?.storageType) ?? "block";
         } else {
             resourceInputs["description"] = undefined /*out*/;
             resourceInputs["extraSpecs"] = undefined /*out*/;

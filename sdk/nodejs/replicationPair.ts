@@ -2,10 +2,13 @@
 // *** Do not edit by hand unless you're certain you know what you are doing! ***
 
 import * as pulumi from "@pulumi/pulumi";
+import * as inputs from "./types/input";
+import * as outputs from "./types/output";
+import * as enums from "./types/enums";
 import * as utilities from "./utilities";
 
 /**
- * Asynchronous replication of a volume to a secondary volume in another backend. The controller creates the secondary volume in `targetBackend` and a full copy, then the incremental sync sends only changed chunks. `enabled` pauses and resumes; `activeSide` fails over and back, in place. Failover and failback are updates, never replaces. On storage nodes the agent of the primary's node runs the sync every `rpoSeconds`; in the embedded controller it runs while the provider runs (pairs past their RPO) and through `provider/bin/sds replicate`. Deleting a failed-over pair fails back first.
+ * Asynchronous replication of a volume to a secondary volume in another backend. The controller creates the secondary volume in `targetBackend` and a full copy, then the incremental sync sends only changed chunks. `enabled` pauses and resumes; `activeSide` fails over and back, in place. Failover and failback are updates, never replaces. On storage nodes the agent of the primary's node runs the sync every `rpoSeconds`; in the embedded controller it runs while the provider runs (pairs past their RPO) and through `sds replicate` (e.g. from a timer). Deleting a failed-over pair fails back first.
  */
 export class ReplicationPair extends pulumi.CustomResource {
     /**
@@ -37,7 +40,7 @@ export class ReplicationPair extends pulumi.CustomResource {
     /**
      * Which volume serves I/O: `primary` or `secondary`.
      */
-    declare public readonly activeSide: pulumi.Output<string>;
+    declare public readonly activeSide: pulumi.Output<enums.ActiveSide>;
     /**
      * Total bytes copied to the secondary since the pair was created.
      */
@@ -57,7 +60,7 @@ export class ReplicationPair extends pulumi.CustomResource {
     /**
      * Replication mode: `async`.
      */
-    declare public readonly mode: pulumi.Output<string>;
+    declare public readonly mode: pulumi.Output<enums.ReplicationMode>;
     /**
      * Id of the volume to replicate (the primary). Changing it replaces the pair.
      */
@@ -65,7 +68,7 @@ export class ReplicationPair extends pulumi.CustomResource {
     /**
      * Replication status of the pair: `enabling`, `enabled`, `disabling`, `disabled`, `failing-over`, `failed-over`, `failover-error` or `error`.
      */
-    declare public /*out*/ readonly replicationStatus: pulumi.Output<string>;
+    declare public /*out*/ readonly replicationStatus: pulumi.Output<enums.ReplicationStatus>;
     /**
      * Recovery point objective in seconds.
      */
@@ -100,11 +103,11 @@ export class ReplicationPair extends pulumi.CustomResource {
             if (args?.targetBackend === undefined && !opts.urn) {
                 throw new Error("Missing required property 'targetBackend'");
             }
-            resourceInputs["activeSide"] = args?.activeSide;
-            resourceInputs["enabled"] = args?.enabled;
-            resourceInputs["mode"] = args?.mode;
+            resourceInputs["activeSide"] = (args?.activeSide) ?? "primary";
+            resourceInputs["enabled"] = (args?.enabled) ?? true;
+            resourceInputs["mode"] = (args?.mode) ?? "async";
             resourceInputs["primaryVolumeId"] = args?.primaryVolumeId;
-            resourceInputs["rpoSeconds"] = args?.rpoSeconds;
+            resourceInputs["rpoSeconds"] = (args?.rpoSeconds) ?? 60;
             resourceInputs["targetBackend"] = args?.targetBackend;
             resourceInputs["targetPool"] = args?.targetPool;
             resourceInputs["bytesTransferred"] = undefined /*out*/;
@@ -136,23 +139,23 @@ export class ReplicationPair extends pulumi.CustomResource {
  */
 export interface ReplicationPairArgs {
     /**
-     * Which volume serves I/O: `primary` or `secondary`. Changing it to `secondary` fails over, back to `primary` fails back; both are in-place updates. Default: `primary`.
+     * Which volume serves I/O: `primary` or `secondary`. Changing it to `secondary` fails over (a last sync when the primary can be read), back to `primary` fails back (the secondary's newer data is copied home first); both are in-place updates, never replaces. A new pair must start on `primary`. Default: `primary`.
      */
-    activeSide?: pulumi.Input<string | undefined>;
+    activeSide?: pulumi.Input<enums.ActiveSide | undefined>;
     /**
-     * `false` pauses replication (disable replication) and `true` resumes it. Default: `true`. Updates in place.
+     * `false` pauses replication and `true` resumes it (with a sync). Default: `true`. Updates in place.
      */
     enabled?: pulumi.Input<boolean | undefined>;
     /**
-     * Replication mode: only `async` for now. Default: `async`.
+     * Replication mode: only `async` for now. Default: `async`. Updates in place.
      */
-    mode?: pulumi.Input<string | undefined>;
+    mode?: pulumi.Input<enums.ReplicationMode | undefined>;
     /**
      * Id of the volume to replicate (the primary). Changing it replaces the pair.
      */
     primaryVolumeId: pulumi.Input<string>;
     /**
-     * Recovery point objective in seconds: a pair whose last sync is older than this is synced the next time the sync runs (each provider run, and `provider/bin/sds replicate`, e.g. from a timer). Default: `60`. Updates in place.
+     * Recovery point objective in seconds: a pair whose last sync is older than this is synced the next time the sync runs (each provider run, and `sds replicate`, e.g. from a timer). Default: `60`. Updates in place.
      */
     rpoSeconds?: pulumi.Input<number | undefined>;
     /**

@@ -2,6 +2,9 @@
 // *** Do not edit by hand unless you're certain you know what you are doing! ***
 
 import * as pulumi from "@pulumi/pulumi";
+import * as inputs from "./types/input";
+import * as outputs from "./types/output";
+import * as enums from "./types/enums";
 import * as utilities from "./utilities";
 
 /**
@@ -79,9 +82,9 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public readonly profile: pulumi.Output<string | undefined>;
     /**
-     * Replication status of the volume when it belongs to a ReplicationPair (`enabling`, `enabled`, `disabling`, `disabled`, `failing-over`, `failed-over`, `failover-error` or `error`); unset otherwise.
+     * Replication status of the volume: its ReplicationPair's status when it is a pair's primary (`enabling`, `enabled`, `disabling`, `disabled`, `failing-over`, `failed-over`, `failover-error` or `error`), otherwise `disabled`.
      */
-    declare public /*out*/ readonly replicationStatus: pulumi.Output<string | undefined>;
+    declare public /*out*/ readonly replicationStatus: pulumi.Output<enums.ReplicationStatus | undefined>;
     /**
      * True when the volume's backend exports many volumes through one shared target (for iSCSI: one IQN, one LUN per volume) rather than one target per volume. A consumer that logs in and out of targets itself must then serialise attach and detach per backend and must not log out while other volumes of the target are in use.
      */
@@ -97,7 +100,7 @@ export class Volume extends pulumi.CustomResource {
     /**
      * Lifecycle status of the volume: `creating`, `available`, `reserved`, `attaching`, `in-use`, `detaching`, `extending`, `deleting`, `error`, `error_attaching`, `error_detaching` or `error_extending`.
      */
-    declare public /*out*/ readonly status: pulumi.Output<string>;
+    declare public /*out*/ readonly status: pulumi.Output<enums.VolumeStatus>;
 
     /**
      * Create a Volume resource with the given unique name, arguments, and options.

@@ -2,6 +2,14 @@
 // /work/shared/CONTRACT.md: tokens, properties, secrets, replace flags, and documentation on every property.
 import * as fs from "fs";
 import * as path from "path";
+import type { z } from "zod";
+import { backendSchema, poolSchema } from "../../provider/src/domain/backend";
+import { ATTACHMENT_STATUSES, REPLICATION_STATUSES, VOLUME_STATUSES } from "../../provider/src/domain/status";
+import { attachmentProperties } from "../../provider/src/resources/attachment";
+import { profileProperties } from "../../provider/src/resources/profile";
+import { pairProperties } from "../../provider/src/resources/replication-pair";
+import { volumeProperties } from "../../provider/src/resources/volume";
+import type { PropertySpecs } from "../../provider/src/resources/properties";
 
 interface PropertySpec {
     type?: string;
@@ -15,9 +23,16 @@ interface PropertySpec {
     [key: string]: unknown;
 }
 
+interface EnumValue {
+    name?: string;
+    value: string | number | boolean;
+    description?: string;
+}
+
 interface ObjectSpec {
     description?: string;
     type?: string;
+    enum?: EnumValue[];
     properties?: Record<string, PropertySpec>;
     required?: string[];
 }
@@ -275,6 +290,23 @@ describe("schema.json: documentation", () => {
         expect(offending).toEqual([]);
     });
 
+    test("no description points at the inside of the project (repo paths, source files, issues, tests)", () => {
+        const internal = /(provider|test|tests|sdk|docs|scripts|tools|deploy|bench)\/[\w.-]|\.(ts|js)\b|\bissue\s*#?\d|#\d{1,4}\b|\bseed\b|CONTRACT|\bround \d|shared\//i;
+        const descriptions: Array<[string, string]> = [
+            ["description", schema.description ?? ""],
+            ["provider", schema.provider?.description ?? ""],
+            ...Object.entries(resources).map(([t, r]): [string, string] => [`resources.${t}`, r.description ?? ""]),
+            ...Object.entries(types).flatMap(([t, ty]): Array<[string, string]> => [
+                [`types.${t}`, ty.description ?? ""],
+                ...(ty.enum ?? []).map((v): [string, string] => [`types.${t}.${String(v.value)}`, v.description ?? ""]),
+            ]),
+            ...Object.entries(functions).map(([t, f]): [string, string] => [`functions.${t}`, f.description ?? ""]),
+            ...allProperties().map(([where, p]): [string, string] => [where, p.description ?? ""]),
+        ];
+        const offending = descriptions.filter(([, d]) => internal.test(d)).map(([where, d]) => `${where}: ${d.match(internal)![0]}`);
+        expect(offending).toEqual([]);
+    });
+
     test("extraSpecs documents the operator syntax with examples", () => {
         const d = resources["sds:index:Profile"].inputProperties!.extraSpecs.description!;
         expect(d).toContain('"capabilities:multiAttach": "<is> true"');
@@ -340,11 +372,48 @@ describe("schema.json: structure", () => {
         expect(bad).toEqual([]);
     });
 
-    test("no enum types: allowed values are documented on plain strings", () => {
+    test("types are objects or string enums whose values each have a name and a description", () => {
         for (const [t, ty] of Object.entries(types)) {
-            expect([t, ty.type]).toEqual([t, "object"]);
-            expect(ty).not.toHaveProperty("enum");
+            if (ty.enum === undefined) {
+                expect([t, ty.type]).toEqual([t, "object"]);
+                continue;
+            }
+            expect([t, ty.type]).toEqual([t, "string"]);
+            expect(ty.enum.length).toBeGreaterThan(0);
+            for (const v of ty.enum) {
+                expect([t, typeof v.value]).toEqual([t, "string"]);
+                expect([t, v.value, v.name]).toEqual([t, v.value, expect.stringMatching(/^[A-Z][A-Za-z]*$/)]);
+                expect([t, v.value, (v.description ?? "").trim().length > 0]).toEqual([t, v.value, true]);
+            }
         }
+    });
+
+    test("every property with a closed set of values is an enum, not a free string", () => {
+        // A property of one of these names takes one of a few words the provider accepts or returns.
+        const ENUM_LIKE = ["mode", "activeSide", "protocol", "status", "replicationStatus", "weigher", "driver", "authMethod", "replication"];
+        const loose = allProperties()
+            .filter(([where]) => ENUM_LIKE.includes(where.split(".").pop()!))
+            .filter(([, p]) => {
+                const inner = innermost(p);
+                const m = /^#\/types\/(.+)$/.exec(inner.$ref ?? "");
+                return !m || types[m[1]]?.enum === undefined;
+            })
+            .map(([where]) => where);
+        expect(loose).toEqual([]);
+    });
+
+    test("every default is a value the property's type accepts", () => {
+        const bad: string[] = [];
+        for (const [where, p] of allProperties()) {
+            if (p.default === undefined) continue;
+            const m = /^#\/types\/(.+)$/.exec(p.$ref ?? "");
+            if (m) {
+                if (!(types[m[1]].enum ?? []).some((v) => v.value === p.default)) bad.push(where);
+            } else if (p.type === "integer" ? !Number.isInteger(p.default) : typeof p.default !== p.type) {
+                bad.push(where);
+            }
+        }
+        expect(bad).toEqual([]);
     });
 });
 
@@ -415,7 +484,7 @@ describe.each(Object.entries(CONTRACT))("schema.json: resource %s", (token, c) =
     test("outputs echo every input and add the contract's outputs", () => {
         expect(Object.keys(r.properties ?? {}).sort()).toEqual([...c.inputs, ...c.outputsAdded].sort());
         for (const name of c.inputs) {
-            const { description: _in, willReplaceOnChanges: _w, ...inType } = r.inputProperties![name];
+            const { description: _in, willReplaceOnChanges: _w, default: _d, ...inType } = r.inputProperties![name];
             const { description: _out, ...outType } = r.properties![name];
             expect([name, outType]).toEqual([name, inType]);
         }
@@ -451,40 +520,76 @@ describe("schema.json: property types and replace flags", () => {
         expect(attachment.inputProperties!.connector.$ref).toBe("#/types/sds:index:Connector");
     });
 
-    test("enums stay plain strings that list their values", () => {
-        const expectValues = (p: PropertySpec, values: string[]) => {
-            expect(p.type).toBe("string");
-            for (const v of values) expect(p.description).toContain(`\`${v}\``);
+    /** The values of the enum type a property refers to. */
+    const enumValues = (p: PropertySpec): unknown[] => {
+        const m = /^#\/types\/(.+)$/.exec(innermost(p).$ref ?? "");
+        expect(m).not.toBeNull();
+        return (typeOf(m![1]).enum ?? []).map((v) => v.value);
+    };
+    /** What a zod schema accepts among a closed set of words (z.enum, z.literal, behind .optional()/.default()). */
+    const accepted = (schema: z.ZodType): unknown[] => {
+        let s: unknown = schema;
+        for (;;) {
+            const x = s as { options?: unknown[]; values?: Set<unknown>; unwrap?: () => unknown };
+            if (Array.isArray(x.options)) return [...x.options];
+            if (x.values instanceof Set) return [...x.values];
+            if (typeof x.unwrap !== "function") throw new Error("not an enum schema");
+            s = x.unwrap();
+        }
+    };
+    const sorted = (xs: unknown[]) => [...xs].map(String).sort();
+
+    test("enums hold exactly the values the provider accepts", () => {
+        const b = backendSchema.shape;
+        const exportShape = (b.export.unwrap() as unknown as { shape: Record<string, z.ZodType> }).shape;
+        const cases: Array<[string, PropertySpec, unknown[]]> = [
+            ["Attachment.mode", attachment.inputProperties!.mode, accepted(attachmentProperties.mode.schema)],
+            ["ReplicationPair.mode", pair.inputProperties!.mode, accepted(pairProperties.mode.schema)],
+            ["ReplicationPair.activeSide", pair.inputProperties!.activeSide, accepted(pairProperties.activeSide.schema)],
+            ["Backend.driver", typeOf("sds:index:Backend").properties!.driver, accepted(b.driver)],
+            ["Backend.weigher", typeOf("sds:index:Backend").properties!.weigher, accepted(b.weigher)],
+            ["BackendExport.protocol", typeOf("sds:index:BackendExport").properties!.protocol, accepted(exportShape.protocol)],
+            ["Pool.replication", typeOf("sds:index:Pool").properties!.replication, accepted(poolSchema.shape.replication)],
+        ];
+        for (const [where, p, values] of cases) expect([where, sorted(enumValues(p))]).toEqual([where, sorted(values)]);
+    });
+
+    test("status enums hold exactly the statuses the provider returns", () => {
+        expect(sorted(enumValues(volume.properties!.status))).toEqual(sorted([...VOLUME_STATUSES]));
+        // `broken` is computed by refresh's probes, never stored.
+        expect(sorted(enumValues(attachment.properties!.status))).toEqual(sorted([...ATTACHMENT_STATUSES, "broken"]));
+        expect(sorted(enumValues(pair.properties!.replicationStatus))).toEqual(sorted([...REPLICATION_STATUSES]));
+        expect(sorted(enumValues(volume.properties!.replicationStatus))).toEqual(sorted([...REPLICATION_STATUSES]));
+        // Outputs that echo an input use the input's enum.
+        expect(enumValues(attachment.properties!.mode)).toEqual(enumValues(attachment.inputProperties!.mode));
+        expect(enumValues(pair.properties!.activeSide)).toEqual(enumValues(pair.inputProperties!.activeSide));
+        for (const p of [typeOf("sds:index:ConnectionInfo").properties!.protocol, typeOf("sds:index:VolumePath").properties!.protocol]) {
+            expect(enumValues(p)).toEqual(enumValues(typeOf("sds:index:BackendExport").properties!.protocol));
+        }
+    });
+
+    test("resource input defaults are the provider's defaults", () => {
+        const specs: Record<string, PropertySpecs> = {
+            "sds:index:Volume": volumeProperties,
+            "sds:index:Attachment": attachmentProperties,
+            "sds:index:Profile": profileProperties,
+            "sds:index:ReplicationPair": pairProperties,
         };
-        expectValues(attachment.inputProperties!.mode, ["rw", "ro"]);
-        expectValues(pair.inputProperties!.mode, ["async"]);
-        expectValues(pair.inputProperties!.activeSide, ["primary", "secondary"]);
-        expectValues(typeOf("sds:index:Backend").properties!.weigher, ["spread", "stack"]);
-        expectValues(typeOf("sds:index:BackendExport").properties!.protocol, ["iscsi", "nbd", "local"]);
-        expectValues(volume.properties!.status, [
-            "creating",
-            "available",
-            "reserved",
-            "attaching",
-            "in-use",
-            "detaching",
-            "extending",
-            "deleting",
-            "error",
-            "error_attaching",
-            "error_detaching",
-            "error_extending",
-        ]);
-        expectValues(pair.properties!.replicationStatus, [
-            "enabling",
-            "enabled",
-            "disabling",
-            "disabled",
-            "failing-over",
-            "failed-over",
-            "failover-error",
-            "error",
-        ]);
+        const withDefault = (token: string) =>
+            Object.entries(resources[token].inputProperties ?? {})
+                .filter(([, p]) => p.default !== undefined)
+                .map(([n, p]) => [n, p.default]);
+        for (const [token, spec] of Object.entries(specs)) {
+            for (const [n, d] of withDefault(token)) expect([token, n, d]).toEqual([token, n, spec[n as string].default]);
+        }
+        expect(withDefault("sds:index:Attachment")).toEqual([["host", "localhost"], ["mode", "rw"], ["connect", true]]);
+        expect(withDefault("sds:index:ReplicationPair")).toEqual([["mode", "async"], ["rpoSeconds", 60], ["enabled", true], ["activeSide", "primary"]]);
+        expect(withDefault("sds:index:Profile")).toEqual([["storageType", "block"]]);
+        // A volume's multiAttach is settled by its profile when the program leaves it out: an SDK
+        // default would send `false` and override the profile.
+        expect(volume.inputProperties!.multiAttach.default).toBeUndefined();
+        // An SDK default inside a replacing input (the connector) would change old attachments' inputs and replace them.
+        expect(typeOf("sds:index:Connector").properties!.multipath.default).toBeUndefined();
     });
 
     test("willReplaceOnChanges: Volume profile/availabilityZone/sourceVolumeId and every Attachment input", () => {

@@ -4,6 +4,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as inputs from "../types/input";
 import * as outputs from "../types/output";
+import * as enums from "../types/enums";
+
+import * as utilities from "../utilities";
 
 /**
  * A storage backend: one driver instance serving a set of pools, plus how its volumes are exported. Used in the provider's `backends` setting and in the `backendsFile` YAML.
@@ -14,9 +17,9 @@ export interface BackendArgs {
      */
     backendId?: pulumi.Input<string | undefined>;
     /**
-     * Volume driver. `file`: each volume is a sparse file in the pool's `path`. The only driver for now.
+     * Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
      */
-    driver: pulumi.Input<string>;
+    driver: pulumi.Input<enums.Driver>;
     /**
      * How volumes of this backend are exported to hosts. Default: protocol `local`.
      */
@@ -44,7 +47,19 @@ export interface BackendArgs {
     /**
      * How the scheduler ranks this backend's pools that pass every filter: `spread` prefers the pool with the most free capacity, `stack` the pool with the least (filling one pool before the next). Default: `spread`.
      */
-    weigher?: pulumi.Input<string | undefined>;
+    weigher?: pulumi.Input<enums.Weigher | undefined>;
+}
+/**
+ * backendArgsProvideDefaults sets the appropriate defaults for BackendArgs
+ */
+export function backendArgsProvideDefaults(val: BackendArgs): BackendArgs {
+    return {
+        ...val,
+        export: pulumi.output(val.export).apply(v => v === undefined ? undefined : inputs.backendExportArgsProvideDefaults(v)),
+        node: (val.node) ?? "local",
+        sharedTargets: (val.sharedTargets) ?? true,
+        weigher: (val.weigher) ?? "spread",
+    };
 }
 
 /**
@@ -62,7 +77,17 @@ export interface BackendExportArgs {
     /**
      * Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
      */
-    protocol?: pulumi.Input<string | undefined>;
+    protocol?: pulumi.Input<enums.Protocol | undefined>;
+}
+/**
+ * backendExportArgsProvideDefaults sets the appropriate defaults for BackendExportArgs
+ */
+export function backendExportArgsProvideDefaults(val: BackendExportArgs): BackendExportArgs {
+    return {
+        ...val,
+        chap: (val.chap) ?? false,
+        protocol: (val.protocol) ?? "local",
+    };
 }
 
 /**
@@ -76,7 +101,7 @@ export interface BackendReplicationTargetArgs {
 }
 
 /**
- * Properties of the host side of an attachment (os-brick connector properties). Unset fields are read from the host.
+ * Properties of the host side of an attachment (what OpenStack's os-brick calls connector properties). Unset fields are read from the host.
  */
 export interface ConnectorArgs {
     /**
@@ -128,7 +153,7 @@ export interface PoolArgs {
      */
     availabilityZone?: pulumi.Input<string | undefined>;
     /**
-     * Free-form pool properties grouped as in OpenSDS (`dataStorage`, `ioConnectivity`, `advanced`), matched by profile extra specs. Default: none.
+     * Free-form pool properties in three groups (`dataStorage`, `ioConnectivity`, `advanced`, as in OpenSDS), matched by profile extra specs. Default: none.
      */
     extras?: pulumi.Input<inputs.PoolExtrasArgs | undefined>;
     /**
@@ -150,15 +175,27 @@ export interface PoolArgs {
     /**
      * Replication capability of the pool: `async`, or unset for none. Profiles can require it with the extra spec `"capabilities:replication": "async"`. Default: none.
      */
-    replication?: pulumi.Input<string | undefined>;
+    replication?: pulumi.Input<enums.ReplicationMode | undefined>;
     /**
-     * Storage type offered by the pool. Only `block` is served for now. Default: `block`.
+     * Storage type offered by the pool, matched against a profile's `storageType`. Only `block` volumes are served for now. Default: `block`.
      */
     storageType?: pulumi.Input<string | undefined>;
     /**
      * Capacity of the pool in GiB. Default: the size of the file system that holds `path`.
      */
     totalCapacityGib?: pulumi.Input<number | undefined>;
+}
+/**
+ * poolArgsProvideDefaults sets the appropriate defaults for PoolArgs
+ */
+export function poolArgsProvideDefaults(val: PoolArgs): PoolArgs {
+    return {
+        ...val,
+        availabilityZone: (val.availabilityZone) ?? "default",
+        maxOverSubscriptionRatio: (val.maxOverSubscriptionRatio) ?? 20,
+        multiAttach: (val.multiAttach) ?? false,
+        storageType: (val.storageType) ?? "block",
+    };
 }
 
 /**

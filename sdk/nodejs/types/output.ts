@@ -4,6 +4,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as inputs from "../types/input";
 import * as outputs from "../types/output";
+import * as enums from "../types/enums";
+
+import * as utilities from "../utilities";
 
 /**
  * A storage backend: one driver instance serving a set of pools, plus how its volumes are exported. Used in the provider's `backends` setting and in the `backendsFile` YAML.
@@ -14,9 +17,9 @@ export interface Backend {
      */
     backendId?: string;
     /**
-     * Volume driver. `file`: each volume is a sparse file in the pool's `path`. The only driver for now.
+     * Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
      */
-    driver: string;
+    driver: enums.Driver;
     /**
      * How volumes of this backend are exported to hosts. Default: protocol `local`.
      */
@@ -44,7 +47,19 @@ export interface Backend {
     /**
      * How the scheduler ranks this backend's pools that pass every filter: `spread` prefers the pool with the most free capacity, `stack` the pool with the least (filling one pool before the next). Default: `spread`.
      */
-    weigher?: string;
+    weigher?: enums.Weigher;
+}
+/**
+ * backendProvideDefaults sets the appropriate defaults for Backend
+ */
+export function backendProvideDefaults(val: Backend): Backend {
+    return {
+        ...val,
+        export: (val.export ? outputs.backendExportProvideDefaults(val.export) : undefined),
+        node: (val.node) ?? "local",
+        sharedTargets: (val.sharedTargets) ?? true,
+        weigher: (val.weigher) ?? "spread",
+    };
 }
 
 /**
@@ -62,7 +77,17 @@ export interface BackendExport {
     /**
      * Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
      */
-    protocol?: string;
+    protocol?: enums.Protocol;
+}
+/**
+ * backendExportProvideDefaults sets the appropriate defaults for BackendExport
+ */
+export function backendExportProvideDefaults(val: BackendExport): BackendExport {
+    return {
+        ...val,
+        chap: (val.chap) ?? false,
+        protocol: (val.protocol) ?? "local",
+    };
 }
 
 /**
@@ -76,13 +101,13 @@ export interface BackendReplicationTarget {
 }
 
 /**
- * Everything a host needs to connect to an exported volume by itself (os-brick connection properties).
+ * Everything a host needs to connect to an exported volume by itself (what OpenStack's os-brick calls connection properties). Only `authPassword` is secret: portals, target name, LUN and user name show in `pulumi preview --diff` and `pulumi stack output` without `--show-secrets`.
  */
 export interface ConnectionInfo {
     /**
      * Authentication method of the target: `CHAP` when the backend's export uses CHAP, otherwise unset.
      */
-    authMethod?: string;
+    authMethod?: enums.AuthMethod;
     /**
      * CHAP secret for this export. Only with `authMethod: CHAP`.
      */
@@ -102,7 +127,7 @@ export interface ConnectionInfo {
     /**
      * Export protocol: `iscsi`, `nbd` or `local`.
      */
-    protocol: string;
+    protocol: enums.Protocol;
     /**
      * True when the volume is exported read-only (attachment `mode: ro`).
      */
@@ -118,7 +143,7 @@ export interface ConnectionInfo {
 }
 
 /**
- * Properties of the host side of an attachment (os-brick connector properties). Unset fields are read from the host.
+ * Properties of the host side of an attachment (what OpenStack's os-brick calls connector properties). Unset fields are read from the host.
  */
 export interface Connector {
     /**
@@ -188,7 +213,7 @@ export interface Pool {
      */
     availabilityZone?: string;
     /**
-     * Free-form pool properties grouped as in OpenSDS (`dataStorage`, `ioConnectivity`, `advanced`), matched by profile extra specs. Default: none.
+     * Free-form pool properties in three groups (`dataStorage`, `ioConnectivity`, `advanced`, as in OpenSDS), matched by profile extra specs. Default: none.
      */
     extras?: outputs.PoolExtras;
     /**
@@ -210,15 +235,27 @@ export interface Pool {
     /**
      * Replication capability of the pool: `async`, or unset for none. Profiles can require it with the extra spec `"capabilities:replication": "async"`. Default: none.
      */
-    replication?: string;
+    replication?: enums.ReplicationMode;
     /**
-     * Storage type offered by the pool. Only `block` is served for now. Default: `block`.
+     * Storage type offered by the pool, matched against a profile's `storageType`. Only `block` volumes are served for now. Default: `block`.
      */
     storageType?: string;
     /**
      * Capacity of the pool in GiB. Default: the size of the file system that holds `path`.
      */
     totalCapacityGib?: number;
+}
+/**
+ * poolProvideDefaults sets the appropriate defaults for Pool
+ */
+export function poolProvideDefaults(val: Pool): Pool {
+    return {
+        ...val,
+        availabilityZone: (val.availabilityZone) ?? "default",
+        maxOverSubscriptionRatio: (val.maxOverSubscriptionRatio) ?? 20,
+        multiAttach: (val.multiAttach) ?? false,
+        storageType: (val.storageType) ?? "block",
+    };
 }
 
 /**
@@ -286,7 +323,7 @@ export interface PoolInfo {
     /**
      * Replication capability of the pool, e.g. `async`; unset when the pool offers none.
      */
-    replication?: string;
+    replication?: enums.ReplicationMode;
     /**
      * Storage type of the pool, e.g. `block`.
      */
@@ -326,7 +363,7 @@ export interface VolumePath {
     /**
      * Protocol the volume is connected with: `iscsi`, `nbd` or `local`.
      */
-    protocol: string;
+    protocol: enums.Protocol;
     /**
      * Id of the volume; empty for an orphan path that no connection record claims (a path a detach must not leave behind).
      */

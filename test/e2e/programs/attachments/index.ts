@@ -6,7 +6,7 @@ import * as sds from "pulumi-sds";
 const config = new pulumi.Config();
 const shared = new sds.Volume("shared", { sizeGib: 1, multiAttach: true });
 const writer = new sds.Attachment("writer", { volumeId: shared.id, mode: "rw" });
-const reader = new sds.Attachment("reader", { volumeId: shared.id, mode: config.get("readerMode") ?? "ro" });
+const reader = new sds.Attachment("reader", { volumeId: shared.id, mode: config.get<sds.types.enums.AccessMode>("readerMode") ?? "ro" });
 
 const single = new sds.Volume("single", { sizeGib: 1 });
 new sds.Attachment("first", { volumeId: single.id });

@@ -10,7 +10,7 @@ const pair = new sds.ReplicationPair("pair", {
   primaryVolumeId: data.id,
   targetBackend: "dr",
   rpoSeconds: 3600,
-  activeSide: config.get("activeSide") ?? "primary",
+  activeSide: config.get<sds.types.enums.ActiveSide>("activeSide") ?? "primary",
 });
 const attach = (name: string) => new sds.Attachment(name, { volumeId: data.id, mode: "rw" }, { dependsOn: [pair] });
 const writer = config.getBoolean("writer") ? attach("writer") : undefined;
