@@ -42,34 +42,16 @@ export interface RunResult {
   stderr: string;
 }
 
-export class PulumiProject {
-  readonly dir: string;
-  readonly env: NodeJS.ProcessEnv;
-
-  /** Copy `test/e2e/programs/<name>` (or an absolute folder) into a fresh work folder and create stack `test`. */
-  static async create(program: string, options: { name?: string; stack?: string } = {}): Promise<PulumiProject> {
-    const p = new PulumiProject(program, options.name ?? path.basename(program));
-    await p.ok(["stack", "init", options.stack ?? "test"]);
-    return p;
-  }
-
-  private constructor(program: string, name: string) {
-    const base = path.join(repoRoot, "test/.work");
-    fs.mkdirSync(base, { recursive: true });
-    this.dir = fs.mkdtempSync(path.join(base, `${name}-`));
-    const src = path.isAbsolute(program) ? program : path.join(repoRoot, "test/e2e/programs", program);
-    for (const f of fs.readdirSync(src)) fs.copyFileSync(path.join(src, f), path.join(this.dir, f));
-    const yaml = fs.readFileSync(path.join(this.dir, "Pulumi.yaml"), "utf8").replace("${PROVIDER_BIN}", path.join(repoRoot, "provider/bin"))
-      .replace("${NULL_BIN}", path.join(repoRoot, "bench/provider-overhead/null-plugin"));
-    fs.writeFileSync(path.join(this.dir, "Pulumi.yaml"), yaml);
-    this.env = {
-      ...process.env,
-      ...pulumiEnv({ backendUrl: `file://${path.join(this.dir, ".pulumi-backend")}`, home: path.join(this.dir, ".pulumi-home"), passphrase: "e2e-passphrase" }),
-      SDS_STATE_URL: "",
-      SDS_BACKENDS_FILE: "",
-    };
-    fs.mkdirSync(path.join(this.dir, ".pulumi-backend"), { recursive: true });
-  }
+/**
+ * A Pulumi project folder and the env the CLI runs in: `run`, `ok`, `config`, previews, exports and
+ * outputs. PulumiProject (a work folder in the checkout) and OutsideProject (test/helpers/packaged.ts:
+ * a folder outside it, with the packaged plugin and SDK) differ only in how they make the folder and env.
+ */
+export abstract class PulumiWorkspace {
+  constructor(
+    readonly dir: string,
+    readonly env: NodeJS.ProcessEnv,
+  ) {}
 
   /** Run `pulumi <args>` in the project; never throws on a non-zero exit. */
   run(args: string[], timeoutMs = 300_000): Promise<RunResult> {
@@ -114,6 +96,33 @@ export class PulumiProject {
 
   remove(): void {
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export class PulumiProject extends PulumiWorkspace {
+  /** Copy `test/e2e/programs/<name>` (or an absolute folder) into a fresh work folder and create stack `test`. */
+  static async create(program: string, options: { name?: string; stack?: string } = {}): Promise<PulumiProject> {
+    const p = PulumiProject.make(program, options.name ?? path.basename(program));
+    await p.ok(["stack", "init", options.stack ?? "test"]);
+    return p;
+  }
+
+  private static make(program: string, name: string): PulumiProject {
+    const base = path.join(repoRoot, "test/.work");
+    fs.mkdirSync(base, { recursive: true });
+    const dir = fs.mkdtempSync(path.join(base, `${name}-`));
+    const src = path.isAbsolute(program) ? program : path.join(repoRoot, "test/e2e/programs", program);
+    for (const f of fs.readdirSync(src)) fs.copyFileSync(path.join(src, f), path.join(dir, f));
+    const yaml = fs.readFileSync(path.join(dir, "Pulumi.yaml"), "utf8").replace("${PROVIDER_BIN}", path.join(repoRoot, "provider/bin"))
+      .replace("${NULL_BIN}", path.join(repoRoot, "bench/provider-overhead/null-plugin"));
+    fs.writeFileSync(path.join(dir, "Pulumi.yaml"), yaml);
+    fs.mkdirSync(path.join(dir, ".pulumi-backend"), { recursive: true });
+    return new PulumiProject(dir, {
+      ...process.env,
+      ...pulumiEnv({ backendUrl: `file://${path.join(dir, ".pulumi-backend")}`, home: path.join(dir, ".pulumi-home"), passphrase: "e2e-passphrase" }),
+      SDS_STATE_URL: "",
+      SDS_BACKENDS_FILE: "",
+    });
   }
 }
 

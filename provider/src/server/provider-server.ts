@@ -442,9 +442,9 @@ export async function serve(server: ProviderServer): Promise<{ port: number; grp
   return { port, grpcServer };
 }
 
-/** The schema.json shipped with the provider (repo root, two folders above dist/server). */
+/** The schema.json shipped with the provider: the repo root (two folders above dist/server), or beside lib/ in the packaged plugin. */
 export function loadSchema(): string {
-  for (const candidate of [path.resolve(__dirname, "../../../schema.json"), path.resolve(__dirname, "../../schema.json")]) {
+  for (const candidate of [path.resolve(__dirname, "../../../schema.json"), path.resolve(__dirname, "../../schema.json"), path.resolve(__dirname, "../schema.json")]) {
     if (fs.existsSync(candidate)) return fs.readFileSync(candidate, "utf8");
   }
   throw new Error("schema.json not found next to the provider");
