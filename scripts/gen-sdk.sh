@@ -13,13 +13,18 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 sds_pulumi_env "$tmp"
 "$dir/pulumi" package gen-sdk "$root/schema.json" --language nodejs --out "$out" >&2
-# gen-sdk leaves no "main": consumers (the examples, through the npm workspace) load the compiled bin/.
+# gen-sdk leaves no "main": consumers (the examples, through the npm workspace; a user, from the
+# `npm pack` tarball) load the compiled bin/. The tarball holds only bin/'s JavaScript and declarations
+# (no sources, no maps pointing at them), bin/package.json (utilities.ts reads its version from there:
+# build:sdk copies it), package.json, README.md and the LICENSE.
 node -e '
   const fs = require("fs"); const f = process.argv[1];
   const p = JSON.parse(fs.readFileSync(f, "utf8"));
   p.main = "bin/index.js"; p.types = "bin/index.d.ts";
+  p.files = ["bin/**/*.js", "bin/**/*.d.ts", "bin/package.json"];
   fs.writeFileSync(f, JSON.stringify(p, null, 4) + "\n");
 ' "$out/nodejs/package.json"
+cp "$root/LICENSE" "$out/nodejs/LICENSE"
 # gen-sdk recreates the folder (dropping bin/): rebuild the repo's own SDK so the examples keep working.
 if [ "$out" = "$root/sdk" ]; then (cd "$root" && npm run --silent build:sdk >&2); fi
 # Python and Go. tools/sdkgen must pin the pkg/v3 the CLI pins: the SDKs then come from the same generators
