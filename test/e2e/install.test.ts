@@ -81,6 +81,13 @@ test("README's first program: up, preview and refresh with no changes, from a fo
   await p.ok(["refresh", "--yes", "--expect-no-changes"]);
 });
 
+test("the installed plugin serves the schema shipped beside its lib/", async () => {
+  // (get-schema normalises the schema it is served, e.g. dropping empty lists: compare what identifies it.)
+  const gist = (s: { name: string; version: string; resources: object; functions: object }) => [s.name, s.version, Object.keys(s.resources).sort(), Object.keys(s.functions).sort()];
+  const served = JSON.parse((await p.ok(["package", "get-schema", "sds"])).stdout);
+  expect(gist(served)).toEqual(gist(JSON.parse(fs.readFileSync(path.join(repoRoot, "schema.json"), "utf8"))));
+});
+
 test("nothing names the checkout: project folder, PULUMI_HOME, SDK, env, state", async () => {
   const plugins = JSON.parse((await p.ok(["plugin", "ls", "--json"])).stdout) as Array<{ name: string; kind: string; version: string; path?: string }>;
   expect(plugins.filter((x) => x.name === "sds").map((x) => [x.kind, x.version])).toEqual([["resource", p.artifacts.version]]);

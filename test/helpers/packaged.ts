@@ -13,7 +13,9 @@
  * tarball, @pulumi/pulumi, typescript, ts-node, @types/node and the program's own dependencies) in a
  * shared folder os.tmpdir()/sds-outside-<hash>/, whose node_modules every project folder made under
  * it inherits. Both are done under a lock, so two jest workers share them, and kept for later runs
- * (keyed by the hash of what went in).
+ * (keyed by the hash of what went in); shared folders unused for two hours are deleted when a new one
+ * is made. The plugin tarball's copy lives in os.tmpdir()/sds-plugin-<hash>/ (projects without a
+ * package.json, i.e. Pulumi YAML, are made under it).
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -151,14 +153,18 @@ function sharedFolder(a: PackagedArtifacts, extraDeps: Record<string, string>): 
     "pulumi-sds": `file:./${path.basename(a.sdkTarball)}`,
   };
   const sorted = Object.fromEntries(Object.entries(deps).sort(([x], [y]) => x.localeCompare(y)));
-  const key = createHash("sha256").update(fileHash(a.pluginTarball)).update(fileHash(a.sdkTarball)).update(JSON.stringify(sorted)).digest("hex").slice(0, 12);
+  const key = createHash("sha256").update(fileHash(a.sdkTarball)).update(JSON.stringify(sorted)).digest("hex").slice(0, 12);
   const dir = path.join(os.tmpdir(), `sds-outside-${key}`);
   return withLock(`${dir}.lock`, () => {
-    if (fs.existsSync(path.join(dir, "node_modules/.sds-ready"))) return dir;
+    const ready = path.join(dir, "node_modules/.sds-ready");
+    if (fs.existsSync(ready)) {
+      fs.utimesSync(ready, new Date(), new Date());
+      return dir;
+    }
+    pruneShared(dir);
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(dir, { recursive: true });
     fs.copyFileSync(a.sdkTarball, path.join(dir, path.basename(a.sdkTarball)));
-    fs.copyFileSync(a.pluginTarball, path.join(dir, path.basename(a.pluginTarball)));
     fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ name: "sds-outside-deps", private: true, dependencies: sorted }, null, 2) + "\n");
     try {
       execFileSync("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"], { cwd: dir, env: outsideEnv({}), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -169,6 +175,17 @@ function sharedFolder(a: PackagedArtifacts, extraDeps: Record<string, string>): 
     fs.writeFileSync(path.join(dir, "node_modules/.sds-ready"), "");
     return dir;
   });
+}
+
+/** Delete the other shared folders (sds-outside-*, sds-plugin-*) nobody has used for two hours and nobody holds. */
+function pruneShared(keep: string): void {
+  const tmp = os.tmpdir();
+  for (const name of fs.readdirSync(tmp)) {
+    const dir = path.join(tmp, name);
+    if (!/^sds-(outside|plugin)-[0-9a-f]{12}$/.test(name) || dir === keep || fs.existsSync(`${dir}.lock`)) continue;
+    const used = [path.join(dir, "node_modules/.sds-ready"), dir].map((f) => fs.statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? 0);
+    if (Date.now() - Math.max(...used) > 2 * 3600_000) fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -190,16 +207,18 @@ function outsidePath(): string {
   return `${pulumiBinDir()}:${path.dirname(process.execPath)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`;
 }
 
-/** For programs without a package.json (Pulumi YAML): a folder under os.tmpdir() with a copy of the plugin tarball. */
+/** A folder under os.tmpdir() holding a copy of the plugin tarball (the path `pulumi plugin install --file` is given). */
 function pluginFolder(a: PackagedArtifacts): string {
-  const dir = path.join(os.tmpdir(), `sds-outside-yaml-${fileHash(a.pluginTarball).slice(0, 12)}`);
+  const dir = path.join(os.tmpdir(), `sds-plugin-${fileHash(a.pluginTarball).slice(0, 12)}`);
   const copy = path.join(dir, path.basename(a.pluginTarball));
   if (!fs.existsSync(copy)) {
+    pruneShared(dir);
     fs.mkdirSync(dir, { recursive: true });
     const tmp = `${copy}.${process.pid}`;
     fs.copyFileSync(a.pluginTarball, tmp);
     fs.renameSync(tmp, copy);
   }
+  fs.utimesSync(dir, new Date(), new Date());
   return dir;
 }
 
@@ -265,8 +284,8 @@ export async function outsideProject(source: string, o: OutsideOptions = {}): Pr
     ...o.env,
   });
   const p = new OutsideProject(dir, env, a);
-  // The tarball's copy in the shared folder: nothing the CLI is given names the checkout.
-  await p.ok(["plugin", "install", "resource", "sds", a.version, "--file", path.join(path.dirname(parent), path.basename(a.pluginTarball))]);
+  // The tarball's copy under os.tmpdir(): nothing the CLI is given names the checkout.
+  await p.ok(["plugin", "install", "resource", "sds", a.version, "--file", path.join(pluginFolder(a), path.basename(a.pluginTarball))]);
   await p.ok(["stack", "init", o.stack ?? "test"]);
   return p;
 }
