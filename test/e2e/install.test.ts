@@ -104,20 +104,35 @@ test("destroy leaves no volumes", async () => {
   expect(fs.readdirSync(path.join(p.dir, ".sds/pools/default")).filter((f) => f.endsWith(".img"))).toEqual([]);
 });
 
-test("the tarball's sds and sds-agent run with only node on PATH; without node they say so", async () => {
+test("the tarball's sds and sds-agent run with only node on PATH, and through a symlink; a missing or unfit node is named in one line", async () => {
   const dir = fs.mkdtempSync(path.join(work, "opt-sds-"));
   const bin = fs.mkdtempSync(path.join(work, "bin-"));
   fs.symlinkSync(process.execPath, path.join(bin, "node"));
   await new Promise<void>((resolve, reject) =>
     execFile("tar", ["-xzf", packagedArtifacts().pluginTarball, "-C", dir], (err) => (err ? reject(err) : resolve())),
   );
+  // A host's install: /usr/local/bin/sds -> /opt/sds/sds (the launcher resolves the link to find lib/).
+  const links = fs.mkdtempSync(path.join(work, "links-"));
+  fs.symlinkSync(path.join(dir, "sds"), path.join(links, "sds"));
+  // A node of another major version, as far as the launcher can tell.
+  const fakeNode = (v: string): string => {
+    const d = fs.mkdtempSync(path.join(work, "node-"));
+    fs.writeFileSync(path.join(d, "node"), `#!/bin/sh\necho ${v}\n`, { mode: 0o755 });
+    return d;
+  };
   const onlyNode = { PATH: bin };
-  const [sds, agent, noNode] = await Promise.all([
+  const [sds, agent, linked, noNode, oldNode, otherNode] = await Promise.all([
     run(path.join(dir, "sds"), ["--help"], onlyNode),
     run(path.join(dir, "sds-agent"), ["--help"], onlyNode),
+    run(path.join(links, "sds"), ["--help"], { PATH: `${bin}:/usr/bin:/bin` }),
     run(path.join(dir, "sds"), ["--help"], { PATH: work }),
+    run(path.join(dir, "sds"), ["--help"], { PATH: fakeNode("v18.19.1") }),
+    run(path.join(dir, "pulumi-resource-sds"), [], { PATH: fakeNode("v99.0.0") }),
   ]);
   expect({ code: sds.code, out: sds.stdout + sds.stderr }).toEqual({ code: 0, out: expect.stringMatching(/replicate/) });
   expect({ code: agent.code, out: agent.stdout + agent.stderr }).toEqual({ code: 0, out: expect.stringMatching(/--token-file/) });
+  expect({ code: linked.code, out: linked.stdout + linked.stderr }).toEqual({ code: 0, out: expect.stringMatching(/replicate/) });
   expect({ code: noNode.code, err: noNode.stderr.trim() }).toEqual({ code: 127, err: expect.stringMatching(/^sds: node not found on PATH; this package needs Node\.js \d+\.x$/) });
+  expect({ code: oldNode.code, err: oldNode.stderr.trim() }).toEqual({ code: 1, err: expect.stringMatching(/^sds: node v18\.19\.1 is too old: Node\.js >= 20 is needed/) });
+  expect({ code: otherNode.code, err: otherNode.stderr.trim() }).toEqual({ code: 1, err: expect.stringMatching(/^sds: node v99\.0\.0 cannot load this package's native module \(better-sqlite3, built for Node\.js \d+\.x\)/) });
 });
