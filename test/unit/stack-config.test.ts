@@ -52,16 +52,15 @@ describe("readStackConfig", () => {
 });
 
 describe("sds replicate", () => {
-  test("uses the stack's backends file and state (no --backends needed), and says which", async () => {
+  test("uses the stack's backends file and state (no --backends needed), and says which; a state without pairs is nothing to sync (exit 2)", async () => {
     fs.mkdirSync(path.join(dir, "pool"));
     fs.writeFileSync(path.join(dir, "backends.yaml"), `backends:\n  - name: b1\n    driver: file\n    pools:\n      - {name: p1, path: ${path.join(dir, "pool")}, totalCapacityGib: 10}\n`);
     fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), "config:\n  sds:backendsFile: backends.yaml\n  sds:stateUrl: sqlite:state/s.db\n");
     await new SqliteStore(path.join(dir, "state/s.db")).close();
     const r = sds(["replicate"]);
-    expect(r.stderr).toBe("");
-    expect(r.status).toBe(0);
     expect(r.stdout).toContain(`state ${path.join(dir, "state/s.db")}, backends from ${path.join(dir, "backends.yaml")} (stack dev)`);
-    expect(r.stdout).toContain("0 pair(s) synced, 0 failed");
+    expect(r.stderr).toMatch(/^sds: nothing to sync: the state .*\/state\/s\.db holds no replication pairs/);
+    expect(r.status).toBe(2);
   });
 
   test("a folder with no state is an error naming what to pass, and no state is made", () => {

@@ -183,13 +183,14 @@ export async function reapDaemons(records: DaemonRecords, o: ReapOptions): Promi
 }
 
 /** Whether the process that wrote the record still runs (then the daemon is its business). */
-function starterRuns(rec: DaemonRecord): boolean {
+export function starterRuns(rec: DaemonRecord): boolean {
   const start = processStart(rec.startedBy);
   if (start === null) return false;
   return !rec.startedByStart || !start || start === rec.startedByStart;
 }
 
-function readPid(file: string | undefined): number | undefined {
+/** The pid a daemon wrote to its pidfile; undefined when there is none (yet). */
+export function readPid(file: string | undefined): number | undefined {
   if (!file) return undefined;
   try {
     const pid = Number(fs.readFileSync(file, "utf8").trim());
@@ -200,7 +201,7 @@ function readPid(file: string | undefined): number | undefined {
 }
 
 /** Whether a live process's argv is the recorded one (argv[0] by its base name: a path may be resolved or not). */
-function sameCommand(argv: string[] | undefined, recorded: string[]): boolean {
+export function sameCommand(argv: string[] | undefined, recorded: string[]): boolean {
   if (!argv || argv.length !== recorded.length) return false;
   return path.basename(argv[0]) === path.basename(recorded[0]) && argv.every((a, i) => i === 0 || a === recorded[i]);
 }
