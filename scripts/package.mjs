@@ -13,7 +13,7 @@
 // dependency install in the plugin folder). Entries are sorted with fixed owners and mtimes, so the
 // same sources give the same bytes.
 //
-// Options: --skip-sdk (only the plugin tarball).
+// Options: --skip-sdk (only the plugin tarball); --out DIR (instead of dist-package/).
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -22,7 +22,8 @@ import * as esbuild from "esbuild";
 
 const started = Date.now();
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const outDir = path.join(root, "dist-package");
+const outArg = process.argv.indexOf("--out");
+const outDir = outArg > 0 && process.argv[outArg + 1] ? path.resolve(process.argv[outArg + 1]) : path.join(root, "dist-package");
 const skipSdk = process.argv.includes("--skip-sdk");
 
 function die(message) {

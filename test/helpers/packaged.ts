@@ -26,7 +26,7 @@ import { repoRoot } from "./provider-process";
 import { PulumiWorkspace, pulumiBinDir, pulumiEnv } from "./pulumi";
 
 export interface PackagedArtifacts {
-  /** `pulumi-resource-sds-v<version>-linux-amd64.tar.gz` (a copy under test/.work/packaged/<hash>/). */
+  /** `pulumi-resource-sds-v<version>-linux-amd64.tar.gz` (built into test/.work/packaged/<hash>/). */
   pluginTarball: string;
   /** `pulumi-sds-<version>.tgz`, the `npm pack` of sdk/nodejs (same folder). */
   sdkTarball: string;
@@ -109,17 +109,18 @@ export function packagedArtifacts(): PackagedArtifacts {
     const dir = path.join(base, key);
     const result = { pluginTarball: path.join(dir, `pulumi-resource-sds-v${version}-linux-amd64.tar.gz`), sdkTarball: path.join(dir, `pulumi-sds-${version}.tgz`), version };
     if (fs.existsSync(result.pluginTarball) && fs.existsSync(result.sdkTarball)) return result;
-    for (const old of fs.readdirSync(base)) if (old !== "lock") fs.rmSync(path.join(base, old), { recursive: true, force: true });
+    // Earlier sources' outputs: another jest run (a colleague's, in this checkout) may still be using them for a while.
+    for (const old of fs.readdirSync(base)) {
+      const st = fs.statSync(path.join(base, old), { throwIfNoEntry: false });
+      if (old !== "lock" && st && Date.now() - st.mtimeMs > 3600_000) fs.rmSync(path.join(base, old), { recursive: true, force: true });
+    }
     try {
-      execFileSync("npm", ["run", "--silent", "package"], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+      // Straight into this run's folder: a `npm run package` of someone else's may rewrite dist-package/ meanwhile.
+      execFileSync("npm", ["run", "--silent", "package", "--", "--out", dir], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     } catch (err) {
       const e = err as { stdout?: string; stderr?: string };
       throw new Error(`npm run package failed\n${e.stderr ?? ""}\n${e.stdout ?? ""}`, { cause: err });
     }
-    fs.mkdirSync(dir, { recursive: true });
-    // Copies: another `npm run package` (a helper, a developer) may rewrite dist-package/ meanwhile.
-    fs.copyFileSync(path.join(repoRoot, "dist-package", path.basename(result.pluginTarball)), result.pluginTarball);
-    fs.copyFileSync(path.join(repoRoot, "dist-package", path.basename(result.sdkTarball)), result.sdkTarball);
     return result;
   });
   return artifacts;
