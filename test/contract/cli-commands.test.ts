@@ -11,7 +11,7 @@
  * state file made; no backends; nothing to sync; unknown host and attachment). `--help` exits 0
  * on every command.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -19,12 +19,13 @@ import { Composition } from "../../provider/src/compose/composition";
 import { resolveProviderConfig } from "../../provider/src/controller/config";
 import { procProcesses } from "../../provider/src/exec/processes";
 import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
+import { TgtTarget } from "../../provider/src/targets/tgt-target";
 import { freeTcpPort, skipReason } from "../helpers/daemons";
 import { repoRoot } from "../helpers/provider-process";
 import { sdsCli } from "../helpers/sds-cli";
 
 jest.setTimeout(180_000);
-const why = skipReason(["nbdkit", "losetup"]);
+const why = skipReason(["nbdkit", "tgtd", "losetup"]);
 const suite = why ? describe.skip : describe;
 if (why) test.skip(`skipped: ${why}`, () => undefined);
 
@@ -219,6 +220,40 @@ suite("sds operator CLI on one state", () => {
     expect(await alive(inUse.pid)).toBe(true);
     const again = JSON.parse((await sds(["targets", "stop", "--json"])).stdout);
     expect(again).toEqual({ stopped: [], removed: [], kept: [expect.stringContaining(`${ids.tag}-main-rw`)] });
+  });
+
+  test("targets stop stops a tgtd that serves no target; doctor warns of it first", async () => {
+    const port = await freeTcpPort();
+    const tgt = new TgtTarget({ controlPort: port % 32768, portal: `127.0.0.1:${port}`, runDir: path.join(dir, ".sds/run") });
+    await tgt.start();
+    try {
+      const record = path.join(dir, `.sds/run/daemons/tgtd-${port % 32768}.json`);
+      fs.writeFileSync(record, JSON.stringify({ ...JSON.parse(fs.readFileSync(record, "utf8")), startedBy: 2 ** 22 + 1, startedByStart: "1" }));
+      const pid = JSON.parse((await sds(["targets", "--json"])).stdout).daemons.find((d: { kind: string }) => d.kind === "tgtd").pid;
+      const d = await sds(["doctor"]);
+      expect(d.stdout).toContain(`WARN  daemons      tgtd ${port % 32768} (pid ${pid}) on 127.0.0.1:${port} runs and serves no target\n                   fix: sds targets stop\n`);
+      const stop = await sds(["targets", "stop"]);
+      expect(stop.stdout).toContain(`stopped tgtd ${port % 32768} (pid ${pid})\n`);
+      expect(await alive(pid)).toBe(false);
+    } finally {
+      await tgt.stop().catch(() => undefined);
+    }
+  });
+
+  test("doctor warns of a lock whose holder died, naming it", async () => {
+    // A process takes the pair's sync lock and dies holding it (SQLite keeps the row).
+    const script = `const { SqliteStore } = require(${JSON.stringify(path.join(repoRoot, "provider/dist/store/sqlite-store.js"))});
+      const { holderText } = require(${JSON.stringify(path.join(repoRoot, "provider/dist/store/lock-holder.js"))});
+      SqliteStore.open(process.argv[1]).then(async (s) => { if (!(await s.tryLock(process.argv[2], holderText("test"), 600000))) process.exit(3); process.exit(0); });`;
+    const child = spawnSync(process.execPath, ["-e", script, path.join(dir, ".sds/state.db"), `replicate:${ids.pair}`], { encoding: "utf8" });
+    expect(child.status).toBe(0);
+    const d = await sds(["doctor", "--json"]);
+    expect(JSON.parse(d.stdout)).toContainEqual({
+      check: "locks",
+      severity: "warn",
+      message: expect.stringMatching(new RegExp(`^lock replicate:${ids.pair} is held by pid ${child.pid} .* which is no longer running$`)),
+      fix: expect.stringMatching(/^none needed: the next operation that needs the lock takes it over/),
+    });
   });
 
   test("doctor: sound state and exports exit 0; a lost export is a failure with its fix (exit 1), as table and JSON", async () => {
