@@ -17,6 +17,7 @@
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 
@@ -50,7 +51,7 @@ fs.mkdirSync(outDir, { recursive: true });
 const stage = fs.mkdtempSync(path.join(outDir, ".stage-"));
 try {
   // --- bundled JavaScript --------------------------------------------------------------------------------
-  await esbuild.build({
+  const bundled = await esbuild.build({
     absWorkingDir: root,
     entryPoints: {
       provider: "provider/src/main.ts",
@@ -67,7 +68,22 @@ try {
     external: ["better-sqlite3", "pg-native"],
     legalComments: "eof",
     logLevel: "warning",
+    metafile: true,
   });
+
+  // The licenses of the npm packages bundled into lib/ (their notices must travel with them).
+  const packageDirs = new Set();
+  for (const input of Object.keys(bundled.metafile.inputs)) {
+    const m = /^(.*node_modules\/(?:@[^/]+\/)?[^/]+)\//.exec(input);
+    if (m) packageDirs.add(m[1]);
+  }
+  const notices = [...packageDirs].sort().map((dir) => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, dir, "package.json"), "utf8"));
+    const file = fs.readdirSync(path.join(root, dir)).sort().find((f) => /^(licen[cs]e|copying)/i.test(f));
+    const text = file ? fs.readFileSync(path.join(root, dir, file), "utf8").trim() : `(no license file in the package; package.json says ${pkg.license})`;
+    return `## ${pkg.name} ${pkg.version} (${pkg.license ?? "license not stated"})\n\n${text}\n`;
+  });
+  fs.writeFileSync(path.join(stage, "THIRD_PARTY_NOTICES.md"), `# Third-party packages bundled into lib/\n\n${notices.join("\n")}`);
 
   // --- native modules, as installed here -----------------------------------------------------------------
   const copyFile = (from, to) => {
@@ -131,8 +147,9 @@ On a host (agent, \`sds replicate\` timer):
     ln -s /opt/sds/sds /usr/local/bin/sds && ln -s /opt/sds/sds-agent /usr/local/bin/sds-agent
     sds --help; sds-agent --help
 
-Contents: \`pulumi-resource-sds\`, \`sds\`, \`sds-agent\` (launchers), \`lib/\` (bundled JavaScript),
-\`node_modules/\` (better-sqlite3 and what loads it), \`schema.json\`, \`LICENSE\`.
+Contents: \`pulumi-resource-sds\`, \`sds\`, \`sds-agent\` (launchers), \`lib/\` (bundled JavaScript;
+\`THIRD_PARTY_NOTICES.md\` lists its npm packages and their licenses), \`node_modules/\` (better-sqlite3
+and what loads it), \`schema.json\`, \`LICENSE\`.
 `);
 
   // --- the tarball: sorted, fixed owner and mtime, gzip without a name or time ----------------------------
