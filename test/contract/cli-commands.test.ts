@@ -311,6 +311,10 @@ suite("sds operator CLI on one state", () => {
     });
     expect(runs[0].stdout).toMatch(/Exit codes:\n {2}0 {2}.*\n {2}1 {2}.*\n {2}2 {2}usage or configuration error/);
     expect(runs[1].stdout).toContain("--json fields (stable): id, backend, pool,");
+    const viaHelp = await sds(["help", "pools"], { cwd: os.tmpdir() });
+    expect(viaHelp).toMatchObject({ status: 0, stdout: expect.stringMatching(/^Usage: sds pools/) });
+    // A group without its subcommand is a usage error, its help on stderr.
+    expect(await sds(["state"], { cwd: os.tmpdir() })).toMatchObject({ status: 2, stderr: expect.stringMatching(/^Usage: sds state/) });
   });
 
   test("misconfiguration exits 2 with one line: no state (and none made), no backends, nothing to sync, a usage error", async () => {

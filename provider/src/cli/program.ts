@@ -144,7 +144,8 @@ export async function runCli(argv: string[]): Promise<number> {
     await program.parseAsync(argv, { from: "user" });
     return code;
   } catch (err) {
-    if (err instanceof CommanderError) return err.code === "commander.helpDisplayed" || err.code === "commander.version" ? 0 : 2;
+    // Help asked for (--help, `sds help X`) exits 0; help shown for a missing subcommand, and every parse error, 2.
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     process.stderr.write(`sds: ${err instanceof Error ? err.message : String(err)}\n`);
     return err instanceof UserError ? 2 : 1;
   }
