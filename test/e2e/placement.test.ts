@@ -26,7 +26,7 @@ afterAll(() => p?.remove());
 test("preview shows the pool each new volume will land on, and creates nothing", async () => {
   const r = await p.ok(["preview"]);
   for (const [name, pool] of Object.entries(expected)) {
-    expect(r.stdout).toMatch(new RegExp(`sds:index:Volume \\(${name}-vol\\):\\n\\s+placement: ${pool} \\(backend ${pool.split("/")[0]}, backendId [0-9a-f-]{36}`));
+    expect(r.stdout).toMatch(new RegExp(`sds:index:Volume \\(${name}-vol\\):\\n\\s+placement of volume "${name}-vol": ${pool} \\(backend ${pool.split("/")[0]}, backendId [0-9a-f-]{36}`));
   }
   expect(volumeFiles()).toEqual([]);
 });

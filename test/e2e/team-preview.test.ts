@@ -158,7 +158,7 @@ suite("team stack: a teammate's up and CI's preview on one PostgreSQL state and 
     // Where the new volume lands, before it exists: in the diff (stdout, what CI posts on the pull
     // request) as the program's output, and as the scheduler's note (a diagnostic: stderr in --diff mode).
     expect(diff.stdout).toMatch(/~ pools\s*: \{[^}]*\n\s*\+ scratch\s*: "array\/ssd"\n[^}]*\}/);
-    expect(diff.stderr).toMatch(/placement: array\/ssd \(backend array, backendId [0-9a-f-]{36}, sharedTargets true\); 1 other pool\(s\) rejected/);
+    expect(diff.stderr).toMatch(/placement of volume "scratch": array\/ssd \(backend array, backendId [0-9a-f-]{36}, sharedTargets true\); 1 other pool\(s\) rejected/);
     expect(diff.stdout).toMatch(/\+ 1 to create/);
     expect(diff.stdout).toMatch(/~ 1 to update/);
   });

@@ -12,7 +12,7 @@ import type { BackendConfig, PoolConfig } from "../domain/backend";
 import { UserError } from "../errors";
 import { explainNoValidPool, place } from "../scheduler/scheduler";
 import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
-import type { ProfileRow, Store, StoreOps, VolumeRow } from "../store/store";
+import type { AttachmentRow, ProfileRow, Store, StoreOps, VolumeRow } from "../store/store";
 import { PoolCatalog, type PoolCatalogOptions } from "./pool-catalog";
 import { Profiles, type ProfileSpec, unknownProfile } from "./profiles";
 
@@ -280,6 +280,23 @@ export class Controller {
     return { row, profileName, derivedMultiAttach };
   }
 
+  /**
+   * Refuse a growth its pool cannot hold now (what {@link extendVolume} checks under its lock);
+   * a preview asks it too, writing nothing, so the refusal shows before `up`.
+   */
+  async assertGrowthFits(row: VolumeRow, sizeGib: number, ops?: StoreOps): Promise<void> {
+    if (sizeGib <= row.sizeGib) return;
+    const state = (await this.pools(ops)).find((p) => p.id === row.poolId);
+    if (!state) return;
+    const r = place([state], { sizeGib: sizeGib - row.sizeGib });
+    if (!r.ok) throw new UserError("NO_VALID_POOL", `sizeGib: pool ${row.poolId} cannot grow volume ${row.name} by ${sizeGib - row.sizeGib} GiB: ${r.rejections.map((x) => x.reason).join("; ")}`, "sizeGib");
+  }
+
+  /** The attachments of a volume as the state holds them. */
+  attachmentsOf(volumeId: string): Promise<AttachmentRow[]> {
+    return this.store.listAttachments({ volumeId });
+  }
+
   /** Grow a volume. Shrinking is refused. */
   async extendVolume(id: string, sizeGib: number): Promise<VolumeRow> {
     const row = await this.requireVolume(id);
@@ -290,11 +307,7 @@ export class Controller {
     const before = await this.store.transaction(async (tx) => {
       const current = await this.requireVolume(id, tx);
       if (current.status !== "available" && current.status !== "in-use") throw new UserError("INVALID_STATE", `volume ${row.name} is ${current.status}; it can grow only when available or in-use`);
-      const state = (await this.pools(tx)).find((p) => p.id === row.poolId);
-      if (state) {
-        const r = place([state], { sizeGib: sizeGib - current.sizeGib });
-        if (!r.ok) throw new UserError("NO_VALID_POOL", `sizeGib: pool ${row.poolId} cannot grow volume ${row.name} by ${sizeGib - current.sizeGib} GiB: ${r.rejections.map((x) => x.reason).join("; ")}`, "sizeGib");
-      }
+      await this.assertGrowthFits(current, sizeGib, tx);
       await tx.updateVolume(id, { status: "extending", sizeGib, updatedAt: this.now().toISOString() });
       return current.status;
     });

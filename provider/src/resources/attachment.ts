@@ -7,11 +7,11 @@
  */
 import { z } from "zod";
 import type { ConnectionInfo } from "../domain/connection-info";
-import type { AttachmentRow } from "../store/store";
+import type { AttachmentRow, VolumeRow } from "../store/store";
 import { UserError } from "../errors";
 import { type Props, UNKNOWN, isUnknown, reveal, secret } from "./values";
 import type { ProviderContext } from "./context";
-import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, withDefaults } from "./properties";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, nameFromUrn, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 
 const connectorSchema = z.strictObject({
@@ -39,6 +39,9 @@ function connectionInfoOutput(info: ConnectionInfo): Props {
 
 export class AttachmentResource implements ResourceHandler {
   readonly token = "sds:index:Attachment";
+
+  /** Volume id → the URN of the attachment a preview creates on it (this process previews one program). */
+  private readonly previewed = new Map<string, string>();
 
   constructor(private readonly ctx: ProviderContext) {}
 
@@ -74,6 +77,20 @@ export class AttachmentResource implements ResourceHandler {
     return d;
   }
 
+  /**
+   * A preview fails where the up would: a volume that is not multiAttach refuses a second
+   * attachment, whether the state holds the first one or this same preview creates it. The
+   * resource's own row (a replacement of this attachment: the old one goes first) is not a second.
+   */
+  private async foreseeSecondAttachment(v: VolumeRow, urn: string): Promise<void> {
+    const held = (await (await this.ctx.controller()).attachmentsOf(v.id)).find((a) => a.owner !== urn);
+    const refused = (by: string) => new UserError("CONFLICT", `attachment "${nameFromUrn(urn)}" (volumeId): volume ${v.name} (${v.id}) is not multiAttach and ${by}; \`up\` would refuse this attachment: detach the other first or use a multiAttach volume`, "volumeId");
+    if (held) throw refused(`is already attached: attachment ${held.id} ("${nameFromUrn(held.owner)}") to host ${held.host} (${held.mode})`);
+    const first = this.previewed.get(v.id);
+    if (first !== undefined && first !== urn) throw refused(`attachment "${nameFromUrn(first)}" of this same preview attaches it too`);
+    this.previewed.set(v.id, urn);
+  }
+
   /** Whether a probe finds the attachment broken now (bounded; a host that cannot be asked is not a finding). */
   private async brokenNow(id: string): Promise<boolean> {
     if (!id) return false;
@@ -106,6 +123,7 @@ export class AttachmentResource implements ResourceHandler {
     const i = withDefaults(attachmentProperties, req.inputs);
     if (req.preview) {
       const v = typeof i.volumeId === "string" && !isUnknown(i.volumeId) ? await c.getVolume(i.volumeId) : undefined;
+      if (v && !v.multiAttach) await this.foreseeSecondAttachment(v, req.urn);
       return {
         id: "",
         outs: { ...i, status: UNKNOWN, statusReason: UNKNOWN, connectionInfo: UNKNOWN, devicePath: UNKNOWN, sharedTargets: v?.sharedTargets ?? UNKNOWN, backendId: v?.backendId ?? UNKNOWN },

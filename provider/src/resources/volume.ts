@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { human, volumeCapacity } from "../controller/capacity";
-import { UserError } from "../errors";
+import { UserError, type UserErrorCode } from "../errors";
 import type { Controller } from "../controller/controller";
 import type { VolumeRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, isUnknown } from "./values";
@@ -147,7 +147,10 @@ export class VolumeResource implements ResourceHandler {
       const placeable = !["sizeGib", "profile", "availabilityZone", "multiAttach"].some((k) => containsUnknown(req.inputs[k]));
       if (placeable) {
         const s = spec(req.inputs);
-        const p = await c.plan(s, req.urn);
+        // The engine prints a preview's failure without its resource: the message names the volume.
+        const p = await c.plan(s, req.urn).catch((err: unknown) => {
+          throw err instanceof UserError ? new UserError(err.code as UserErrorCode, `volume "${nameFromUrn(req.urn)}": ${err.message}`, err.property, { cause: err }) : err;
+        });
         Object.assign(outs, {
           poolId: p.pool.id,
           backendName: p.pool.backendName,
@@ -157,7 +160,8 @@ export class VolumeResource implements ResourceHandler {
           multiAttach: await c.effectiveMultiAttach(s),
         });
         const others = p.rejectedCount > 0 ? `; ${p.rejectedCount} other pool(s) rejected (see getPlacement)` : "";
-        this.ctx.log("info", `placement: ${p.pool.id} (backend ${p.pool.backendName}, backendId ${p.pool.backendId}, sharedTargets ${p.pool.sharedTargets})${others}`, req.urn);
+        // The engine prints these lines unlabelled and out of order in `preview --diff`: each names its volume.
+        this.ctx.log("info", `placement of volume "${nameFromUrn(req.urn)}": ${p.pool.id} (backend ${p.pool.backendName}, backendId ${p.pool.backendId}, sharedTargets ${p.pool.sharedTargets})${others}`, req.urn);
       } else {
         Object.assign(outs, { poolId: UNKNOWN, backendName: UNKNOWN, backendId: UNKNOWN, sharedTargets: UNKNOWN, availabilityZone: req.inputs.availabilityZone ?? UNKNOWN });
       }
@@ -196,7 +200,12 @@ export class VolumeResource implements ResourceHandler {
   /** Input mapping, then the volume update use case (controller/update-volume.ts). */
   async update(req: UpdateRequest): Promise<Props> {
     assertValidInputs(volumeProperties, req.news, { settled: ["name"] });
-    if (req.preview) return { ...req.oldOutputs, ...withDefaults(volumeProperties, req.news), status: UNKNOWN };
+    if (req.preview) {
+      // A growth its pool cannot hold fails the preview, as it would fail the up.
+      const row = typeof req.news.sizeGib === "number" ? await (await this.ctx.controller()).getVolume(req.id) : undefined;
+      if (row) await (await this.ctx.controller()).assertGrowthFits(row, req.news.sizeGib as number);
+      return { ...req.oldOutputs, ...withDefaults(volumeProperties, req.news), status: UNKNOWN };
+    }
     const s = spec(req.news);
     const previousSizeGib = Number(req.oldInputs.sizeGib ?? s.sizeGib);
     const row = await (await this.ctx.volumeUpdates()).update(req.id, s, { previousSizeGib, log: (severity, m) => this.ctx.log(severity, m, req.urn) });
