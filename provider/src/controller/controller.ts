@@ -9,6 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { BackendConfig, PoolConfig } from "../domain/backend";
+import type { ProgressListener } from "../domain/progress";
 import { UserError } from "../errors";
 import { explainNoValidPool, place } from "../scheduler/scheduler";
 import type { PlacementRequest, PlacementResult, PoolState } from "../scheduler/types";
@@ -142,7 +143,7 @@ export class Controller {
    * Safe to retry: the same owner asking for the same name gets the volume it made before.
    * A failure leaves neither a row nor a file behind.
    */
-  async createVolume(owner: string, spec: VolumeSpec): Promise<VolumeRow> {
+  async createVolume(owner: string, spec: VolumeSpec, onProgress?: ProgressListener): Promise<VolumeRow> {
     await this.catalog.prepareWrites();
     this.catalog.reservations.delete(owner);
     const request = await this.placementRequest(spec);
@@ -213,7 +214,7 @@ export class Controller {
       if (adopted) await driver.deleteVolume(pool, row.id);
       if (source) {
         const src = this.locate(source);
-        await driver.cloneVolume({ pool: src.pool, volumeId: source.id }, pool, row.id, spec.sizeGib * GiB);
+        await driver.cloneVolume({ pool: src.pool, volumeId: source.id }, pool, row.id, spec.sizeGib * GiB, onProgress);
       } else {
         await driver.createVolume(pool, row.id, spec.sizeGib * GiB);
       }

@@ -257,7 +257,7 @@ function poolFaultsNamed(d: VolumeDriver, property: (pool: PoolConfig) => string
     volumePath: (pool, id) => d.volumePath(pool, id),
     getPoolStats: (pool) => named(pool, () => d.getPoolStats(pool)),
     createVolume: (pool, id, size) => named(pool, () => d.createVolume(pool, id, size)),
-    cloneVolume: (source, pool, id, size) => named(pool, () => d.cloneVolume(source, pool, id, size)),
+    cloneVolume: (source, pool, id, size, onProgress) => named(pool, () => d.cloneVolume(source, pool, id, size, onProgress)),
     extendVolume: (pool, id, size) => named(pool, () => d.extendVolume(pool, id, size)),
     deleteVolume: (pool, id) => named(pool, () => d.deleteVolume(pool, id)),
     getVolumeSizeBytes: (pool, id) => named(pool, () => d.getVolumeSizeBytes(pool, id)),

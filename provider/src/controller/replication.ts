@@ -25,6 +25,7 @@ import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, syncFiles, type Sy
 import { withStoreLock } from "../store/lock";
 import type { PairRow, Store, StoreOps, VolumeRow } from "../store/store";
 import type { ReplicationStatus } from "../domain/status";
+import type { ProgressReporter } from "../domain/progress";
 import type { Controller } from "./controller";
 import { type NodeAgent, PairTopology, type PairSpec, type SyncSummary } from "./replication-topology";
 
@@ -126,7 +127,7 @@ export class Replication {
    * Create a pair: the secondary volume, then a full sync (when enabled). Safe to retry: the same
    * owner gets the pair it made before, and a pair whose first sync failed syncs again.
    */
-  async create(owner: string, spec: PairSpec): Promise<PairRow> {
+  async create(owner: string, spec: PairSpec, progress?: ProgressReporter): Promise<PairRow> {
     const problems = await this.validate(spec);
     if (problems.length) throw new UserError("INVALID_INPUT", `${problems[0][0]}: ${problems[0][1]}`, problems[0][0]);
     if (spec.activeSide !== "primary") throw new UserError("INVALID_INPUT", "activeSide: a new pair starts with activeSide primary (fail over by changing it afterwards)", "activeSide");
@@ -177,7 +178,7 @@ export class Replication {
     if (!spec.enabled) return this.setStatus(row.id, "disabled");
     // Scheduled first, so the node counts the initial sync in the pair's bytes.
     await this.reschedule(row);
-    await this.sync(row.id, { reason: "initial sync" });
+    await this.sync(row.id, { reason: "initial sync", progress });
     return this.setStatus(row.id, "enabled");
   }
 
@@ -192,9 +193,10 @@ export class Replication {
 
   /**
    * Sync one pair now, in the direction its active side gives (forward normally; reverse only
-   * for failback). Serialized per pair; counts the bytes and records lastSyncAt.
+   * for failback). Serialized per pair; counts the bytes and records lastSyncAt. `progress` hears
+   * how far a sync on this machine got (a storage node's sync reports only when it ends).
    */
-  async sync(id: string, o: { direction?: SyncDirection; reason?: string; fresh?: boolean } = {}): Promise<SyncSummary> {
+  async sync(id: string, o: { direction?: SyncDirection; reason?: string; fresh?: boolean; progress?: ProgressReporter } = {}): Promise<SyncSummary> {
     return this.withLock(`replicate:${id}`, async () => {
       const row = await this.store.getPair(id);
       if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}`);
@@ -210,7 +212,7 @@ export class Replication {
           fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
           const [from, to] = direction === "forward" ? [primary, secondary] : [secondary, primary];
           if (o.fresh) await invalidateMap(maps[direction].mapPath);
-          r = await syncFiles(from, to, maps[direction].mapPath, { mapKey: maps[direction].mapKey });
+          r = await syncFiles(from, to, maps[direction].mapPath, { mapKey: maps[direction].mapKey, onProgress: o.progress?.(o.reason ?? "sync") });
         }
       } catch (err) {
         await this.store.updatePair(id, { lastError: (err as Error).message, updatedAt: this.at() });
@@ -244,7 +246,7 @@ export class Replication {
   }
 
   /** Change a pair: rpo, enabled, activeSide (failover / failback). Never replaces. */
-  async update(id: string, spec: Pick<PairSpec, "rpoSeconds" | "enabled" | "activeSide">, warn: (m: string) => void = () => undefined): Promise<PairRow> {
+  async update(id: string, spec: Pick<PairSpec, "rpoSeconds" | "enabled" | "activeSide">, warn: (m: string) => void = () => undefined, progress?: ProgressReporter): Promise<PairRow> {
     let row = await this.store.getPair(id);
     if (!row) throw new UserError("NOT_FOUND", `no replication pair ${id}; run pulumi refresh`);
     if (spec.rpoSeconds !== row.rpoSeconds) {
@@ -252,7 +254,7 @@ export class Replication {
       await this.reschedule(row, warn);
     }
     if (spec.activeSide !== row.activeSide) {
-      row = spec.activeSide === "secondary" ? await this.failover(row, warn) : await this.failback(row);
+      row = spec.activeSide === "secondary" ? await this.failover(row, warn, progress) : await this.failback(row, progress);
     }
     if (spec.enabled !== row.enabled) {
       row = await this.store.updatePair(id, { enabled: spec.enabled, updatedAt: this.at() });
@@ -260,7 +262,7 @@ export class Replication {
       if (row.activeSide === "primary") {
         if (spec.enabled) {
           await this.setStatus(id, "enabling");
-          await this.sync(id, { reason: "enable" });
+          await this.sync(id, { reason: "enable", progress });
           row = await this.setStatus(id, "enabled");
         } else {
           row = await this.setStatus(id, "disabled");
@@ -275,7 +277,7 @@ export class Replication {
    * warning), fence the primary, make the secondary the active side. A failure leaves the pair as
    * it was (on the primary), with the reason in its status.
    */
-  private async failover(row: PairRow, warn: (m: string) => void): Promise<PairRow> {
+  private async failover(row: PairRow, warn: (m: string) => void, progress?: ProgressReporter): Promise<PairRow> {
     const before = row.status;
     await this.setStatus(row.id, "failing-over");
 
@@ -283,7 +285,7 @@ export class Replication {
       const { primary, secondary } = await this.topology.paths(row);
       if (!(await this.topology.remote(row)) && !fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
       if (await this.topology.primaryReachable(row, primary)) {
-        if (row.enabled) await this.sync(row.id, { reason: "last sync before failover" });
+        if (row.enabled) await this.sync(row.id, { reason: "last sync before failover", progress });
         const old = await this.store.listAttachments({ volumeId: row.primaryVolumeId });
         if (old.length > 0) warn(`replication ${row.id}: attachment(s) ${old.map((a) => `${a.id} (${a.host}, ${a.mode})`).join(", ")} still export the primary; replace them to move them to the secondary`);
       } else {
@@ -304,7 +306,7 @@ export class Replication {
   }
 
   /** Fail back: resync secondary → primary (the newest data), unfence the primary, forward again. */
-  private async failback(row: PairRow): Promise<PairRow> {
+  private async failback(row: PairRow, progress?: ProgressReporter): Promise<PairRow> {
     const { primary } = await this.topology.paths(row);
     if ((await this.topology.remote(row)) ? !(await this.topology.primaryReachable(row, primary)) : !fs.existsSync(path.dirname(primary))) {
       throw new UserError("INVALID_STATE", `failback of replication pair ${row.id}: the primary's pool ${path.dirname(primary)} cannot be reached; the pair stays failed over`);
@@ -312,10 +314,10 @@ export class Replication {
     await this.setStatus(row.id, "enabling");
     try {
       const maps = pairStatePaths(this.stateDir, row.id);
-      await this.sync(row.id, { direction: "reverse", reason: "failback resync", fresh: true });
+      await this.sync(row.id, { direction: "reverse", reason: "failback resync", fresh: true, progress });
       if (await this.topology.remote(row)) {
         // The maps live on two nodes: the forward one starts again, comparing digests (only what differs travels).
-        await this.sync(row.id, { direction: "forward", reason: "resume after failback", fresh: true });
+        await this.sync(row.id, { direction: "forward", reason: "resume after failback", fresh: true, progress });
       } else {
         // Both sides equal the reverse map now: the forward direction can start from it.
         await adoptMap(maps.reverse.mapPath, maps.forward.mapPath, maps.forward.mapKey);

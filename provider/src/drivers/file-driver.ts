@@ -27,6 +27,7 @@ import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { PoolConfig } from "../domain/backend";
+import type { ProgressListener } from "../domain/progress";
 import { checkVolumeId } from "../domain/volume-id";
 import { makeFolder, PathTimeoutError } from "../domain/user-paths";
 import { CommandFailedError, CommandTimeoutError, UserError } from "../errors";
@@ -217,7 +218,7 @@ export class FileDriver implements VolumeDriver {
     }
   }
 
-  async cloneVolume(source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {
+  async cloneVolume(source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number, onProgress?: ProgressListener): Promise<void> {
     const from = fileVolumePath(source.pool, source.volumeId, "source.volumeId");
     const to = this.volumePath(pool, volumeId);
     await this.probePool(source.pool);
@@ -231,7 +232,12 @@ export class FileDriver implements VolumeDriver {
     // not written through.
     try {
       await this.io(pool, "removing a partial copy in", () => fs.rm(tmp, { force: true }));
-      await this.run("cp", ["--sparse=always", "--reflink=auto", "--no-dereference", "--remove-destination", "--", from, tmp], { timeoutMs: 3_600_000 });
+      const copied = this.watchCopy(from, tmp, onProgress);
+      try {
+        await this.run("cp", ["--sparse=always", "--reflink=auto", "--no-dereference", "--remove-destination", "--", from, tmp], { timeoutMs: 3_600_000 });
+      } finally {
+        await copied.stop();
+      }
       const copiedBytes = await this.io(pool, "sizing a copy in", async () => {
         const fh = await openNoFollow(tmp, constants.O_RDWR, "source.volumeId");
         try {
@@ -249,6 +255,26 @@ export class FileDriver implements VolumeDriver {
       await this.io(pool, "removing a partial copy in", () => fs.rm(tmp, { force: true })).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Report a running copy's progress: cp writes in order and seeks over holes, so the size the copy
+   * has reached is how far it got. Polled 4 times a second; a stat that fails is skipped (the
+   * copy's own errors are cp's to report). `stop` reports the end when the copy is whole.
+   */
+  private watchCopy(from: string, to: string, onProgress: ProgressListener | undefined): { stop(): Promise<void> } {
+    if (!onProgress) return { stop: async () => undefined };
+    const total = fs.stat(from).then((st) => st.size, () => 0);
+    const poll = () => void Promise.all([total, fs.stat(to).then((st) => st.size, () => 0)]).then(([t, done]) => onProgress({ doneBytes: done, totalBytes: t }));
+    poll();
+    const timer = setInterval(poll, 250);
+    return {
+      stop: async () => {
+        clearInterval(timer);
+        const [t, done] = await Promise.all([total, fs.stat(to).then((st) => st.size, () => 0)]);
+        if (t > 0 && done >= t) onProgress({ doneBytes: t, totalBytes: t });
+      },
+    };
   }
 
   async extendVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void> {

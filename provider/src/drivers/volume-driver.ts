@@ -12,6 +12,7 @@
  *   holds the caller forever.
  */
 import type { PoolConfig } from "../domain/backend";
+import type { ProgressListener } from "../domain/progress";
 
 export interface PoolStats {
   /** Total capacity in bytes (the pool's `totalCapacityGib`, else the file system's size). */
@@ -42,8 +43,12 @@ export interface VolumeDriver {
    */
   getPoolStats(pool: PoolConfig): Promise<PoolStats>;
   createVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void>;
-  /** Make `volumeId` a copy of `source` (possibly on another pool), then grow it to `sizeBytes`. */
-  cloneVolume(source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void>;
+  /**
+   * Make `volumeId` a copy of `source` (possibly on another pool), then grow it to `sizeBytes`.
+   * `onProgress` hears how many of the source's bytes are copied, when the driver can tell (a
+   * storage node's driver, behind its agent, reports nothing).
+   */
+  cloneVolume(source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number, onProgress?: ProgressListener): Promise<void>;
   extendVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void>;
   deleteVolume(pool: PoolConfig, volumeId: string): Promise<void>;
   getVolumeSizeBytes(pool: PoolConfig, volumeId: string): Promise<number | undefined>;

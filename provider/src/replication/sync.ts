@@ -41,6 +41,7 @@
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { UserError, invalidInput } from "../errors";
+import type { ProgressListener } from "../domain/progress";
 import { ChunkMap, Journal, journalPath, readChunkMap, readJournal, toRuns, writeChunkMap, type StoredChunkMap } from "./chunk-map";
 import { scanChunks, throwIfAborted, type ScannedChunk } from "./chunk-scan";
 import { FileSink, type FileSinkOptions } from "./file-sink";
@@ -75,6 +76,8 @@ export interface SyncOptions {
   signal?: AbortSignal;
   /** Clock, for tests. */
   now?: () => Date;
+  /** Told after each scanned chunk how far the scan got (bytes of the source), and once more at the end. */
+  onProgress?: ProgressListener;
 }
 
 /** Where the time went, in ms of the sync loop's wall clock. Reads and sink writes overlap with hashing, so the parts need not add up. */
@@ -244,6 +247,7 @@ export async function syncVolume(source: SyncSource, sink: SyncSink, mapPath: st
   };
   const onChunk = async (c: ScannedChunk) => {
     if (failure) throw failure;
+    options.onProgress?.({ doneBytes: c.offset + c.length, totalBytes: sourceSize });
     if (c.zero) {
       if (base.isKnownZero(c.index)) return;
       base.set(c.index, c.digest);
@@ -279,6 +283,7 @@ export async function syncVolume(source: SyncSource, sink: SyncSink, mapPath: st
     const saved: StoredChunkMap = { map: base, key, generation: generation + 1, lastSyncAt: started };
     await writeChunkMap(mapPath, saved);
     timings.mapWriteMs = elapsed(t);
+    options.onProgress?.({ doneBytes: sourceSize, totalBytes: sourceSize });
   } finally {
     // Never leave a write running behind a failed sync.
     await inflight;

@@ -4,8 +4,18 @@ import type { Attachments } from "../controller/attachments";
 import type { Controller } from "../controller/controller";
 import type { Replication } from "../controller/replication";
 import type { VolumeUpdates } from "../controller/update-volume";
+import type { ProgressListener } from "../domain/progress";
+import { progressListener } from "./progress";
 
 export type Severity = "debug" | "info" | "warning" | "error";
+
+/**
+ * Progress of `what` on the resource `urn`, as the user sees it in `pulumi up`: status messages
+ * and, every 10% or 5 s, an info line (resources/progress.ts throttles).
+ */
+export function reportProgress(ctx: Pick<ProviderContext, "log" | "status">, urn: string, what: string): ProgressListener {
+  return progressListener(what, { status: (m) => ctx.status(m, urn), info: (m) => ctx.log("info", m, urn) });
+}
 
 export interface ProviderContext {
   /** The configured controller; waits for Configure and start-up discovery. */
@@ -26,4 +36,6 @@ export interface ProviderContext {
   hostNames(): string[];
   /** Send a message to the engine, shown to the user in `pulumi up`. */
   log(severity: Severity, message: string, urn?: string): void;
+  /** A status message on a resource's row in `pulumi up` (ephemeral: the next one replaces it). */
+  status(message: string, urn: string): void;
 }

@@ -6,8 +6,9 @@
 import { z } from "zod";
 import type { PairRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, reveal } from "./values";
-import type { ProviderContext } from "./context";
-import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, withDefaults } from "./properties";
+import type { ProgressReporter } from "../domain/progress";
+import { type ProviderContext, reportProgress } from "./context";
+import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, nameFromUrn, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 
 export const pairProperties: PropertySpecs = {
@@ -80,7 +81,7 @@ export class ReplicationPairResource implements ResourceHandler {
       rpoSeconds: i.rpoSeconds as number,
       enabled: i.enabled as boolean,
       activeSide: i.activeSide as "primary" | "secondary",
-    });
+    }, this.progress(req.urn));
     return { id: row.id, outs: outputs(row, req.inputs, r.lag(row)) };
   }
 
@@ -106,8 +107,13 @@ export class ReplicationPairResource implements ResourceHandler {
     }
     const r = await this.ctx.replication();
     if (n.activeSide !== req.oldOutputs.activeSide) this.ctx.log("info", n.activeSide === "secondary" ? "failing over to the secondary" : "failing back: resyncing the secondary to the primary", req.urn);
-    const row = await r.update(req.id, { rpoSeconds: n.rpoSeconds as number, enabled: n.enabled as boolean, activeSide: n.activeSide as "primary" | "secondary" }, (m) => this.ctx.log("warning", m, req.urn));
+    const row = await r.update(req.id, { rpoSeconds: n.rpoSeconds as number, enabled: n.enabled as boolean, activeSide: n.activeSide as "primary" | "secondary" }, (m) => this.ctx.log("warning", m, req.urn), this.progress(req.urn));
     return outputs(row, req.news, r.lag(row));
+  }
+
+  /** Each sync of this pair (initial sync, failback resync, …) reports its progress under its own name. */
+  private progress(urn: string): ProgressReporter {
+    return (phase) => reportProgress(this.ctx, urn, `${phase} of pair "${nameFromUrn(urn)}"`);
   }
 
   async delete(req: DeleteRequest): Promise<void> {

@@ -8,7 +8,7 @@ import { UserError, type UserErrorCode } from "../errors";
 import type { Controller } from "../controller/controller";
 import type { VolumeRow } from "../store/store";
 import { type Props, UNKNOWN, containsUnknown, isUnknown } from "./values";
-import type { ProviderContext } from "./context";
+import { type ProviderContext, reportProgress } from "./context";
 import { type PropertySpecs, assertValidInputs, checkProperties, diffProperties, isAutoName, nameFromUrn, settleName, withDefaults } from "./properties";
 import type { CheckRequest, CheckResult, CreateRequest, DeleteRequest, DiffRequest, DiffResult, ReadRequest, ResourceHandler, UpdateRequest } from "./resource";
 
@@ -167,7 +167,9 @@ export class VolumeResource implements ResourceHandler {
       }
       return { id: "", outs };
     }
-    const row = await c.createVolume(req.urn, spec(req.inputs));
+    const s = spec(req.inputs);
+    const progress = s.sourceVolumeId !== undefined ? reportProgress(this.ctx, req.urn, `clone of volume "${nameFromUrn(req.urn)}"`) : undefined;
+    const row = await c.createVolume(req.urn, s, progress);
     this.ctx.log("debug", `volume ${row.name} (${row.id}) created on ${row.poolId}`, req.urn);
     return { id: row.id, outs: volumeOutputs(row, req.inputs) };
   }

@@ -87,6 +87,10 @@ export class ProviderServer implements ProviderContext {
     this.engineLog.log(severity, message, urn);
   }
 
+  status(message: string, urn: string): void {
+    this.engineLog.log("info", message, urn, { ephemeral: true });
+  }
+
   /** The parts, wired once per configuration (Configure may not have come: defaults then). */
   private parts(): Composition {
     if (!this.composition) {
