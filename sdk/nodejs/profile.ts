@@ -37,7 +37,7 @@ export class Profile extends pulumi.CustomResource {
     }
 
     /**
-     * Free text describing the profile. Updates in place.
+     * Free text describing the profile. Default: empty. Updates in place.
      */
     declare public readonly description: pulumi.Output<string | undefined>;
     /**
@@ -84,7 +84,7 @@ export class Profile extends pulumi.CustomResource {
  */
 export interface ProfileArgs {
     /**
-     * Free text describing the profile. Updates in place.
+     * Free text describing the profile. Default: empty. Updates in place.
      */
     description?: pulumi.Input<string | undefined>;
     /**

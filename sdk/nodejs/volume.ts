@@ -58,11 +58,11 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly createdAt: pulumi.Output<string>;
     /**
-     * Free text describing the volume. Updates in place.
+     * Free text describing the volume. Default: empty. Updates in place.
      */
     declare public readonly description: pulumi.Output<string | undefined>;
     /**
-     * Free-form string key/value pairs stored with the volume. Updates in place.
+     * Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
      */
     declare public readonly metadata: pulumi.Output<{[key: string]: string} | undefined>;
     /**
@@ -164,11 +164,11 @@ export interface VolumeArgs {
      */
     availabilityZone?: pulumi.Input<string | undefined>;
     /**
-     * Free text describing the volume. Updates in place.
+     * Free text describing the volume. Default: empty. Updates in place.
      */
     description?: pulumi.Input<string | undefined>;
     /**
-     * Free-form string key/value pairs stored with the volume. Updates in place.
+     * Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
      */
     metadata?: pulumi.Input<{[key: string]: pulumi.Input<string>} | undefined>;
     /**

@@ -307,6 +307,18 @@ describe("schema.json: documentation", () => {
         expect(offending).toEqual([]);
     });
 
+    test("every resource input says what a change does (replace or in place) and, when optional, its default", () => {
+        const unsaid: string[] = [];
+        for (const [t, r] of Object.entries(resources)) {
+            for (const [n, p] of Object.entries(r.inputProperties ?? {})) {
+                const d = p.description ?? "";
+                if (!/replace|in place/i.test(d)) unsaid.push(`${t}.${n}: change`);
+                if (!(r.requiredInputs ?? []).includes(n) && !/Default/.test(d)) unsaid.push(`${t}.${n}: default`);
+            }
+        }
+        expect(unsaid).toEqual([]);
+    });
+
     test("extraSpecs documents the operator syntax with examples", () => {
         const d = resources["sds:index:Profile"].inputProperties!.extraSpecs.description!;
         expect(d).toContain('"capabilities:multiAttach": "<is> true"');

@@ -17,7 +17,7 @@ import (
 type Profile struct {
 	pulumi.CustomResourceState
 
-	// Free text describing the profile. Updates in place.
+	// Free text describing the profile. Default: empty. Updates in place.
 	Description pulumi.StringPtrOutput `pulumi:"description"`
 	// Requirements on pool capabilities and extras, in Cinder/OpenSDS extra-spec syntax. A key `capabilities:<name>` tests a pool capability (`multiAttach`, `storageType`, `availabilityZone`, `replication`, `totalCapacityGib`, ...); any other key tests the entry of that name in the pool's `extras` (`dataStorage`, `ioConnectivity` or `advanced`, e.g. `diskType` is `extras.advanced.diskType`). A plain value must match exactly; operators: `<is> true` / `<is> false` (boolean), `<in> x` (contains x), `<or> a <or> b` (any of the listed values), `==`, `!=`, `>=`, `<=`, `>`, `<` (numeric), `s==`, `s!=` (string). Examples: `"capabilities:multiAttach": "<is> true"`, `"diskType": "<or> SSD <or> NVMe"`, `"maxIOPS": ">= 5000"`, `"accessProtocol": "<in> iscsi"`. A pool that fails any entry is not chosen.
 	ExtraSpecs pulumi.StringMapOutput `pulumi:"extraSpecs"`
@@ -70,7 +70,7 @@ func (ProfileState) ElementType() reflect.Type {
 }
 
 type profileArgs struct {
-	// Free text describing the profile. Updates in place.
+	// Free text describing the profile. Default: empty. Updates in place.
 	Description *string `pulumi:"description"`
 	// Requirements on pool capabilities and extras, in Cinder/OpenSDS extra-spec syntax. A key `capabilities:<name>` tests a pool capability (`multiAttach`, `storageType`, `availabilityZone`, `replication`, `totalCapacityGib`, ...); any other key tests the entry of that name in the pool's `extras` (`dataStorage`, `ioConnectivity` or `advanced`, e.g. `diskType` is `extras.advanced.diskType`). A plain value must match exactly; operators: `<is> true` / `<is> false` (boolean), `<in> x` (contains x), `<or> a <or> b` (any of the listed values), `==`, `!=`, `>=`, `<=`, `>`, `<` (numeric), `s==`, `s!=` (string). Examples: `"capabilities:multiAttach": "<is> true"`, `"diskType": "<or> SSD <or> NVMe"`, `"maxIOPS": ">= 5000"`, `"accessProtocol": "<in> iscsi"`. A pool that fails any entry is not chosen. Default: none (any pool of the storage type). Updates in place.
 	ExtraSpecs map[string]string `pulumi:"extraSpecs"`
@@ -82,7 +82,7 @@ type profileArgs struct {
 
 // The set of arguments for constructing a Profile resource.
 type ProfileArgs struct {
-	// Free text describing the profile. Updates in place.
+	// Free text describing the profile. Default: empty. Updates in place.
 	Description pulumi.StringPtrInput
 	// Requirements on pool capabilities and extras, in Cinder/OpenSDS extra-spec syntax. A key `capabilities:<name>` tests a pool capability (`multiAttach`, `storageType`, `availabilityZone`, `replication`, `totalCapacityGib`, ...); any other key tests the entry of that name in the pool's `extras` (`dataStorage`, `ioConnectivity` or `advanced`, e.g. `diskType` is `extras.advanced.diskType`). A plain value must match exactly; operators: `<is> true` / `<is> false` (boolean), `<in> x` (contains x), `<or> a <or> b` (any of the listed values), `==`, `!=`, `>=`, `<=`, `>`, `<` (numeric), `s==`, `s!=` (string). Examples: `"capabilities:multiAttach": "<is> true"`, `"diskType": "<or> SSD <or> NVMe"`, `"maxIOPS": ">= 5000"`, `"accessProtocol": "<in> iscsi"`. A pool that fails any entry is not chosen. Default: none (any pool of the storage type). Updates in place.
 	ExtraSpecs pulumi.StringMapInput
@@ -179,7 +179,7 @@ func (o ProfileOutput) ToProfileOutputWithContext(ctx context.Context) ProfileOu
 	return o
 }
 
-// Free text describing the profile. Updates in place.
+// Free text describing the profile. Default: empty. Updates in place.
 func (o ProfileOutput) Description() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *Profile) pulumi.StringPtrOutput { return v.Description }).(pulumi.StringPtrOutput)
 }

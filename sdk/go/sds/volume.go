@@ -26,9 +26,9 @@ type Volume struct {
 	BackendName pulumi.StringOutput `pulumi:"backendName"`
 	// When the volume was created, RFC 3339 UTC, e.g. `2026-11-22T10:15:00Z`.
 	CreatedAt pulumi.StringOutput `pulumi:"createdAt"`
-	// Free text describing the volume. Updates in place.
+	// Free text describing the volume. Default: empty. Updates in place.
 	Description pulumi.StringPtrOutput `pulumi:"description"`
-	// Free-form string key/value pairs stored with the volume. Updates in place.
+	// Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
 	Metadata pulumi.StringMapOutput `pulumi:"metadata"`
 	// Whether the volume may be attached to several hosts at once.
 	MultiAttach pulumi.BoolOutput `pulumi:"multiAttach"`
@@ -95,9 +95,9 @@ func (VolumeState) ElementType() reflect.Type {
 type volumeArgs struct {
 	// Availability zone the volume must be placed in. Default: none, any zone. Changing it replaces the volume.
 	AvailabilityZone *string `pulumi:"availabilityZone"`
-	// Free text describing the volume. Updates in place.
+	// Free text describing the volume. Default: empty. Updates in place.
 	Description *string `pulumi:"description"`
-	// Free-form string key/value pairs stored with the volume. Updates in place.
+	// Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
 	Metadata map[string]string `pulumi:"metadata"`
 	// Whether the volume may be attached to several hosts at once; only pools with `multiAttach` are then eligible. Default: `false`. Changing it updates the volume in place; turning it on needs the volume's pool to support multi-attach.
 	MultiAttach *bool `pulumi:"multiAttach"`
@@ -115,9 +115,9 @@ type volumeArgs struct {
 type VolumeArgs struct {
 	// Availability zone the volume must be placed in. Default: none, any zone. Changing it replaces the volume.
 	AvailabilityZone pulumi.StringPtrInput
-	// Free text describing the volume. Updates in place.
+	// Free text describing the volume. Default: empty. Updates in place.
 	Description pulumi.StringPtrInput
-	// Free-form string key/value pairs stored with the volume. Updates in place.
+	// Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
 	Metadata pulumi.StringMapInput
 	// Whether the volume may be attached to several hosts at once; only pools with `multiAttach` are then eligible. Default: `false`. Changing it updates the volume in place; turning it on needs the volume's pool to support multi-attach.
 	MultiAttach pulumi.BoolPtrInput
@@ -243,12 +243,12 @@ func (o VolumeOutput) CreatedAt() pulumi.StringOutput {
 	return o.ApplyT(func(v *Volume) pulumi.StringOutput { return v.CreatedAt }).(pulumi.StringOutput)
 }
 
-// Free text describing the volume. Updates in place.
+// Free text describing the volume. Default: empty. Updates in place.
 func (o VolumeOutput) Description() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *Volume) pulumi.StringPtrOutput { return v.Description }).(pulumi.StringPtrOutput)
 }
 
-// Free-form string key/value pairs stored with the volume. Updates in place.
+// Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
 func (o VolumeOutput) Metadata() pulumi.StringMapOutput {
 	return o.ApplyT(func(v *Volume) pulumi.StringMapOutput { return v.Metadata }).(pulumi.StringMapOutput)
 }

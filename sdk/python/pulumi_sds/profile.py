@@ -26,7 +26,7 @@ class ProfileArgs:
         """
         The set of arguments for constructing a Profile resource.
 
-        :param pulumi.Input[_builtins.str] description: Free text describing the profile. Updates in place.
+        :param pulumi.Input[_builtins.str] description: Free text describing the profile. Default: empty. Updates in place.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] extra_specs: Requirements on pool capabilities and extras, in Cinder/OpenSDS extra-spec syntax. A key `capabilities:<name>` tests a pool capability (`multiAttach`, `storageType`, `availabilityZone`, `replication`, `totalCapacityGib`, ...); any other key tests the entry of that name in the pool's `extras` (`dataStorage`, `ioConnectivity` or `advanced`, e.g. `diskType` is `extras.advanced.diskType`). A plain value must match exactly; operators: `<is> true` / `<is> false` (boolean), `<in> x` (contains x), `<or> a <or> b` (any of the listed values), `==`, `!=`, `>=`, `<=`, `>`, `<` (numeric), `s==`, `s!=` (string). Examples: `"capabilities:multiAttach": "<is> true"`, `"diskType": "<or> SSD <or> NVMe"`, `"maxIOPS": ">= 5000"`, `"accessProtocol": "<in> iscsi"`. A pool that fails any entry is not chosen. Default: none (any pool of the storage type). Updates in place.
         :param pulumi.Input[_builtins.str] name: Name of the profile, unique among profiles; volumes can refer to it by name or id. Default: the resource name plus a random suffix. Changing it updates the profile in place.
         :param pulumi.Input[_builtins.str] storage_type: Storage type a pool must offer: only `block` for now. Default: `block`. Updates in place.
@@ -46,7 +46,7 @@ class ProfileArgs:
     @pulumi.getter
     def description(self) -> pulumi.Input[Optional[_builtins.str]]:
         """
-        Free text describing the profile. Updates in place.
+        Free text describing the profile. Default: empty. Updates in place.
         """
         return pulumi.get(self, "description")
 
@@ -109,7 +109,7 @@ class Profile(pulumi.CustomResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
-        :param pulumi.Input[_builtins.str] description: Free text describing the profile. Updates in place.
+        :param pulumi.Input[_builtins.str] description: Free text describing the profile. Default: empty. Updates in place.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] extra_specs: Requirements on pool capabilities and extras, in Cinder/OpenSDS extra-spec syntax. A key `capabilities:<name>` tests a pool capability (`multiAttach`, `storageType`, `availabilityZone`, `replication`, `totalCapacityGib`, ...); any other key tests the entry of that name in the pool's `extras` (`dataStorage`, `ioConnectivity` or `advanced`, e.g. `diskType` is `extras.advanced.diskType`). A plain value must match exactly; operators: `<is> true` / `<is> false` (boolean), `<in> x` (contains x), `<or> a <or> b` (any of the listed values), `==`, `!=`, `>=`, `<=`, `>`, `<` (numeric), `s==`, `s!=` (string). Examples: `"capabilities:multiAttach": "<is> true"`, `"diskType": "<or> SSD <or> NVMe"`, `"maxIOPS": ">= 5000"`, `"accessProtocol": "<in> iscsi"`. A pool that fails any entry is not chosen. Default: none (any pool of the storage type). Updates in place.
         :param pulumi.Input[_builtins.str] name: Name of the profile, unique among profiles; volumes can refer to it by name or id. Default: the resource name plus a random suffix. Changing it updates the profile in place.
         :param pulumi.Input[_builtins.str] storage_type: Storage type a pool must offer: only `block` for now. Default: `block`. Updates in place.
@@ -191,7 +191,7 @@ class Profile(pulumi.CustomResource):
     @pulumi.getter
     def description(self) -> pulumi.Output[Optional[_builtins.str]]:
         """
-        Free text describing the profile. Updates in place.
+        Free text describing the profile. Default: empty. Updates in place.
         """
         return pulumi.get(self, "description")
 

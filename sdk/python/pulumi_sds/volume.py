@@ -33,8 +33,8 @@ class VolumeArgs:
 
         :param pulumi.Input[_builtins.int] size_gib: Size of the volume in GiB (2^30 bytes), at least 1. Growing it extends the volume in place (status `extending`); shrinking it is rejected with a check failure, never turned into a replace.
         :param pulumi.Input[_builtins.str] availability_zone: Availability zone the volume must be placed in. Default: none, any zone. Changing it replaces the volume.
-        :param pulumi.Input[_builtins.str] description: Free text describing the volume. Updates in place.
-        :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] metadata: Free-form string key/value pairs stored with the volume. Updates in place.
+        :param pulumi.Input[_builtins.str] description: Free text describing the volume. Default: empty. Updates in place.
+        :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] metadata: Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
         :param pulumi.Input[_builtins.bool] multi_attach: Whether the volume may be attached to several hosts at once; only pools with `multiAttach` are then eligible. Default: `false`. Changing it updates the volume in place; turning it on needs the volume's pool to support multi-attach.
         :param pulumi.Input[_builtins.str] name: Name of the volume. Default: the resource name plus a random suffix. Changing it renames the volume in place.
         :param pulumi.Input[_builtins.str] profile: Profile id or name whose extra specs the chosen pool must satisfy. Default: none, any pool can be chosen. Changing it replaces the volume.
@@ -84,7 +84,7 @@ class VolumeArgs:
     @pulumi.getter
     def description(self) -> pulumi.Input[Optional[_builtins.str]]:
         """
-        Free text describing the volume. Updates in place.
+        Free text describing the volume. Default: empty. Updates in place.
         """
         return pulumi.get(self, "description")
 
@@ -96,7 +96,7 @@ class VolumeArgs:
     @pulumi.getter
     def metadata(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]:
         """
-        Free-form string key/value pairs stored with the volume. Updates in place.
+        Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
         """
         return pulumi.get(self, "metadata")
 
@@ -174,8 +174,8 @@ class Volume(pulumi.CustomResource):
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.str] availability_zone: Availability zone the volume must be placed in. Default: none, any zone. Changing it replaces the volume.
-        :param pulumi.Input[_builtins.str] description: Free text describing the volume. Updates in place.
-        :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] metadata: Free-form string key/value pairs stored with the volume. Updates in place.
+        :param pulumi.Input[_builtins.str] description: Free text describing the volume. Default: empty. Updates in place.
+        :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] metadata: Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
         :param pulumi.Input[_builtins.bool] multi_attach: Whether the volume may be attached to several hosts at once; only pools with `multiAttach` are then eligible. Default: `false`. Changing it updates the volume in place; turning it on needs the volume's pool to support multi-attach.
         :param pulumi.Input[_builtins.str] name: Name of the volume. Default: the resource name plus a random suffix. Changing it renames the volume in place.
         :param pulumi.Input[_builtins.str] profile: Profile id or name whose extra specs the chosen pool must satisfy. Default: none, any pool can be chosen. Changing it replaces the volume.
@@ -325,7 +325,7 @@ class Volume(pulumi.CustomResource):
     @pulumi.getter
     def description(self) -> pulumi.Output[Optional[_builtins.str]]:
         """
-        Free text describing the volume. Updates in place.
+        Free text describing the volume. Default: empty. Updates in place.
         """
         return pulumi.get(self, "description")
 
@@ -333,7 +333,7 @@ class Volume(pulumi.CustomResource):
     @pulumi.getter
     def metadata(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
         """
-        Free-form string key/value pairs stored with the volume. Updates in place.
+        Free-form string key/value pairs stored with the volume. Default: none. Updates in place.
         """
         return pulumi.get(self, "metadata")
 
