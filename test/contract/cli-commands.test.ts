@@ -12,6 +12,7 @@
  * on every command.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -184,6 +185,14 @@ suite("sds operator CLI on one state", () => {
     expect(sj).toEqual([
       expect.objectContaining({ id: ids.pair, primaryVolumeId: ids.data, primaryVolume: "data", targetBackend: "dr", activeSide: "primary", enabled: true, status: "enabled", rpoSeconds: 3600, due: false, lastError: null, lagSeconds: expect.any(Number) }),
     ]);
+    // --progress: percent and rate on stderr (a line every 10% or 5 s where stderr is no terminal).
+    const fd = fs.openSync(path.join(dir, "pools/main", `volume-${ids.data}.img`), "r+");
+    fs.writeSync(fd, randomBytes(32 * 1024 * 1024), 0, 32 * 1024 * 1024, 0);
+    fs.closeSync(fd);
+    const shown = await sds(["replication", "sync", "--pair", ids.pair, "--progress"]);
+    expect(shown.status).toBe(0);
+    expect(shown.stderr).toMatch(new RegExp(`^manual sync of pair ${ids.pair}: \\d+% \\(\\d+ MiB of 2048 MiB(, [\\d.]+ (MiB|GiB)/s)?\\)\n`));
+    expect(shown.stderr).toMatch(new RegExp(`manual sync of pair ${ids.pair}: 100% \\(2048 MiB of 2048 MiB, [\\d.]+ (MiB|GiB)/s\\)\n$`));
     const unknown = await sds(["replication", "sync", "--pair", "no-such-pair"]);
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toBe('sds: --pair: no replication pair "no-such-pair" in this state (sds replication status lists them)\n');

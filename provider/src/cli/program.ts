@@ -4,7 +4,7 @@
  * (a failed sync, a doctor finding) exit 1. Each command is a thin layer over the controller
  * the provider runs (compose/), like the Pulumi layer.
  */
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError } from "commander";
 import { UserError } from "../errors";
 import { doctor } from "./doctor-command";
 import { forceDetach } from "./force-detach";
@@ -76,7 +76,7 @@ export function buildProgram(done: (code: number) => void): Command {
         cmd
           .option("--all", "sync every enabled pair on its primary, not only those past their RPO")
           .option("--pair <id>", "sync this pair only")
-          .addOption(new Option("--progress", "percent and rate on stderr (default when stderr is a terminal)").hideHelp(!progressAvailable)),
+          .option("--progress", "percent and rate of each sync on stderr (default when stderr is a terminal)"),
       ),
       "synced [{id, ok, bytes}], failed [{id, ok, error}]",
     )
@@ -128,9 +128,6 @@ export function buildProgram(done: (code: number) => void): Command {
 
   return program;
 }
-
-/** Whether the controller reports sync progress (see replication-commands.ts). */
-const progressAvailable = false;
 
 /** Run `sds argv…`; resolves to the exit code (see {@link EXIT_CODES}). */
 export async function runCli(argv: string[]): Promise<number> {

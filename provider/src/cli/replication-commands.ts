@@ -13,6 +13,7 @@ import type { Log } from "../compose/composition";
 import { type StackFlags, stderrLog, withStack } from "./open-stack";
 import { inventoryOf } from "./inventory-commands";
 import { age, bytes, printRows } from "./output";
+import { stderrProgress } from "./progress";
 
 export function replicationStatus(flags: StackFlags & { json?: boolean }): Promise<number> {
   return withStack(flags, async (s) => {
@@ -62,16 +63,18 @@ export function replicationSync(flags: SyncFlags): Promise<number> {
       }
       await s.parts.allowWrites();
       const replication = await s.parts.replication();
+      // Percent and rate on stderr: asked for, or stderr is a terminal (a person waiting).
+      const progress = flags.progress || process.stderr.isTTY ? (id: string) => stderrProgress(id) : undefined;
       let done: Array<{ id: string; ok: boolean; bytes?: number; error?: string }>;
       if (flags.pair !== undefined) {
         try {
-          const r = await replication.sync(flags.pair, { reason: "manual" });
+          const r = await replication.sync(flags.pair, { reason: "manual", progress: progress?.(flags.pair) });
           done = [{ id: flags.pair, ok: true, bytes: r.bytesTransferred }];
         } catch (err) {
           done = [{ id: flags.pair, ok: false, error: (err as Error).message }];
         }
       } else {
-        done = await replication.syncDue({ all: flags.all });
+        done = await replication.syncDue({ all: flags.all, progress });
       }
       if (flags.json) {
         process.stdout.write(`${JSON.stringify({ synced: done.filter((d) => d.ok), failed: done.filter((d) => !d.ok) }, null, 2)}\n`);

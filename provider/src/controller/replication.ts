@@ -226,15 +226,18 @@ export class Replication {
     });
   }
 
-  /** Pairs that are enabled, on their primary, and older than their RPO: sync them (the `sds replicate` command and provider start). */
-  async syncDue(o: { all?: boolean } = {}): Promise<Array<{ id: string; ok: boolean; bytes?: number; error?: string }>> {
+  /**
+   * Pairs that are enabled, on their primary, and older than their RPO: sync them (the `sds replicate` command and provider start).
+   * `progress(pairId)` reports each pair's sync (the CLI's percent and rate).
+   */
+  async syncDue(o: { all?: boolean; progress?: (pairId: string) => ProgressReporter } = {}): Promise<Array<{ id: string; ok: boolean; bytes?: number; error?: string }>> {
     const out: Array<{ id: string; ok: boolean; bytes?: number; error?: string }> = [];
     for (const row of await this.store.listPairs()) {
       if (!row.enabled || row.activeSide !== "primary" || !["enabled", "failover-error"].includes(row.status)) continue;
       const lag = this.lag(row);
       if (!o.all && lag !== undefined && lag < row.rpoSeconds) continue;
       try {
-        const r = await this.sync(row.id, { reason: "scheduled" });
+        const r = await this.sync(row.id, { reason: "scheduled", progress: o.progress?.(row.id) });
         out.push({ id: row.id, ok: true, bytes: r.bytesTransferred });
       } catch (err) {
         // Deleted while this sync waited for the pair's lock: nothing left to sync, not a failure.
