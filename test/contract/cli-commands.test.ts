@@ -311,6 +311,30 @@ suite("sds operator CLI on one state", () => {
     expect(JSON.parse((await sds(["attachments", "--json"])).stdout).map((a: { id: string }) => a.id).sort()).toEqual([ids.attWeb, ids.attLoop].sort());
   });
 
+  test("force-detach: a host in the provider's hosts whose agent does not answer: its device is reported, not disconnected", async () => {
+    const stackFile = path.join(dir, "Pulumi.dev.yaml");
+    const before = fs.readFileSync(stackFile, "utf8");
+    fs.writeFileSync(stackFile, `${before}    node2:\n      url: http://127.0.0.1:${await freeTcpPort()}\n`);
+    try {
+      const parts = compose();
+      let id: string;
+      try {
+        await parts.allowWrites();
+        id = (await (await parts.attachments()).attach("urn:pulumi:dev::cli::sds:index:Attachment::logs-node2", { volumeId: ids.logs, host: "node2", mode: "ro" })).row.id;
+        // node2 had connected it (through its agent, before it died).
+        await parts.store.updateAttachment(id, { devicePath: "/dev/nbd7" });
+      } finally {
+        await parts.close();
+      }
+      const r = await sds(["force-detach", id]);
+      expect(r.status).toBe(0);
+      expect(r.stderr).toMatch(/^sds: the agent of node2 does not answer \(.*\): detaching without its device\n$/);
+      expect(r.stdout).toMatch(new RegExp(`^sds force-detach: attachment ${id} \\(volume logs, host node2, nbd, ro\\)\n  device: /dev/nbd7 on node2 NOT disconnected: its agent does not answer \\(.*\\); if the host comes back, disconnect it there before using the volume elsewhere\n  export: ${ids.tag}-main-ro removed\n  state: attachment removed; volume logs is available\n`));
+    } finally {
+      fs.writeFileSync(stackFile, before);
+    }
+  });
+
   test("--help on every command and subcommand exits 0", async () => {
     const commands = [[], ["pools"], ["volumes"], ["attachments"], ["paths"], ["replication"], ["replication", "status"], ["replication", "sync"], ["replicate"], ["targets"], ["targets", "stop"], ["doctor"], ["force-detach"], ["state"], ["state", "migrate"], ["state", "check"], ["recover"]];
     const runs = await Promise.all(commands.map((c) => sds([...c, "--help"], { cwd: os.tmpdir() })));
