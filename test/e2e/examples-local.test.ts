@@ -11,7 +11,7 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as path from "node:path";
-import { filesIn, installedBin, loopBackingFile, loopsUnder, outsideExample } from "../helpers/examples";
+import { destroyAndRemove, filesIn, installedBin, loopBackingFile, loopsUnder, outsideExample } from "../helpers/examples";
 import { bytesAt } from "../helpers/files";
 import type { OutsideProject } from "../helpers/packaged";
 import { summaryCount } from "../helpers/pulumi";
@@ -27,11 +27,7 @@ describe("examples/placement from a copy outside the repo", () => {
     p = await outsideExample("placement", "dev");
     await p.config({ "sds:backendsFile": "backends.yaml" });
   });
-  afterAll(async () => {
-    if (!p) return;
-    await p.run(["destroy", "--yes"]);
-    p.remove();
-  });
+  afterAll(() => destroyAndRemove(p));
 
   test("each profile lands on its one pool; getPlacement and getPools answer; nothing to change after; destroy leaves no volume file", async () => {
     const pre = await p.ok(["preview"]);
@@ -90,13 +86,7 @@ rootSuite("examples/replication-dr from a copy outside the repo: sds replicate, 
     p = await outsideExample("replication-dr", "dev");
     await p.config({ "sds:backendsFile": "backends.yaml" });
   });
-  afterAll(async () => {
-    if (!p) return;
-    await p.run(["destroy", "--yes"]);
-    // A failed run's devices: the test made them, the test takes them away (the census test said so already).
-    for (const l of loopsUnder(p.dir)) execFileSync("losetup", ["-d", l.split(" ")[0]]);
-    p.remove();
-  });
+  afterAll(() => destroyAndRemove(p));
 
   test("up: the volume on main, its copy on dr, the application's device from main; the packaged sds replicate brings a write to dr", async () => {
     await p.ok(["up", "--yes"]);

@@ -35,6 +35,18 @@ export async function outsideExample(name: string, stack: string, o: { edits?: R
   return p;
 }
 
+/**
+ * An example's afterAll: `pulumi destroy` (a failed test may have left its stack up), then the
+ * loop devices a failed destroy left over the copy's files (the test made them, the test takes
+ * them away; its census has said so already), then the folder.
+ */
+export async function destroyAndRemove(p: OutsideProject | undefined): Promise<void> {
+  if (!p) return;
+  await p.run(["destroy", "--yes"]);
+  for (const l of loopsUnder(p.dir)) execFileSync("losetup", ["-d", l.split(" ")[0]]);
+  p.remove();
+}
+
 /** `pulumi config set --secret key` with the value on stdin, as the examples' READMEs say. */
 export function setSecret(p: OutsideProject, key: string, value: string): void {
   execFileSync("pulumi", ["config", "set", "--secret", key, "--non-interactive"], { cwd: p.dir, env: p.env, input: value, stdio: ["pipe", "pipe", "pipe"] });

@@ -106,13 +106,15 @@ export class NetLab {
 
 /**
  * Start the real sds-agent in a node of `lab` on `<node ip>:7700`, its token in `<work>/token` and
- * its state in `<work>/<name>-state`; resolves once it listens, with a client for it.
+ * its state in `<work>/<name>-state`; resolves once it listens, with a client for it. `bin` is the
+ * agent to run: this checkout's provider/bin/sds-agent by default, or e.g. the `sds-agent`
+ * launcher of an extracted plugin tarball (as deploy/ installs it on a host).
  */
-export async function startLabAgent(lab: NetLab, name: string, o: { work: string; token: string; extra?: string[] }): Promise<{ child: ChildProcess; stateDir: string; client: AgentClient }> {
+export async function startLabAgent(lab: NetLab, name: string, o: { work: string; token: string; extra?: string[]; bin?: string }): Promise<{ child: ChildProcess; stateDir: string; client: AgentClient }> {
   const stateDir = path.join(o.work, `${name}-state`);
   const n = lab.node(name);
   // Plain http on the lab's private network: a non-loopback address without TLS needs --insecure.
-  const child = lab.spawn(name, [path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--insecure", "--token-file", path.join(o.work, "token"), "--state-dir", stateDir, ...(o.extra ?? [])]);
+  const child = lab.spawn(name, [o.bin ?? path.join(repoRoot, "provider/bin/sds-agent"), "--listen", `${n.ip}:7700`, "--insecure", "--token-file", path.join(o.work, "token"), "--state-dir", stateDir, ...(o.extra ?? [])]);
   let err = "";
   await new Promise<void>((resolve, reject) => {
     child.stderr!.on("data", (d) => {
