@@ -18,6 +18,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Composition } from "../../provider/src/compose/composition";
 import { resolveProviderConfig } from "../../provider/src/controller/config";
+import { DaemonRecords } from "../../provider/src/exec/daemons";
 import { procProcesses } from "../../provider/src/exec/processes";
 import { NbdkitTarget } from "../../provider/src/targets/nbdkit-target";
 import { TgtTarget } from "../../provider/src/targets/tgt-target";
@@ -112,8 +113,13 @@ suite("sds operator CLI on one state", () => {
       } finally {
         await parts.close();
       }
-      // A stray server a failed test left.
-      await new NbdkitTarget({ host: "127.0.0.1", runDir: path.join(dir, ".sds/run") }).removeServer(`${ids.tag}-stray-rw`).catch(() => undefined);
+      // Whatever a failed test left running: every daemon recorded in this state's run folder.
+      const runDir = path.join(dir, ".sds/run");
+      for (const rec of new DaemonRecords(path.join(runDir, "daemons")).list()) {
+        if (rec.kind === "nbdkit") await new NbdkitTarget({ host: "127.0.0.1", runDir }).removeServer(rec.name).catch(() => undefined);
+        const portal = rec.argv.find((a) => a.startsWith("portal="))?.slice("portal=".length);
+        if (rec.kind === "tgtd" && portal) await new TgtTarget({ controlPort: Number(rec.name), portal, runDir }).stop().catch(() => undefined);
+      }
     }
     agent?.kill("SIGTERM");
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
