@@ -255,14 +255,24 @@ suite("sds operator CLI on one state", () => {
     }
   });
 
-  test("doctor warns of a lock whose holder died, naming it", async () => {
+  test("doctor warns of a lock whose holder died, and of a volume file no volume names", async () => {
     // A process takes the pair's sync lock and dies holding it (SQLite keeps the row).
     const script = `const { SqliteStore } = require(${JSON.stringify(path.join(repoRoot, "provider/dist/store/sqlite-store.js"))});
       const { holderText } = require(${JSON.stringify(path.join(repoRoot, "provider/dist/store/lock-holder.js"))});
       SqliteStore.open(process.argv[1]).then(async (s) => { if (!(await s.tryLock(process.argv[2], holderText("test"), 600000))) process.exit(3); process.exit(0); });`;
     const child = spawnSync(process.execPath, ["-e", script, path.join(dir, ".sds/state.db"), `replicate:${ids.pair}`], { encoding: "utf8" });
     expect(child.status).toBe(0);
+    // A volume file no row names (a create whose row went, another state sharing the folder).
+    const orphan = path.join(dir, "pools/main/volume-0123abcd.img");
+    fs.writeFileSync(orphan, "");
     const d = await sds(["doctor", "--json"]);
+    fs.rmSync(orphan);
+    expect(JSON.parse(d.stdout)).toContainEqual({
+      check: "volumes",
+      severity: "warn",
+      message: `${orphan} is in pool main/p0 but no volume of this state names it`,
+      fix: `check nothing uses it (another state sharing the pool folder?), then rm ${orphan}`,
+    });
     expect(JSON.parse(d.stdout)).toContainEqual({
       check: "locks",
       severity: "warn",
