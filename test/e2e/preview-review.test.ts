@@ -112,6 +112,14 @@ suite("preview a reviewer can read", () => {
     expect(r.errors.join("\n")).toMatch(/attachment "hv2" \(volumeId\): volume data-[0-9a-f]{7} \([0-9a-f-]{36}\) is not multiAttach and is already attached: attachment [0-9a-f-]{36} \("hv"\) to host localhost \(rw\)/);
   });
 
+  test("the same second attachment passes the preview when that update makes the volume multiAttach (as up would)", async () => {
+    await p.config({ second: true, dataMultiAttach: true });
+    const r = await p.run(["preview"]);
+    for (const k of ["second", "dataMultiAttach"]) await p.ok(["config", "rm", k]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/\+ 1 to create/);
+  });
+
   test("two new attachments of one volume that is not multiAttach in the same preview: the second fails it", async () => {
     const r = await refused({ twoNew: true });
     expect(r.code).not.toBe(0);

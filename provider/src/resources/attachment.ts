@@ -81,8 +81,11 @@ export class AttachmentResource implements ResourceHandler {
    * A preview fails where the up would: a volume that is not multiAttach refuses a second
    * attachment, whether the state holds the first one or this same preview creates it. The
    * resource's own row (a replacement of this attachment: the old one goes first) is not a second.
+   * A replicated volume is left to `up` (a failover in the same update moves the attachment to
+   * the secondary, which a preview cannot tell), and so is one the same preview makes multiAttach.
    */
   private async foreseeSecondAttachment(v: VolumeRow, urn: string): Promise<void> {
+    if (this.ctx.previewedMultiAttach.has(v.id) || (await (await this.ctx.replication()).pairOf(v.id))) return;
     const held = (await (await this.ctx.controller()).attachmentsOf(v.id)).find((a) => a.owner !== urn);
     const refused = (by: string) => new UserError("CONFLICT", `attachment "${nameFromUrn(urn)}" (volumeId): volume ${v.name} (${v.id}) is not multiAttach and ${by}; \`up\` would refuse this attachment: detach the other first or use a multiAttach volume`, "volumeId");
     if (held) throw refused(`is already attached: attachment ${held.id} ("${nameFromUrn(held.owner)}") to host ${held.host} (${held.mode})`);

@@ -38,4 +38,9 @@ export interface ProviderContext {
   log(severity: Severity, message: string, urn?: string): void;
   /** A status message on a resource's row in `pulumi up` (ephemeral: the next one replaces it). */
   status(message: string, urn: string): void;
+  /**
+   * Volumes a preview turns multiAttach on (ids): an attachment previewed after the volume's
+   * update (it depends on the volume) may then be a second one, as it may in the `up`.
+   */
+  readonly previewedMultiAttach: Set<string>;
 }

@@ -206,6 +206,7 @@ export class VolumeResource implements ResourceHandler {
       // A growth its pool cannot hold fails the preview, as it would fail the up.
       const row = typeof req.news.sizeGib === "number" ? await (await this.ctx.controller()).getVolume(req.id) : undefined;
       if (row) await (await this.ctx.controller()).assertGrowthFits(row, req.news.sizeGib as number);
+      if (req.news.multiAttach === true) this.ctx.previewedMultiAttach.add(req.id);
       return { ...req.oldOutputs, ...withDefaults(volumeProperties, req.news), status: UNKNOWN };
     }
     const s = spec(req.news);

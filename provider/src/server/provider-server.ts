@@ -87,6 +87,8 @@ export class ProviderServer implements ProviderContext {
     this.engineLog.log(severity, message, urn);
   }
 
+  readonly previewedMultiAttach = new Set<string>();
+
   status(message: string, urn: string): void {
     this.engineLog.log("info", message, urn, { ephemeral: true });
   }

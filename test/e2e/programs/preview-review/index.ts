@@ -6,7 +6,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as sds from "pulumi-sds";
 
 const config = new pulumi.Config();
-const data = new sds.Volume("data", { sizeGib: config.getNumber("dataSizeGib") ?? 2 });
+const data = new sds.Volume("data", { sizeGib: config.getNumber("dataSizeGib") ?? 2, multiAttach: config.getBoolean("dataMultiAttach") });
 const logs = new sds.Volume("logs", { sizeGib: 1 });
 new sds.Volume("scratch", { sizeGib: 1, multiAttach: true });
 
