@@ -18,7 +18,7 @@ const pair = new sds.ReplicationPair("pair", {
   primaryVolumeId: volumes[2].id,
   targetBackend: "dr",
   rpoSeconds: 3600,
-  activeSide: config.get("activeSide") ?? "primary",
+  activeSide: config.get<sds.types.enums.ActiveSide>("activeSide") ?? "primary",
 });
 
 export const volumeIds = volumes.map((v) => v.id);
