@@ -21,7 +21,7 @@ import * as path from "node:path";
 import type { AgentClient } from "../../provider/src/agent/client";
 import { cannotRun, processesMentioning } from "../datapath/harness";
 import { freeTcpPort } from "../helpers/daemons";
-import { destroyAndRemove, filesIn, loopsUnder, outsideExample, setSecret } from "../helpers/examples";
+import { destroyAndRemove, filesIn, installedBin, loopsUnder, outsideExample, setSecret } from "../helpers/examples";
 import { bytesAt } from "../helpers/files";
 import { NetLab, startLabAgent } from "../helpers/netns";
 import { type OutsideProject, packagedArtifacts } from "../helpers/packaged";
@@ -47,11 +47,11 @@ suite("examples with hosts and storage nodes, from copies outside the repo", () 
   /** Each storage node's portal (a free port: tgtd's control socket is per port, shared by every namespace). */
   const portals = new Map<string, string>();
   const root = (node: string) => path.join(work, `${node}-root`);
-  /** An example's copy set up as its README says: the backends file, sds:hosts and sds:agentToken as secrets, then `config`. */
+  /** An example's copy set up as its README says: the backends file, sds:hosts (the agents' URLs), sds:agentToken as a secret, then `config`. */
   const hostsExample = async (name: string, stack: string, edits: Record<string, string>, hosts: readonly string[], config: Record<string, number>) => {
     const p = await outsideExample(name, stack, { edits });
     await p.config({ "sds:backendsFile": "backends.yaml", ...config });
-    setSecret(p, "sds:hosts", JSON.stringify(Object.fromEntries(hosts.map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]))));
+    for (const h of hosts) await p.ok(["config", "set", "--path", `sds:hosts.${h}.url`, `http://${lab.node(h).ip}:7700`]);
     setSecret(p, "sds:agentToken", TOKEN);
     return p;
   };
@@ -137,9 +137,17 @@ suite("examples with hosts and storage nodes, from copies outside the repo", () 
         app2: { mode: "ro", device: expect.stringMatching(/^\/dev\/loop\d+$/) },
         app3: { mode: "ro", device: expect.stringMatching(/^\/dev\/loop\d+$/) },
       });
-      // The exports were made with CHAP: the secret is in the stack's config and state only encrypted.
+      // The README's `sds attachments`, from the installed plugin: the three, each with its host's device.
+      const listed = JSON.parse(execFileSync(installedBin(p, "sds"), ["attachments", "--json", "--stack", "cluster"], { cwd: p.dir, env: { ...p.env, SDS_AGENT_TOKEN: TOKEN }, encoding: "utf8" })) as Array<{ host: string; mode: string; protocol: string; devicePath: string }>;
+      expect(listed.map((a) => [a.host, a.mode, a.protocol, a.devicePath]).sort()).toEqual(Object.entries(devices).map(([h, d]) => [h, d.mode, "iscsi", d.device]).sort());
+      // Each export has its CHAP account; in the state only its password is a secret (ciphertext).
+      const exported = await p.stackExport();
+      const infos = (exported.deployment.resources ?? []).filter((r) => r.type === "sds:index:Attachment").map((r) => r.outputs?.connectionInfo as Record<string, unknown>);
+      expect(infos).toHaveLength(3);
+      for (const info of infos) expect(info).toMatchObject({ authMethod: "CHAP", authUsername: expect.any(String), authPassword: { ciphertext: expect.any(String) } });
+      // The agent token is in the stack's config and state only encrypted.
       expect(fs.readFileSync(path.join(p.dir, "Pulumi.cluster.yaml"), "utf8")).not.toContain(TOKEN);
-      expect(JSON.stringify(await p.stackExport())).not.toContain(TOKEN);
+      expect(JSON.stringify(exported)).not.toContain(TOKEN);
 
       const pattern = randomBytes(4 * MiB);
       lab.exec("app1", ["dd", `of=${devices.app1.device}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);

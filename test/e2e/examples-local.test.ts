@@ -57,6 +57,9 @@ describe("examples/placement from a copy outside the repo", () => {
       "capacity/hdd": { diskType: "HDD", zone: "zone-b", totalGib: 2000, provisionedGib: 1, multiAttach: false },
     });
     expect(filesIn(path.join(p.dir, "pools")).sort()).toHaveLength(3);
+    // The README's `sds pools`, from the installed plugin: the same pools, with what they hold.
+    const pools = JSON.parse(execFileSync(installedBin(p, "sds"), ["pools", "--json", "--stack", "dev"], { cwd: p.dir, env: p.env, encoding: "utf8" })) as Array<{ id: string; provisionedGib: number; volumes: unknown }>;
+    expect(pools.map((x) => [x.id, x.provisionedGib, x.volumes]).sort()).toEqual([["capacity/hdd", 1, 1], ["fast/nvme", 10, 1], ["fast/ssd", 20, 1]]);
 
     await p.ok(["preview", "--expect-no-changes"]);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
@@ -108,6 +111,9 @@ rootSuite("examples/replication-dr from a copy outside the repo: sds replicate, 
     expect(summaryCount(up.stdout, "replaced")).toBe(1);
     const out = await p.outputs();
     expect(out).toMatchObject({ servedBy: "secondary", replicationStatus: "failed-over" });
+    // The README's `sds replication status`, from the installed plugin, says the same.
+    const status = JSON.parse(execFileSync(installedBin(p, "sds"), ["replication", "status", "--json", "--stack", "dev"], { cwd: p.dir, env: p.env, encoding: "utf8" }));
+    expect(status).toEqual([expect.objectContaining({ primaryVolumeId: out.volumeId, secondaryVolumeId: out.secondaryVolumeId, activeSide: "secondary", status: "failed-over" })]);
     expect(loopBackingFile(String(out.devicePath))).toBe(file("dr", out.secondaryVolumeId));
     expect(sha(read(out.devicePath))).toBe(sha(patterns.p1));
     patterns.p2 = randomBytes(4 * MiB);
