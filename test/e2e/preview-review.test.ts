@@ -78,6 +78,9 @@ suite("preview a reviewer can read", () => {
     expect(typeof plain.hvTarget.targetLun).toBe("number");
     expect(plain.hvTarget.authUsername).toBeTruthy();
     expect(plain.hvPassword).toBe("[secret]");
+    // The Node.js SDK makes a whole Output secret when any part of it is: the program exports the
+    // readable part with pulumi.unsecret (as the README shows).
+    expect(plain.hvInfo).toBe("[secret]");
 
     const all = JSON.parse((await p.ok(["stack", "output", "--json", "--show-secrets"])).stdout);
     const password = all.hvPassword as string;
