@@ -160,6 +160,7 @@ describe("OpenAPI document", () => {
         "POST /v1/storage/replication/schedule",
         "POST /v1/storage/replication/unschedule",
         "POST /v1/storage/replication/sink",
+        "POST /v1/storage/replication/progress",
       ].sort(),
     );
     for (const p of ["/v1/connections/connect", "/v1/connections/disconnect", "/v1/connections/paths", "/v1/connections/extend"]) {

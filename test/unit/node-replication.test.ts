@@ -2,14 +2,17 @@
  * Replication between two storage nodes: two real agents (in-process, HTTP on 127.0.0.1), real
  * sparse files under each node's storage root. Node A syncs to node B through B's sink route;
  * the second sync sends only what changed; a scheduled pair syncs on A's own timer; a sink path
- * outside B's root is refused.
+ * outside B's root is refused; while a sync runs, A answers how far it got (the provider's
+ * progress in `pulumi up` polls it).
  */
+import { randomFillSync } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { AgentClient } from "../../provider/src/agent/client";
 import { NodeReplication } from "../../provider/src/agent/node-replication";
 import { startAgent, type RunningAgent } from "../../provider/src/agent/server";
+import { withNodeProgress } from "../../provider/src/controller/replication";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
 
 const TOKEN = "node-token-0123456789";
@@ -104,4 +107,51 @@ test("paths outside a node's storage root are refused, naming the field", async 
   await expect(a.client.syncPair({ pairId: "p3", direction: "forward", source: "/etc/passwd", sink: path.join(a.root, "x") })).rejects.toMatchObject({ property: "source" });
   await expect(a.client.sinkCall("/etc/x.img", { op: "resize", args: [MiB] })).rejects.toMatchObject({ property: "path" });
   expect(fs.existsSync("/etc/x.img")).toBe(false);
+});
+
+// Progress of a node's sync: what the provider polls while its sync call waits, to show it in `pulumi up`.
+/** 128 MiB of real data on node A, and the spec of a pair syncing it to node B. */
+function pairOn(a: { agent: RunningAgent }, pairId: string) {
+  const source = path.join(dir, "a", "pools", `${pairId}.img`);
+  const fd = fs.openSync(source, "w");
+  const buf = Buffer.alloc(8 * MiB);
+  for (let off = 0; off < 128 * MiB; off += buf.length) fs.writeSync(fd, randomFillSync(buf), 0, buf.length, off);
+  fs.closeSync(fd);
+  return { pairId, direction: "forward" as const, source, sink: path.join(dir, "b", "pools", `${pairId}-replica.img`), peer: "b" };
+}
+
+test("the provider's side asks the node while the sync call waits, and reports the end", async () => {
+  const b = await node("b");
+  const a = await node("a", { b });
+  const spec = pairOn(a, "p2");
+  const heard: Array<{ doneBytes: number; totalBytes: number }> = [];
+  const r = await withNodeProgress(a.client, "p2", (p) => heard.push(p), a.client.syncPair(spec));
+  expect(r).toMatchObject({ bytesTransferred: 128 * MiB });
+  expect(heard.at(-1)).toEqual({ doneBytes: 128 * MiB, totalBytes: 128 * MiB });
+  expect(heard.map((p) => p.doneBytes)).toEqual([...heard.map((p) => p.doneBytes)].sort((x, y) => x - y));
+});
+
+test("a node answers how far a pair's sync in flight got, and nothing when none runs", async () => {
+  const b = await node("b");
+  const a = await node("a", { b });
+  const spec = pairOn(a, "p1");
+
+  expect(await a.client.syncProgress("p1")).toBeNull();
+  const seen: Array<{ doneBytes: number; totalBytes: number }> = [];
+  let finished = false;
+  const sync = a.client.syncPair(spec).finally(() => (finished = true));
+  while (!finished) {
+    const p = await a.client.syncProgress("p1");
+    if (p && !finished) seen.push(p);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  expect(await sync).toMatchObject({ bytesTransferred: 128 * MiB, full: true });
+  expect(seen.length).toBeGreaterThan(0);
+  for (const p of seen) {
+    expect(p.totalBytes).toBe(128 * MiB);
+    expect(p.doneBytes).toBeGreaterThan(0);
+    expect(p.doneBytes).toBeLessThanOrEqual(128 * MiB);
+  }
+  expect(seen.map((p) => p.doneBytes)).toEqual([...seen.map((p) => p.doneBytes)].sort((x, y) => x - y));
+  expect(await a.client.syncProgress("p1")).toBeNull();
 });

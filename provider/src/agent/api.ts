@@ -194,6 +194,13 @@ export const pairStatusSchema = z.object({
   lastError: z.string().nullable(),
 });
 export const pairsResponseSchema = z.object({ pairs: z.array(pairStatusSchema) });
+export const progressRequestSchema = z.object({ pairId: z.string().min(1) });
+export const progressResponseSchema = z.object({
+  progress: z
+    .object({ doneBytes: z.number().min(0), totalBytes: z.number().min(0) })
+    .nullable()
+    .describe("How far the pair's sync in flight got (bytes of the source scanned); null when none runs."),
+});
 
 const b64 = z.string().describe("base64");
 export const sinkCallSchema = z.discriminatedUnion("op", [
@@ -384,6 +391,15 @@ export const routes = {
     summary: "Storage nodes: the scheduled pairs and their last sync.",
     auth: true,
     response: pairsResponseSchema,
+  },
+  storageSyncProgress: {
+    operationId: "storageSyncProgress",
+    method: "POST",
+    path: `${API_PREFIX}/storage/replication/progress`,
+    summary: "Storage nodes: how far a pair's sync in flight got, so the provider can show it while it waits for the sync call.",
+    auth: true,
+    body: progressRequestSchema,
+    response: progressResponseSchema,
   },
   storageSink: {
     operationId: "storageSink",

@@ -33,6 +33,7 @@ import {
   storageResponseSchema,
   syncResponseSchema,
   pairsResponseSchema,
+  progressResponseSchema,
   type PairStatus,
   type SinkCall,
   type SyncSpec,
@@ -182,6 +183,11 @@ export class AgentClient {
 
   async unschedulePair(pairId: string): Promise<void> {
     await this.call(routes.storageUnschedule, emptyResponseSchema, { body: { pairId } });
+  }
+
+  /** Storage nodes: how far the pair's sync in flight got; null when none runs. */
+  async syncProgress(pairId: string): Promise<{ doneBytes: number; totalBytes: number } | null> {
+    return (await this.call(routes.storageSyncProgress, progressResponseSchema, { body: { pairId } })).progress;
   }
 
   async pairs(): Promise<PairStatus[]> {

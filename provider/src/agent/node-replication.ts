@@ -16,6 +16,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { invalidInput } from "../errors";
+import type { Progress } from "../domain/progress";
 import { FileSink, FileSource, invalidateMap, pairStatePaths, syncVolume, type SyncResult } from "../replication/sync";
 import type { ByteRange, ChunkHashAlgorithm, SinkChunk, SinkDigests, SyncSink } from "../replication/sync-sink";
 import type { PairStatus, PeerEndpoint, Peers, SinkCall, SyncSpec } from "./api";
@@ -95,6 +96,8 @@ export class NodeReplication {
   private readonly schedulesFile: string;
   private schedules = new Map<string, Schedule>();
   private readonly running = new Map<string, Promise<SyncResult>>();
+  /** The progress of each pair's sync in flight, as its scan reports it. */
+  private readonly progress = new Map<string, Progress>();
   private timer?: NodeJS.Timeout;
   private peerTable: Peers;
 
@@ -143,8 +146,16 @@ export class NodeReplication {
     try {
       return await p;
     } finally {
-      if (this.running.get(spec.pairId) === p) this.running.delete(spec.pairId);
+      if (this.running.get(spec.pairId) === p) {
+        this.running.delete(spec.pairId);
+        this.progress.delete(spec.pairId);
+      }
     }
+  }
+
+  /** How far the pair's sync in flight got (the provider polls it while its sync call waits). */
+  progressOf(pairId: string): Progress | undefined {
+    return this.progress.get(pairId);
   }
 
   private async syncOnce(spec: SyncSpec): Promise<SyncResult> {
@@ -162,7 +173,7 @@ export class NodeReplication {
       sink = new FileSink(spec.sink);
     }
     try {
-      return await syncVolume(source, sink, maps.mapPath, { mapKey: maps.mapKey, batchBytes: peer ? PEER_BATCH_BYTES : undefined });
+      return await syncVolume(source, sink, maps.mapPath, { mapKey: maps.mapKey, batchBytes: peer ? PEER_BATCH_BYTES : undefined, onProgress: (p) => this.progress.set(spec.pairId, p) });
     } finally {
       await Promise.allSettled([source.close(), sink.close(), client?.close()]);
     }

@@ -151,6 +151,7 @@ export function storageRoutes(storage: StorageNode | undefined): RouteHandlers {
     return {};
   },
   storagePairs: async () => ({ pairs: replicationOf(storage).pairs() }),
+  storageSyncProgress: async (_q, b) => ({ progress: replicationOf(storage).progressOf(b.pairId) ?? null }),
   storageSink: async (_q, b) => {
     const repl = replicationOf(storage);
     return { result: await repl.sinkCall(await confinedFile(storageOf(storage).root, b.path, "path"), b.call) };

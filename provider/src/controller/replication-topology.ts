@@ -23,7 +23,7 @@ export interface SyncSummary {
 }
 
 /** The agent calls replication needs of a storage node. */
-export type NodeAgent = Pick<AgentClient, "syncPair" | "schedulePair" | "unschedulePair" | "pairs" | "health">;
+export type NodeAgent = Pick<AgentClient, "syncPair" | "syncProgress" | "schedulePair" | "unschedulePair" | "pairs" | "health">;
 
 /** Chunk maps of replication pairs: beside the state database (`.sds/replication`). */
 export function replicationDir(stateFile: string): string {

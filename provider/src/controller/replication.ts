@@ -19,13 +19,14 @@
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError, UserError } from "../errors";
 import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, syncFiles, type SyncDirection } from "../replication/sync";
 
 import { withStoreLock } from "../store/lock";
 import type { PairRow, Store, StoreOps, VolumeRow } from "../store/store";
 import type { ReplicationStatus } from "../domain/status";
-import type { ProgressReporter } from "../domain/progress";
+import type { ProgressListener, ProgressReporter } from "../domain/progress";
 import type { Controller } from "./controller";
 import { type NodeAgent, PairTopology, type PairSpec, type SyncSummary } from "./replication-topology";
 
@@ -194,7 +195,7 @@ export class Replication {
   /**
    * Sync one pair now, in the direction its active side gives (forward normally; reverse only
    * for failback). Serialized per pair; counts the bytes and records lastSyncAt. `progress` hears
-   * how far a sync on this machine got (a storage node's sync reports only when it ends).
+   * how far the sync got (a storage node's: asked of its agent twice a second).
    */
   async sync(id: string, o: { direction?: SyncDirection; reason?: string; fresh?: boolean; progress?: ProgressReporter } = {}): Promise<SyncSummary> {
     return this.withLock(`replicate:${id}`, async () => {
@@ -205,7 +206,8 @@ export class Replication {
       try {
         if (await this.topology.remote(row)) {
           const { node, spec } = await this.topology.nodeSpec(row, direction, o.fresh);
-          r = await this.nodeAgent!(node).syncPair(spec);
+          const agent = this.nodeAgent!(node);
+          r = await withNodeProgress(agent, row.id, o.progress?.(o.reason ?? "sync"), agent.syncPair(spec));
         } else {
           const { primary, secondary } = await this.topology.paths(row);
           const maps = pairStatePaths(this.stateDir, row.id);
@@ -395,5 +397,41 @@ export class Replication {
   private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const timedOut = (heldBy?: string) => new BackendError("TIMEOUT", `timed out waiting for lock ${name} (another sync of this pair is running${heldBy ? `: held by ${heldBy}` : ""})`, true);
     return withStoreLock(this.store, name, { timeoutMs: this.lockTimeoutMs, timedOut, log: this.log }, fn);
+  }
+}
+
+/**
+ * While a storage node's sync call waits, ask the node how far it got (every 500 ms) and tell
+ * `listener`; the end is reported once the call returns. A question the node cannot answer is
+ * skipped: progress is a courtesy, the sync call alone decides success.
+ */
+export async function withNodeProgress<T>(agent: NodeAgent, pairId: string, listener: ProgressListener | undefined, work: Promise<T>): Promise<T> {
+  if (!listener) return work;
+  const stop = new AbortController();
+  const poller = (async () => {
+    let total = 0;
+    try {
+      for (;;) {
+        await sleep(500, undefined, { signal: stop.signal });
+        const p = await agent.syncProgress(pairId).catch(() => null);
+        if (p && !stop.signal.aborted) {
+          total = p.totalBytes;
+          listener(p);
+        }
+      }
+    } catch {
+      // aborted: the sync call returned
+    }
+    return total;
+  })();
+  try {
+    const r = await work;
+    stop.abort();
+    const total = await poller;
+    if (total > 0) listener({ doneBytes: total, totalBytes: total });
+    return r;
+  } finally {
+    stop.abort();
+    await poller;
   }
 }
