@@ -5,6 +5,12 @@
  */
 import { runCli } from "./cli/program";
 
+// `sds volumes | head`: the reader went away; that is the end of the answer, not an error.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
+
 runCli(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {

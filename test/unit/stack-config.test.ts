@@ -82,6 +82,6 @@ describe("sds replicate", () => {
     fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), "config:\n  sds:stateUrl:\n    secure: v1:abc\n");
     const r = sds(["replicate"]);
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/sds:stateUrl is a secret, which sds cannot decrypt; pass it as --state URL or SDS_STATE_URL/);
+    expect(r.stderr).toMatch(/sds:stateUrl is a secret and (the pulumi CLI is not on PATH|pulumi config: .*); pass it as --state URL or SDS_STATE_URL/);
   });
 });

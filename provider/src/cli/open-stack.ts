@@ -16,6 +16,7 @@ import { isProjectDir, readStackConfig, type StackConfig } from "../compose/stac
 import { type ProviderConfig, resolveProviderConfig } from "../controller/config";
 import { UserError } from "../errors";
 import { assertPostgresHoldsState, locateState } from "./state-location";
+import { decryptStackSecrets } from "./stack-secrets";
 
 /** The flags every command on a stack takes. */
 export interface StackFlags {
@@ -37,7 +38,7 @@ export const stderrLog: Log = (severity, message) => {
 };
 
 /** The provider config this folder's stack runs with, the flags applied (see the file comment). */
-export function stackConfig(flags: StackFlags): { config: ProviderConfig; stack: StackConfig } {
+export async function stackConfig(flags: StackFlags): Promise<{ config: ProviderConfig; stack: StackConfig }> {
   const projectDir = path.resolve(flags.project ?? process.cwd());
   if (!isProjectDir(projectDir) && !flags.state && !process.env.SDS_STATE_URL) {
     throw new UserError("INVALID_INPUT", `--project: ${projectDir} is not a Pulumi project (no Pulumi.yaml); run sds in the project folder, or pass --project DIR (or --state URL)`, "project");
@@ -56,13 +57,22 @@ export function stackConfig(flags: StackFlags): { config: ProviderConfig; stack:
     secretKey: "SDS_SECRET_KEY",
     agentToken: "SDS_AGENT_TOKEN",
   };
-  for (const key of stack.secure) {
-    const given =
-      (key === "stateUrl" && (flags.state || process.env.SDS_STATE_URL)) ||
-      ((key === "backendsFile" || key === "backends") && flags.backends) ||
-      (key === "secretKey" && process.env.SDS_SECRET_KEY) ||
-      (key === "agentToken" && process.env.SDS_AGENT_TOKEN);
-    if (!given && flagFor[key]) throw new UserError("INVALID_INPUT", `${stack.file}: sds:${key} is a secret, which sds cannot decrypt; pass it as ${flagFor[key]}`, key);
+  const locked = stack.secure.filter(
+    (key) =>
+      !(
+        (key === "stateUrl" && (flags.state || process.env.SDS_STATE_URL)) ||
+        ((key === "backendsFile" || key === "backends") && flags.backends) ||
+        (key === "secretKey" && process.env.SDS_SECRET_KEY) ||
+        (key === "agentToken" && process.env.SDS_AGENT_TOKEN)
+      ),
+  );
+  if (locked.length > 0 && stack.stack) {
+    // Ask the Pulumi CLI, which holds the key; say what to pass instead when it cannot.
+    const opened = await decryptStackSecrets(projectDir, stack.stack, locked).catch((err: Error) => {
+      const key = locked[0]!;
+      throw new UserError("INVALID_INPUT", `${stack.file}: sds:${key} is a secret and ${err.message}; pass it as ${flagFor[key] ?? "a flag"}`, key);
+    });
+    Object.assign(raw, opened);
   }
   if (raw.agentToken === undefined && process.env.SDS_AGENT_TOKEN) raw.agentToken = process.env.SDS_AGENT_TOKEN;
   const config = resolveProviderConfig(raw, projectDir);
@@ -77,7 +87,7 @@ export function stackConfig(flags: StackFlags): { config: ProviderConfig; stack:
  * the config's hosts (force-detach leaves out a host that is gone). The caller closes `parts`.
  */
 export async function openStack(flags: StackFlags, o: { log?: Log; dropHost?: string } = {}): Promise<OpenStack> {
-  const { config, stack } = stackConfig(flags);
+  const { config, stack } = await stackConfig(flags);
   const hosts = { ...config.hosts };
   if (o.dropHost) delete hosts[o.dropHost];
   const parts = new Composition({ ...config, hosts }, o.log ?? stderrLog);

@@ -23,10 +23,12 @@ Exit codes:
 
 const WHERE = `
 Which state and backends: the flags, else the stack's provider config (sds:stateUrl,
-sds:backendsFile in Pulumi.<stack>.yaml of --project, default the current folder; --stack when
-several stacks configure sds), else SDS_STATE_URL / SDS_BACKENDS_FILE, else .sds/state.db and
-.sds/backends.yaml. Secrets the stack file holds encrypted are passed as flags or environment
-(SDS_STATE_URL, SDS_SECRET_KEY, SDS_AGENT_TOKEN).`;
+sds:backendsFile in Pulumi.<stack>.yaml of --project, default the current folder, over the
+project's own config: in Pulumi.yaml; --stack when several stacks configure sds), else
+SDS_STATE_URL / SDS_BACKENDS_FILE, else .sds/state.db and .sds/backends.yaml. Secrets the stack
+file holds encrypted are decrypted by the Pulumi CLI (pulumi config --show-secrets, with your
+passphrase or backend login), or passed as flags or environment (SDS_STATE_URL, SDS_SECRET_KEY,
+SDS_AGENT_TOKEN).`;
 
 /** The flags of every command that runs on a stack. */
 function stackOptions(cmd: Command): Command {

@@ -39,16 +39,43 @@ export function readStackConfig(projectDir: string, stack?: string): StackConfig
     }
     chosen = setting[0];
   }
-  if (!chosen) return { raw: {}, secure: [] };
-  const values = sdsValues(chosen.file);
+  // Project-level values (Pulumi.yaml `config:`) first, the stack file's over them, as the engine does.
+  const values = { ...projectValues(projectDir), ...(chosen ? sdsValues(chosen.file) : {}) };
   const raw: Record<string, unknown> = {};
   const secure: string[] = [];
   for (const [k, v] of Object.entries(values)) {
     if (!(KEYS as readonly string[]).includes(k)) continue;
     if (containsSecure(v)) secure.push(k);
-    else raw[k] = v;
+    else raw[k] = jsonText(k, v);
   }
-  return { stack: chosen.stack, file: chosen.file, raw, secure };
+  return chosen ? { stack: chosen.stack, file: chosen.file, raw, secure } : { raw, secure };
+}
+
+/**
+ * `pulumi config set sds:hosts '{…}'` (without --path) stores the object as a JSON string, and the
+ * engine hands the provider that string: read it the same way.
+ */
+export function jsonText(key: string, v: unknown): unknown {
+  if ((key !== "hosts" && key !== "backends") || typeof v !== "string" || !/^\s*[[{]/.test(v)) return v;
+  try {
+    return JSON.parse(v) as unknown;
+  } catch {
+    return v; // the config check names what is wrong with it
+  }
+}
+
+/** `sds:*` of the project file (`config: {"sds:key": value | {value: v} | {default: v}}`). */
+function projectValues(projectDir: string): Record<string, unknown> {
+  const file = ["Pulumi.yaml", "Pulumi.yml"].map((n) => path.join(projectDir, n)).find((f) => fs.existsSync(f));
+  if (!file) return {};
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(sdsValues(file))) {
+    const entry = v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+    if (entry && "value" in entry) out[k] = entry.value;
+    else if (entry && "default" in entry) out[k] = entry.default;
+    else out[k] = v;
+  }
+  return out;
 }
 
 function listStackFiles(projectDir: string): Array<{ stack: string; file: string }> {
