@@ -128,6 +128,8 @@ export class PulumiProject extends PulumiWorkspace {
 
 /** Count `op` occurrences in an update summary line of `pulumi up` (e.g. "~ 1 updated"). */
 export function summaryCount(output: string, word: "created" | "updated" | "replaced" | "deleted" | "unchanged"): number {
-  const m = output.match(new RegExp(`(\\d+) ${word}`));
-  return m ? Number(m[1]) : 0;
+  // The summary's own lines ("    + 4 created", "    +-1 replaced", "    3 unchanged"), not a
+  // progress line about a resource whose name ends in a digit ("reader-app3 created").
+  const all = [...output.matchAll(new RegExp(`^\\s*(?:[-+~]+\\s*)?(\\d+) ${word}\\s*$`, "gm"))];
+  return all.length > 0 ? Number(all[all.length - 1]![1]) : 0;
 }
