@@ -7,6 +7,9 @@ const project = (name, extra = {}) => ({
   testEnvironment: "node",
   transform,
   testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
+  // The SDK's build copies its package.json into bin/ (its version is read there): two
+  // package.jsons named pulumi-sds would make jest's module map warn on every run.
+  modulePathIgnorePatterns: ["<rootDir>/sdk/nodejs/bin/", "<rootDir>/dist-package/"],
   ...extra,
 });
 module.exports = {
