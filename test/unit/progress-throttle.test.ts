@@ -1,6 +1,6 @@
 // The throttle between the controller's progress reports (as often as it likes) and the engine's
 // messages (a few per second at most; an info line every 10% or 5 s for a CI log).
-import { ProgressThrottle, progressListener } from "../../provider/src/resources/progress";
+import { ProgressThrottle, progressListener } from "../../provider/src/domain/progress-throttle";
 
 const MiB = 1024 * 1024;
 

@@ -1,7 +1,7 @@
 /**
  * How far a long operation got (a clone's copy, a replication sync's scan), reported by the layer
  * doing the work to whoever shows it. The controller knows nothing of Pulumi: the resource layer
- * turns these into the engine's status messages and log lines (resources/progress.ts).
+ * turns these into the engine's status messages and log lines (domain/progress-throttle.ts).
  */
 
 export interface Progress {

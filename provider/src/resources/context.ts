@@ -5,13 +5,13 @@ import type { Controller } from "../controller/controller";
 import type { Replication } from "../controller/replication";
 import type { VolumeUpdates } from "../controller/update-volume";
 import type { ProgressListener } from "../domain/progress";
-import { progressListener } from "./progress";
+import { progressListener } from "../domain/progress-throttle";
 
 export type Severity = "debug" | "info" | "warning" | "error";
 
 /**
  * Progress of `what` on the resource `urn`, as the user sees it in `pulumi up`: status messages
- * and, every 10% or 5 s, an info line (resources/progress.ts throttles).
+ * and, every 10% or 5 s, an info line (domain/progress-throttle.ts throttles).
  */
 export function reportProgress(ctx: Pick<ProviderContext, "log" | "status">, urn: string, what: string): ProgressListener {
   return progressListener(what, { status: (m) => ctx.status(m, urn), info: (m) => ctx.log("info", m, urn) });

@@ -5,7 +5,7 @@
  * log, prints). The controller reports as often as it likes; {@link ProgressThrottle} decides what
  * is worth a message, so the engine gets a few per second at most.
  */
-import type { Progress, ProgressListener } from "../domain/progress";
+import type { Progress, ProgressListener } from "./progress";
 
 /** What one progress report is worth: a status message, an info line, both or neither. */
 export interface ProgressMessages {
