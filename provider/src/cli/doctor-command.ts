@@ -5,7 +5,6 @@
 import type { Log } from "../compose/composition";
 import { diagnose, type Finding } from "../controller/doctor";
 import { checkSqliteState } from "../store/sqlite-store";
-import { localTargets } from "../targets/local-targets";
 import { probeAgent, type StackFlags, stderrLog, withStack } from "./open-stack";
 import { json } from "./output";
 import { checkPostgresState } from "./state-location";
@@ -27,7 +26,7 @@ export function doctor(flags: StackFlags & { json?: boolean }): Promise<number> 
         state,
         backendWarnings,
         runDir: s.parts.runDir(),
-        targets: localTargets(s.parts.runDir()),
+        targets: s.parts.targets(),
         hosts: Object.keys(s.config.hosts),
         probe: (host) => probeAgent(s.parts, host),
       });

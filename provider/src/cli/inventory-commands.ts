@@ -6,7 +6,6 @@
 import { UserError } from "../errors";
 import { daemonCensus, stopUnusedDaemons } from "../controller/daemon-census";
 import { Inventory } from "../controller/inventory";
-import { localTargets } from "../targets/local-targets";
 import { type OpenStack, type StackFlags, withStack } from "./open-stack";
 import { gib, json, printRows } from "./output";
 
@@ -156,7 +155,7 @@ export function targetsStop(flags: ListFlags): Promise<number> {
     const r = await stopUnusedDaemons({
       store: s.parts.store,
       runDir: s.parts.runDir(),
-      targets: localTargets(s.parts.runDir()),
+      targets: s.parts.targets(),
       stateTag: await a.stateTag(),
       reapHelpers: () => s.parts.connectorFor("local").reapOrphans?.() ?? Promise.resolve({ stopped: [], removed: [] }),
     });

@@ -36,6 +36,7 @@ import { PostgresStore, redactUrl } from "../store/postgres-store";
 import { SqliteStore, checkSqliteState, sqlitePathFromUrl } from "../store/sqlite-store";
 import type { Store } from "../store/store";
 import { localTargets } from "../targets/local-targets";
+import type { TargetFactory } from "../targets/target";
 
 /**
  * What damages the SQLite state `file` ("database disk image is malformed (SQLITE_CORRUPT)"), read
@@ -238,15 +239,21 @@ export class Composition {
     return this.replicationPromise;
   }
 
+  /** This machine's iSCSI/NBD targets (their pidfiles and records in the run folder). */
+  targets(): TargetFactory {
+    this.targetFactory ??= localTargets(this.runDir());
+    return this.targetFactory;
+  }
+  private targetFactory?: TargetFactory;
+
   /** Attach and detach, with this machine's targets and connectors and the hosts' agents. */
   attachments(): Promise<Attachments> {
     this.attachmentsPromise ??= (async () => {
       const controller = await this.controller();
-      const runDir = this.runDir();
       return new Attachments({
         store: this.store,
         controller,
-        targets: localTargets(runDir),
+        targets: this.targets(),
         box: this.box(),
         log: (m) => this.log("info", `sds: ${m}`),
         connectorFor: (protocol) => this.connectorFor(protocol),
