@@ -320,7 +320,7 @@ def deprecated(message: str) -> typing.Callable[[C], C]:
     return decorator
 
 def get_plugin_download_url():
-	return "https://github.com/sds-storage/pulumi-sds/releases/download/v${VERSION}/"
+	return "github://api.github.com/sds-storage/pulumi-sds"
 
 def get_version():
      return _version_str
