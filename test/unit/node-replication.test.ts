@@ -15,6 +15,9 @@ import { startAgent, type RunningAgent } from "../../provider/src/agent/server";
 import { withNodeProgress } from "../../provider/src/controller/replication";
 import { FileDriver } from "../../provider/src/drivers/file-driver";
 
+// 128 MiB of real data through two real agents: seconds on a loaded 2-core CI machine, not 5.
+jest.setTimeout(60_000);
+
 const TOKEN = "node-token-0123456789";
 const MiB = 1024 * 1024;
 let dir: string;
