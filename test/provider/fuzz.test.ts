@@ -28,6 +28,10 @@ import { Empty } from "google-protobuf/google/protobuf/empty_pb";
 import { Struct, Value } from "google-protobuf/google/protobuf/struct_pb";
 import { type ProviderProcess, call, pluginPath, startProvider, struct } from "../helpers/provider-process";
 
+// Tests that start a plugin of their own (plugin start, a Configure and a real create) take a few
+// seconds on a loaded 2-core CI machine: more than jest's default 5 s (the bug-report test timed out).
+jest.setTimeout(60_000);
+
 const SEED = Number(process.env.SDS_FUZZ_SEED ?? 20261129);
 /** Cases per resource (each one a random RPC, sent plain and again secret-wrapped). */
 const RUNS = Number(process.env.SDS_FUZZ_RUNS ?? 2000);
