@@ -16,7 +16,7 @@ import { isProjectDir, readStackConfig, type StackConfig } from "../compose/stac
 import { type ProviderConfig, resolveProviderConfig } from "../controller/config";
 import { UserError } from "../errors";
 import { assertPostgresHoldsState, locateState } from "./state-location";
-import { decryptStackSecrets } from "./stack-secrets";
+import { openStackSecrets } from "./stack-secrets";
 
 /** The flags every command on a stack takes. */
 export interface StackFlags {
@@ -66,14 +66,8 @@ export async function stackConfig(flags: StackFlags): Promise<{ config: Provider
         (key === "agentToken" && process.env.SDS_AGENT_TOKEN)
       ),
   );
-  if (locked.length > 0 && stack.stack) {
-    // Ask the Pulumi CLI, which holds the key; say what to pass instead when it cannot.
-    const opened = await decryptStackSecrets(projectDir, stack.stack, locked).catch((err: Error) => {
-      const key = locked[0]!;
-      throw new UserError("INVALID_INPUT", `${stack.file}: sds:${key} is a secret and ${err.message}; pass it as ${flagFor[key] ?? "a flag"}`, key);
-    });
-    Object.assign(raw, opened);
-  }
+  // Ask the Pulumi CLI, which holds the key; say what to pass instead when it cannot.
+  Object.assign(raw, await openStackSecrets(projectDir, stack, locked, (key) => flagFor[key] ?? "a flag"));
   if (raw.agentToken === undefined && process.env.SDS_AGENT_TOKEN) raw.agentToken = process.env.SDS_AGENT_TOKEN;
   const config = resolveProviderConfig(raw, projectDir);
   if (config.backends.length === 0) {

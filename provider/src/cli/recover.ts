@@ -37,7 +37,7 @@ export async function recover(values: { export?: string; state?: string; project
     return 0;
   }
   const projectDir = path.resolve(values.project ?? process.cwd());
-  const loc = locateState("--state", stateUrlFor(values, projectDir), projectDir);
+  const loc = locateState("--state", await stateUrlFor(values, projectDir), projectDir);
   if (loc.kind === "sqlite" && !fs.existsSync(loc.file)) throw new UserError("NOT_FOUND", `--state: no sds state at ${loc.file}; run sds in the project folder, or pass --project DIR or --state URL`, "state");
   const store = await openState(loc);
   try {

@@ -6,7 +6,8 @@
  * through a pipe, never argv or a file.
  */
 import { execFile } from "node:child_process";
-import { jsonText } from "../compose/stack-config";
+import { jsonText, type StackConfig } from "../compose/stack-config";
+import { UserError } from "../errors";
 
 /** How long `pulumi config` may take (it may log in to a backend). */
 const PULUMI_MS = 60_000;
@@ -40,5 +41,17 @@ export function decryptStackSecrets(projectDir: string, stack: string, keys: str
         }
       },
     );
+  });
+}
+
+/**
+ * The values of the stack's secret keys `keys`, decrypted by the Pulumi CLI; when it cannot, one
+ * line naming the first key and how to pass it instead (`passAs`).
+ */
+export async function openStackSecrets(projectDir: string, stack: StackConfig, keys: string[], passAs: (key: string) => string): Promise<Record<string, unknown>> {
+  if (keys.length === 0 || !stack.stack) return {};
+  return decryptStackSecrets(projectDir, stack.stack, keys).catch((err: Error) => {
+    const key = keys[0]!;
+    throw new UserError("INVALID_INPUT", `${stack.file}: sds:${key} is a secret and ${err.message}; pass it as ${passAs(key)}`, key);
   });
 }

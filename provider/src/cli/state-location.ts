@@ -13,6 +13,7 @@ import { PostgresStore, redactUrl } from "../store/postgres-store";
 import { postgresMigrations } from "../store/postgres-migrations";
 import { type StateCheck, SqliteStore, sqlitePathFromUrl } from "../store/sqlite-store";
 import type { Store } from "../store/store";
+import { openStackSecrets } from "./stack-secrets";
 
 /** Where a state is, as `sds state migrate` was told; `shown` is what may be printed (no password). */
 export type StateLocation = { flag: "--from" | "--to" | "--state"; url: string; shown: string } & ({ kind: "sqlite"; file: string } | { kind: "postgres" });
@@ -125,12 +126,14 @@ function maskUrl(text: string, url: string): string {
 }
 
 /** The state a command means: --state, else the stack's sds:stateUrl, else SDS_STATE_URL, else the project's default. */
-export function stateUrlFor(values: { state?: string; stack?: string }, projectDir: string): string {
+export async function stateUrlFor(values: { state?: string; stack?: string }, projectDir: string): Promise<string> {
   let url = values.state;
   if (url === undefined && isProjectDir(projectDir)) {
     const stack = readStackConfig(projectDir, values.stack);
-    if (stack.secure.includes("stateUrl") && !process.env.SDS_STATE_URL) throw new UserError("INVALID_INPUT", `${stack.file}: sds:stateUrl is a secret, which sds cannot decrypt; pass it as --state URL or SDS_STATE_URL`, "stateUrl");
-    if (typeof stack.raw.stateUrl === "string") url = stack.raw.stateUrl;
+    // A secret stateUrl is decrypted as every sds command does it (cli/stack-secrets.ts).
+    const locked = stack.secure.includes("stateUrl") && !process.env.SDS_STATE_URL ? ["stateUrl"] : [];
+    const raw = { ...stack.raw, ...(await openStackSecrets(projectDir, stack, locked, () => "--state URL or SDS_STATE_URL")) };
+    if (typeof raw.stateUrl === "string") url = raw.stateUrl;
   }
   return url ?? (process.env.SDS_STATE_URL || "sqlite:.sds/state.db");
 }

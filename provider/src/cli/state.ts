@@ -122,7 +122,7 @@ export async function migrateState(values: { from?: string; to?: string; project
 /** `sds state check`: one line on whether the state is sound (see the header); 0 sound, 1 not. */
 export async function checkState(values: { state?: string; project?: string; stack?: string }): Promise<number> {
   const projectDir = path.resolve(values.project ?? process.cwd());
-  const url = stateUrlFor(values, projectDir);
+  const url = await stateUrlFor(values, projectDir);
   let r: StateCheck;
   if (/^postgres(ql)?:\/\//.test(url)) {
     r = await checkPostgresState(url);
