@@ -45,12 +45,15 @@ interface Round {
 }
 
 // Every child process goes through ChildProcess.prototype.spawn (spawn, execFile, exec, execa).
+// (An internal method: Node's typings do not list it.)
 let spawns: string[] = [];
-const protoSpawn = childProcess.ChildProcess.prototype.spawn;
-childProcess.ChildProcess.prototype.spawn = function (this: childProcess.ChildProcess, options: { file?: string }) {
+type Spawn = (this: childProcess.ChildProcess, options: { file?: string }) => unknown;
+const proto = childProcess.ChildProcess.prototype as unknown as { spawn: Spawn };
+const protoSpawn = proto.spawn;
+proto.spawn = function (options) {
   spawns.push(path.basename(options.file ?? "?"));
-  return protoSpawn.call(this, options as never);
-} as typeof protoSpawn;
+  return protoSpawn.call(this, options);
+};
 
 /* eslint-disable @typescript-eslint/no-require-imports -- a build is chosen at run time */
 function load(dist: string) {
@@ -128,7 +131,8 @@ async function once(m: ReturnType<typeof load>, kind: Kind): Promise<Round> {
     requests.length = 0;
     const cpu0 = process.cpuUsage();
     let t = process.hrtime.bigint();
-    const rows = await all(volumes.map((v, i) => attachments.attach(`urn:a${i}`, { volumeId: v.id, host: "hostX", mode: "rw", connector: { initiator: `iqn.2026-11.bench.host:${i % 4}` } })));
+    const failing = (err: unknown) => Object.assign(err as Error, { spawned: spawns.length, tgtdLaunches: spawns.filter((x) => x === "tgtd").length });
+    const rows = await all(volumes.map((v, i) => attachments.attach(`urn:a${i}`, { volumeId: v.id, host: "hostX", mode: "rw", connector: { initiator: `iqn.2026-11.bench.host:${i % 4}` } }))).catch((err: unknown) => Promise.reject(failing(err)));
     const attachS = Number(process.hrtime.bigint() - t) / 1e9;
     const pid = tgtdPid();
     t = process.hrtime.bigint();
@@ -159,7 +163,7 @@ async function main(): Promise<void> {
   if (why) throw new Error(`bench/attach cannot run: ${why}`);
   const loaded = builds.map((b) => ({ ...b, m: load(b.dist) }));
   for (const b of loaded) countRequests(b.m);
-  const failures: Array<{ build: string; kind: Kind; round: number; error: string }> = [];
+  const failures: Array<{ build: string; kind: Kind; round: number; error: string; spawned?: number; tgtdLaunches?: number }> = [];
   const runs: Record<string, Record<Kind, Round[]>> = Object.fromEntries(builds.map((b) => [b.label, { shared: [], unique: [] }]));
   for (let r = 0; r < rounds; r++) {
     const kinds: Kind[] = r % 2 === 0 ? ["shared", "unique"] : ["unique", "shared"];
@@ -171,8 +175,9 @@ async function main(): Promise<void> {
           x = await once(b.m, kind);
         } catch (err) {
           // A build that cannot do it (round 1's code at 50 unique targets: tgtd's socket backlog) is reported, not fatal.
-          failures.push({ build: b.label, kind, round: r + 1, error: (err as Error).message.slice(0, 300) });
-          process.stderr.write(`round ${r + 1}/${rounds} ${b.label} ${kind}: FAILED: ${(err as Error).message.slice(0, 300)}\n`);
+          const e = err as Error & { spawned?: number; tgtdLaunches?: number };
+          failures.push({ build: b.label, kind, round: r + 1, error: e.message.slice(0, 300), spawned: e.spawned, tgtdLaunches: e.tgtdLaunches });
+          process.stderr.write(`round ${r + 1}/${rounds} ${b.label} ${kind}: FAILED (${e.spawned ?? "?"} processes started, ${e.tgtdLaunches ?? "?"} of them tgtd): ${e.message.slice(0, 300)}\n`);
           continue;
         }
         runs[b.label]![kind].push(x);
@@ -216,7 +221,7 @@ async function main(): Promise<void> {
       }
     : undefined;
   if (ratios) console.log(`this / baseline: attach+detach per s shared ×${ratios.perSecond.shared.toFixed(2)}, unique ×${ratios.perSecond.unique.toFixed(2)}; node CPU per attach shared ×${ratios.cpuPerAttach.shared.toFixed(2)}, unique ×${ratios.cpuPerAttach.unique.toFixed(2)}`);
-  for (const f of failures) console.log(`FAILED: ${f.build} ${f.kind} round ${f.round}: ${f.error}`);
+  for (const f of failures) console.log(`FAILED: ${f.build} ${f.kind} round ${f.round} (${f.spawned ?? "?"} processes started, ${f.tgtdLaunches ?? "?"} tgtd): ${f.error}`);
   console.log(`goals: ≥ 10 /s both; ≤ 3 starts per attach shared, ≤ 5 unique, one tgtd launch`);
   const file = path.join(repoRoot, "bench/results/attach.json");
   fs.mkdirSync(path.dirname(file), { recursive: true });

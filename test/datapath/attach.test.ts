@@ -68,11 +68,12 @@ suite.each([
 
   test("50 attachments at once (one process): every one made, ONE tgtd launched, each initiator logs in with its CHAP; 50 detaches at once leave nothing", async () => {
     const own = await makeEnv({ protocol: "iscsi", sharedTargets, chap: true });
-    const spawn = jest.spyOn(ChildProcess.prototype, "spawn");
+    // Every child process starts through ChildProcess.prototype.spawn (internal: not in Node's typings).
+    const spawn = jest.spyOn(ChildProcess.prototype as unknown as { spawn: (o: { file?: string }) => unknown }, "spawn");
     try {
       const volumes = await Promise.all(Array.from({ length: 50 }, (_, i) => own.controller.createVolume(`urn:c${i}`, spec(`c${i}`, false))));
       const made = await Promise.all(volumes.map((v, i) => own.attachments.attach(`urn:ac${i}`, { volumeId: v.id, host: "hostA", mode: "rw", connector: { initiator: `iqn.2026-11.test.host:c${i % 3}` } })));
-      const launched = spawn.mock.calls.map(([o]) => (o as { file?: string }).file ?? "").filter((f) => f.endsWith("tgtd"));
+      const launched = spawn.mock.calls.map(([o]) => o.file ?? "").filter((f) => f.endsWith("tgtd"));
       expect(launched).toHaveLength(1);
       for (const i of [0, 49]) {
         const r = await qemuIo(made[i]!.connectionInfo, "read 0 4k", { initiator: `iqn.2026-11.test.host:c${i % 3}` });
