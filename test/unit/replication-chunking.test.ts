@@ -1,16 +1,19 @@
 /**
  * The replication engine's chunk size per pair (issue 14: unaligned 4 MiB writes must cost at most
- * 1.1 × their bytes) and its correctness under random writes: whatever happens to the source
- * between syncs, a sync leaves the destination byte for byte equal to it.
+ * 1.1 × their bytes), the unchanged-source shortcut (an idle volume is not read again), and their
+ * correctness under random writes: whatever happens to the source between syncs, a sync leaves the
+ * destination byte for byte equal to it.
  * Real sparse files in a temp folder, no root needed.
  */
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { CHANGE_TOKEN_SETTLE_MS } from "../../provider/src/replication/file-source";
 import {
   FileSink,
   FileSource,
+  adoptMap,
   chooseChunkSizeBytes,
   invalidateMap,
   syncFiles,
@@ -200,19 +203,35 @@ test("adjacent changed chunks travel as one write (small chunks, few requests)",
  * made within the same clock tick as the previous sync are in it too.
  */
 describe.each([
-  ["chosen by the engine", undefined],
-  ["4 KiB", 4 * KiB],
-  ["12 KiB (not a power of two)", 12 * KiB],
-  ["1 MiB", MiB],
-] as const)("random writes then sync: destination equals source (chunk %s)", (_name, chunkSizeBytes) => {
+  ["chosen by the engine", undefined, false],
+  ["4 KiB", 4 * KiB, false],
+  ["12 KiB (not a power of two)", 12 * KiB, false],
+  ["1 MiB", MiB, false],
+  ["chosen by the engine, settled source (tokens offered)", undefined, true],
+  ["12 KiB, settled source (tokens offered)", 12 * KiB, true],
+] as const)("random writes then sync: destination equals source (chunk %s)", (_name, chunkSizeBytes, settled) => {
   test.each([1, 2, 3])("seed %i", async (seed) => {
-    const rand = prng(seed * 7919 + (chunkSizeBytes ?? 0));
+    const rand = prng(seed * 7919 + (chunkSizeBytes ?? 0) + (settled ? 1 : 0));
     const src = p("vol.img");
     const dst = p("replica.img");
     let size = 4 * MiB + Math.floor(rand() * 64) * 4096;
     sparse(src, size);
     const saved: Array<{ offset: number; data: Buffer }> = [];
+    // Settled: the clock the token rule sees runs ahead by the settle time, so every sync is
+    // offered a token and every "nothing changed" sync takes the shortcut; a pause after each
+    // sync keeps the writes off the clock tick of its stat (what the settle time guarantees).
+    const nowMs = settled ? () => Date.now() + CHANGE_TOKEN_SETTLE_MS + 1000 : undefined;
     const options = { chunkSizeBytes, extents: rand() < 0.5 ? ("auto" as const) : ("none" as const) };
+    const sync = async () => {
+      const source = new FileSource(src, { extents: options.extents, nowMs });
+      const sink = new FileSink(dst, { extents: options.extents });
+      try {
+        return await syncVolume(source, sink, p("map"), { chunkSizeBytes });
+      } finally {
+        await Promise.all([source.close(), sink.close()]);
+        if (settled) await new Promise((r) => setTimeout(r, 25));
+      }
+    };
     for (let round = 0; round < 8; round++) {
       const ops = 1 + Math.floor(rand() * 6);
       for (let k = 0; k < ops; k++) {
@@ -238,13 +257,93 @@ describe.each([
           writeAt(src, offset, Buffer.alloc(length, 0xff)); // one byte value, again and again
         }
       }
-      const r = await syncFiles(src, dst, p("map"), options);
+      const r = await sync();
       expectSameBytes(src, dst, `seed ${seed}, round ${round}`);
-      const again = await syncFiles(src, dst, p("map"), options);
+      expect(r.sourceUnchanged).toBe(false);
+      const again = await sync();
       expect(again.bytesTransferred).toBe(0);
+      expect(again.sourceUnchanged).toBe(settled);
       expectSameBytes(src, dst, `seed ${seed}, round ${round}, unchanged`);
       if (round === 0) expect(r.full).toBe(true);
       else expect(r.full).toBe(false);
     }
+  });
+});
+
+describe("an unchanged source is not read again", () => {
+  /** A source whose token rule sees a clock `aheadMs` in the future (as if its last write were that old). */
+  const aged = (file: string, aheadMs: number) => new FileSource(file, { nowMs: () => Date.now() + aheadMs });
+
+  test("a settled file gets a token; a just-written one does not (its write may still be in flight)", async () => {
+    const src = p("vol.img");
+    sparse(src, 8 * MiB);
+    writeAt(src, MiB, Buffer.alloc(10, 1));
+    const now = new FileSource(src);
+    const later = aged(src, CHANGE_TOKEN_SETTLE_MS + 1000);
+    const off = new FileSource(src, { changeTokens: false, nowMs: () => Date.now() + CHANGE_TOKEN_SETTLE_MS + 1000 });
+    try {
+      expect(await now.changeToken()).toBeUndefined();
+      const t = await later.changeToken();
+      expect(t).toMatch(/^file1:ef53:|^file1:58465342:|^file1:9123683e:/);
+      expect(await later.changeToken()).toBe(t);
+      expect(await off.changeToken()).toBeUndefined();
+      writeAt(src, MiB, Buffer.alloc(10, 1)); // the same bytes again: still a write, a new ctime
+      expect(await later.changeToken()).not.toBe(t);
+    } finally {
+      await Promise.all([now.close(), later.close(), off.close()]);
+    }
+  });
+
+  test("the second sync of a settled, untouched volume reads nothing; a write afterwards is found", async () => {
+    const src = p("vol.img");
+    const dst = p("replica.img");
+    sparse(src, 64 * MiB);
+    writeAt(src, 3 * MiB, randomBytes(8 * MiB));
+    const sync = async (aheadMs = CHANGE_TOKEN_SETTLE_MS + 1000) => {
+      const source = aged(src, aheadMs);
+      const sink = new FileSink(dst);
+      try {
+        return await syncVolume(source, sink, p("map"));
+      } finally {
+        await Promise.all([source.close(), sink.close()]);
+      }
+    };
+    expect(await sync()).toMatchObject({ full: true, sourceUnchanged: false, bytesRead: 8 * MiB });
+    const idle = await sync();
+    expect(idle).toMatchObject({ full: false, sourceUnchanged: true, bytesRead: 0, bytesTransferred: 0, extentSource: "unchanged", generation: 1 });
+    await new Promise((r) => setTimeout(r, 25));
+    writeAt(src, 40 * MiB + 3, Buffer.alloc(5, 9));
+    // Just written: no token offered (real clock), so the sync reads, finds the write, saves no token.
+    expect(await sync(0)).toMatchObject({ sourceUnchanged: false, bytesTransferred: 64 * KiB });
+    expectSameBytes(src, dst, "after the write");
+    expect(await sync()).toMatchObject({ sourceUnchanged: false, bytesTransferred: 0 });
+    expect(await sync()).toMatchObject({ sourceUnchanged: true, bytesRead: 0 });
+  });
+
+  test("no shortcut over an unfinished sync, a forgotten map or an adopted one", async () => {
+    const src = p("vol.img");
+    const dst = p("replica.img");
+    sparse(src, 16 * MiB);
+    writeAt(src, 0, randomBytes(2 * MiB));
+    const sync = async (mapPath = p("map"), sinkFile = dst) => {
+      const source = aged(src, CHANGE_TOKEN_SETTLE_MS + 1000);
+      const sink = new FileSink(sinkFile);
+      try {
+        return await syncVolume(source, sink, mapPath);
+      } finally {
+        await Promise.all([source.close(), sink.close()]);
+      }
+    };
+    await sync();
+    expect((await sync()).sourceUnchanged).toBe(true);
+    // A journal amending this generation: a sync died after writing some chunks: read again.
+    fs.writeFileSync(`${p("map")}.journal`, Buffer.concat([Buffer.from("SDSCJNL1", "latin1"), Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), Buffer.from([0, 0, 0, 0, 1, 0, 0, 0])]));
+    expect((await sync()).sourceUnchanged).toBe(false);
+    expect((await sync()).sourceUnchanged).toBe(true);
+    await invalidateMap(p("map"));
+    expect(fs.existsSync(`${p("map")}.source`)).toBe(false);
+    expect(await sync()).toMatchObject({ full: true, sourceUnchanged: false });
+    await adoptMap(p("map"), p("other.map"), "");
+    expect((await sync(p("other.map"))).sourceUnchanged).toBe(false);
   });
 });

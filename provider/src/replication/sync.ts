@@ -10,6 +10,12 @@
  * the sink flushed; a journal of chunks being written (fdatasync'd before each batch) makes a
  * failed or cancelled sync safe to rerun: it resends what may have landed, nothing else.
  *
+ * Unchanged source: a source that offers {@link SyncSource.changeToken} gets its token taken before
+ * each sync reads, saved next to the map (`<map>.source`, tied to the map's generation). When the
+ * next sync's token is the same, the map is complete and no journal amends it, nothing was written
+ * since the previous sync read the source: that sync returns without reading (`sourceUnchanged`).
+ * An idle volume then costs a stat per sync instead of a read and hash of all its data.
+ *
  * No map (first sync, lost state file, other chunk size or hash, other key): a full sync. Onto a
  * new or empty destination it sends the source's data only; onto an existing one it first asks the
  * sink for digests of its own content (`readDigests`) so only chunks that really differ travel.
@@ -42,7 +48,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { UserError, invalidInput } from "../errors";
 import type { ProgressListener } from "../domain/progress";
-import { ChunkMap, Journal, journalPath, readChunkMap, readJournal, toRuns, writeChunkMap, type StoredChunkMap } from "./chunk-map";
+import { ChunkMap, Journal, journalPath, readChunkMap, readJournal, toRuns, writeChunkMap, writeFileAtomic, type StoredChunkMap } from "./chunk-map";
 import { scanChunks, throwIfAborted, type ScannedChunk } from "./chunk-scan";
 import { FileSink, type FileSinkOptions } from "./file-sink";
 import { FileSource, type ExtentMode } from "./file-source";
@@ -143,8 +149,10 @@ export interface SyncResult {
   sourceSizeBytes: number;
   /** Destination size before the sync; `undefined` when it did not exist. */
   sinkSizeBeforeBytes: number | undefined;
-  /** How holes were found: `filefrag` extents, or reading everything (`zero-check`). */
-  extentSource: "filefrag" | "zero-check";
+  /** How holes were found: `filefrag` extents, or reading everything (`zero-check`); `unchanged`: nothing read. */
+  extentSource: "filefrag" | "zero-check" | "unchanged";
+  /** True when the source's change token matched the last sync's: nothing was read or sent. */
+  sourceUnchanged: boolean;
   /** Generation of the map saved by this sync. */
   generation: number;
   /** Chunk size of the pair's map (the unit a change travels in). */
@@ -184,6 +192,8 @@ export async function syncVolume(source: SyncSource, sink: SyncSink, mapPath: st
   const timings: SyncTimings = { extentsMs: 0, readMs: 0, zeroCheckMs: 0, hashMs: 0, seedMs: 0, sinkWaitMs: 0, journalMs: 0, flushMs: 0, mapWriteMs: 0 };
 
   throwIfAborted(signal);
+  // Before anything is read: every write after this moment changes the token (see SyncSource).
+  const token = await source.changeToken?.();
   const sourceSize = await source.sizeBytes();
   const sinkSize = await sink.sizeBytes();
   const stored = await readChunkMap(mapPath);
@@ -208,6 +218,16 @@ export async function syncVolume(source: SyncSource, sink: SyncSink, mapPath: st
     generation = usable.generation;
     const pending = await readJournal(journalPath(mapPath));
     const amends = pending?.generation === generation;
+    if (!amends && token !== undefined && sourceSize === usable.map.sizeBytes && (await readSourceToken(mapPath, generation)) === token) {
+      const finished = now();
+      return {
+        full: false, seeded: false, bytesTransferred: 0, chunksSent: 0, chunksZeroed: 0, bytesZeroed: 0,
+        chunksScanned: 0, bytesScanned: 0, bytesRead: 0, sourceSizeBytes: sourceSize, sinkSizeBeforeBytes: sinkSize,
+        extentSource: "unchanged", sourceUnchanged: true, generation, chunkSizeBytes,
+        startedAt: started.toISOString(), finishedAt: finished.toISOString(), durationMs: elapsed(t0),
+        lastSyncAt: started.toISOString(), timings,
+      };
+    }
     if (amends) for (const [first, count] of pending.runs) base.markUnknown(first, count);
     // Beyond the map's size the destination holds zeros (it was only ever grown), except chunks
     // an unfinished sync wrote: those are in the journal, now unknown.
@@ -320,6 +340,7 @@ export async function syncVolume(source: SyncSource, sink: SyncSink, mapPath: st
     t = process.hrtime.bigint();
     const saved: StoredChunkMap = { map: base, key, generation: generation + 1, lastSyncAt: started };
     await writeChunkMap(mapPath, saved);
+    await writeSourceToken(mapPath, generation + 1, token);
     timings.mapWriteMs = elapsed(t);
     options.onProgress?.({ doneBytes: sourceSize, totalBytes: sourceSize });
   } finally {
@@ -335,7 +356,7 @@ export async function syncVolume(source: SyncSource, sink: SyncSink, mapPath: st
   return {
     full, seeded, bytesTransferred, chunksSent, chunksZeroed, bytesZeroed,
     chunksScanned: scan.chunksScanned, bytesScanned: scan.bytesScanned, bytesRead: scan.bytesRead,
-    sourceSizeBytes: sourceSize, sinkSizeBeforeBytes: sinkSize, extentSource: scan.extentSource,
+    sourceSizeBytes: sourceSize, sinkSizeBeforeBytes: sinkSize, extentSource: scan.extentSource, sourceUnchanged: false,
     generation: generation + 1, chunkSizeBytes,
     startedAt: started.toISOString(), finishedAt: finished.toISOString(), durationMs: elapsed(t0),
     lastSyncAt: started.toISOString(), timings,
@@ -350,11 +371,15 @@ export interface SyncFilesOptions extends SyncOptions {
   zeroMethod?: FileSinkOptions["zeroMethod"];
   /** Runs filefrag and fallocate; injected for tests. */
   run?: FileSinkOptions["run"];
+  /** Skip reading an unchanged source (see FileSource.changeToken). Default true. */
+  changeTokens?: boolean;
+  /** See FileSourceOptions; shorter than the default only for tests and benches. */
+  changeTokenSettleMs?: number;
 }
 
 /** Local to local: sync the file `sourcePath` to `sinkPath` (created when missing). */
 export async function syncFiles(sourcePath: string, sinkPath: string, mapPath: string, options: SyncFilesOptions = {}): Promise<SyncResult> {
-  const source = new FileSource(sourcePath, { extents: options.extents, run: options.run });
+  const source = new FileSource(sourcePath, { extents: options.extents, run: options.run, changeTokens: options.changeTokens, changeTokenSettleMs: options.changeTokenSettleMs });
   const sink = new FileSink(sinkPath, { extents: options.extents, run: options.run, zeroMethod: options.zeroMethod });
   try {
     return await syncVolume(source, sink, mapPath, { ...options, mapKey: options.mapKey ?? `${path.resolve(sourcePath)} -> ${path.resolve(sinkPath)}` });
@@ -410,12 +435,37 @@ export function pairStatePaths(stateDir: string, pairId: string): Record<SyncDir
   return { forward: at("forward"), reverse: at("reverse") };
 }
 
+/** Where a map's source change token lives. */
+function sourceTokenPath(mapPath: string): string {
+  return `${mapPath}.source`;
+}
+
+/** The source token saved with map generation `generation`, or `undefined` (none, another generation, unreadable). */
+async function readSourceToken(mapPath: string, generation: number): Promise<string | undefined> {
+  try {
+    const saved = JSON.parse(await fs.readFile(sourceTokenPath(mapPath), "utf8")) as { generation?: unknown; token?: unknown };
+    return saved.generation === generation && typeof saved.token === "string" ? saved.token : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Forget a direction's map (and journal): its next sync is a full one. Call it when the
- * destination of that direction starts being written by anyone else (failover). Idempotent.
+ * Save the token taken before the sync that wrote map `generation` (after the map: a crash in
+ * between leaves a token of an older generation, ignored). No token: remove the old one.
+ */
+async function writeSourceToken(mapPath: string, generation: number, token: string | undefined): Promise<void> {
+  if (token === undefined) await fs.rm(sourceTokenPath(mapPath), { force: true });
+  else await writeFileAtomic(sourceTokenPath(mapPath), Buffer.from(JSON.stringify({ generation, token })));
+}
+
+/**
+ * Forget a direction's map (and journal and source token): its next sync is a full one. Call it
+ * when the destination of that direction starts being written by anyone else (failover). Idempotent.
  */
 export async function invalidateMap(mapPath: string): Promise<void> {
-  await Promise.all([mapPath, `${mapPath}.tmp`, journalPath(mapPath)].map((f) => fs.rm(f, { force: true })));
+  const files = [mapPath, `${mapPath}.tmp`, journalPath(mapPath), sourceTokenPath(mapPath), `${sourceTokenPath(mapPath)}.tmp`];
+  await Promise.all(files.map((f) => fs.rm(f, { force: true })));
 }
 
 /**
