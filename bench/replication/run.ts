@@ -9,12 +9,15 @@
  *
  *   npm run bench:replication -- [sizeGib=4] [dataMib=512] [changeMib=64] [writeKib=4096]
  *                                [chunkKib=auto] [extents=auto,none] [algorithm=sha256] [verify=1] [dir=<tmp>]
- *                                [rounds=1] [baseline=<dist folder>] [seed=14]
+ *                                [rounds=1] [baseline=<dist folder>] [seed=14] [idle=1] [tokenSettleMs=60000]
  *
  * `baseline=/work/main/provider/dist` also runs that build's engine (`require`d from its
  * replication/sync.js) on the same source in the same round, interleaved with this tree's (the
  * order alternates per round), so before/after are compared under the same load.
- * `chunkKib=auto` lets each engine choose (the baseline's default is 1 MiB).
+ * `chunkKib=auto` lets each engine choose (the baseline's default is 1 MiB). After the
+ * "unchanged" sync (right after the writes) the bench waits the engine's settle time for change
+ * tokens + 1 s (`tokenSettleMs`, default the product's: 60 s) and syncs twice more: "settled" and
+ * "idle" (an idle volume's syncs from then on); `idle=0` leaves those out.
  *
  * Data is random (incompressible), written in 16 MiB extents at random 4 KiB-aligned offsets (placed
  * by a generator seeded with `seed`);
@@ -27,6 +30,7 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { CHANGE_TOKEN_SETTLE_MS } from "../../provider/src/replication/file-source";
 import { syncFiles as currentSyncFiles, type SyncResult } from "../../provider/src/replication/sync";
 
 const MiB = 1 << 20;
@@ -38,6 +42,10 @@ const changeMib = Number(args.changeMib ?? 64);
 const writeKib = Number(args.writeKib ?? 4096);
 const chunkKib = args.chunkKib === undefined || args.chunkKib === "auto" ? undefined : Number(args.chunkKib);
 const rounds = Number(args.rounds ?? 1);
+/** The engine's settle time for change tokens (shorter only for a quick look; the product's is the default). */
+const tokenSettleMs = Number(args.tokenSettleMs ?? CHANGE_TOKEN_SETTLE_MS);
+/** Wait this long after the last write, then sync twice ("settled", "idle"); idle=0 skips those phases. */
+const settleMs = (args.idle ?? "1") === "0" ? 0 : tokenSettleMs + 1000;
 const modes = (args.extents ?? "auto,none").split(",") as Array<"auto" | "none">;
 const algorithm = (args.algorithm ?? "sha256") as "sha256" | "sha1" | "md5";
 const verify = (args.verify ?? "1") !== "0";
@@ -124,7 +132,7 @@ interface Row {
   engine: string;
   round: number;
   extents: string;
-  phase: "initial" | "incremental" | "unchanged";
+  phase: "initial" | "incremental" | "unchanged" | "settled" | "idle";
   result: SyncResult;
   cpuSeconds: number;
   changedBytes?: number;
@@ -160,7 +168,7 @@ async function main(): Promise<void> {
         fs.closeSync(fs.openSync(src, "w"));
         fs.truncateSync(src, size);
         writeAll(src, data);
-        const opts = { extents: mode, chunkSizeBytes: chunkKib === undefined ? undefined : chunkKib * 1024, algorithm };
+        const opts = { extents: mode, chunkSizeBytes: chunkKib === undefined ? undefined : chunkKib * 1024, algorithm, changeTokenSettleMs: tokenSettleMs };
         const dst = (e: { name: string }) => path.join(dir, `replica-${e.name.replace(/\W/g, "_")}-${mode}.img`);
         const map = (e: { name: string }) => path.join(dir, `replica-${e.name.replace(/\W/g, "_")}-${mode}.map`);
         const phase = async (name: Row["phase"], changed?: number) => {
@@ -173,6 +181,14 @@ async function main(): Promise<void> {
         writeAll(src, changes);
         await phase("incremental", changedBytes);
         await phase("unchanged");
+        if (settleMs > 0) {
+          // An idle volume: once its last write is older than the settle time, the first sync
+          // reads it (and saves a change token), the next ones need not read it at all.
+          process.stderr.write(`waiting ${settleMs} ms for the source to settle\n`);
+          await new Promise((r) => setTimeout(r, settleMs));
+          await phase("settled");
+          await phase("idle");
+        }
         for (const e of order) {
           if (verify && !(await sameContent(src, dst(e)))) throw new Error(`replica differs from source (engine ${e.name}, extents=${mode})`);
           fs.rmSync(dst(e), { force: true });
@@ -223,15 +239,18 @@ async function main(): Promise<void> {
       incrementalCpuSeconds: median(inc.map((r) => r.cpuSeconds)),
       unchangedCpuSeconds: median(of("unchanged").map((r) => r.cpuSeconds)),
       unchangedReadMib: median(of("unchanged").map((r) => r.result.bytesRead / MiB)),
+      idleCpuSeconds: median(of("idle").map((r) => r.cpuSeconds)),
+      idleReadMib: median(of("idle").map((r) => r.result.bytesRead / MiB)),
       initialCpuSeconds: median(of("initial").map((r) => r.cpuSeconds)),
     };
   });
   console.log("");
-  console.log("engine     | sent/changed | read/changed | cpu s incremental | cpu s unchanged | read MiB unchanged | cpu s initial");
+  console.log("engine     | sent/changed | read/changed | cpu s incremental | cpu s unchanged | read MiB unchanged | cpu s idle | read MiB idle | cpu s initial");
   for (const x of summary) {
     console.log(
       `${x.engine.padEnd(10)} | ${x.sentPerChanged.toFixed(3).padStart(12)} | ${x.readPerChanged.toFixed(2).padStart(12)} | ${x.incrementalCpuSeconds.toFixed(2).padStart(17)} | ` +
-        `${x.unchangedCpuSeconds.toFixed(2).padStart(15)} | ${x.unchangedReadMib.toFixed(0).padStart(18)} | ${x.initialCpuSeconds.toFixed(2).padStart(13)}`,
+        `${x.unchangedCpuSeconds.toFixed(2).padStart(15)} | ${x.unchangedReadMib.toFixed(0).padStart(18)} | ${x.idleCpuSeconds.toFixed(2).padStart(10)} | ${x.idleReadMib.toFixed(0).padStart(13)} | ` +
+        `${x.initialCpuSeconds.toFixed(2).padStart(13)}`,
     );
   }
   const [current, baseline] = summary;
@@ -241,7 +260,7 @@ async function main(): Promise<void> {
     out,
     JSON.stringify(
       {
-        bench: "replication", when: new Date().toISOString(), sizeGib, dataMib, changeMib, writeKib, chunkKib: chunkKib ?? "auto", algorithm, rounds,
+        bench: "replication", when: new Date().toISOString(), sizeGib, dataMib, changeMib, writeKib, chunkKib: chunkKib ?? "auto", algorithm, rounds, tokenSettleMs,
         sentPerChanged: current.sentPerChanged,
         readPerChanged: current.readPerChanged,
         summary,
