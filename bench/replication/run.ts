@@ -30,6 +30,7 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { seeded } from "../../test/helpers/seeded";
 import { CHANGE_TOKEN_SETTLE_MS } from "../../provider/src/replication/file-source";
 import { syncFiles as currentSyncFiles, type SyncResult } from "../../provider/src/replication/sync";
 
@@ -85,17 +86,8 @@ const median = (xs: number[]) => {
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-/** Offsets from a seeded generator (mulberry32), so every run places its writes alike. */
-const random = (() => {
-  let a = Number(args.seed ?? 14) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-})();
+/** Offsets from a seeded generator, so every run places its writes alike. */
+const random = seeded(Number(args.seed ?? 14));
 
 /** Random offsets without overlap: pick slots on a 4 KiB grid, reject overlaps. */
 function placeWrites(count: number, length: number, size: number, taken: Array<[number, number]>, want: (at: number) => boolean): Array<[number, number]> {

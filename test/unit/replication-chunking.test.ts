@@ -9,6 +9,9 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { DelegatingSink } from "../helpers/delegating-sink";
+import { sparseFile, writeAt } from "../helpers/files";
+import { seeded } from "../helpers/seeded";
 import { CHANGE_TOKEN_SETTLE_MS } from "../../provider/src/replication/file-source";
 import {
   FileSink,
@@ -19,7 +22,6 @@ import {
   syncFiles,
   syncVolume,
   type SinkChunk,
-  type SyncSink,
 } from "../../provider/src/replication/sync";
 
 const KiB = 1024;
@@ -37,37 +39,13 @@ afterEach(() => {
 });
 const p = (name: string) => path.join(dir, name);
 
-/** Why: a failing seed must be reproducible (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomData(rand: () => number, length: number): Buffer {
   const b = Buffer.allocUnsafe(length);
   for (let i = 0; i < length; i += 4) b.writeUInt32LE(Math.floor(rand() * 0x100000000), i);
   return b;
 }
 
-function sparse(file: string, size: number): void {
-  fs.closeSync(fs.openSync(file, "w"));
-  fs.truncateSync(file, size);
-}
-
-function writeAt(file: string, offset: number, data: Buffer): void {
-  const fd = fs.openSync(file, "r+");
-  try {
-    fs.writeSync(fd, data, 0, data.length, offset);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+const sparse = (file: string, size: number) => void sparseFile(file, size);
 
 /** Byte-for-byte equality, read in 4 MiB pieces; the error names the first differing byte. */
 function expectSameBytes(a: string, b: string, context: string): void {
@@ -114,7 +92,7 @@ test("the chunk size follows the volume: 64 KiB up to 64 GiB, doubling up to 1 M
 });
 
 test("issue 14 goal: 4 MiB writes at 4 KiB-aligned offsets travel as at most 1.1 × their bytes", async () => {
-  const rand = prng(14);
+  const rand = seeded(14);
   const src = p("vol.img");
   const dst = p("replica.img");
   sparse(src, GiB);
@@ -149,33 +127,11 @@ test("a pair keeps the chunk size of its map (no full sync when the default chan
 });
 
 /** A FileSink that records what it is asked to write. */
-class RecordingSink implements SyncSink {
+class RecordingSink extends DelegatingSink {
   writes: Array<Array<{ offset: number; length: number }>> = [];
-  constructor(private readonly inner: FileSink) {}
-  get description() {
-    return this.inner.description;
-  }
-  sizeBytes() {
-    return this.inner.sizeBytes();
-  }
-  resize(bytes: number) {
-    return this.inner.resize(bytes);
-  }
   writeChunks(chunks: readonly SinkChunk[]) {
     this.writes.push(chunks.map((c) => ({ offset: c.offset, length: c.data.length })));
     return this.inner.writeChunks(chunks);
-  }
-  zeroRanges(ranges: Parameters<SyncSink["zeroRanges"]>[0]) {
-    return this.inner.zeroRanges(ranges);
-  }
-  flush() {
-    return this.inner.flush();
-  }
-  readDigests(...args: Parameters<SyncSink["readDigests"]>) {
-    return this.inner.readDigests(...args);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
@@ -211,7 +167,7 @@ describe.each([
   ["12 KiB, settled source (tokens offered)", 12 * KiB, true],
 ] as const)("random writes then sync: destination equals source (chunk %s)", (_name, chunkSizeBytes, settled) => {
   test.each([1, 2, 3])("seed %i", async (seed) => {
-    const rand = prng(seed * 7919 + (chunkSizeBytes ?? 0) + (settled ? 1 : 0));
+    const rand = seeded(seed * 7919 + (chunkSizeBytes ?? 0) + (settled ? 1 : 0));
     const src = p("vol.img");
     const dst = p("replica.img");
     let size = 4 * MiB + Math.floor(rand() * 64) * 4096;

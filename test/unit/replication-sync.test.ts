@@ -25,9 +25,9 @@ import {
   syncFiles,
   syncVolume,
   type SinkChunk,
-  type SyncSink,
 } from "../../provider/src/replication/sync";
 import type { RunResult } from "../../provider/src/exec/run";
+import { DelegatingSink } from "../helpers/delegating-sink";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -143,37 +143,18 @@ async function sameSparseContent(a: string, b: string): Promise<boolean> {
 const allocatedBytes = (file: string) => fs.statSync(file).blocks * 512;
 
 /** A sink that delegates to a FileSink and fails the n-th writeChunks call. */
-class FailingSink implements SyncSink {
+class FailingSink extends DelegatingSink {
   calls = 0;
   constructor(
-    private readonly inner: FileSink,
+    inner: FileSink,
     private readonly failOnCall: number,
-  ) {}
-  get description() {
-    return this.inner.description;
-  }
-  sizeBytes() {
-    return this.inner.sizeBytes();
-  }
-  resize(bytes: number) {
-    return this.inner.resize(bytes);
+  ) {
+    super(inner);
   }
   async writeChunks(chunks: readonly SinkChunk[]) {
     this.calls++;
     if (this.calls === this.failOnCall) throw new BackendError("AGENT_UNAVAILABLE", "link down", true);
     return this.inner.writeChunks(chunks);
-  }
-  zeroRanges(ranges: Parameters<SyncSink["zeroRanges"]>[0]) {
-    return this.inner.zeroRanges(ranges);
-  }
-  flush() {
-    return this.inner.flush();
-  }
-  readDigests(...args: Parameters<SyncSink["readDigests"]>) {
-    return this.inner.readDigests(...args);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
