@@ -29,10 +29,10 @@ afterEach(async () => {
 });
 
 test("migrations are applied once and recorded", async () => {
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
   await store.close();
   store = new SqliteStore(path.join(dir, "state.db"));
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
 });
 
 test("a stable backend id is kept across restarts, recorded at the first write (discovery alone writes nothing)", async () => {

@@ -70,8 +70,7 @@ export class PoolCatalog {
    */
   async discover(): Promise<void> {
     const stored = await this.store.listBackends();
-    const volumesByBackend = new Map<string, number>();
-    for (const v of await this.store.listVolumes()) volumesByBackend.set(v.backendName, (volumesByBackend.get(v.backendName) ?? 0) + 1);
+    const volumesByBackend = await this.store.volumeCountByBackend();
     for (const w of checkBackends([...this.backends.values()], stored, volumesByBackend, this.backendsSource)) this.warn(w);
     const stats = new Map<string, { totalGib: number; freeGib: number }>();
     for (const b of this.backends.values()) {

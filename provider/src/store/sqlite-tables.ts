@@ -29,8 +29,9 @@ export type SyncOps = { [K in keyof StoreOps]: (...args: Parameters<StoreOps[K]>
 
 export class SqliteTables implements SyncOps {
   /**
-   * Provisioned GiB by pool, recomputed only when the database changed: by this connection
-   * (`dirty`) or by another process (`PRAGMA data_version` moves). Placement reads it every time.
+   * Provisioned GiB by pool, read again from `pool_usage` (one row per pool with volumes, kept by
+   * triggers: migration 8) only when the database changed: by this connection (`dirty`) or by
+   * another process (`PRAGMA data_version` moves). Placement reads it every time.
    */
   private provisioned?: { version: number; byPool: Map<string, number> };
   private dirty = true;
@@ -77,10 +78,17 @@ export class SqliteTables implements SyncOps {
   provisionedGibByPool(): ReadonlyMap<string, number> {
     const version = this.db.pragma("data_version", { simple: true }) as number;
     if (this.provisioned && !this.dirty && this.provisioned.version === version) return this.provisioned.byPool;
-    const rows = this.db.prepare("SELECT pool_id, SUM(size_gib) AS gib FROM volumes GROUP BY pool_id").all() as Row[];
-    this.provisioned = { version, byPool: new Map(rows.map((r) => [r.pool_id as string, Number(r.gib)])) };
+    const byPool = new Map<string, number>();
+    for (const r of this.db.prepare("SELECT pool_id, provisioned_gib FROM pool_usage").raw().iterate() as IterableIterator<[string, number]>) byPool.set(r[0], (byPool.get(r[0]) ?? 0) + r[1]);
+    this.provisioned = { version, byPool };
     this.dirty = false;
     return this.provisioned.byPool;
+  }
+
+  volumeCountByBackend(): ReadonlyMap<string, number> {
+    const out = new Map<string, number>();
+    for (const r of this.db.prepare("SELECT backend_name, volumes FROM pool_usage").raw().iterate() as IterableIterator<[string, number]>) out.set(r[0], (out.get(r[0]) ?? 0) + r[1]);
+    return out;
   }
 
   setSharedTargets(backendName: string, sharedTargets: boolean): number {
