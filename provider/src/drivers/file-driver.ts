@@ -235,13 +235,28 @@ export class FileDriver implements VolumeDriver {
   }
 
   private readonly answered = new Map<string, number>();
+  /** The probe of a pool in flight: concurrent callers (the engine creates many volumes at once) share it. */
+  private readonly probing = new Map<string, Promise<void>>();
+  /** Pool folders this driver made or found (or is making), so a create does not make them again. */
+  private readonly madeFolders = new Map<string, Promise<void>>();
 
-  /** Why: a statfs in a child before in-process calls, at most every few seconds per pool (refresh reads every volume of a pool). */
+  /**
+   * Why: a statfs in a child before in-process calls, at most every few seconds per pool (refresh
+   * reads every volume of a pool), and one at a time: each child costs the provider a fork, and
+   * the engine's concurrent creates all found the answer stale at once.
+   */
   private async probePool(pool: PoolConfig): Promise<void> {
     const at = path.resolve(pool.path);
     if (Date.now() - (this.answered.get(at) ?? -Infinity) < PROBE_FRESH_MS) return;
-    await this.poolFileSystem(pool);
-    this.answered.set(at, Date.now());
+    let probe = this.probing.get(at);
+    if (!probe) {
+      probe = this.poolFileSystem(pool).then(() => {
+        this.answered.set(at, Date.now());
+      });
+      this.probing.set(at, probe);
+      void probe.catch(() => undefined).finally(() => this.probing.delete(at));
+    }
+    await probe;
   }
 
   /** Why: in-process calls on the pool's folder, freed at the bound (see the header). */
@@ -249,10 +264,29 @@ export class FileDriver implements VolumeDriver {
     return boundedFsCall(pool.path, this.fsTimeoutMs, what, fn);
   }
 
-  /** Why: the pool's folder made (bounded, one level at a time) only after its mount answered a statfs. */
+  /**
+   * Why: the pool's folder made (bounded, one level at a time) only after its mount answered a
+   * statfs; once per folder and driver (a create that finds it gone since calls {@link remakePoolFolder}).
+   */
   private async makePoolFolder(pool: PoolConfig): Promise<void> {
     await this.probePool(pool);
-    await boundedFsCall(pool.path, this.fsTimeoutMs + 1000, "making the folder", () => makeFolder(pool.path, { mode: 0o755, timeoutMs: this.fsTimeoutMs }));
+    const at = path.resolve(pool.path);
+    let made = this.madeFolders.get(at);
+    if (!made) {
+      made = boundedFsCall(pool.path, this.fsTimeoutMs + 1000, "making the folder", () => makeFolder(pool.path, { mode: 0o755, timeoutMs: this.fsTimeoutMs }));
+      this.madeFolders.set(at, made);
+      // A folder that could not be made is tried again by the next create.
+      made.catch(() => {
+        if (this.madeFolders.get(at) === made) this.madeFolders.delete(at);
+      });
+    }
+    await made;
+  }
+
+  /** Why: a pool folder removed behind our back (a clean-up, a mount gone) is made again, as the first create made it. */
+  private async remakePoolFolder(pool: PoolConfig): Promise<void> {
+    this.madeFolders.delete(path.resolve(pool.path));
+    await this.makePoolFolder(pool);
   }
 
   async getPoolStats(pool: PoolConfig): Promise<PoolStats> {
@@ -283,9 +317,14 @@ export class FileDriver implements VolumeDriver {
     const file = this.volumePath(pool, volumeId);
     const thick = isThickPool(pool);
     await this.makePoolFolder(pool);
+    const create = () => this.io(pool, "creating a volume file in", () => openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, "volumeId", 0o666));
     let handle: fs.FileHandle;
     try {
-      handle = await this.io(pool, "creating a volume file in", () => openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, "volumeId", 0o666));
+      handle = await create().catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== "ENOENT") throw err;
+        await this.remakePoolFolder(pool);
+        return create();
+      });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       // Idempotent: an existing file of the right size is the volume we made before (O_EXCL also
