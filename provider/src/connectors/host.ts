@@ -109,9 +109,8 @@ export class Host {
    */
   async attachLoop(file: string, readOnly: boolean, device?: string, options: { directIo?: boolean } = {}): Promise<string> {
     if (device !== undefined && !/^\/dev\/loop\d+$/.test(device)) throw invalidInput("device", `${JSON.stringify(device)} is not a loop device (/dev/loopN)`);
-    // Direct I/O over a FUSE file (bench/datapath): requests reach nbdfuse whole and in parallel,
-    // not as 128 KiB readahead, and the volume is not cached twice. Not for plain files, where the
-    // buffered loop's readahead wins.
+    // Direct I/O (bench/datapath): requests reach the file (nbdfuse, or the volume file) whole and
+    // in parallel, not as 128 KiB readahead, and the volume is not cached twice.
     const ro = [...(readOnly ? ["--read-only"] : []), ...(options.directIo ? ["--direct-io=on"] : [])];
     const args = device ? [...ro, device, file] : ["-f", "--show", ...ro, file];
     for (let attempt = 0; ; attempt++) {
