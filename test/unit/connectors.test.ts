@@ -685,10 +685,10 @@ describe("local (loop device over the volume file)", () => {
   const file = "/pool/vol3.img";
   const conn = (o: Partial<Connection> = {}): Connection => ({ volumeId: "vol3", protocol: "local", portals: [], exportName: file, readOnly: false, ...o }) as Connection;
 
-  test("connect: losetup -f --show [--read-only] --direct-io=on FILE; connect again reuses the record's live loop", async () => {
+  test("connect: losetup -f --show [--read-only] FILE; connect again reuses the record's live loop", async () => {
     const c = new LocalConnector(h.options_());
     expect(await c.connectVolume(conn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
-    expect(h.calls).toEqual([["losetup", "-f", "--show", "--read-only", "--direct-io=on", file]]);
+    expect(h.calls).toEqual([["losetup", "-f", "--show", "--read-only", file]]);
     h.calls.length = 0;
     expect(await c.connectVolume(conn({ readOnly: true }))).toEqual({ path: "/dev/loop7" });
     expect(h.calls).toEqual([["losetup", "--json", "--list"]]);

@@ -1,11 +1,7 @@
 /**
  * The `local` connector: the volume file is on this host (`exportName` is its path), so the
- * block device is a loop device over it: `losetup -f --show [--read-only] --direct-io=on FILE`,
- * detached with `losetup -d`. Why direct I/O (bench/datapath, 1 MiB O_DIRECT): a buffered loop
- * device copies every request through the page cache of its file and cuts reads into readahead
- * requests, at 0.74/0.76 of the raw file; with direct I/O its requests go to the file as they come.
- * Where the file system cannot do direct I/O the kernel keeps the device buffered (losetup still
- * succeeds).
+ * block device is a loop device over it: `losetup -f --show [--read-only] FILE`, detached with
+ * `losetup -d`.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -24,7 +20,7 @@ export class LocalConnector extends BaseConnector {
     const mode = modeOf(c);
     const rec = this.host.records.read(c.volumeId, mode);
     if (rec && (await this.host.loopFor(rec.device, file))) return { path: rec.device };
-    const device = await this.host.attachLoop(file, c.readOnly, undefined, { directIo: true });
+    const device = await this.host.attachLoop(file, c.readOnly);
     this.host.records.write(newRecord(c, "loop", device, { backingFile: file }));
     return { path: device };
   }
