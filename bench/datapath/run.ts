@@ -3,8 +3,8 @@
  * on this host (userspace paths: no kernel iSCSI/NBD client), next to the raw volume file on the
  * same disk, and their ratios (issue 14's goals at 1 MiB: local ≥ 0.9, NBD ≥ 0.8, iSCSI ≥ 0.6).
  * Extra rows measure the layers of each chain separately (where the time goes) and other setups
- * the connectors could use (rows only: main's buffered local loop, and the one-hop iSCSI chain
- * through qemu-storage-daemon's FUSE export when that daemon is there). Root only. Prints a table,
+ * the connectors could use (rows only: the local loop with direct I/O, and qemu-storage-daemon's
+ * FUSE export in place of qemu-nbd + nbdfuse or nbdfuse, when that daemon is there). Root only. Prints a table,
  * writes bench/results/datapath.json.
  *
  *   npm run bench:datapath -- [MiB=512] [rounds=3]
@@ -182,12 +182,16 @@ async function bench(cleanup: Cleanup): Promise<void> {
   const relayImage = ["--image-opts", `driver=raw,file.driver=nbd,file.path=${relay.socket}`];
 
   // --- rows of other setups (bench-only) -------------------------------------------------
-  // main's local connector (before issue 14): a buffered loop device over the volume file.
-  const bufferedLocal = await makeLoop(cleanup, files.local);
-  if ((await loopInfo(a.local.device)).dio !== true) throw new Error(`the local connector's ${a.local.device} does not do direct I/O`);
+  // The local connector's loop device with direct I/O (it is buffered: see connectors/host.ts).
+  const dioLocal = await makeLoop(cleanup, files.local, ["--direct-io=on"]);
+  if ((await loopInfo(dioLocal)).dio !== true) throw new Error(`loop --direct-io=on did not take on ${files.local}`);
   // The one-hop iSCSI chain: qemu-storage-daemon logs in through libiscsi and exports the LUN as a
   // FUSE file itself (no qemu-nbd → NBD socket → nbdfuse), under a direct-I/O loop device.
   // Debian ships qemu-storage-daemon in qemu-system-common; SDS_QSD names another binary.
+  // Measured with Debian 12's 7.2: under a direct-I/O loop device (concurrent requests) its FUSE
+  // export writes data at the wrong offsets (a 1 MiB write's first half holds its second half;
+  // 100+ MiB of 256 differ), while dd on the FUSE file alone (one request at a time) reads back
+  // right. So these rows show what one hop fewer would gain, and their read-back check fails.
   const qsdBin = process.env.SDS_QSD || (onPath("qemu-storage-daemon") ? "qemu-storage-daemon" : "");
   let qsd: { file: string; pid: number; loop: string } | undefined;
   let qsdNbd: { file: string; pid: number; loop: string } | undefined;
@@ -237,7 +241,7 @@ async function bench(cleanup: Cleanup): Promise<void> {
     key: `${p}-${fmtBs(bs)}`,
     group: "product",
     protocol: p,
-    label: `${p.padEnd(6)} loop (dio) → ${p === "local" ? "volume file" : p === "nbd" ? NBD : ISCSI}`,
+    label: `${p.padEnd(6)} loop (${p === "local" ? "buffered" : "dio"}) → ${p === "local" ? "volume file" : p === "nbd" ? NBD : ISCSI}`,
     bs,
     baseline: `raw-${fmtBs(bs)}`,
     ...dd(x.device, bs),
@@ -249,7 +253,7 @@ async function bench(cleanup: Cleanup): Promise<void> {
     product("local", a.local, MiB),
     product("nbd", a.nbd, MiB),
     product("iscsi", a.iscsi, MiB),
-    { key: "local-buffered-1M", group: "other", protocol: "local", label: "local  loop (buffered, main before issue 14) → volume file", bs: MiB, baseline: "raw-1M", ...dd(bufferedLocal, MiB), verify: bufferedLocal, procs: procs.local },
+    { key: "local-dio-1M", group: "other", protocol: "local", label: "local  loop (dio) → volume file", bs: MiB, baseline: "raw-1M", ...dd(dioLocal, MiB), verify: dioLocal, procs: procs.local },
     ...(qsd
       ? [
           { key: "iscsi-qsd-1M", group: "other", protocol: "iscsi", label: "iscsi  loop (dio) → qemu-storage-daemon FUSE → tgtd", bs: MiB, baseline: "raw-1M", ...dd(qsd.loop, MiB), verify: qsd.loop, procs: procs.qsd } as Case,
@@ -390,7 +394,7 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
   const titles: Record<Group, string> = {
     baseline: "raw volume file (same pool folder, same disk; every sample paired with one row's)",
     product: "what the connectors make (attachment with connect: true)",
-    other: "other setups (bench-only): main's buffered local loop; qemu-storage-daemon's FUSE export in place of qemu-nbd + nbdfuse (iSCSI) or nbdfuse (NBD)",
+    other: "other setups (bench-only): the local loop with direct I/O; qemu-storage-daemon's FUSE export in place of qemu-nbd + nbdfuse (iSCSI) or nbdfuse (NBD)",
     layer: "layers, measured separately (1M, no FUSE / no loop where it says)",
   };
   console.log(`\nsequential ${sizeMiB} MiB, median of ${rounds} rounds; ×raw = raw seconds / row seconds of a raw run right next to the row's (median)`);
@@ -413,7 +417,8 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
 
   // Where the time goes: each layer's time as a multiple of the raw time it was paired with (1/ratio), 1M, one request at a time.
   const chains: Record<string, Array<[string, string]>> = {
-    local: [["local-1M", "loop (dio) on the file"]],
+    local: [["local-1M", "loop (buffered) on the file"]],
+    "local-dio": [["local-dio-1M", "loop (dio) on the file"]],
     nbd: [
       ["nbd-qemu-qd1", "NBD: TCP, nbdkit file plugin"],
       ["nbd-fuse", "+ FUSE: nbdfuse (libnbd)"],
