@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     const states: Array<Awaited<ReturnType<typeof setUp>>> = [];
     try {
       for (const b of builds) states.push(await setUp(b, poolCount));
-      const disc = [];
+      const disc: Array<Awaited<ReturnType<typeof discover>>> = [];
       for (const s of states) disc.push(await discover(s));
       for (const s of states) await fill(s);
       const requirements = states.map((s) => s.build.parseExtraSpecs(specs).requirements);

@@ -63,7 +63,9 @@ export interface KillResult extends KillPoint {
 }
 
 /** A seed replays the same kill points (mulberry32). */
-export { seeded } from "../helpers/seeded";
+import { seeded } from "../helpers/seeded";
+
+export { seeded };
 
 /** Steps of each phase the program makes (up/destroy: every resource; failover: the pair's update). */
 const STEPS: Record<Phase, number> = { up: 10, destroy: 10, failover: 1 };
