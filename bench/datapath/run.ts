@@ -1,9 +1,11 @@
 /**
  * bench/datapath: sequential write and read MiB/s through the block devices the connectors make
  * on this host (userspace paths: no kernel iSCSI/NBD client), next to the raw volume file on the
- * same disk, and their ratios (goal ≥ 0.5 of raw). Extra rows measure the layers of each chain
- * separately (where the time goes) and tuning knobs the connectors/targets could use (rows only:
- * nothing in provider/ changes). Root only. Prints a table, writes bench/results/datapath.json.
+ * same disk, and their ratios (issue 14's goals at 1 MiB: local ≥ 0.9, NBD ≥ 0.8, iSCSI ≥ 0.6).
+ * Extra rows measure the layers of each chain separately (where the time goes) and other setups
+ * the connectors could use (rows only: the local loop with direct I/O, and qemu-storage-daemon's
+ * FUSE export in place of qemu-nbd + nbdfuse or nbdfuse, when that daemon is there). Root only. Prints a table,
+ * writes bench/results/datapath.json.
  *
  *   npm run bench:datapath -- [MiB=512] [rounds=3]
  *
@@ -12,10 +14,11 @@
  * being measured and the final fsync pushes every layer's cache (loop, FUSE, NBD/iSCSI flush,
  * nbdkit/tgtd fdatasync) to the disk; each read is `dd iflag=direct` after `sync; echo 3 >
  * /proc/sys/vm/drop_caches`, so it starts cold in every layer (also the page cache that nbdkit and
- * tgtd read the volume file through). Caches are dropped before every write too. Rows run
- * interleaved, in a rotated order each round; ratio = path / raw of the same round; medians.
- * Each operation also records the CPU seconds of the chain's daemons (/proc/PID/stat) and of the
- * whole host (/proc/stat), per GiB moved.
+ * tgtd read the volume file through). Caches are dropped before every write too. Each row's
+ * operation is paired with a raw operation of the same kind right before or after it (alternating
+ * by round), and ratio = raw seconds / row seconds of that pair; rows run in a rotated order each
+ * round; medians over the rounds. Each operation also records the CPU seconds of the chain's
+ * daemons (/proc/PID/stat) and of the whole host (/proc/stat), per GiB moved.
  *
  * Setup is the product's: Controller + Attachments (`connect: true` on localhost) with the
  * connectors of connectors/factory.ts (userspace mode) and the targets of targets/local-targets.ts
@@ -35,8 +38,8 @@ import {
   dropCaches,
   loopInfo,
   makeLoop,
-  makeNbdfuse,
   makeQemuNbd,
+  makeQsdFuse,
   makeSource,
   hostBusy,
   median,
@@ -44,8 +47,6 @@ import {
   processCpu,
   qemuBench,
   sameBytes,
-  setTgtParams,
-  tgtParams,
   version,
 } from "./tools";
 
@@ -56,20 +57,7 @@ const repoRoot = path.resolve(__dirname, "../..");
 /** qemu-img's default iSCSI initiator name (qemu-img bench has no option to set another). */
 const QEMU_INITIATOR = "iqn.2008-11.org.linux-kvm";
 
-/**
- * tgtd's defaults are MaxRecvDataSegmentLength=8192, MaxXmitDataSegmentLength=8192,
- * FirstBurstLength=65536, MaxBurstLength=262144, InitialR2T=Yes: a 1 MiB write is 128 data PDUs
- * and 4 R2T round trips. The "tgtd*" rows let sessions negotiate these instead.
- */
-const TGT_TUNED: Record<string, string> = {
-  MaxRecvDataSegmentLength: "1048576",
-  MaxXmitDataSegmentLength: "1048576",
-  FirstBurstLength: "1048576",
-  MaxBurstLength: "16776192",
-  InitialR2T: "No",
-};
-
-type Group = "baseline" | "product" | "layer" | "tuning";
+type Group = "baseline" | "product" | "other" | "layer";
 
 interface Case {
   key: string;
@@ -104,6 +92,9 @@ interface CaseResult {
   baseline: string;
   writeSeconds: number[];
   readSeconds: number[];
+  /** The raw sample paired with each of this row's samples. */
+  rawWriteSeconds: number[];
+  rawReadSeconds: number[];
   write: Sample[];
   read: Sample[];
 }
@@ -190,31 +181,34 @@ async function bench(cleanup: Cleanup): Promise<void> {
   const relay = await makeQemuNbd(cleanup, path.join(dir, "relay"), relayOpts(QEMU_INITIATOR), relayObjects);
   const relayImage = ["--image-opts", `driver=raw,file.driver=nbd,file.path=${relay.socket}`];
 
-  // --- tuning rows -------------------------------------------------------------------------
-  const dioLoop = async (file: string) => {
-    const dev = await makeLoop(cleanup, file, ["--direct-io=on"]);
-    if (!(await loopInfo(dev)).dio) throw new Error(`loop --direct-io=on did not take on ${file}`);
-    return dev;
-  };
-  const dio = { local: await dioLoop(files.local), nbd: await dioLoop(a.nbd.record.backingFile!), iscsi: await dioLoop(a.iscsi.record.backingFile!) };
-  // iSCSI with tgtd's session parameters raised: a second chain (qemu-nbd → nbdfuse → loop) whose
-  // session logged in while they were set; they are put back right after (live sessions keep theirs).
-  const tgt = await env.tgt();
-  const tgtDefaults = await tgtParams(tgt.controlPort, tgt.tid);
-  const tgtRestore = Object.fromEntries(Object.keys(TGT_TUNED).map((k) => [k, tgtDefaults[k]]).filter(([, v]) => v !== undefined)) as Record<string, string>;
-  const withTunedTgt = async <T>(fn: () => Promise<T>): Promise<T> => {
-    await setTgtParams(tgt.controlPort, tgt.tid, TGT_TUNED);
-    try {
-      return await fn();
-    } finally {
-      await setTgtParams(tgt.controlPort, tgt.tid, tgtRestore);
-    }
-  };
-  const tunedRelay = await withTunedTgt(() => makeQemuNbd(cleanup, path.join(dir, "tuned"), relayOpts(QEMU_INITIATOR), relayObjects));
+  // --- rows of other setups (bench-only) -------------------------------------------------
+  // The local connector's loop device with direct I/O (it is buffered: see connectors/host.ts).
+  const dioLocal = await makeLoop(cleanup, files.local, ["--direct-io=on"]);
+  if ((await loopInfo(dioLocal)).dio !== true) throw new Error(`loop --direct-io=on did not take on ${files.local}`);
+  // The one-hop iSCSI chain: qemu-storage-daemon logs in through libiscsi and exports the LUN as a
+  // FUSE file itself (no qemu-nbd → NBD socket → nbdfuse), under a direct-I/O loop device.
+  // Debian ships qemu-storage-daemon in qemu-system-common; SDS_QSD names another binary.
+  // Measured with Debian 12's 7.2: under a direct-I/O loop device (concurrent requests) its FUSE
+  // export writes data at the wrong offsets (a 1 MiB write's first half holds its second half;
+  // 100+ MiB of 256 differ), while dd on the FUSE file alone (one request at a time) reads back
+  // right. So these rows show what one hop fewer would gain, and their read-back check fails.
+  const qsdBin = process.env.SDS_QSD || (onPath("qemu-storage-daemon") ? "qemu-storage-daemon" : "");
+  let qsd: { file: string; pid: number; loop: string } | undefined;
+  let qsdNbd: { file: string; pid: number; loop: string } | undefined;
+  if (qsdBin) {
+    const esc = (v: string) => v.replace(/,/g, ",,");
+    const lun = ["driver=iscsi", "node-name=lun", "transport=tcp", `portal=${esc(client.portals[0])}`, `target=${esc(client.targetIqn!)}`, `lun=${client.targetLun}`, `initiator-name=${esc(QEMU_INITIATOR)}`];
+    if (chapPassword) lun.push(`user=${esc(client.authUsername!)}`, "password-secret=sdschap");
+    const f = await makeQsdFuse(cleanup, qsdBin, path.join(dir, "qsd"), [lun.join(","), "driver=raw,node-name=disk,file=lun"], relayObjects);
+    qsd = { ...f, loop: await makeLoop(cleanup, f.file, ["--direct-io=on"]) };
+    // The same FUSE export in front of nbdkit (in place of nbdfuse): is nbdfuse's FUSE the cost, or FUSE itself?
+    const nbdDev = `driver=nbd,node-name=lun,server.type=inet,server.host=${nbdHost},server.port=${nbdPort},export=${esc(nbdInfo.exportName!)}`;
+    const g = await makeQsdFuse(cleanup, qsdBin, path.join(dir, "qsd-nbd"), [nbdDev, "driver=raw,node-name=disk,file=lun"], []);
+    qsdNbd = { ...g, loop: await makeLoop(cleanup, g.file, ["--direct-io=on"]) };
+  } else {
+    process.stderr.write("no qemu-storage-daemon (Debian: qemu-system-common; or SDS_QSD=path): no one-hop iSCSI rows\n");
+  }
   if (chapPassword) fs.rmSync(secretFile, { force: true });
-  const tunedFuse = await makeNbdfuse(cleanup, path.join(dir, "tuned-fuse"), [], ["--unix", tunedRelay.socket]);
-  const tunedLoop = await makeLoop(cleanup, tunedFuse.file);
-  const tunedDio = await dioLoop(tunedFuse.file);
 
   // The processes of each chain, for CPU accounting (the loop device's work runs in kernel threads:
   // it shows in the host's busy time only).
@@ -228,7 +222,8 @@ async function bench(cleanup: Cleanup): Promise<void> {
     nbdkit: pids({ nbdkit: daemons.nbdkit }),
     tgtd: pids({ tgtd: daemons.tgtd }),
     relay: pids({ "qemu-nbd": relay.pid, tgtd: daemons.tgtd }),
-    tuned: pids({ nbdfuse: tunedFuse.pid, "qemu-nbd": tunedRelay.pid, tgtd: daemons.tgtd }),
+    qsd: pids({ "qemu-storage-daemon": qsd?.pid, tgtd: daemons.tgtd }),
+    qsdNbd: pids({ "qemu-storage-daemon": qsdNbd?.pid, nbdkit: daemons.nbdkit }),
   };
 
   // --- the rows ----------------------------------------------------------------------------
@@ -246,48 +241,44 @@ async function bench(cleanup: Cleanup): Promise<void> {
     key: `${p}-${fmtBs(bs)}`,
     group: "product",
     protocol: p,
-    label: `${p.padEnd(6)} loop → ${p === "local" ? "volume file" : p === "nbd" ? NBD : ISCSI}`,
+    label: `${p.padEnd(6)} loop (${p === "local" ? "buffered" : "dio"}) → ${p === "local" ? "volume file" : p === "nbd" ? NBD : ISCSI}`,
     bs,
     baseline: `raw-${fmtBs(bs)}`,
     ...dd(x.device, bs),
     verify: x.device,
     procs: procs[p],
   });
+  const raw1M: Case = { key: "raw-1M", group: "baseline", protocol: "raw", label: "raw    volume file, O_DIRECT", bs: MiB, baseline: "raw-1M", ...dd(files.raw, MiB), procs: procs.raw };
   const cases: Case[] = [
-    { key: "raw-1M", group: "baseline", protocol: "raw", label: "raw    volume file, O_DIRECT", bs: MiB, baseline: "raw-1M", ...dd(files.raw, MiB), procs: procs.raw },
-    { key: "raw-4M", group: "baseline", protocol: "raw", label: "raw    volume file, O_DIRECT", bs: 4 * MiB, baseline: "raw-4M", ...dd(files.raw, 4 * MiB), procs: procs.raw },
-    { key: "raw-buffered", group: "baseline", protocol: "raw", label: "raw    volume file, buffered+fdatasync / cold", bs: MiB, baseline: "raw-1M", ...dd(files.raw, MiB, false), procs: procs.raw },
     product("local", a.local, MiB),
     product("nbd", a.nbd, MiB),
     product("iscsi", a.iscsi, MiB),
-    product("local", a.local, 4 * MiB),
-    product("nbd", a.nbd, 4 * MiB),
-    product("iscsi", a.iscsi, 4 * MiB),
+    { key: "local-dio-1M", group: "other", protocol: "local", label: "local  loop (dio) → volume file", bs: MiB, baseline: "raw-1M", ...dd(dioLocal, MiB), verify: dioLocal, procs: procs.local },
+    ...(qsd
+      ? [
+          { key: "iscsi-qsd-1M", group: "other", protocol: "iscsi", label: "iscsi  loop (dio) → qemu-storage-daemon FUSE → tgtd", bs: MiB, baseline: "raw-1M", ...dd(qsd.loop, MiB), verify: qsd.loop, procs: procs.qsd } as Case,
+          { key: "iscsi-qsd-fuse", group: "layer", protocol: "iscsi", label: "iscsi  dd → qemu-storage-daemon FUSE → tgtd (the FUSE file)", bs: MiB, baseline: "raw-1M", ...dd(qsd.file, MiB), procs: procs.qsd } as Case,
+        ]
+      : []),
+    ...(qsdNbd
+      ? [
+          { key: "nbd-qsd-1M", group: "other", protocol: "nbd", label: "nbd    loop (dio) → qemu-storage-daemon FUSE → nbdkit", bs: MiB, baseline: "raw-1M", ...dd(qsdNbd.loop, MiB), verify: qsdNbd.loop, procs: procs.qsdNbd } as Case,
+          { key: "nbd-qsd-fuse", group: "layer", protocol: "nbd", label: "nbd    dd → qemu-storage-daemon FUSE → nbdkit (the FUSE file)", bs: MiB, baseline: "raw-1M", ...dd(qsdNbd.file, MiB), procs: procs.qsdNbd } as Case,
+        ]
+      : []),
     { key: "nbd-qemu-qd1", group: "layer", protocol: "nbd", label: "nbd    qemu-img → nbdkit (QD1)", bs: MiB, baseline: "raw-1M", ...qb(nbdImage, 1), procs: procs.nbdkit },
-    { key: "nbd-qemu-qd8", group: "layer", protocol: "nbd", label: "nbd    qemu-img → nbdkit (QD8)", bs: MiB, baseline: "raw-1M", ...qb(nbdImage, 8), procs: procs.nbdkit },
     { key: "nbd-fuse", group: "layer", protocol: "nbd", label: `nbd    dd → ${NBD} (the FUSE file)`, bs: MiB, baseline: "raw-1M", ...dd(a.nbd.record.backingFile!, MiB), procs: procs.nbd },
     { key: "iscsi-libiscsi-qd1", group: "layer", protocol: "iscsi", label: "iscsi  qemu-img (libiscsi) → tgtd (QD1)", bs: MiB, baseline: "raw-1M", ...qb(iscsiImage, 1, iscsiEnv), procs: procs.tgtd },
-    { key: "iscsi-libiscsi-qd8", group: "layer", protocol: "iscsi", label: "iscsi  qemu-img (libiscsi) → tgtd (QD8)", bs: MiB, baseline: "raw-1M", ...qb(iscsiImage, 8, iscsiEnv), procs: procs.tgtd },
     { key: "iscsi-relay-qd1", group: "layer", protocol: "iscsi", label: "iscsi  qemu-img → qemu-nbd → tgtd (QD1)", bs: MiB, baseline: "raw-1M", ...qb(relayImage, 1), procs: procs.relay },
     { key: "iscsi-fuse", group: "layer", protocol: "iscsi", label: `iscsi  dd → ${ISCSI} (the FUSE file)`, bs: MiB, baseline: "raw-1M", ...dd(a.iscsi.record.backingFile!, MiB), procs: procs.iscsi },
   ];
-  for (const bs of [MiB, 4 * MiB]) {
-    for (const p of ["local", "nbd", "iscsi"] as const) {
-      const rest = p === "local" ? "volume file" : p === "nbd" ? NBD : ISCSI;
-      cases.push({ key: `${p}-dio-${fmtBs(bs)}`, group: "tuning", protocol: p, label: `${p.padEnd(6)} loop --direct-io=on → ${rest}`, bs, baseline: `raw-${fmtBs(bs)}`, ...dd(dio[p], bs), procs: procs[p] });
-    }
-  }
-  const tunedQb = qb(iscsiImage, 1, iscsiEnv);
-  cases.push(
-    { key: "iscsi-tuned-libiscsi-qd1", group: "tuning", protocol: "iscsi", label: "iscsi  qemu-img (libiscsi) → tgtd* (QD1)", bs: MiB, baseline: "raw-1M", write: () => withTunedTgt(tunedQb.write), read: () => withTunedTgt(tunedQb.read), procs: procs.tgtd },
-    { key: "iscsi-tuned-1M", group: "tuning", protocol: "iscsi", label: "iscsi  loop → nbdfuse → qemu-nbd → tgtd*", bs: MiB, baseline: "raw-1M", ...dd(tunedLoop, MiB), verify: tunedLoop, procs: procs.tuned },
-    { key: "iscsi-tuned-dio-1M", group: "tuning", protocol: "iscsi", label: "iscsi  loop --direct-io=on → … → tgtd*", bs: MiB, baseline: "raw-1M", ...dd(tunedDio, MiB), procs: procs.tuned },
-    { key: "iscsi-tuned-dio-4M", group: "tuning", protocol: "iscsi", label: "iscsi  loop --direct-io=on → … → tgtd*", bs: 4 * MiB, baseline: "raw-4M", ...dd(tunedDio, 4 * MiB), procs: procs.tuned },
-  );
 
   // --- rounds ------------------------------------------------------------------------------
+  // Each row's operation runs right next to a raw operation of the same kind (raw then row in even
+  // rounds, row then raw in odd ones), and its ratio is taken against that raw sample: on a shared,
+  // loaded machine the load changes within seconds, so a baseline measured a minute away is noise.
   const results = new Map<string, CaseResult>(
-    cases.map((c) => [c.key, { key: c.key, group: c.group, protocol: c.protocol, label: c.label, bs: c.bs, baseline: c.baseline, writeSeconds: [], readSeconds: [], write: [], read: [] }]),
+    [raw1M, ...cases].map((c) => [c.key, { key: c.key, group: c.group, protocol: c.protocol, label: c.label, bs: c.bs, baseline: c.baseline, writeSeconds: [], readSeconds: [], write: [], read: [], rawWriteSeconds: [], rawReadSeconds: [] }]),
   );
   const sample = async (fn: () => Promise<number>, p: Record<string, number>): Promise<Sample> => {
     await dropCaches();
@@ -301,6 +292,19 @@ async function bench(cleanup: Cleanup): Promise<void> {
     const r2 = (x: number) => Math.round(x * 100) / 100;
     return { seconds, wall: Math.round(wall * 1e6) / 1e6, hostBusy: r2(busy), cpu: Object.fromEntries(Object.keys(p).map((k) => [k, r2(cpu1[k] - cpu0[k])])) };
   };
+  const rawRes = results.get("raw-1M")!;
+  const paired = async (c: Case, op: "write" | "read", rawFirst: boolean): Promise<[Sample, Sample]> => {
+    const one = () => sample(() => c[op](), c.procs);
+    const base = () => sample(() => raw1M[op](), raw1M.procs);
+    if (rawFirst) {
+      const b = await base();
+      return [b, await one()];
+    }
+    const x = await one();
+    return [await base(), x];
+  };
+  // Every dd row writes the same source: its device must read back as it.
+  const verified: Record<string, boolean> = {};
   const started = Date.now();
   const load0 = os.loadavg()[0];
   for (let r = 0; r < rounds; r++) {
@@ -308,28 +312,34 @@ async function bench(cleanup: Cleanup): Promise<void> {
     const order = [...cases.slice(shift), ...cases.slice(0, shift)];
     for (const c of order) {
       const res = results.get(c.key)!;
-      const w = await sample(() => c.write(), c.procs);
-      const rd = await sample(() => c.read(), c.procs);
-      res.write.push(w);
-      res.read.push(rd);
-      res.writeSeconds.push(w.seconds);
-      res.readSeconds.push(rd.seconds);
+      for (const op of ["write", "read"] as const) {
+        const [b, x] = await paired(c, op, r % 2 === 0);
+        res[op].push(x);
+        rawRes[op].push(b);
+        (op === "write" ? res.writeSeconds : res.readSeconds).push(x.seconds);
+        (op === "write" ? res.rawWriteSeconds : res.rawReadSeconds).push(b.seconds);
+        (op === "write" ? rawRes.writeSeconds : rawRes.readSeconds).push(b.seconds);
+        (op === "write" ? rawRes.rawWriteSeconds : rawRes.rawReadSeconds).push(b.seconds);
+      }
+      // Rows share volumes (qemu-img bench writes its own pattern): each device is checked right after its own last write.
+      if (r === rounds - 1 && c.verify) {
+        await dropCaches();
+        verified[c.key] = await sameBytes(src, c.verify, sizeMiB * MiB);
+      }
       process.stderr.write(
-        `round ${r + 1}/${rounds} ${c.key.padEnd(26)} write ${mibps(res.writeSeconds.at(-1)!).toFixed(0).padStart(5)} MiB/s  read ${mibps(res.readSeconds.at(-1)!).toFixed(0).padStart(5)} MiB/s\n`,
+        `round ${r + 1}/${rounds} ${c.key.padEnd(26)} write ${mibps(res.writeSeconds.at(-1)!).toFixed(0).padStart(5)} MiB/s (×${(res.rawWriteSeconds.at(-1)! / res.writeSeconds.at(-1)!).toFixed(2)})  read ${mibps(res.readSeconds.at(-1)!).toFixed(0).padStart(5)} MiB/s (×${(res.rawReadSeconds.at(-1)! / res.readSeconds.at(-1)!).toFixed(2)})\n`,
       );
     }
   }
   const elapsed = (Date.now() - started) / 1000;
 
-  // Every row wrote the same source: every device must read back as it.
-  const verified: Record<string, boolean> = {};
-  for (const c of cases.filter((x) => x.verify)) verified[c.key] = await sameBytes(src, c.verify!, sizeMiB * MiB);
 
   const versions: Record<string, string> = {};
   for (const [name, args] of [["nbdkit", ["--version"]], ["nbdfuse", ["--version"]], ["qemu-nbd", ["--version"]], ["qemu-img", ["--version"]], ["tgtd", ["-V"]], ["losetup", ["--version"]]] as const) {
     versions[name] = await version(name, [...args]);
   }
-  report([...results.values()], elapsed, verified, { dir, shm, a, dio, tgtDefaults, versions, load: [load0, os.loadavg()[0]] });
+  if (qsdBin) versions["qemu-storage-daemon"] = await version(qsdBin);
+  report([...results.values()], elapsed, verified, { dir, shm, a, versions, load: [load0, os.loadavg()[0]] });
 }
 
 interface CpuSummary {
@@ -363,12 +373,10 @@ function cpuSummary(samples: Sample[]): CpuSummary {
   };
 }
 
-function report(results: CaseResult[], elapsed: number, verified: Record<string, boolean>, ctx: { dir: string; shm: string; a: Record<Protocol, Attached>; dio: Record<Protocol, string>; tgtDefaults: Record<string, string>; versions: Record<string, string>; load: number[] }): void {
-  const byKey = new Map(results.map((r) => [r.key, r]));
+function report(results: CaseResult[], elapsed: number, verified: Record<string, boolean>, ctx: { dir: string; shm: string; a: Record<Protocol, Attached>; versions: Record<string, string>; load: number[] }): void {
   const rows: Row[] = results.map((r) => {
-    const base = byKey.get(r.baseline)!;
-    const writeRatios = r.writeSeconds.map((s, i) => base.writeSeconds[i] / s);
-    const readRatios = r.readSeconds.map((s, i) => base.readSeconds[i] / s);
+    const writeRatios = r.writeSeconds.map((s, i) => r.rawWriteSeconds[i] / s);
+    const readRatios = r.readSeconds.map((s, i) => r.rawReadSeconds[i] / s);
     return {
       ...r,
       writeMiBps: median(r.writeSeconds.map(mibps)),
@@ -381,75 +389,80 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
       readCpu: cpuSummary(r.read),
     };
   });
-  const row = (k: string) => rows.find((r) => r.key === k)!;
+  const row = (k: string) => rows.find((r) => r.key === k);
 
   const titles: Record<Group, string> = {
-    baseline: "raw volume file (same pool folder, same disk)",
+    baseline: "raw volume file (same pool folder, same disk; every sample paired with one row's)",
     product: "what the connectors make (attachment with connect: true)",
+    other: "other setups (bench-only): the local loop with direct I/O; qemu-storage-daemon's FUSE export in place of qemu-nbd + nbdfuse (iSCSI) or nbdfuse (NBD)",
     layer: "layers, measured separately (1M, no FUSE / no loop where it says)",
-    tuning: "tuning knobs (bench-only setups; * = tgtd session parameters raised)",
   };
-  console.log(`\nsequential ${sizeMiB} MiB, median of ${rounds} interleaved rounds; ×raw = path / raw of the same round (median), raw at the same block size`);
+  console.log(`\nsequential ${sizeMiB} MiB, median of ${rounds} rounds; ×raw = raw seconds / row seconds of a raw run right next to the row's (median)`);
   console.log("dd rows: write oflag=direct conv=fsync, read iflag=direct, caches dropped before each; qemu-img rows: qemu-img bench (I/O time only), one flush at the end of writes");
-  console.log(`tgtd* = ${Object.entries(TGT_TUNED).map(([k, v]) => `${k}=${v}`).join(", ")} (tgtd's defaults: ${Object.keys(TGT_TUNED).map((k) => `${k}=${ctx.tgtDefaults[k]}`).join(", ")})`);
   const W = 62;
   const head = `${"row".padEnd(W)} |  bs | write MiB/s | ×raw | read MiB/s | ×raw`;
-  for (const g of ["baseline", "product", "layer", "tuning"] as const) {
+  const goal: Record<string, number> = { local: 0.9, nbd: 0.8, iscsi: 0.6 };
+  for (const g of ["baseline", "product", "other", "layer"] as const) {
     console.log(`\n${titles[g]}`);
     console.log(head);
     console.log(`${"-".repeat(W)}-|-----|------------|------|------------|-----`);
     for (const r of rows.filter((x) => x.group === g)) {
-      const mark = r.group === "product" ? (r.writeRatio >= 0.5 && r.readRatio >= 0.5 ? "" : "  < 0.5") : "";
+      const want = goal[r.protocol];
+      const mark = r.group === "product" && want ? (r.writeRatio >= want && r.readRatio >= want ? `  goal ≥ ${want} met` : `  goal ≥ ${want}`) : "";
       console.log(
         `${r.label.padEnd(W)} | ${fmtBs(r.bs).padStart(3)} | ${r.writeMiBps.toFixed(0).padStart(10)} | ${r.writeRatio.toFixed(2).padStart(4)} | ${r.readMiBps.toFixed(0).padStart(10)} | ${r.readRatio.toFixed(2).padStart(4)}${mark}`,
       );
     }
   }
 
-  // Where the time goes: each layer's added seconds per GiB (from the medians), 1M, one request at a time.
-  const chains: Record<Protocol, Array<[string, string]>> = {
-    local: [
-      ["raw-1M", "disk (raw file, O_DIRECT)"],
-      ["local-1M", "+ loop (buffered) on the file"],
-    ],
+  // Where the time goes: each layer's time as a multiple of the raw time it was paired with (1/ratio), 1M, one request at a time.
+  const chains: Record<string, Array<[string, string]>> = {
+    local: [["local-1M", "loop (buffered) on the file"]],
+    "local-dio": [["local-dio-1M", "loop (dio) on the file"]],
     nbd: [
-      ["raw-1M", "disk (raw file, O_DIRECT)"],
-      ["nbd-qemu-qd1", "+ NBD: TCP, nbdkit file plugin"],
+      ["nbd-qemu-qd1", "NBD: TCP, nbdkit file plugin"],
       ["nbd-fuse", "+ FUSE: nbdfuse (libnbd)"],
-      ["nbd-1M", "+ loop (buffered) on the FUSE file"],
+      ["nbd-1M", "+ loop (dio) on the FUSE file"],
     ],
     iscsi: [
-      ["raw-1M", "disk (raw file, O_DIRECT)"],
-      ["iscsi-libiscsi-qd1", "+ iSCSI: TCP, tgtd, libiscsi"],
+      ["iscsi-libiscsi-qd1", "iSCSI: TCP, tgtd, libiscsi"],
       ["iscsi-relay-qd1", "+ qemu-nbd relay (NBD, unix socket)"],
       ["iscsi-fuse", "+ FUSE: nbdfuse (libnbd)"],
-      ["iscsi-1M", "+ loop (buffered) on the FUSE file"],
+      ["iscsi-1M", "+ loop (dio) on the FUSE file"],
+    ],
+    "nbd-qsd": [
+      ["nbd-qemu-qd1", "NBD: TCP, nbdkit file plugin"],
+      ["nbd-qsd-fuse", "+ FUSE: qemu-storage-daemon (NBD client)"],
+      ["nbd-qsd-1M", "+ loop (dio) on the FUSE file"],
+    ],
+    "iscsi-qsd": [
+      ["iscsi-libiscsi-qd1", "iSCSI: TCP, tgtd, libiscsi"],
+      ["iscsi-qsd-fuse", "+ FUSE: qemu-storage-daemon (same process)"],
+      ["iscsi-qsd-1M", "+ loop (dio) on the FUSE file"],
     ],
   };
-  const sPerGiB = (mbps: number) => 1024 / mbps;
-  const breakdown: Record<string, Array<{ layer: string; op: string; MiBps: number; sPerGiB: number; addedSPerGiB: number; shareOfPath: number }>> = {};
-  console.log("\nwhere the time goes (1M, QD1; seconds per GiB from the medians; Δ = what the layer adds; share = Δ / the full path's time)");
+  const breakdown: Record<string, Array<{ layer: string; op: string; timesRaw: number; addedTimesRaw: number }>> = {};
+  console.log("\nwhere the time goes (1M; time as a multiple of the paired raw time = 1/ratio; Δ = what the layer adds; raw = 1.00)");
   console.log("(a layer can be faster than the one below it when it adds parallelism or readahead: nbdfuse spreads requests over 4 NBD connections,");
-  console.log(" a buffered loop reads through its backing file's readahead, nbdkit and tgtd write through the page cache and fdatasync at the flush)");
+  console.log(" nbdkit and tgtd write through the page cache and fdatasync at the flush)");
   for (const [p, chain] of Object.entries(chains)) {
+    if (chain.some(([k]) => !row(k))) continue;
     breakdown[p] = [];
     for (const op of ["write", "read"] as const) {
-      const v = chain.map(([k]) => (op === "write" ? row(k).writeMiBps : row(k).readMiBps));
-      const total = sPerGiB(v.at(-1)!);
+      const t = chain.map(([k]) => 1 / (op === "write" ? row(k)!.writeRatio : row(k)!.readRatio));
       const parts = chain.map(([, name], i) => {
-        const s = sPerGiB(v[i]);
-        const added = i === 0 ? s : s - sPerGiB(v[i - 1]);
-        breakdown[p].push({ layer: name, op, MiBps: v[i], sPerGiB: s, addedSPerGiB: added, shareOfPath: added / total });
-        return `${name} ${v[i].toFixed(0)} MiB/s (Δ ${added >= 0 ? "+" : ""}${added.toFixed(2)} s/GiB, ${((100 * added) / total).toFixed(0)}%)`;
+        const added = t[i] - (i === 0 ? 1 : t[i - 1]);
+        breakdown[p].push({ layer: name, op, timesRaw: t[i], addedTimesRaw: added });
+        return `${name} ${t[i].toFixed(2)} (Δ ${added >= 0 ? "+" : ""}${added.toFixed(2)})`;
       });
-      console.log(`${p.padEnd(5)} ${op.padEnd(5)} ${total.toFixed(2)} s/GiB: ${parts.join(" | ")}`);
+      console.log(`${p.padEnd(9)} ${op.padEnd(5)} ${t.at(-1)!.toFixed(2)}× raw: ${parts.join(" | ")}`);
     }
   }
 
   console.log(`\nCPU (median seconds per GiB moved; host = all ${os.cpus().length} CPUs busy, kernel and any other load included, and its share of them during the run)`);
   console.log(`${"row".padEnd(W)} |  bs | op    | host s/GiB (share) | chain processes s/GiB`);
   console.log(`${"-".repeat(W)}-|-----|-------|--------------------|----------------------`);
-  for (const r of rows.filter((x) => x.key !== "raw-buffered")) {
+  for (const r of rows) {
     for (const op of ["write", "read"] as const) {
       const c = op === "write" ? r.writeCpu : r.readCpu;
       const per = Object.entries(c.perProcessPerGiB).map(([n, v]) => `${n} ${v.toFixed(2)}`).join(", ");
@@ -459,8 +472,24 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
 
   const bad = Object.entries(verified).filter(([, ok]) => !ok);
   console.log(`\nread-back check (cmp with the source): ${bad.length ? `FAILED for ${bad.map(([k]) => k).join(", ")}` : `ok (${Object.keys(verified).join(", ")})`}`);
-  const goal = rows.filter((r) => r.group === "product" && r.bs === MiB);
-  console.log(`goal ≥ 0.5 of raw (1M): ${goal.map((r) => `${r.protocol} write ${r.writeRatio.toFixed(2)} read ${r.readRatio.toFixed(2)}`).join("; ")}`);
+  // The issue's figures: per path, the product's ratios and CPU seconds per GiB of each daemon.
+  const paths = Object.fromEntries(
+    rows
+      .filter((r) => r.group === "product" || r.group === "other")
+      .map((r) => [
+        r.key.replace(/-1M$/, ""),
+        {
+          label: r.label.trim(),
+          product: r.group === "product",
+          goal: r.group === "product" ? goal[r.protocol] : undefined,
+          writeRatio: r.writeRatio,
+          readRatio: r.readRatio,
+          cpuSecondsPerGiB: { write: r.writeCpu.perProcessPerGiB, read: r.readCpu.perProcessPerGiB },
+          hostCpuSecondsPerGiB: { write: r.writeCpu.hostBusyPerGiB, read: r.readCpu.hostBusyPerGiB },
+        },
+      ]),
+  );
+  console.log(`\ngoals (1M): ${rows.filter((r) => r.group === "product").map((r) => `${r.protocol} write ${r.writeRatio.toFixed(2)} read ${r.readRatio.toFixed(2)} (≥ ${goal[r.protocol]})`).join("; ")}`);
   console.log(`${rows.length} rows × ${rounds} rounds in ${elapsed.toFixed(0)} s; work folder on ${fsOf(ctx.dir)}, source in ${ctx.shm}; load average ${ctx.load.map((l) => l.toFixed(2)).join(" → ")}`);
 
   const out = path.join(repoRoot, "bench/results/datapath.json");
@@ -476,12 +505,11 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
         method: {
           dd: "write: dd if=<random source in tmpfs> bs=B count=N iflag=fullblock oflag=direct conv=fsync,notrunc; read: dd iflag=direct of=/dev/null; sync + drop_caches before every write and read",
           qemuImg: "qemu-img bench -s 1M -d QD -t none [-w --flush-interval=N]: I/O time as qemu-img reports it (no process start, no login)",
-          ratio: "per round: path MiB/s / raw MiB/s at the same block size; the median of the rounds",
-          tgtTuned: TGT_TUNED,
-          tgtDefaults: ctx.tgtDefaults,
+          ratio: "per round: raw seconds / row seconds, the raw run right before (even rounds) or after (odd rounds) the row's; the median of the rounds",
         },
         host: { kernel: os.release(), cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), fs: fsOf(ctx.dir), loadAverage1m: ctx.load, versions: ctx.versions },
-        devices: Object.fromEntries(Object.entries(ctx.a).map(([p, x]) => [p, { device: x.device, backingFile: x.record.backingFile, dio: ctx.dio[p as Protocol] }])),
+        devices: Object.fromEntries(Object.entries(ctx.a).map(([p, x]) => [p, { device: x.device, backingFile: x.record.backingFile }])),
+        paths,
         rows,
         breakdown,
         verified,

@@ -1,9 +1,8 @@
 /**
  * bench/datapath helpers: the timed I/O (dd, qemu-img bench), cache dropping, and the extra
- * processes/devices the layer and tuning rows make (loop devices, nbdfuse mounts, qemu-nbd), each
+ * processes/devices the layer and other rows make (loop devices, qemu-nbd, qemu-storage-daemon), each
  * registered in a {@link Cleanup} so it is ended by pid / device name even when the bench fails.
  */
-import { spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -190,33 +189,6 @@ function mounted(dir: string): boolean {
 }
 
 /**
- * An nbdfuse of our own (for the tuning rows): `nbdfuse [options] -P pid <dir>/disk <source…>`,
- * detached as the connector starts it. Unmounted and ended by the cleanup. Returns the file.
- */
-export async function makeNbdfuse(cleanup: Cleanup, dir: string, options: string[], source: string[]): Promise<{ file: string; pid: number }> {
-  const mnt = path.join(dir, "mnt");
-  fs.mkdirSync(mnt, { recursive: true });
-  const file = path.join(mnt, "disk");
-  const pidFile = path.join(dir, "nbdfuse.pid");
-  const log = fs.openSync(path.join(dir, "nbdfuse.log"), "a");
-  const child = spawn("nbdfuse", [...options, "-P", pidFile, file, ...source], { detached: true, stdio: ["ignore", log, log] });
-  fs.closeSync(log);
-  child.unref();
-  const pid = child.pid!;
-  cleanup.add(`nbdfuse ${pid} on ${mnt}`, async () => {
-    if (mounted(mnt)) await run("umount", [mnt]).catch(() => run("umount", ["-l", mnt]));
-    await stop(pid, "nbdfuse");
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  await waitFor(`nbdfuse ${options.join(" ")} to serve ${file}`, async () => {
-    if (fs.existsSync(pidFile) && mounted(mnt) && fs.existsSync(file)) return true;
-    if (!(await alive(pid, "nbdfuse"))) throw new Error(`nbdfuse exited: ${fs.readFileSync(path.join(dir, "nbdfuse.log"), "utf8").trim()}`);
-    return false;
-  });
-  return { file, pid };
-}
-
-/**
  * A qemu-nbd of our own over a unix socket (the connector's iSCSI relay, started the same way:
  * `qemu-nbd --fork --persistent --pid-file … -k SOCK [options] --image-opts …`). Ended by the
  * cleanup. The connector's own qemu-nbd takes one client (nbdfuse), hence a second one to measure
@@ -260,24 +232,6 @@ export function hostBusy(): number {
   return (total - f[3]! - f[4]!) / TICK;
 }
 
-/** tgtd's negotiation parameters of a target (`tgtadm --op show --mode target --tid T`: Key=Value lines). */
-export async function tgtParams(controlPort: number, tid: number): Promise<Record<string, string>> {
-  const r = await run("tgtadm", ["-C", String(controlPort), "--lld", "iscsi", "--op", "show", "--mode", "target", "--tid", String(tid)]);
-  const out: Record<string, string> = {};
-  for (const l of r.stdout.split("\n")) {
-    const m = /^(\w+)=(.*)$/.exec(l.trim());
-    if (m) out[m[1]] = m[2];
-  }
-  return out;
-}
-
-/** Set tgtd negotiation parameters of a target (new sessions negotiate them; live ones keep theirs). */
-export async function setTgtParams(controlPort: number, tid: number, params: Record<string, string>): Promise<void> {
-  for (const [name, value] of Object.entries(params)) {
-    await run("tgtadm", ["-C", String(controlPort), "--lld", "iscsi", "--op", "update", "--mode", "target", "--tid", String(tid), "--name", name, "--value", value]);
-  }
-}
-
 /** `n` MiB of random bytes in `file` (tmpfs when we can: reading the source must cost ~nothing). */
 export function makeSource(file: string, mib: number): void {
   const fd = fs.openSync(file, "w", 0o600);
@@ -294,7 +248,8 @@ export async function sameBytes(a: string, b: string, bytes: number): Promise<bo
   try {
     await run("cmp", ["-n", String(bytes), a, b], { timeoutMs: LONG });
     return true;
-  } catch {
+  } catch (err) {
+    process.stderr.write(`read-back of ${b}: ${(err as { stdout?: string }).stdout?.trim() || (err as Error).message}\n`);
     return false;
   }
 }
@@ -306,4 +261,27 @@ export async function version(cmd: string, args: string[] = ["--version"]): Prom
   } catch {
     return "?";
   }
+}
+
+/**
+ * A qemu-storage-daemon of our own exporting one block node as a FUSE file (`--export type=fuse`):
+ * the one-hop userspace chain for iSCSI (libiscsi and FUSE in one process, no NBD socket between).
+ * `blockdevs` are the `--blockdev` values, the last one's node-name `disk` is exported.
+ * Unmounted and ended by the cleanup. Returns the FUSE file and the daemon's pid.
+ */
+export async function makeQsdFuse(cleanup: Cleanup, bin: string, dir: string, blockdevs: string[], objects: string[]): Promise<{ file: string; pid: number }> {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, "disk");
+  fs.writeFileSync(file, "");
+  const pidFile = path.join(dir, "qsd.pid");
+  const args = [...objects, ...blockdevs.flatMap((b) => ["--blockdev", b]), "--export", `type=fuse,id=exp,node-name=disk,mountpoint=${file},writable=on`, "--pidfile", pidFile, "--daemonize"];
+  await run(bin, args, { timeoutMs: 60_000 });
+  const pid = Number(fs.readFileSync(pidFile, "utf8").trim());
+  cleanup.add(`qemu-storage-daemon ${pid} on ${file}`, async () => {
+    if (mounted(file)) await run("umount", [file]).catch(() => run("umount", ["-l", file]));
+    await stop(pid, path.basename(bin));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  await waitFor(`qemu-storage-daemon to serve ${file}`, () => mounted(file));
+  return { file, pid };
 }

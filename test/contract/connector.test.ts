@@ -63,6 +63,10 @@ function contract(name: string, setup: () => Promise<Fixture>, teardown: () => P
       expect((await readBlock(dev, 3, fx.dir)).equals(data)).toBe(true);
       expect((await fx.connector.connectVolume(c)).path).toBe(dev);
       expect((await loops()).filter((l) => l.name === dev)).toHaveLength(1);
+      // a loop device over a FUSE file does direct I/O (no second page cache, no 128 KiB readahead
+      // split); one over a plain volume file is buffered (its readahead wins there: host.ts)
+      const dio = JSON.parse((await run("losetup", ["--list", "--json", "-O", "NAME,DIO", dev])).stdout) as { loopdevices: Array<{ dio: unknown }> };
+      expect([true, 1, "1"].includes(dio.loopdevices[0]?.dio as boolean)).toBe(c.protocol !== "local");
     });
 
     test("a read-only connection refuses writes and leaves the backing store alone", async () => {

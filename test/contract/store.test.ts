@@ -15,6 +15,7 @@ import { PostgresStore } from "../../provider/src/store/postgres-store";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import type { AttachmentRow, PairRow, ProfileRow, Store, StoreOps, TargetRow, VolumeRow } from "../../provider/src/store/store";
 import { type PostgresCluster, postgresSkipReason, startPostgres } from "../helpers/postgres";
+import { startScriptChild } from "../helpers/script-child";
 
 interface StoreFactory {
   name: string;
@@ -24,6 +25,8 @@ interface StoreFactory {
   skip?: string;
   /** Start what it needs, once before its tests (a server). */
   start?(): Promise<void>;
+  /** What another process opens the state in `dir` with (a file, a URL), and how (the script's expression). */
+  child(dir: string): Promise<{ env: NodeJS.ProcessEnv; openExpr: string }>;
 }
 
 /** The one PostgreSQL cluster of this file, started by the first suite that needs it, stopped after all. */
@@ -42,8 +45,18 @@ const databaseFor = (dir: string) => {
 };
 
 const factories: StoreFactory[] = [
-  { name: "SqliteStore", open: async (dir) => new SqliteStore(path.join(dir, "state.db")) },
-  { name: "PostgresStore", open: async (dir) => PostgresStore.open(await databaseFor(dir)), skip: postgresSkipReason(), start: startCluster },
+  {
+    name: "SqliteStore",
+    open: async (dir) => new SqliteStore(path.join(dir, "state.db")),
+    child: async (dir) => ({ env: { STATE: path.join(dir, "state.db") }, openExpr: `new (require("./provider/src/store/sqlite-store").SqliteStore)(process.env.STATE)` }),
+  },
+  {
+    name: "PostgresStore",
+    open: async (dir) => PostgresStore.open(await databaseFor(dir)),
+    skip: postgresSkipReason(),
+    start: startCluster,
+    child: async (dir) => ({ env: { STATE: await databaseFor(dir) }, openExpr: `await require("./provider/src/store/postgres-store").PostgresStore.open(process.env.STATE)` }),
+  },
 ];
 /** Starting a cluster (initdb, then the server) takes a few seconds on a slow machine. */
 const startTimeoutMs = 60_000;
@@ -140,6 +153,90 @@ describe.each(factories.filter((x) => !x.skip))("Store contract: $name", (factor
       expect(await store.setSharedTargets("b1", false)).toBe(0);
       expect((await store.listVolumes()).map((v) => [v.backendName, v.sharedTargets])).toEqual([["b1", false], ["b2", true]]);
     });
+
+    test("the provisioned totals the store keeps equal a re-sum of the rows after creates, deletes, grows, moves, failed creates and a crash mid-transaction", async () => {
+      /** The truth, summed from the rows themselves. */
+      const resum = async () => {
+        const gib = new Map<string, number>();
+        const count = new Map<string, number>();
+        for (const v of await store.listVolumes()) {
+          gib.set(v.poolId, (gib.get(v.poolId) ?? 0) + v.sizeGib);
+          count.set(v.backendName, (count.get(v.backendName) ?? 0) + 1);
+        }
+        return { gib, count };
+      };
+      const expectTotalsEqualResum = async () => {
+        const truth = await resum();
+        expect(new Map(await store.provisionedGibByPool())).toEqual(truth.gib);
+        expect(new Map(await store.volumeCountByBackend())).toEqual(truth.count);
+      };
+      const pools = [
+        { poolId: "b1/p1", backendName: "b1" },
+        { poolId: "b1/p2", backendName: "b1" },
+        { poolId: "b2/p1", backendName: "b2" },
+      ];
+      // Creates (in and out of transactions).
+      const made: VolumeRow[] = [];
+      for (let i = 0; i < 12; i++) {
+        const v = volume({ sizeGib: 1 + (i % 5), ...pools[i % 3] });
+        made.push(v);
+        if (i % 2) await store.insertVolume(v);
+        else await store.transaction((tx) => tx.insertVolume(v));
+      }
+      await expectTotalsEqualResum();
+      // Grows, an update that leaves the size alone, a move to another pool.
+      await store.updateVolume(made[0].id, { sizeGib: 40 });
+      await store.transaction((tx) => tx.updateVolume(made[1].id, { sizeGib: 9, status: "extending" }));
+      await store.updateVolume(made[2].id, { status: "in-use", sizeGib: made[2].sizeGib });
+      await store.updateVolume(made[3].id, { poolId: "b2/p1", backendName: "b2" });
+      await expectTotalsEqualResum();
+      // Deletes, down to an empty pool (b1/p2: made[1], [4], [7], [10]).
+      for (const i of [1, 4, 7, 10, 5]) await store.deleteVolume(made[i].id);
+      await store.deleteVolume(made[5].id); // already gone
+      await expectTotalsEqualResum();
+      expect((await store.provisionedGibByPool()).has("b1/p2")).toBe(false);
+      // Failed creates: a transaction that inserts and grows, then fails, counts nothing; a refused insert (same name) neither.
+      await refused(
+        store.transaction(async (tx) => {
+          await tx.insertVolume(volume({ sizeGib: 7, ...pools[1] }));
+          await tx.updateVolume(made[0].id, { sizeGib: 50 });
+          await tx.deleteVolume(made[6].id);
+          await tick();
+          throw new Error("the driver could not make the file");
+        }),
+      );
+      await refused(store.insertVolume(volume({ name: made[0].name, sizeGib: 30 })));
+      await expectTotalsEqualResum();
+      // A crash mid-transaction: another process inserts, grows and deletes in a transaction and is killed before it commits.
+      const { env, openExpr } = await factory.child(dir);
+      const row = volume({ sizeGib: 11, ...pools[1] });
+      const script = `(async () => {
+        const store = ${openExpr};
+        await store.transaction(async (tx) => {
+          await tx.insertVolume(${JSON.stringify(row)});
+          await tx.updateVolume(${JSON.stringify(made[0].id)}, { sizeGib: 60 });
+          await tx.deleteVolume(${JSON.stringify(made[8].id)});
+          process.stdout.write("inside\\n");
+          await new Promise(() => undefined);
+        });
+      })().catch((err) => { console.error(err); process.exit(1); });`;
+      const child = await startScriptChild(script, env, "inside");
+      await new Promise((resolve) => {
+        child.on("exit", resolve);
+        child.kill("SIGKILL");
+      });
+      const after = await open();
+      expect(await after.getVolume(row.id)).toBeUndefined();
+      await expectTotalsEqualResum();
+      expect(new Map(await after.provisionedGibByPool())).toEqual(new Map(await store.provisionedGibByPool()));
+      // And the totals go on following the rows after it, whichever store (process) writes.
+      await after.insertVolume(row);
+      await after.updateVolume(made[8].id, { sizeGib: 20 });
+      await expectTotalsEqualResum();
+      await store.updateVolume(made[8].id, { sizeGib: 21 });
+      await after.deleteVolume(made[9].id);
+      await expectTotalsEqualResum();
+    }, 60_000);
 
     test("profiles: insert, get by id and name, list by name, update, delete", async () => {
       const p = profile();
@@ -437,8 +534,8 @@ if (pgSkip) {
 
     test("two processes starting at once migrate once and share one state id", async () => {
       const [a, b] = await Promise.all([open(), open()]);
-      expect(await a.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
-      expect(await b.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(await a.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(await b.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(await a.stateId()).toBe(await b.stateId());
     });
 

@@ -4,6 +4,7 @@
  * same multiAttach volume; ro attachments refuse writes; unknown initiators and wrong CHAP are
  * refused; after detach nothing is left.
  */
+import { ChildProcess } from "node:child_process";
 import { UserError } from "../../provider/src/errors";
 import { type Env, cannotRun, makeEnv, processesMentioning, qemuIo } from "./harness";
 
@@ -63,6 +64,29 @@ suite.each([
     expect(await localTargets(`${env.dir}/run`).iscsi(env.portal).list()).toEqual([]);
     expect(await env.store.listTargets()).toEqual([]);
     expect((await env.controller.getVolume(v.id))?.status).toBe("available");
+  });
+
+  test("50 attachments at once (one process): every one made, ONE tgtd launched, each initiator logs in with its CHAP; 50 detaches at once leave nothing", async () => {
+    const own = await makeEnv({ protocol: "iscsi", sharedTargets, chap: true });
+    // Every child process starts through ChildProcess.prototype.spawn (internal: not in Node's typings).
+    const spawn = jest.spyOn(ChildProcess.prototype as unknown as { spawn: (o: { file?: string }) => unknown }, "spawn");
+    try {
+      const volumes = await Promise.all(Array.from({ length: 50 }, (_, i) => own.controller.createVolume(`urn:c${i}`, spec(`c${i}`, false))));
+      const made = await Promise.all(volumes.map((v, i) => own.attachments.attach(`urn:ac${i}`, { volumeId: v.id, host: "hostA", mode: "rw", connector: { initiator: `iqn.2026-11.test.host:c${i % 3}` } })));
+      const launched = spawn.mock.calls.map(([o]) => o.file ?? "").filter((f) => f.endsWith("tgtd"));
+      expect(launched).toHaveLength(1);
+      for (const i of [0, 49]) {
+        const r = await qemuIo(made[i]!.connectionInfo, "read 0 4k", { initiator: `iqn.2026-11.test.host:c${i % 3}` });
+        expect(r.output).toMatch(/read 4096\/4096 bytes/);
+      }
+      await Promise.all(made.map((m) => own.attachments.detach(m.row.id)));
+      expect(await own.store.listAttachments()).toEqual([]);
+      expect(await own.store.listTargets()).toEqual([]);
+      expect(await own.targets.iscsi(own.portal).list()).toEqual([]);
+    } finally {
+      spawn.mockRestore();
+      await own.close();
+    }
   });
 
   test("a second attachment of a volume that is not multiAttach is refused, naming the first", async () => {

@@ -62,17 +62,10 @@ export interface KillResult extends KillPoint {
   notes: string[];
 }
 
-/** mulberry32: a tiny deterministic generator, so a seed replays the same kill points. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seed replays the same kill points (mulberry32). */
+import { seeded } from "../helpers/seeded";
+
+export { seeded };
 
 /** Steps of each phase the program makes (up/destroy: every resource; failover: the pair's update). */
 const STEPS: Record<Phase, number> = { up: 10, destroy: 10, failover: 1 };

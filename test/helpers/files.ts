@@ -19,3 +19,13 @@ export function bytesAt(file: string, offset: number, length: number): Buffer {
   }
   return buf;
 }
+
+/** Write `data` into `file` at `offset` (the file must exist). */
+export function writeAt(file: string, offset: number, data: Buffer): void {
+  const fd = fs.openSync(file, "r+");
+  try {
+    fs.writeSync(fd, data, 0, data.length, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+}

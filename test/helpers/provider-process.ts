@@ -20,8 +20,9 @@ export interface ProviderProcess {
   stop(): Promise<void>;
 }
 
-export async function startProvider(cwd: string, env: NodeJS.ProcessEnv = {}): Promise<ProviderProcess> {
-  const child = spawn(pluginPath, ["127.0.0.1:1"], { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+/** `engine`: the engine address the plugin is given (its Log service); default one where nothing listens. */
+export async function startProvider(cwd: string, env: NodeJS.ProcessEnv = {}, engine = "127.0.0.1:1"): Promise<ProviderProcess> {
+  const child = spawn(pluginPath, [engine], { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const extraStdout: string[] = [];
   const stderr: string[] = [];
   child.stderr!.on("data", (d) => stderr.push(String(d)));

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Attachments, type HostConnector, type RemoteHost, type TargetFactory } from "../../provider/src/controller/attachments";
+import { ensureExportByStep, type IscsiExport, type IscsiTarget } from "../../provider/src/targets/target";
 import { backendsSchema } from "../../provider/src/domain/backend";
 import { Controller } from "../../provider/src/controller/controller";
 import { SecretBox } from "../../provider/src/controller/secret-box";
@@ -65,7 +66,8 @@ function nodeTargets(node: string): TargetFactory {
       calls.push(`${node} ${kind}: ${args.map((a) => (typeof a === "object" ? "{…}" : String(a))).join(" ")}`);
       return Promise.resolve(kind === "ensureTarget" ? 1 : kind === "list" ? [] : undefined);
     };
-  const iscsi = new Proxy({}, { get: (_t, op) => (op === "then" ? undefined : rec(String(op))) });
+  // ensureExport as RemoteIscsiTarget does it: the steps, one agent call each.
+  const iscsi: IscsiTarget = new Proxy({} as IscsiTarget, { get: (_t, op) => (op === "then" ? undefined : op === "ensureExport" ? (e: IscsiExport) => ensureExportByStep(iscsi, e) : rec(String(op))) });
   return { iscsi: () => iscsi as never, nbd: () => iscsi as never };
 }
 

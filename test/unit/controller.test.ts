@@ -29,10 +29,10 @@ afterEach(async () => {
 });
 
 test("migrations are applied once and recorded", async () => {
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
   await store.close();
   store = new SqliteStore(path.join(dir, "state.db"));
-  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  expect(store.appliedMigrations()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
 });
 
 test("a stable backend id is kept across restarts, recorded at the first write (discovery alone writes nothing)", async () => {
@@ -79,6 +79,25 @@ test("capacity is consumed by placements: no overbooking, and the error explains
   await Promise.all([1, 2, 3].map((i) => c.createVolume(`urn:${i}`, spec(`v${i}`, 3))));
   await expect(c.createVolume("urn:4", spec("v4", 3))).rejects.toThrow(/b1\/p1: capacity: 1 GiB free \(thin: 10 GiB total × 1 - 9 GiB provisioned\), 3 GiB asked/);
   expect((await store.provisionedGibByPool()).get("b1/p1")).toBe(9);
+});
+
+test("pools() answers a new array each call; a pool whose capacity changed is a new object, the others are the same ones, and none handed out changes", async () => {
+  const backends = backendsSchema.parse([
+    { name: "b1", driver: "file", pools: [{ name: "p1", path: path.join(dir, "p1"), totalCapacityGib: 10 }, { name: "p2", path: path.join(dir, "p2"), totalCapacityGib: 10 }] },
+  ]);
+  const c = new Controller({ store, backends });
+  await c.discover();
+  const first = await c.pools();
+  await c.createVolume("urn:a", { ...spec("a", 3), placeOn: { backend: "b1", pool: "p1" } });
+  const second = await c.pools();
+  expect(second).not.toBe(first);
+  expect(first.map((p) => p.provisionedGib)).toEqual([0, 0]);
+  expect(second.map((p) => p.provisionedGib)).toEqual([3, 0]);
+  expect(second[0]).not.toBe(first[0]);
+  expect(second[1]).toBe(first[1]);
+  await c.plan({ sizeGib: 2, multiAttach: false }, "urn:preview");
+  expect((await c.pools()).map((p) => p.provisionedGib)).toEqual([3, 2]);
+  expect(second.map((p) => p.provisionedGib)).toEqual([3, 0]);
 });
 
 test("read forgets a volume deleted out of band and records a size changed out of band", async () => {

@@ -25,13 +25,15 @@ import {
   syncFiles,
   syncVolume,
   type SinkChunk,
-  type SyncSink,
 } from "../../provider/src/replication/sync";
 import type { RunResult } from "../../provider/src/exec/run";
+import { DelegatingSink } from "../helpers/delegating-sink";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
+/** Most cases count 1 MiB chunks (the only size before the engine chose one per pair); the choice has its own tests. */
+const MiB_CHUNKS = { chunkSizeBytes: MiB };
 
 // Real file I/O on a shared host: hashing two 512 MiB files can take seconds when it is busy.
 jest.setTimeout(60_000);
@@ -141,37 +143,18 @@ async function sameSparseContent(a: string, b: string): Promise<boolean> {
 const allocatedBytes = (file: string) => fs.statSync(file).blocks * 512;
 
 /** A sink that delegates to a FileSink and fails the n-th writeChunks call. */
-class FailingSink implements SyncSink {
+class FailingSink extends DelegatingSink {
   calls = 0;
   constructor(
-    private readonly inner: FileSink,
+    inner: FileSink,
     private readonly failOnCall: number,
-  ) {}
-  get description() {
-    return this.inner.description;
-  }
-  sizeBytes() {
-    return this.inner.sizeBytes();
-  }
-  resize(bytes: number) {
-    return this.inner.resize(bytes);
+  ) {
+    super(inner);
   }
   async writeChunks(chunks: readonly SinkChunk[]) {
     this.calls++;
     if (this.calls === this.failOnCall) throw new BackendError("AGENT_UNAVAILABLE", "link down", true);
     return this.inner.writeChunks(chunks);
-  }
-  zeroRanges(ranges: Parameters<SyncSink["zeroRanges"]>[0]) {
-    return this.inner.zeroRanges(ranges);
-  }
-  flush() {
-    return this.inner.flush();
-  }
-  readDigests(...args: Parameters<SyncSink["readDigests"]>) {
-    return this.inner.readDigests(...args);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
@@ -184,7 +167,7 @@ describe.each(["auto", "none"] as const)("sync with extents=%s", (extents) => {
     writeAt(src, 200 * MiB + 512 * KiB, randomBytes(100 * KiB)); // inside chunk 200
     writeAt(src, 300 * MiB - 4096, randomBytes(8192)); // straddles chunks 299 and 300
     writeAt(src, 512 * MiB - 1, Buffer.from([7])); // last chunk
-    const r = await syncFiles(src, dst, p("map"), { extents });
+    const r = await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, extents });
     expect(r.full).toBe(true);
     expect(r.seeded).toBe(false);
     expect(r.bytesTransferred).toBe(7 * MiB);
@@ -206,8 +189,8 @@ describe.each(["auto", "none"] as const)("sync with extents=%s", (extents) => {
     const src = p("src.img");
     sparse(src, 64 * MiB);
     writeAt(src, 5 * MiB + 3, randomBytes(2 * MiB));
-    await syncFiles(src, p("dst.img"), p("map"), { extents });
-    const r = await syncFiles(src, p("dst.img"), p("map"), { extents });
+    await syncFiles(src, p("dst.img"), p("map"), { ...MiB_CHUNKS, extents });
+    const r = await syncFiles(src, p("dst.img"), p("map"), { ...MiB_CHUNKS, extents });
     expect(r).toMatchObject({ full: false, bytesTransferred: 0, chunksSent: 0, chunksZeroed: 0, generation: 2 });
     expect(await sameContent(src, p("dst.img"))).toBe(true);
   });
@@ -229,7 +212,7 @@ test("Done-when: 10 GiB sparse volume, 64 MiB changed after the first sync → a
   ];
   for (const [at, len] of initial) writeAt(src, at, randomBytes(len));
   const t0 = Date.now();
-  const first = await syncFiles(src, dst, map);
+  const first = await syncFiles(src, dst, map, MiB_CHUNKS);
   const firstMs = Date.now() - t0;
   expect(first.full).toBe(true);
   // 64 MiB of data touching 8 + 17 + 8 + 17 + 13 + 4 chunks.
@@ -250,7 +233,7 @@ test("Done-when: 10 GiB sparse volume, 64 MiB changed after the first sync → a
   expect(changedBytes).toBe(64 * MiB);
   for (const [at, len] of changes) writeAt(src, at, randomBytes(len));
   const t1 = Date.now();
-  const second = await syncFiles(src, dst, map);
+  const second = await syncFiles(src, dst, map, MiB_CHUNKS);
   const secondMs = Date.now() - t1;
   expect(second.full).toBe(false);
   expect(second.bytesTransferred).toBeLessThanOrEqual(1.1 * 64 * MiB);
@@ -272,11 +255,11 @@ test("a chunk zeroed on the source becomes zeros (a hole) on the destination", a
   const dst = p("dst.img");
   sparse(src, 32 * MiB);
   writeAt(src, 4 * MiB, randomBytes(4 * MiB)); // chunks 4..7
-  await syncFiles(src, dst, p("map"));
+  await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   const before = allocatedBytes(dst);
   writeAt(src, 5 * MiB, Buffer.alloc(2 * MiB)); // chunks 5 and 6 now zeros
   writeAt(src, 7 * MiB, Buffer.alloc(512 * KiB)); // chunk 7 half zeros: still data
-  const r = await syncFiles(src, dst, p("map"));
+  const r = await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   expect(r).toMatchObject({ chunksZeroed: 2, bytesZeroed: 2 * MiB, chunksSent: 1, bytesTransferred: MiB });
   expect(await sha256(dst)).toBe(await sha256(src));
   // fallocate punched the holes (this test machine has util-linux and ext4/xfs/btrfs).
@@ -288,9 +271,9 @@ test("zeroing by writing zeros (no fallocate) is correct too", async () => {
   const dst = p("dst.img");
   sparse(src, 8 * MiB);
   writeAt(src, 2 * MiB, randomBytes(2 * MiB));
-  await syncFiles(src, dst, p("map"), { zeroMethod: "write-zeros" });
+  await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, zeroMethod: "write-zeros" });
   writeAt(src, 2 * MiB, Buffer.alloc(MiB));
-  const r = await syncFiles(src, dst, p("map"), { zeroMethod: "write-zeros" });
+  const r = await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, zeroMethod: "write-zeros" });
   expect(r.chunksZeroed).toBe(1);
   expect(await sha256(dst)).toBe(await sha256(src));
 });
@@ -305,11 +288,11 @@ test("a failing fallocate falls back to writing zeros", async () => {
     calls.push([file, ...args]);
     throw new BackendError("COMMAND_FAILED", `command failed (exit 1): ${file}: Operation not supported`, false);
   };
-  await syncFiles(src, dst, p("map"), { run });
+  await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, run });
   writeAt(src, MiB, Buffer.alloc(MiB));
   const sink = new FileSink(dst, { run });
   const source = new FileSource(src, { run });
-  const r = await syncVolume(source, sink, p("map"), { mapKey: `${src} -> ${dst}` });
+  const r = await syncVolume(source, sink, p("map"), { ...MiB_CHUNKS, mapKey: `${src} -> ${dst}` });
   await Promise.all([sink.close(), source.close()]);
   expect(r.chunksZeroed).toBe(1);
   expect(sink.zeroMethod).toBe("write-zeros");
@@ -323,10 +306,10 @@ test("a grown source grows the destination first; content equal", async () => {
   const oldSize = 64 * MiB + 12345; // last chunk partial
   sparse(src, oldSize);
   writeAt(src, oldSize - 1000, randomBytes(1000)); // data in the partial last chunk
-  await syncFiles(src, dst, p("map"));
+  await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   fs.truncateSync(src, 96 * MiB);
   writeAt(src, 90 * MiB, randomBytes(MiB));
-  const r = await syncFiles(src, dst, p("map"));
+  const r = await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   expect(r.full).toBe(false);
   expect(r.sinkSizeBeforeBytes).toBe(oldSize);
   expect(fs.statSync(dst).size).toBe(96 * MiB);
@@ -352,11 +335,11 @@ test("a source that grows during a sync is synced up to the planned size, the re
     return read(buffer, offset);
   };
   const sink = new FileSink(dst);
-  const r = await syncVolume(source, sink, p("map"), { mapKey: "k" });
+  const r = await syncVolume(source, sink, p("map"), { ...MiB_CHUNKS, mapKey: "k" });
   await Promise.all([source.close(), sink.close()]);
   expect(r).toMatchObject({ sourceSizeBytes: 8 * MiB, chunksScanned: 8, chunksSent: 2 });
   expect(fs.statSync(dst).size).toBe(8 * MiB);
-  const next = await syncFiles(src, dst, p("map"), { mapKey: "k" });
+  const next = await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, mapKey: "k" });
   expect(next).toMatchObject({ full: false, sourceSizeBytes: 12 * MiB, chunksSent: 1 });
   expect(await sha256(dst)).toBe(await sha256(src));
 });
@@ -365,12 +348,12 @@ test("a shrunk source is refused (volumes only grow)", async () => {
   const src = p("src.img");
   sparse(src, 16 * MiB);
   writeAt(src, 0, randomBytes(MiB));
-  await syncFiles(src, p("dst.img"), p("map"));
+  await syncFiles(src, p("dst.img"), p("map"), MiB_CHUNKS);
   fs.truncateSync(src, 8 * MiB);
-  await expect(syncFiles(src, p("dst.img"), p("map"))).rejects.toMatchObject({ code: "INVALID_STATE" });
+  await expect(syncFiles(src, p("dst.img"), p("map"), MiB_CHUNKS)).rejects.toMatchObject({ code: "INVALID_STATE" });
   await invalidateMap(p("map"));
   // Without a map the larger destination is refused as well.
-  await expect(syncFiles(src, p("dst.img"), p("map"))).rejects.toThrow(UserError);
+  await expect(syncFiles(src, p("dst.img"), p("map"), MiB_CHUNKS)).rejects.toThrow(UserError);
 });
 
 test("missing map: a full sync, seeded from the destination's digests, still correct", async () => {
@@ -379,14 +362,14 @@ test("missing map: a full sync, seeded from the destination's digests, still cor
   sparse(src, 64 * MiB);
   writeAt(src, 0, randomBytes(8 * MiB));
   writeAt(src, 40 * MiB, randomBytes(8 * MiB));
-  await syncFiles(src, dst, p("map"));
+  await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   fs.rmSync(p("map"));
   writeAt(src, 41 * MiB, randomBytes(100)); // one changed chunk
   writeAt(dst, 20 * MiB, randomBytes(MiB)); // garbage on the destination where the source has a hole
-  const r = await syncFiles(src, dst, p("map"));
+  const r = await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   expect(r).toMatchObject({ full: true, seeded: true, chunksSent: 1, bytesTransferred: MiB, chunksZeroed: 1 });
   expect(await sha256(dst)).toBe(await sha256(src));
-  const again = await syncFiles(src, dst, p("map"));
+  const again = await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   expect(again).toMatchObject({ full: false, bytesTransferred: 0 });
 });
 
@@ -395,10 +378,10 @@ test("missing map without seeding: every data chunk is sent and every zero run i
   const dst = p("dst.img");
   sparse(src, 32 * MiB);
   writeAt(src, 0, randomBytes(4 * MiB));
-  await syncFiles(src, dst, p("map"));
+  await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   writeAt(dst, 20 * MiB, randomBytes(MiB));
   fs.rmSync(p("map"));
-  const r = await syncFiles(src, dst, p("map"), { seedFromSink: false });
+  const r = await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, seedFromSink: false });
   expect(r).toMatchObject({ full: true, seeded: false, bytesTransferred: 4 * MiB, chunksZeroed: 28 });
   expect(await sha256(dst)).toBe(await sha256(src));
 });
@@ -408,15 +391,15 @@ test("a map of another chunk size, key or a corrupt map means a full sync", asyn
   const dst = p("dst.img");
   sparse(src, 16 * MiB);
   writeAt(src, 0, randomBytes(2 * MiB));
-  await syncFiles(src, dst, p("map"));
-  expect((await syncFiles(src, dst, p("map"), { chunkSizeBytes: 256 * KiB })).full).toBe(true);
-  expect((await syncFiles(src, dst, p("map"), { chunkSizeBytes: 256 * KiB })).full).toBe(false);
-  expect((await syncFiles(src, dst, p("map"), { chunkSizeBytes: 256 * KiB, mapKey: "other" })).full).toBe(true);
+  await syncFiles(src, dst, p("map"), MiB_CHUNKS);
+  expect((await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, chunkSizeBytes: 256 * KiB })).full).toBe(true);
+  expect((await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, chunkSizeBytes: 256 * KiB })).full).toBe(false);
+  expect((await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, chunkSizeBytes: 256 * KiB, mapKey: "other" })).full).toBe(true);
   const bytes = fs.readFileSync(p("map"));
   bytes[bytes.length - 40] ^= 0xff;
   fs.writeFileSync(p("map"), bytes);
   expect(await readChunkMap(p("map"))).toEqual({ problem: "corrupt" });
-  expect((await syncFiles(src, dst, p("map"), { chunkSizeBytes: 256 * KiB, mapKey: "other" })).full).toBe(true);
+  expect((await syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, chunkSizeBytes: 256 * KiB, mapKey: "other" })).full).toBe(true);
   expect(await sha256(dst)).toBe(await sha256(src));
 });
 
@@ -428,24 +411,24 @@ test("the map is written only after success; a retry resends, even if the source
   sparse(src, 32 * MiB);
   const old = randomBytes(4 * MiB);
   writeAt(src, 0, old);
-  await syncFiles(src, dst, map, { mapKey: key });
+  await syncFiles(src, dst, map, { ...MiB_CHUNKS, mapKey: key });
   const mapBefore = fs.readFileSync(map);
   // Change 4 chunks; one chunk per batch; the second batch fails.
   writeAt(src, 0, randomBytes(4 * MiB));
   const failing = new FailingSink(new FileSink(dst), 2);
   const source = new FileSource(src);
-  await expect(syncVolume(source, failing, map, { mapKey: key, batchBytes: MiB })).rejects.toMatchObject({ code: "AGENT_UNAVAILABLE" });
+  await expect(syncVolume(source, failing, map, { ...MiB_CHUNKS, mapKey: key, batchBytes: MiB })).rejects.toMatchObject({ code: "AGENT_UNAVAILABLE" });
   await Promise.all([failing.close(), source.close()]);
   expect(fs.readFileSync(map).equals(mapBefore)).toBe(true);
   expect(fs.existsSync(journalPath(map))).toBe(true);
   // Chunk 0 reached the destination; now the source goes back to the old content there.
   writeAt(src, 0, old.subarray(0, MiB));
-  const retry = await syncFiles(src, dst, map, { mapKey: key });
+  const retry = await syncFiles(src, dst, map, { ...MiB_CHUNKS, mapKey: key });
   expect(retry.full).toBe(false);
   expect(retry.chunksSent).toBe(4); // chunk 0 (journaled, now unknown) + chunks 1..3 (changed)
   expect(await sha256(dst)).toBe(await sha256(src));
   expect(fs.existsSync(journalPath(map))).toBe(false);
-  expect((await syncFiles(src, dst, map, { mapKey: key })).bytesTransferred).toBe(0);
+  expect((await syncFiles(src, dst, map, { ...MiB_CHUNKS, mapKey: key })).bytesTransferred).toBe(0);
 });
 
 test("a journal survives two failures in a row", async () => {
@@ -455,18 +438,18 @@ test("a journal survives two failures in a row", async () => {
   sparse(src, 16 * MiB);
   const old = randomBytes(4 * MiB);
   writeAt(src, 0, old);
-  await syncFiles(src, dst, map, { mapKey: "k" });
+  await syncFiles(src, dst, map, { ...MiB_CHUNKS, mapKey: "k" });
   writeAt(src, 0, randomBytes(4 * MiB));
   for (const failOn of [3, 2]) {
     const failing = new FailingSink(new FileSink(dst), failOn);
     const source = new FileSource(src);
-    await expect(syncVolume(source, failing, map, { mapKey: "k", batchBytes: MiB })).rejects.toThrow("link down");
+    await expect(syncVolume(source, failing, map, { ...MiB_CHUNKS, mapKey: "k", batchBytes: MiB })).rejects.toThrow("link down");
     await Promise.all([failing.close(), source.close()]);
   }
   // Back to what the map says; the destination got new data in chunks 0 and 1, and the journal
   // (kept across the two failures) marks every chunk either attempt may have written.
   writeAt(src, 0, old);
-  const r = await syncFiles(src, dst, map, { mapKey: "k" });
+  const r = await syncFiles(src, dst, map, { ...MiB_CHUNKS, mapKey: "k" });
   // Chunks 0..2 at least; chunk 3 too when the first attempt journaled it before seeing the failure.
   expect(r.chunksSent).toBeGreaterThanOrEqual(3);
   expect(await sha256(dst)).toBe(await sha256(src));
@@ -479,8 +462,8 @@ test("cancel: a CANCELLED error, and the next sync completes", async () => {
   writeAt(src, 0, randomBytes(32 * MiB));
   const ac = new AbortController();
   ac.abort();
-  await expect(syncFiles(src, dst, p("map"), { signal: ac.signal })).rejects.toMatchObject({ code: "CANCELLED", retryable: true });
-  const r = await syncFiles(src, dst, p("map"));
+  await expect(syncFiles(src, dst, p("map"), { ...MiB_CHUNKS, signal: ac.signal })).rejects.toMatchObject({ code: "CANCELLED", retryable: true });
+  const r = await syncFiles(src, dst, p("map"), MiB_CHUNKS);
   expect(r.bytesTransferred).toBe(32 * MiB);
   expect(await sha256(dst)).toBe(await sha256(src));
 });
@@ -491,7 +474,7 @@ test("failback: reverse sync with its own map, then adopt it for the forward dir
   const state = pairStatePaths(p("state"), "pair-7");
   sparse(primary, 64 * MiB);
   writeAt(primary, 0, randomBytes(16 * MiB));
-  await syncFiles(primary, secondary, state.forward.mapPath, { mapKey: state.forward.mapKey });
+  await syncFiles(primary, secondary, state.forward.mapPath, { ...MiB_CHUNKS, mapKey: state.forward.mapKey });
   // A write on the primary that never reached the secondary, then failover.
   writeAt(primary, 30 * MiB, randomBytes(MiB));
   await invalidateMap(state.forward.mapPath);
@@ -499,18 +482,18 @@ test("failback: reverse sync with its own map, then adopt it for the forward dir
   writeAt(secondary, 2 * MiB, randomBytes(2 * MiB));
   writeAt(secondary, 50 * MiB, randomBytes(MiB));
   // Failback: secondary → primary. No reverse map yet: seeded from the primary's own digests.
-  const back = await syncFiles(secondary, primary, state.reverse.mapPath, { mapKey: state.reverse.mapKey });
+  const back = await syncFiles(secondary, primary, state.reverse.mapPath, { ...MiB_CHUNKS, mapKey: state.reverse.mapKey });
   expect(back).toMatchObject({ full: true, seeded: true, chunksSent: 3, chunksZeroed: 1 });
   expect(await sha256(primary)).toBe(await sha256(secondary));
-  const back2 = await syncFiles(secondary, primary, state.reverse.mapPath, { mapKey: state.reverse.mapKey });
+  const back2 = await syncFiles(secondary, primary, state.reverse.mapPath, { ...MiB_CHUNKS, mapKey: state.reverse.mapKey });
   expect(back2).toMatchObject({ full: false, bytesTransferred: 0 });
   // Cut-over: both sides equal the reverse map; the forward direction resumes incrementally.
   await adoptMap(state.reverse.mapPath, state.forward.mapPath, state.forward.mapKey);
   await invalidateMap(state.reverse.mapPath);
-  const fwd = await syncFiles(primary, secondary, state.forward.mapPath, { mapKey: state.forward.mapKey });
+  const fwd = await syncFiles(primary, secondary, state.forward.mapPath, { ...MiB_CHUNKS, mapKey: state.forward.mapKey });
   expect(fwd).toMatchObject({ full: false, bytesTransferred: 0 });
   writeAt(primary, 60 * MiB, randomBytes(10));
-  expect((await syncFiles(primary, secondary, state.forward.mapPath, { mapKey: state.forward.mapKey })).chunksSent).toBe(1);
+  expect((await syncFiles(primary, secondary, state.forward.mapPath, { ...MiB_CHUNKS, mapKey: state.forward.mapKey })).chunksSent).toBe(1);
   expect(await sha256(primary)).toBe(await sha256(secondary));
 });
 
@@ -523,7 +506,7 @@ test("lagSeconds and map info", async () => {
   sparse(src, 4 * MiB);
   writeAt(src, 0, randomBytes(10));
   const at = new Date("2026-03-04T05:06:07.000Z");
-  const r = await syncFiles(src, p("dst.img"), p("map"), { now: () => at, mapKey: "k" });
+  const r = await syncFiles(src, p("dst.img"), p("map"), { ...MiB_CHUNKS, now: () => at, mapKey: "k" });
   expect(r.lastSyncAt).toBe(at.toISOString());
   expect(await readMapInfo(p("map"))).toEqual({ key: "k", generation: 1, lastSyncAt: at.toISOString(), sourceSizeBytes: 4 * MiB, chunkSizeBytes: MiB, algorithm: "sha256" });
   expect(() => pairStatePaths(dir, "../evil")).toThrow(UserError);
@@ -534,7 +517,7 @@ describe("pieces", () => {
     const src = p("src.img");
     sparse(src, 3 * MiB + 5);
     writeAt(src, MiB, randomBytes(7));
-    await syncFiles(src, p("dst.img"), p("map"), { algorithm: "md5", mapKey: "ключ" });
+    await syncFiles(src, p("dst.img"), p("map"), { ...MiB_CHUNKS, algorithm: "md5", mapKey: "ключ" });
     const bytes = fs.readFileSync(p("map"));
     const decoded = decodeChunkMap(bytes)!;
     expect(decoded.key).toBe("ключ");
@@ -577,7 +560,7 @@ describe("pieces", () => {
     const run = async (): Promise<RunResult> => ({ stdout: "Filesystem type is: ef53\nnonsense\n", stderr: "", exitCode: 0 });
     const source = new FileSource(src, { run });
     const sink = new FileSink(p("dst.img"), { run });
-    const r = await syncVolume(source, sink, p("map"));
+    const r = await syncVolume(source, sink, p("map"), MiB_CHUNKS);
     await Promise.all([source.close(), sink.close()]);
     expect(r.extentSource).toBe("zero-check");
     expect(source.extentNote).toMatch(/^zero-check \(filefrag: no file size line/);

@@ -75,7 +75,8 @@ test("create makes the secondary on the target backend and syncs; the next sync 
   writeAt(primary, 100 * MiB + 10, Buffer.alloc(1000, 0x22));
   const second = await r.sync(pair.id);
   expect(second.full).toBe(false);
-  expect(second.bytesTransferred).toBe(1 * MiB);
+  // One chunk of the pair's size: 64 KiB for this volume (chooseChunkSizeBytes).
+  expect(second.bytesTransferred).toBe(64 * 1024);
   expect((await r.sync(pair.id)).bytesTransferred).toBe(0);
 });
 

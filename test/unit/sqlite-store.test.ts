@@ -1,7 +1,8 @@
 /**
  * What only the SQLite store has to say beyond the Store contract (test/contract/store.test.ts):
- * migration 5 rebuilds tables keeping every row, index and foreign key; the store used inside its
- * own transaction fails at once instead of waiting for itself.
+ * migration 5 rebuilds tables keeping every row, index and foreign key; migration 8 counts existing
+ * volumes into the pool totals placement reads; the store used inside its own transaction fails at
+ * once instead of waiting for itself.
  */
 import Database from "better-sqlite3";
 import * as fs from "node:fs";
@@ -91,6 +92,22 @@ test("a state holding a status outside the unions fails migration 5 as a whole a
   expect(db.prepare("SELECT count(*) FROM volumes").pluck().get()).toBe(2);
   expect(db.prepare("SELECT count(*) FROM sqlite_master WHERE name LIKE '%_new'").pluck().get()).toBe(0);
   db.close();
+});
+
+test("migration 8 counts the volumes a state already holds into pool_usage, and placement reads the totals from there (no re-sum)", async () => {
+  stateAtVersion4();
+  const store = new SqliteStore(file);
+  expect(store.appliedMigrations()).toContain(8);
+  expect(new Map(await store.provisionedGibByPool())).toEqual(new Map([["b1/p1", 5]]));
+  expect(new Map(await store.volumeCountByBackend())).toEqual(new Map([["b1", 2]]));
+  await store.close();
+  // Another process changes the totals alone: what the store answers is the table, not a SUM over volumes.
+  const db = new Database(file);
+  db.prepare("UPDATE pool_usage SET provisioned_gib = 99 WHERE pool_id = 'b1/p1'").run();
+  db.close();
+  const again = new SqliteStore(file);
+  expect((await again.provisionedGibByPool()).get("b1/p1")).toBe(99);
+  await again.close();
 });
 
 test("the store used inside its own transaction fails at once (it would wait for itself), and the transaction rolls back", async () => {

@@ -11,6 +11,7 @@ import { BackendError, UserError } from "../../provider/src/errors";
 import { DaemonRecords } from "../../provider/src/exec/daemons";
 import type { ProcessTable } from "../../provider/src/exec/processes";
 import { parseTgtAccounts, parseTgtPortals, parseTgtTargets, TgtTarget } from "../../provider/src/targets/tgt-target";
+import { ChapHashes } from "../../provider/src/targets/tgtadm-chap-hashes";
 import type { TgtdErrorName } from "../../provider/src/targets/tgtadm-client";
 import { down, noProcesses, PORTAL, recorder, refused, SHOW_ACCOUNTS, SHOW_TARGETS, T1, TGTADM, tgtOf, VOL_A, VOL_B } from "./tgt-fixtures";
 
@@ -345,28 +346,96 @@ describe("CHAP", () => {
   });
 });
 
-describe("remove: what show no longer lists is already gone", () => {
-  test("each remove runs its tgtadm op only when the thing is listed", async () => {
+describe("remove: one op each, no listing first (tgtd's \"already gone\" is success: tgt-target-races)", () => {
+  test("each remove sends only its op", async () => {
     const r = recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS });
     const t = tgt(r);
     await t.removeInitiator(1, "iqn.2024-01.io.sds:host2");
     await t.removeLun(1, 2);
     await t.removeTarget(2);
     await t.removeChapAccount("bob");
-    expect(r.changes()).toEqual([
+    expect(r.calls.map((c) => [c.file, ...c.args])).toEqual([
       ["tgtadm", ...TGTADM, "--op", "unbind", "--mode", "target", "--tid", "1", "--initiator-name", "iqn.2024-01.io.sds:host2"],
       ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", "2"],
       ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "target", "--tid", "2", "--force"],
       ["tgtadm", ...TGTADM, "--op", "delete", "--mode", "account", "--user", "bob"],
     ]);
-    const gone = recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS });
-    await tgt(gone).removeInitiator(1, "iqn.2024-01.io.sds:host9");
-    await tgt(gone).removeInitiator(7, "iqn.2024-01.io.sds:host1");
-    await tgt(gone).removeLun(1, 5);
-    await tgt(gone).removeLun(7, 1);
-    await tgt(gone).removeTarget(7);
-    await tgt(gone).removeChapAccount("nobody");
-    expect(gone.changes()).toEqual([]);
+  });
+});
+
+describe("ensureExport: one listing per attach, steps only for what is missing", () => {
+  const PASSWORD = "Pa55word-Unit-1";
+  const shows = (r: ReturnType<typeof recorder>) => r.calls.filter((c) => c.request?.op === "show").map((c) => c.request!.mode);
+
+  test("a new target: listed once, then made with its LUN, ACL entry and CHAP account; the tid is told before the LUN is added", async () => {
+    const f = path.join(runDir, "vol.img");
+    fs.writeFileSync(f, "");
+    const told: string[] = [];
+    const r = recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS, after: (c) => void (c.request?.op === "new" && c.request.mode === "logicalunit" && told.push("lun")) });
+    const tid = await tgt(r).ensureExport({ iqn: "iqn.2024-01.io.sds:t3", lun: 1, path: f, readOnly: false, initiator: "iqn.2024-01.io.sds:host1", chap: { username: "carol", password: PASSWORD }, onTarget: async (t) => void told.push(`tid ${t}`) });
+    expect(tid).toBe(3);
+    expect(told).toEqual(["tid 3", "lun"]);
+    expect(shows(r)).toEqual(["target", "account"]);
+    expect(r.changes().map((c) => c.slice(6, 9).join(" "))).toEqual([
+      "new --mode target",
+      ...Array(5).fill("update --mode target"),
+      "new --mode logicalunit",
+      "bind --mode target",
+      "new --mode account",
+      "bind --mode account",
+    ]);
+  });
+
+  test("an existing target: one show, then only the missing LUN; a bound account whose password this object set is not looked up again", async () => {
+    const f = path.join(runDir, "vol.img");
+    fs.writeFileSync(f, "");
+    const chap = { username: "carol", password: PASSWORD };
+    const r = recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS });
+    const t = tgt(r);
+    await t.ensureChap(2, chap); // creates and binds carol (remembered as set by this object)
+    const bound = SHOW_TARGETS.replace("    Account information:\n    ACL information:", "    Account information:\n        carol\n    ACL information:\n        iqn.2024-01.io.sds:host1");
+    const again = recorder({ targets: bound, accounts: `${SHOW_ACCOUNTS}    carol\n` });
+    const t2 = tgtOf(again, runDir, {});
+    // A new object knows nothing yet: it checks the hash once (show account is not needed: bound).
+    await t2.ensureExport({ iqn: "iqn.2024-01.io.sds:t2", lun: 1, path: f, readOnly: false, initiator: "iqn.2024-01.io.sds:host1", chap });
+    expect(shows(again)).toEqual(["target"]);
+    expect(again.changes()).toEqual([["tgtadm", ...TGTADM, "--op", "new", "--mode", "logicalunit", "--tid", "2", "--lun", "1", "--backing-store", f]]);
+  });
+
+  test("CHAP verification is remembered: the scrypt check runs once per account and password, not once per attach", async () => {
+    const f = path.join(runDir, "vol.img");
+    fs.writeFileSync(f, "");
+    const chap = { username: "alice", password: PASSWORD };
+    // alice is bound to target 1 with a password whose hash is on file (set by another process).
+    await new ChapHashes(path.join(runDir, "tgtd-901-chap.json")).remember(chap);
+    const matches = jest.spyOn(ChapHashes.prototype, "matches");
+    try {
+      const r = recorder({ targets: SHOW_TARGETS, accounts: SHOW_ACCOUNTS });
+      const t = tgt(r);
+      for (let i = 0; i < 3; i++) await t.ensureExport({ iqn: T1, lun: 1, path: VOL_A, readOnly: false, initiator: "iqn.2024-01.io.sds:host1", chap });
+      expect(matches).toHaveBeenCalledTimes(1);
+      expect(shows(r)).toEqual(["target", "target", "target"]);
+      expect(r.changes()).toEqual([]);
+      // Another password for the same account is not taken on trust: checked (and found wrong: replaced).
+      await t.ensureExport({ iqn: T1, lun: 1, path: VOL_A, readOnly: false, initiator: "iqn.2024-01.io.sds:host1", chap: { ...chap, password: "Other-Pass-3" } });
+      expect(matches).toHaveBeenCalledTimes(2);
+      expect(r.changes().map((c) => c.slice(6, 9).join(" "))).toEqual(["delete --mode account", "new --mode account", "bind --mode account"]);
+    } finally {
+      matches.mockRestore();
+    }
+  });
+});
+
+describe("start: one in flight, one ask", () => {
+  test("concurrent starts with no daemon launch ONE tgtd; a start while it runs asks once (show portal) and checks the portal from that answer", async () => {
+    let started = false;
+    const r = recorder({ fail: (c) => (!started && c.request?.op === "show" ? down : undefined), after: (c) => void (c.file === "tgtd" && (started = true)) });
+    const t = tgt(r);
+    await Promise.all(Array.from({ length: 50 }, () => t.start()));
+    expect(r.processes()).toHaveLength(1);
+    const before = r.calls.length;
+    await t.start();
+    expect(r.calls.slice(before).map((c) => `${c.request!.op} ${c.request!.mode}`)).toEqual(["show portal"]);
   });
 });
 

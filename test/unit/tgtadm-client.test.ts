@@ -165,6 +165,24 @@ describe("a fake tgtd on a unix socket", () => {
     await expect(silent.request({ op: "show", mode: "target" })).rejects.toMatchObject({ code: "TIMEOUT", retryable: true });
   });
 
+  test("50 requests at once: at most 4 connections open on tgtd's socket at a time (its backlog is short), every one answered", async () => {
+    let open = 0;
+    let most = 0;
+    const client = await fakeTgtd((_req, sock) => {
+      open++;
+      most = Math.max(most, open);
+      setTimeout(() => {
+        open--;
+        sock.end(rsp(0, "Portal: 127.0.0.1:3260,1\n"));
+      }, 5);
+    });
+    const answers = await Promise.all(Array.from({ length: 50 }, () => client.request({ op: "show", mode: "portal" })));
+    expect(answers).toHaveLength(50);
+    expect(received).toHaveLength(50);
+    expect(most).toBeLessThanOrEqual(4);
+    expect(most).toBeGreaterThan(1);
+  });
+
   test("delete --mode system returns once tgtd no longer accepts, as tgtadm does", async () => {
     const client = await fakeTgtd((_req, sock) => {
       sock.end(rsp(0));

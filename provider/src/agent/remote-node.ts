@@ -11,7 +11,7 @@ import type { PoolConfig } from "../domain/backend";
 import type { TargetFactory } from "../targets/target";
 import { fileVolumePath } from "../drivers/file-driver";
 import type { PoolStats, VolumeDriver } from "../drivers/volume-driver";
-import type { ExportState, IscsiTarget, NbdTarget } from "../targets/target";
+import { ensureExportByStep, type ExportState, type IscsiExport, type IscsiTarget, type NbdTarget } from "../targets/target";
 import type { AgentClient } from "./client";
 
 /** The agent calls a remote node needs (an AgentClient, or a fake in unit tests). */
@@ -81,6 +81,9 @@ class RemoteIscsiTarget implements IscsiTarget {
   }
   async ensureChap(tid: number, chap: { username: string; password: string }): Promise<void> {
     await this.client.iscsiCall(this.portal, { op: "ensureChap", args: [tid, chap] });
+  }
+  ensureExport(e: IscsiExport): Promise<number> {
+    return ensureExportByStep(this, e);
   }
   async removeInitiator(tid: number, initiatorIqn: string): Promise<void> {
     await this.client.iscsiCall(this.portal, { op: "removeInitiator", args: [tid, initiatorIqn] });

@@ -22,13 +22,14 @@ export async function createExport(core: AttachmentCore, row: AttachmentRow, vol
   if (row.protocol === "iscsi") {
     const t = core.targetsOf(backend.name).iscsi(target.portal);
     await t.start();
+    // One call, so tgtd is asked for the target's state once, not once per step.
+    const chap = target.chapUser && target.chapSecretEnc ? { username: target.chapUser, password: core.box.open(target.chapSecretEnc) } : undefined;
     // The stored tid is a hint: after a daemon restart, or beside another state's targets on
-    // the same daemon, the target may get another one. What the daemon says is recorded.
-    const tid = await t.ensureTarget(target.name, target.tid ?? undefined);
-    if (tid !== target.tid) await core.store.updateTarget(target.name, { tid });
-    await t.ensureLun(tid, lun, path, row.mode === "ro");
-    await t.ensureInitiator(tid, row.connector.initiator!);
-    if (target.chapUser && target.chapSecretEnc) await t.ensureChap(tid, { username: target.chapUser, password: core.box.open(target.chapSecretEnc) });
+    // the same daemon, the target may get another one. What the daemon says is recorded at once.
+    const onTarget = async (tid: number) => {
+      if (tid !== target.tid) await core.store.updateTarget(target.name, { tid });
+    };
+    await t.ensureExport({ iqn: target.name, tid: target.tid ?? undefined, lun, path, readOnly: row.mode === "ro", initiator: row.connector.initiator!, chap, onTarget });
   } else {
     const t = core.targetsOf(backend.name).nbd(portalHost(target.portal));
     // The port is a wish: another state's server may listen there; the server says where it runs.

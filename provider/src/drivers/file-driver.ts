@@ -74,6 +74,24 @@ export function human(bytes: number): string {
   return `${Math.round(bytes / 1024)} KiB`;
 }
 
+/** At most this many paths per `stat -f` child at discovery (its argv stays well under the kernel's limit). */
+const STATFS_BATCH = 4000;
+/** `stat -f` children at once at discovery (this machine may have two cores; the children mostly wait on spawn). */
+const STATFS_CHILDREN = 4;
+/** Paths asked one by one at once, after a batch that could not tell which path failed. */
+const STATFS_ALONE = 16;
+
+/** Why: `fn` on every item, at most `limit` at once; the first rejection is passed on once all started ones settled. */
+export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]);
+  });
+  const results = await Promise.allSettled(workers);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+}
+
 /** How long a pool's mount, once it answered a statfs, is taken as alive before in-process calls (they stay bounded anyway). */
 const PROBE_FRESH_MS = 5_000;
 
@@ -137,14 +155,108 @@ export class FileDriver implements VolumeDriver {
     }
   }
 
-  private readonly answered = new Map<string, number>();
+  /**
+   * statfs(2) of many folders: a few `stat -f` children at once, up to {@link STATFS_BATCH} paths
+   * each, each killed at the bound. A folder that does not exist is undefined. A child that
+   * timed out says nothing of which path hung, so its paths are asked again one by one (each
+   * bounded, several at once): the hung ones fail with a {@link FsTimeoutError}, the rest answer.
+   */
+  private async statfsMany(paths: readonly string[]): Promise<Map<string, FsFigures | undefined | Error>> {
+    const out = new Map<string, FsFigures | undefined | Error>();
+    const batches: string[][] = [];
+    // A name with a line break cannot be read back from stat's output: asked alone.
+    const alone = paths.filter((p) => p.includes("\n"));
+    const batchable = paths.filter((p) => !p.includes("\n"));
+    // As few children as run at once (a spawn costs milliseconds, a statfs microseconds), within the batch's cap.
+    const size = Math.min(STATFS_BATCH, Math.max(100, Math.ceil(batchable.length / STATFS_CHILDREN)));
+    for (let i = 0; i < batchable.length; i += size) batches.push(batchable.slice(i, i + size));
+    const one = async (p: string) => out.set(p, await this.statfs(p).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))));
+    await forEachLimit(batches, STATFS_CHILDREN, async (batch) => {
+      let stdout: string;
+      let stderr: string;
+      const started = Date.now();
+      try {
+        ({ stdout, stderr } = await this.probe("stat", ["-f", "-c", "%S %b %f %a %n", "--", ...batch], { timeoutMs: this.fsTimeoutMs, env: { LC_ALL: "C" }, okExitCodes: [1] }));
+      } catch (err) {
+        const killedLate = err instanceof CommandFailedError && err.signal !== undefined && Date.now() - started >= this.fsTimeoutMs;
+        if (!(err instanceof CommandTimeoutError || killedLate)) throw err;
+        await forEachLimit(batch, STATFS_ALONE, one);
+        return;
+      }
+      const seen = new Map<string, FsFigures>();
+      for (const line of stdout.split("\n")) {
+        const m = /^(\d+) (\d+) (\d+) (\d+) (.*)$/.exec(line);
+        if (!m) continue;
+        const [frsize, blocks, bfree, bavail] = m.slice(1, 5).map(Number);
+        seen.set(m[5], { sizeBytes: blocks * frsize, freeBytes: bfree * frsize, availBytes: bavail * frsize });
+      }
+      // Not measured: missing (the usual case: no volume made the folder yet), or another fault.
+      // When stat complained of nothing but missing folders, those are the missing ones; else each is asked alone, which tells which.
+      const unanswered = batch.filter((p) => !seen.has(p));
+      for (const [p, f] of seen) out.set(p, f);
+      const onlyMissing = stderr.split("\n").every((l) => l.trim() === "" || /No such file or directory$/.test(l.trim()));
+      if (onlyMissing) for (const p of unanswered) out.set(p, undefined);
+      else await forEachLimit(unanswered, STATFS_ALONE, one);
+    });
+    await forEachLimit(alone, STATFS_ALONE, one);
+    return out;
+  }
 
-  /** Why: a statfs in a child before in-process calls, at most every few seconds per pool (refresh reads every volume of a pool). */
+  /**
+   * {@link poolFileSystem} of many pools at once: each round measures every pool's current
+   * folder in batches, and a pool whose folder does not exist goes one folder up for the next.
+   */
+  async poolFileSystems(pools: ReadonlyArray<Pick<PoolConfig, "path">>): Promise<Array<FsFigures | Error>> {
+    const out = new Array<FsFigures | Error>(pools.length);
+    let pending = pools.map((p, i) => ({ i, at: path.resolve(p.path) }));
+    while (pending.length > 0) {
+      const answers = await this.statfsMany([...new Set(pending.map((x) => x.at))]);
+      const next: typeof pending = [];
+      for (const x of pending) {
+        const a = answers.get(x.at);
+        if (a !== undefined) out[x.i] = a;
+        else if (path.dirname(x.at) === x.at) out[x.i] = new Error(`statfs of ${pools[x.i].path}: no folder on its way exists`);
+        else next.push({ i: x.i, at: path.dirname(x.at) });
+      }
+      pending = next;
+    }
+    return out;
+  }
+
+  async getPoolsStats(pools: readonly PoolConfig[]): Promise<Array<PoolStats | Error>> {
+    const figures = await this.poolFileSystems(pools);
+    const now = Date.now();
+    return pools.map((pool, i) => {
+      const s = figures[i];
+      if (s instanceof Error) return s;
+      this.answered.set(path.resolve(pool.path), now); // the mount answered: a create right after need not probe again
+      return { totalBytes: pool.totalCapacityGib !== undefined ? pool.totalCapacityGib * GiB : s.sizeBytes, freeBytes: s.availBytes, fsBytes: s.sizeBytes, fsFreeBytes: s.freeBytes };
+    });
+  }
+
+  private readonly answered = new Map<string, number>();
+  /** The probe of a pool in flight: concurrent callers (the engine creates many volumes at once) share it. */
+  private readonly probing = new Map<string, Promise<void>>();
+  /** Pool folders this driver made or found (or is making), so a create does not make them again. */
+  private readonly madeFolders = new Map<string, Promise<void>>();
+
+  /**
+   * Why: a statfs in a child before in-process calls, at most every few seconds per pool (refresh
+   * reads every volume of a pool), and one at a time: each child costs the provider a fork, and
+   * the engine's concurrent creates all found the answer stale at once.
+   */
   private async probePool(pool: PoolConfig): Promise<void> {
     const at = path.resolve(pool.path);
     if (Date.now() - (this.answered.get(at) ?? -Infinity) < PROBE_FRESH_MS) return;
-    await this.poolFileSystem(pool);
-    this.answered.set(at, Date.now());
+    let probe = this.probing.get(at);
+    if (!probe) {
+      probe = this.poolFileSystem(pool).then(() => {
+        this.answered.set(at, Date.now());
+      });
+      this.probing.set(at, probe);
+      void probe.catch(() => undefined).finally(() => this.probing.delete(at));
+    }
+    await probe;
   }
 
   /** Why: in-process calls on the pool's folder, freed at the bound (see the header). */
@@ -152,10 +264,29 @@ export class FileDriver implements VolumeDriver {
     return boundedFsCall(pool.path, this.fsTimeoutMs, what, fn);
   }
 
-  /** Why: the pool's folder made (bounded, one level at a time) only after its mount answered a statfs. */
+  /**
+   * Why: the pool's folder made (bounded, one level at a time) only after its mount answered a
+   * statfs; once per folder and driver (a create that finds it gone since calls {@link remakePoolFolder}).
+   */
   private async makePoolFolder(pool: PoolConfig): Promise<void> {
     await this.probePool(pool);
-    await boundedFsCall(pool.path, this.fsTimeoutMs + 1000, "making the folder", () => makeFolder(pool.path, { mode: 0o755, timeoutMs: this.fsTimeoutMs }));
+    const at = path.resolve(pool.path);
+    let made = this.madeFolders.get(at);
+    if (!made) {
+      made = boundedFsCall(pool.path, this.fsTimeoutMs + 1000, "making the folder", () => makeFolder(pool.path, { mode: 0o755, timeoutMs: this.fsTimeoutMs }));
+      this.madeFolders.set(at, made);
+      // A folder that could not be made is tried again by the next create.
+      made.catch(() => {
+        if (this.madeFolders.get(at) === made) this.madeFolders.delete(at);
+      });
+    }
+    await made;
+  }
+
+  /** Why: a pool folder removed behind our back (a clean-up, a mount gone) is made again, as the first create made it. */
+  private async remakePoolFolder(pool: PoolConfig): Promise<void> {
+    this.madeFolders.delete(path.resolve(pool.path));
+    await this.makePoolFolder(pool);
   }
 
   async getPoolStats(pool: PoolConfig): Promise<PoolStats> {
@@ -186,9 +317,14 @@ export class FileDriver implements VolumeDriver {
     const file = this.volumePath(pool, volumeId);
     const thick = isThickPool(pool);
     await this.makePoolFolder(pool);
+    const create = () => this.io(pool, "creating a volume file in", () => openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, "volumeId", 0o666));
     let handle: fs.FileHandle;
     try {
-      handle = await this.io(pool, "creating a volume file in", () => openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, "volumeId", 0o666));
+      handle = await create().catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== "ENOENT") throw err;
+        await this.remakePoolFolder(pool);
+        return create();
+      });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       // Idempotent: an existing file of the right size is the volume we made before (O_EXCL also

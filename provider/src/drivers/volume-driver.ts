@@ -42,6 +42,12 @@ export interface VolumeDriver {
    * `FsTimeoutError`, drivers/confine.ts) instead of hanging.
    */
   getPoolStats(pool: PoolConfig): Promise<PoolStats>;
+  /**
+   * {@link getPoolStats} of many pools at once (discovery at start: 10,000 pools must not cost
+   * 10,000 probes one after another), each pool's answer or its error in the order given, every
+   * pool bounded as there. Optional: without it, the caller asks pool by pool.
+   */
+  getPoolsStats?(pools: readonly PoolConfig[]): Promise<Array<PoolStats | Error>>;
   createVolume(pool: PoolConfig, volumeId: string, sizeBytes: number): Promise<void>;
   /**
    * Make `volumeId` a copy of `source` (possibly on another pool), then grow it to `sizeBytes`.

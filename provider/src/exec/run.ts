@@ -23,6 +23,11 @@ export interface RunOptions {
    * the CLI, or systemd stopping the agent's group) reaches them too. Exports outlive the provider.
    */
   detached?: boolean;
+  /**
+   * Exit codes other than 0 that are answers, not failures (their stdout and stderr come back):
+   * `stat -f` of many paths exits 1 when one is missing and still measures the others.
+   */
+  okExitCodes?: readonly number[];
 }
 
 export interface RunResult {
@@ -63,7 +68,7 @@ export const run: Runner = async (file, args, options = {}) => {
       stripFinalNewline: true,
     });
     if (r.timedOut) throw new CommandTimeoutError(argv, timeout, { secrets });
-    if (r.exitCode !== 0) {
+    if (r.exitCode !== 0 && !(typeof r.exitCode === "number" && options.okExitCodes?.includes(r.exitCode))) {
       const exited = r.exitCode !== undefined && r.exitCode !== null;
       throw new CommandFailedError({
         argv,
@@ -74,7 +79,7 @@ export const run: Runner = async (file, args, options = {}) => {
         cause: exited || r.signal ? undefined : spawnFailure(r as unknown as Record<string, unknown>, secrets),
       });
     }
-    return { stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? ""), exitCode: 0 };
+    return { stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? ""), exitCode: r.exitCode ?? 0 };
   } catch (err) {
     if (err instanceof CommandFailedError || err instanceof CommandTimeoutError) throw err;
     const masked = maskSecrets(argv.join(" "), secrets);

@@ -11,9 +11,26 @@
  * read is still zero-checked; unwritten (preallocated) extents read as zeros and are found so.
  *
  * The source is always a regular file: a symbolic link is refused (O_NOFOLLOW), never read through.
+ *
+ * Unchanged volumes ({@link FileSource.changeToken}): a file's ctime moves on every write, truncate
+ * and hole punch (pwrite from tgtd, nbdkit or qemu-nbd, a loop device's writes and discards, in
+ * buffered and direct I/O alike), and nobody can set it back (utimes sets mtime, never ctime). So
+ * (device, inode, size, mtime, ctime) equal to what they were before the previous sync read the
+ * file means no write since. Two limits, both handled by answering `undefined` (read as usual):
+ * timestamps are taken from a coarse clock (a jiffy; 1 s on ext2/3 with small inodes), so a write
+ * just after a stat may keep the same ctime, and a write syscall sets ctime when it starts, not
+ * when its data lands (a direct-I/O write of a loop device waiting on a slow disk, a buffered one
+ * throttled by dirty-page limits): the token is given only when the ctime is at least
+ * {@link CHANGE_TOKEN_SETTLE_MS} old, so a write would have to stay in flight that long, across the
+ * previous sync's read of its range, to be missed (each write here is one SCSI or NBD request or
+ * one loop bio, a few MiB at most: a minute in flight is a hung disk); and only local file
+ * systems that keep ctime this way are trusted (ext2/3/4, XFS, btrfs: not NFS, whose times come
+ * from another clock, nor FUSE or tmpfs). Writes through a shared writable mmap of the volume
+ * file could change bytes without a new ctime; nothing in sds maps volume files (tgtd's backing
+ * store is rdwr, nbdkit and qemu-nbd use pwrite).
  */
 import { constants } from "node:fs";
-import type * as fs from "node:fs/promises";
+import * as fs from "node:fs/promises";
 import { openNoFollow } from "../drivers/confine";
 import { run as defaultRun, type Runner } from "../exec/run";
 import type { ByteRange, SyncSource } from "./sync-sink";
@@ -28,12 +45,24 @@ const TRUSTED_FS = new Map([
   ["9123683e", "btrfs"],
 ]);
 
+/** statfs f_type of the file systems whose ctime {@link FileSource.changeToken} trusts. */
+const CTIME_TRUSTED_FS = new Set([0xef53, 0x58465342, 0x9123683e]);
+
+/** A ctime younger than this may belong to a write still in flight or share a tick with one to come: no token then. */
+export const CHANGE_TOKEN_SETTLE_MS = 60_000;
+
 /** Options of {@link FileSource}. */
 export interface FileSourceOptions {
   /** Default `auto`. `filefrag` makes a failed extent query an error (tests, diagnosis). */
   extents?: ExtentMode;
   /** Runs filefrag; injected for tests. */
   run?: Runner;
+  /** Offer {@link FileSource.changeToken} (default true); false makes every sync read. */
+  changeTokens?: boolean;
+  /** How old the ctime must be for a token. Default {@link CHANGE_TOKEN_SETTLE_MS}; shorter only for tests and benches. */
+  changeTokenSettleMs?: number;
+  /** Wall clock in ms, for tests of the settle rule. */
+  nowMs?: () => number;
   /** The request field that named this file, for errors (default `source`). */
   field?: string;
 }
@@ -92,6 +121,23 @@ export class FileSource implements SyncSource {
       if (mode === "filefrag") throw err;
       return undefined;
     }
+  }
+
+  /** See the file comment: identity, size and times of the open file, when they can be trusted. */
+  async changeToken(): Promise<string | undefined> {
+    if (this.options.changeTokens === false) return undefined;
+    const fh = await this.handle();
+    const st = await fh.stat({ bigint: true });
+    let fsType: number;
+    try {
+      fsType = (await fs.statfs(this.path)).type;
+    } catch {
+      return undefined;
+    }
+    if (!CTIME_TRUSTED_FS.has(fsType)) return undefined;
+    const nowNs = BigInt(Math.floor((this.options.nowMs ?? Date.now)())) * 1_000_000n;
+    if (st.ctimeNs > nowNs - BigInt(this.options.changeTokenSettleMs ?? CHANGE_TOKEN_SETTLE_MS) * 1_000_000n) return undefined;
+    return ["file1", fsType.toString(16), st.dev, st.ino, st.size, st.mtimeNs, st.ctimeNs].join(":");
   }
 
   async close(): Promise<void> {

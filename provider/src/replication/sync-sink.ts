@@ -84,6 +84,13 @@ export interface SyncSource {
    * only: an implementation that is unsure must answer `undefined`, never guess.
    */
   dataRanges(): Promise<ByteRange[] | undefined>;
+  /**
+   * Optional fast path for a source that did not change: a token taken before the sync reads
+   * anything, equal to the token taken before the previous sync only if no byte changed in
+   * between. `undefined` when the source cannot promise that now (then the sync reads as usual).
+   * An implementation that is unsure must answer `undefined`: a wrong match loses writes.
+   */
+  changeToken?(): Promise<string | undefined>;
   /** Release handles. Safe to call twice. */
   close(): Promise<void>;
 }

@@ -169,8 +169,9 @@ export class VolumeResource implements ResourceHandler {
     }
     const s = spec(req.inputs);
     const progress = s.sourceVolumeId !== undefined ? reportProgress(this.ctx, req.urn, `clone of volume "${nameFromUrn(req.urn)}"`) : undefined;
+    // No log line here: the outputs say where the volume went, and a line per create was one
+    // engine round trip each (issue 14).
     const row = await c.createVolume(req.urn, s, progress);
-    this.ctx.log("debug", `volume ${row.name} (${row.id}) created on ${row.poolId}`, req.urn);
     return { id: row.id, outs: volumeOutputs(row, req.inputs) };
   }
 

@@ -42,10 +42,19 @@ const allOps: Operator[] = ["<is>", "<in>", "<or>", "<all-in>", "s==", "s!=", "s
 
 /** `3ms` → {value: 3, unit: "ms"}; `5000` → {value: 5000, unit: ""}; undefined when not a number. */
 export function parseQuantity(text: string): { value: number; unit: string } | undefined {
+  // Why: placement parses every pool's value on every create (10,000 pools: the regex was a tenth
+  // of a create); pools repeat few distinct values, so each is parsed once. Results are frozen, shared.
+  const known = quantities.get(text);
+  if (known !== undefined || quantities.has(text)) return known;
   const m = /^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z%/]*)\s*$/.exec(text);
-  if (!m) return undefined;
-  return { value: Number(m[1]), unit: m[2] };
+  const q = m ? Object.freeze({ value: Number(m[1]), unit: m[2] }) : undefined;
+  if (quantities.size >= QUANTITY_CACHE_SIZE) quantities.clear();
+  quantities.set(text, q);
+  return q;
 }
+/** Parsed quantities by text; cleared when full (a bound, not an LRU: the values pools report are few). */
+const quantities = new Map<string, { value: number; unit: string } | undefined>();
+const QUANTITY_CACHE_SIZE = 10_000;
 
 // Unit families that convert; anything else compares only with the very same unit.
 const unitScale: Record<string, { family: string; factor: number }> = {

@@ -255,4 +255,44 @@ export const migrations: readonly Migration[] = [
     // whose file is missing or different is told instead of quietly placing onto other pools.
     sql: `ALTER TABLE backends ADD COLUMN config_json TEXT;`,
   },
+  {
+    version: 8,
+    name: "pool usage kept with the volume rows",
+    // Why (issue 14): placement read every pool's provisioned capacity as SUM(size_gib) over all
+    // volume rows, and every create changed the sum, so each create re-summed 10,000 rows. The
+    // totals are kept per pool by triggers, in the statement (so the transaction) that writes the
+    // volume row: an insert, a delete, a grow or a move is counted or undone with it, whoever
+    // writes the row (the controller, copy-state, a restore). A pool's row goes when its last
+    // volume does (a state with nothing made holds no usage rows). A later migration that makes
+    // the volumes table again (as 5 did) drops these triggers with it and must make them again.
+    // The (owner, status) index serves the create's look-up of a cut-short create of its owner.
+    sql: `
+      CREATE TABLE pool_usage (
+        pool_id          TEXT NOT NULL,
+        backend_name     TEXT NOT NULL,
+        volumes          INTEGER NOT NULL,
+        provisioned_gib  INTEGER NOT NULL,
+        PRIMARY KEY (pool_id, backend_name)
+      );
+      INSERT INTO pool_usage (pool_id, backend_name, volumes, provisioned_gib)
+        SELECT pool_id, backend_name, COUNT(*), SUM(size_gib) FROM volumes GROUP BY pool_id, backend_name;
+      CREATE TRIGGER volumes_usage_insert AFTER INSERT ON volumes BEGIN
+        INSERT INTO pool_usage (pool_id, backend_name, volumes, provisioned_gib) VALUES (NEW.pool_id, NEW.backend_name, 1, NEW.size_gib)
+          ON CONFLICT (pool_id, backend_name) DO UPDATE SET volumes = volumes + 1, provisioned_gib = provisioned_gib + excluded.provisioned_gib;
+      END;
+      CREATE TRIGGER volumes_usage_delete AFTER DELETE ON volumes BEGIN
+        UPDATE pool_usage SET volumes = volumes - 1, provisioned_gib = provisioned_gib - OLD.size_gib
+          WHERE pool_id = OLD.pool_id AND backend_name = OLD.backend_name;
+        DELETE FROM pool_usage WHERE pool_id = OLD.pool_id AND backend_name = OLD.backend_name AND volumes <= 0;
+      END;
+      CREATE TRIGGER volumes_usage_update AFTER UPDATE OF size_gib, pool_id, backend_name ON volumes BEGIN
+        UPDATE pool_usage SET volumes = volumes - 1, provisioned_gib = provisioned_gib - OLD.size_gib
+          WHERE pool_id = OLD.pool_id AND backend_name = OLD.backend_name;
+        DELETE FROM pool_usage WHERE pool_id = OLD.pool_id AND backend_name = OLD.backend_name AND volumes <= 0;
+        INSERT INTO pool_usage (pool_id, backend_name, volumes, provisioned_gib) VALUES (NEW.pool_id, NEW.backend_name, 1, NEW.size_gib)
+          ON CONFLICT (pool_id, backend_name) DO UPDATE SET volumes = volumes + 1, provisioned_gib = provisioned_gib + excluded.provisioned_gib;
+      END;
+      CREATE INDEX volumes_owner_status ON volumes(owner, status);
+    `,
+  },
 ];

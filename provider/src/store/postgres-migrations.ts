@@ -170,4 +170,39 @@ export const postgresMigrations: readonly Omit<Migration, "rebuildsTables">[] = 
     // whose file is missing or different is told instead of quietly placing onto other pools.
     sql: `ALTER TABLE backends ADD COLUMN config_json TEXT;`,
   },
+  {
+    version: 8,
+    name: "pool usage kept with the volume rows",
+    // Why: as in SQLite's migration 8, one trigger function for the three cases. Concurrent
+    // creates on one pool queue on its usage row (the UPDATE's row lock) until the first commits,
+    // then add to the committed figure (READ COMMITTED re-reads the row), so no count is lost.
+    sql: `
+      CREATE TABLE pool_usage (
+        pool_id          TEXT NOT NULL,
+        backend_name     TEXT NOT NULL,
+        volumes          INTEGER NOT NULL,
+        provisioned_gib  BIGINT NOT NULL,
+        PRIMARY KEY (pool_id, backend_name)
+      );
+      INSERT INTO pool_usage (pool_id, backend_name, volumes, provisioned_gib)
+        SELECT pool_id, backend_name, COUNT(*), SUM(size_gib) FROM volumes GROUP BY pool_id, backend_name;
+      CREATE FUNCTION volumes_pool_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+          UPDATE pool_usage SET volumes = volumes - 1, provisioned_gib = provisioned_gib - OLD.size_gib
+            WHERE pool_id = OLD.pool_id AND backend_name = OLD.backend_name;
+          DELETE FROM pool_usage WHERE pool_id = OLD.pool_id AND backend_name = OLD.backend_name AND volumes <= 0;
+        END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') THEN
+          INSERT INTO pool_usage (pool_id, backend_name, volumes, provisioned_gib) VALUES (NEW.pool_id, NEW.backend_name, 1, NEW.size_gib)
+            ON CONFLICT (pool_id, backend_name) DO UPDATE SET volumes = pool_usage.volumes + 1, provisioned_gib = pool_usage.provisioned_gib + EXCLUDED.provisioned_gib;
+        END IF;
+        RETURN NULL;
+      END
+      $$;
+      CREATE TRIGGER volumes_pool_usage AFTER INSERT OR DELETE OR UPDATE OF size_gib, pool_id, backend_name ON volumes
+        FOR EACH ROW EXECUTE FUNCTION volumes_pool_usage();
+      CREATE INDEX volumes_owner_status ON volumes(owner, status);
+    `,
+  },
 ];

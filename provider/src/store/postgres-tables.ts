@@ -36,6 +36,13 @@ function toPg(value: unknown): unknown {
   return value !== null && typeof value === "object" ? JSON.stringify(value) : value;
 }
 
+/** Why: usage rows are per (pool, backend); a pool or a backend with several adds up (never seen, but exact). */
+function sumBy(rows: Row[], key: string, value = "gib"): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const r of rows) out.set(r[key] as string, (out.get(r[key] as string) ?? 0) + Number(r[value]));
+  return out;
+}
+
 /** Every store operation as SQL on one {@link Queryable}; no transaction logic of its own. */
 export class PostgresTables implements StoreOps {
   constructor(private readonly db: Queryable) {}
@@ -65,8 +72,13 @@ export class PostgresTables implements StoreOps {
   }
 
   async provisionedGibByPool(): Promise<ReadonlyMap<string, number>> {
-    const { rows } = await this.db.query("SELECT pool_id, SUM(size_gib) AS gib FROM volumes GROUP BY pool_id");
-    return new Map(rows.map((r) => [r.pool_id as string, Number(r.gib)]));
+    const { rows } = await this.db.query("SELECT pool_id, provisioned_gib AS gib FROM pool_usage");
+    return sumBy(rows, "pool_id");
+  }
+
+  async volumeCountByBackend(): Promise<ReadonlyMap<string, number>> {
+    const { rows } = await this.db.query("SELECT backend_name, volumes AS n FROM pool_usage");
+    return sumBy(rows, "backend_name", "n");
   }
 
   async setSharedTargets(backendName: string, sharedTargets: boolean): Promise<number> {

@@ -20,6 +20,7 @@ export abstract class TableOps<T extends StoreTables> implements StoreOps {
   updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>) { return this.run((t) => t.updateVolume(id, changes)); }
   deleteVolume(id: string) { return this.run((t) => t.deleteVolume(id)); }
   provisionedGibByPool() { return this.run((t) => t.provisionedGibByPool()); }
+  volumeCountByBackend() { return this.run((t) => t.volumeCountByBackend()); }
   setSharedTargets(backendName: string, sharedTargets: boolean) { return this.run((t) => t.setSharedTargets(backendName, sharedTargets)); }
 
   getProfile(id: string) { return this.run((t) => t.getProfile(id)); }

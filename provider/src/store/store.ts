@@ -153,8 +153,14 @@ export interface StoreOps {
   /** Change a volume and return it as it is now; NOT_FOUND when it does not exist. */
   updateVolume(id: string, changes: Partial<Omit<VolumeRow, "id" | "createdAt">>): Promise<VolumeRow>;
   deleteVolume(id: string): Promise<void>;
-  /** Sum of sizeGib of the volumes on each pool (provisioned capacity); pools without volumes are absent. */
+  /**
+   * Sum of sizeGib of the volumes on each pool (provisioned capacity); pools without volumes are
+   * absent. Read from totals the store keeps with the volume rows (migration 8), not re-summed:
+   * placement asks it on every create, and its cost must not grow with the number of volumes.
+   */
   provisionedGibByPool(): Promise<ReadonlyMap<string, number>>;
+  /** How many volumes each backend holds (from the same totals); backends without volumes are absent. */
+  volumeCountByBackend(): Promise<ReadonlyMap<string, number>>;
   /** Record that a backend's volumes report `sharedTargets` (the backend corrects its volumes); how many changed. */
   setSharedTargets(backendName: string, sharedTargets: boolean): Promise<number>;
 

@@ -40,6 +40,28 @@ export interface ExportState {
   sessions?: number;
 }
 
+/** What one attachment needs exported on an iSCSI target: {@link IscsiTarget.ensureExport}'s argument. */
+export interface IscsiExport {
+  /** The target's IQN. */
+  iqn: string;
+  /** A tid hint, as {@link IscsiTarget.ensureTarget}'s. */
+  tid?: number;
+  lun: number;
+  /** The LUN's backing file. */
+  path: string;
+  readOnly: boolean;
+  /** The initiator allowed in the ACL. */
+  initiator: string;
+  /** CHAP required on the target, when given. */
+  chap?: Chap;
+  /**
+   * Told the target's real tid as soon as it is known, before the other steps: the caller
+   * records it, so that a rollback after a later step failed removes this target, not the one
+   * the hint named.
+   */
+  onTarget?: (tid: number) => Promise<void>;
+}
+
 /** iSCSI through tgtd/tgtadm: a target holds LUNs, an ACL of initiators and optional CHAP. */
 export interface IscsiTarget {
   readonly protocol: "iscsi";
@@ -64,6 +86,14 @@ export interface IscsiTarget {
   ensureInitiator(tid: number, initiatorIqn: string): Promise<void>;
   /** Require CHAP for the target with these credentials (creates the account, binds it). */
   ensureChap(tid: number, chap: Chap): Promise<void>;
+  /**
+   * The whole export of one attachment, in one call: {@link ensureTarget}, {@link ensureLun},
+   * {@link ensureInitiator} and {@link ensureChap} with the same arguments, the same races won
+   * and lost the same way, and the same result (the target's real tid). Why one call: an
+   * implementation may ask the daemon once for the target's state and do only what is missing,
+   * instead of once per step (tgtd lists every target it has for each ask).
+   */
+  ensureExport(e: IscsiExport): Promise<number>;
   removeInitiator(tid: number, initiatorIqn: string): Promise<void>;
   removeLun(tid: number, lun: number): Promise<void>;
   /** Remove the target, its LUNs, ACL and CHAP account bindings (force: even with sessions). */
@@ -71,6 +101,16 @@ export interface IscsiTarget {
   /** Remove a CHAP account no target uses any more. */
   removeChapAccount(username: string): Promise<void>;
   list(): Promise<ExportState[]>;
+}
+
+/** {@link IscsiTarget.ensureExport} done step by step: for targets that have no shortcut (a storage node's, through its agent). */
+export async function ensureExportByStep(t: IscsiTarget, e: IscsiExport): Promise<number> {
+  const tid = await t.ensureTarget(e.iqn, e.tid);
+  await e.onTarget?.(tid);
+  await t.ensureLun(tid, e.lun, e.path, e.readOnly);
+  await t.ensureInitiator(tid, e.initiator);
+  if (e.chap) await t.ensureChap(tid, e.chap);
+  return tid;
 }
 
 /** NBD through nbdkit: one server per (name, mode) serving named exports. */

@@ -15,6 +15,12 @@
  * - tgtd never reports a CHAP password, and deleting an account unbinds it everywhere: a hash of
  *   each password we set is kept in `runDir` ({@link ChapHashes}), so `ensureChap` knows whether
  *   the account already has the asked password or must be replaced (and re-bound where it was);
+ * - tgtd lists every target it has, whole, for each `show`: an attach lists once
+ *   ({@link TgtTarget.ensureExport}) and does only what is missing; a remove sends its op and
+ *   takes tgtd's "already gone" for success, without listing first;
+ * - checking a password against its hash costs a scrypt (~50 ms of CPU): a password this
+ *   object set or checked is remembered (in memory, for this tgtd) and not checked again while
+ *   its account stays bound where it was;
  * - other processes (another provider, another stack's state, an agent) manage the same tgtd at
  *   the same moment, and tgtd runs one request at a time: every `ensure*` that loses a race
  *   ("already exists") looks again and adopts what it finds when it is the same thing (same name,
@@ -27,7 +33,7 @@ import { BackendError, invalidInput, UserError } from "../errors";
 import { DaemonRecords, startDaemon } from "../exec/daemons";
 import { run as defaultRun, type Runner } from "../exec/run";
 import { procProcesses, type ProcessTable, waitUntil } from "../exec/processes";
-import type { Chap, ExportState, IscsiTarget } from "./target";
+import type { Chap, ExportState, IscsiExport, IscsiTarget } from "./target";
 import { ChapHashes } from "./tgtadm-chap-hashes";
 import { isTgtdError, TgtadmClient, type TgtadmChannel, type TgtadmRequest } from "./tgtadm-client";
 import { parseTgtAccounts, parseTgtPortals, parseTgtTargets } from "./tgtadm-parse";
@@ -88,6 +94,10 @@ export class TgtTarget implements IscsiTarget {
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly records: DaemonRecords;
   private readonly chapHashes: ChapHashes;
+  /** The start in flight: concurrent callers (50 attaches on unique targets) share it and launch ONE tgtd. */
+  private starting?: Promise<void>;
+  /** CHAP passwords known to match the remembered hash of their account (set or checked by this object), by account. */
+  private readonly chapVerified = new Map<string, string>();
 
   constructor(options: TgtTargetOptions) {
     // tgtd and tgtadm take -C as a signed short.
@@ -109,13 +119,21 @@ export class TgtTarget implements IscsiTarget {
     return path.join(this.runDir, `tgtd-${this.controlPort}.pid`);
   }
 
-  async start(): Promise<void> {
-    if (await this.answering()) return this.checkPortal(false);
+  /** One ask (`show portal`) when tgtd runs: it says both that tgtd answers and where it listens. */
+  start(): Promise<void> {
+    this.starting ??= this.startOnce().finally(() => (this.starting = undefined));
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<void> {
+    const portals = await this.portals();
+    if (portals) return this.checkPortal(portals, false);
     await fs.mkdir(this.runDir, { recursive: true });
     const args = ["-C", String(this.controlPort), "--iscsi", `portal=${this.portal}`, "-p", this.pidFile];
     await startDaemon(this.run, this.records, { kind: "tgtd", name: String(this.controlPort), file: "tgtd", args, pidFile: this.pidFile }, { timeoutMs: DAEMON_TIMEOUT_MS });
-    await waitUntil(`tgtd on control port ${this.controlPort} to answer`, () => this.answering());
-    await this.checkPortal(true);
+    let answer: string[] | undefined;
+    await waitUntil(`tgtd on control port ${this.controlPort} to answer`, async () => (answer = await this.portals()) !== undefined);
+    await this.checkPortal(answer!, true);
   }
 
   async stop(): Promise<void> {
@@ -140,13 +158,21 @@ export class TgtTarget implements IscsiTarget {
    * when free, otherwise another free tid is picked. Always returns the target's real tid.
    */
   async ensureTarget(iqn: string, tid?: number): Promise<number> {
+    return (await this.targetFound(iqn, tid)).target.tid!;
+  }
+
+  /**
+   * The target named `iqn`, found or made, as listed (a new one: empty), with the listing of
+   * every target it was found in (undefined when made: the caller has nothing else to learn).
+   */
+  private async targetFound(iqn: string, tid?: number): Promise<{ target: ExportState; all?: ExportState[] }> {
     checkIqn("iqn", iqn);
     if (tid !== undefined) checkPositive("tid", tid);
     let hint = tid;
     for (let attempt = 1; ; attempt++) {
       const targets = await this.list();
       const same = targets.find((t) => t.name === iqn);
-      if (same) return same.tid!;
+      if (same) return { target: same, all: targets };
       const used = new Set(targets.map((t) => t.tid!));
       const newTid = hint !== undefined && !used.has(hint) ? hint : Math.max(0, ...used) + 1;
       try {
@@ -162,14 +188,36 @@ export class TgtTarget implements IscsiTarget {
       // cut a 1 MiB write into ~128 PDUs with R2T round trips; these made libiscsi writes ~3x
       // faster and halved tgtd's CPU per GiB (bench/datapath).
       for (const [name, value] of SESSION_PARAMS) await this.tgtadm({ op: "update", mode: "target", tid: newTid, name, value });
-      return newTid;
+      return { target: { name: iqn, tid: newTid, luns: [], initiators: [], chapUsers: [], sessions: 0 } };
     }
+  }
+
+  /**
+   * One attachment's export from one listing: the target found or made, then only what it
+   * lacks (LUN, ACL entry, CHAP binding), each step as its `ensure*` does it, races included.
+   */
+  async ensureExport(e: IscsiExport): Promise<number> {
+    checkPositive("lun", e.lun);
+    checkIqn("initiatorIqn", e.initiator);
+    if (e.chap) checkChap(e.chap);
+    const { target, all } = await this.targetFound(e.iqn, e.tid);
+    const tid = target.tid!;
+    await e.onTarget?.(tid);
+    await this.ensureLunIn(target, e.lun, path.resolve(e.path), e.readOnly);
+    if (!target.initiators.includes(e.initiator)) await this.bindInitiator(tid, e.initiator);
+    if (e.chap) await this.ensureChapIn(tid, e.chap, target, all);
+    return tid;
   }
 
   async ensureLun(tid: number, lun: number, backingPath: string, readOnly: boolean): Promise<void> {
     checkPositive("lun", lun); // LUN 0 is tgt's controller
-    const file = path.resolve(backingPath);
-    const have = (await this.mustFind(tid)).luns.find((l) => l.lun === lun);
+    await this.ensureLunIn(await this.mustFind(tid), lun, path.resolve(backingPath), readOnly);
+  }
+
+  /** {@link ensureLun} on `target` as just listed. */
+  private async ensureLunIn(target: ExportState, lun: number, file: string, readOnly: boolean): Promise<void> {
+    const tid = target.tid!;
+    const have = target.luns.find((l) => l.lun === lun);
     if (have) return this.adoptLun(tid, have, file, readOnly);
     try {
       await fs.access(file);
@@ -233,31 +281,55 @@ export class TgtTarget implements IscsiTarget {
     checkIqn("initiatorIqn", initiatorIqn);
     const target = await this.mustFind(tid);
     if (target.initiators.includes(initiatorIqn)) return;
-    // An ACL entry is just the name: one bound meanwhile by another process is the same thing.
-    await this.tgtadm({ op: "bind", mode: "target", tid, initiatorName: initiatorIqn }).catch(ignoreTgtd("ACL_EXIST"));
+    await this.bindInitiator(tid, initiatorIqn);
+  }
+
+  /** An ACL entry is just the name: one bound meanwhile by another process is the same thing. */
+  private bindInitiator(tid: number, initiatorIqn: string): Promise<unknown> {
+    return this.tgtadm({ op: "bind", mode: "target", tid, initiatorName: initiatorIqn }).catch(ignoreTgtd("ACL_EXIST"));
   }
 
   async ensureChap(tid: number, chap: Chap): Promise<void> {
-    if (!CHAP_USER.test(chap.username)) throw invalidInput("chap.username", `must be 1-255 of [A-Za-z0-9._@:-]`);
-    if (!chap.password || /[\s\0]/.test(chap.password)) throw invalidInput("chap.password", "must be non-empty, without spaces");
-    let targets = await this.list();
-    if (!targets.some((t) => t.tid === tid)) throw new UserError("NOT_FOUND", `iSCSI target tid ${tid} does not exist`, "tid");
-    const exists = (await this.accounts()).includes(chap.username);
-    if (!exists || !(await this.chapHashes.matches(chap))) {
+    checkChap(chap);
+    await this.ensureChapIn(tid, chap);
+  }
+
+  /**
+   * {@link ensureChap} on target `tid`; `known` is that target as the caller just listed (or
+   * made) it, `listed` every target of that listing (undefined when the target was just made).
+   */
+  private async ensureChapIn(tid: number, chap: Chap, known?: ExportState, listed?: ExportState[]): Promise<void> {
+    let targets = listed ?? (known ? undefined : await this.list());
+    const target = known ?? targets!.find((t) => t.tid === tid);
+    if (!target) throw new UserError("NOT_FOUND", `iSCSI target tid ${tid} does not exist`, "tid");
+    let bound = target.chapUsers.includes(chap.username);
+    // Bound here with a password this object set or checked: nothing to ask, nothing to hash.
+    if (bound && this.chapVerified.get(chap.username) === chap.password) return;
+    const exists = bound || (await this.accounts()).includes(chap.username);
+    if (!exists || !(await this.passwordMatches(chap))) {
       if (exists) {
         // The account has another (or an unknown) password: replace it. Deleting unbinds it
         // from every target, so bind it back where it was.
+        targets ??= await this.list();
         const boundTo = targets.filter((t) => t.chapUsers.includes(chap.username)).map((t) => t.tid!);
         await this.tgtadm({ op: "delete", mode: "account", user: chap.username }).catch(ignoreTgtd("NO_USER"));
         await this.newAccount(chap);
         for (const other of boundTo) await this.bindAccount(other, chap.username).catch(ignoreTgtd("NO_TARGET"));
-        targets = await this.list();
+        bound = boundTo.includes(tid);
       } else {
         await this.newAccount(chap);
       }
     }
-    if (targets.find((t) => t.tid === tid)?.chapUsers.includes(chap.username)) return;
+    if (bound) return;
     await this.bindAccount(tid, chap.username);
+  }
+
+  /** The remembered hash's verdict, remembered in turn when it says yes (see the file comment). */
+  private async passwordMatches(chap: Chap): Promise<boolean> {
+    if (this.chapVerified.get(chap.username) === chap.password) return true;
+    if (!(await this.chapHashes.matches(chap))) return false;
+    this.chapVerified.set(chap.username, chap.password);
+    return true;
   }
 
   /** Create the account (the password travels over tgtd's socket only), or adopt one just made with the same password. */
@@ -271,11 +343,12 @@ export class TgtTarget implements IscsiTarget {
       // when its password is known to be ours, else leave it and say so.
       for (const ms of [0, ...CHAP_RACE_WAIT_MS]) {
         if (ms) await this.sleep(ms);
-        if (await this.chapHashes.matches(chap)) return;
+        if (await this.passwordMatches(chap)) return;
       }
       throw new UserError("CONFLICT", `CHAP account ${chap.username} was created meanwhile by another process with a password not known to be the asked one; left as is (retry to replace it)`, "chap.username");
     }
     await this.chapHashes.remember(chap);
+    this.chapVerified.set(chap.username, chap.password);
   }
 
   /** Bind an incoming account; tgtd's "this account already exists" here means already bound. */
@@ -284,26 +357,20 @@ export class TgtTarget implements IscsiTarget {
   }
 
   async removeInitiator(tid: number, initiatorIqn: string): Promise<void> {
-    const target = (await this.list()).find((t) => t.tid === tid);
-    if (!target?.initiators.includes(initiatorIqn)) return;
     await this.tgtadm({ op: "unbind", mode: "target", tid, initiatorName: initiatorIqn }).catch(ignoreTgtd("ACL_NOEXIST", "NO_TARGET"));
   }
 
   async removeLun(tid: number, lun: number): Promise<void> {
-    const target = (await this.list()).find((t) => t.tid === tid);
-    if (!target?.luns.some((l) => l.lun === lun)) return;
     await this.tgtadm({ op: "delete", mode: "logicalunit", tid, lun }).catch(ignoreTgtd("NO_LUN", "NO_TARGET"));
   }
 
   async removeTarget(tid: number): Promise<void> {
-    if (!(await this.list()).some((t) => t.tid === tid)) return;
     await this.tgtadm({ op: "delete", mode: "target", tid, force: true }).catch(ignoreTgtd("NO_TARGET"));
   }
 
   async removeChapAccount(username: string): Promise<void> {
-    if ((await this.accounts()).includes(username)) {
-      await this.tgtadm({ op: "delete", mode: "account", user: username }).catch(ignoreTgtd("NO_USER"));
-    }
+    this.chapVerified.delete(username);
+    await this.tgtadm({ op: "delete", mode: "account", user: username }).catch(ignoreTgtd("NO_USER"));
     await this.chapHashes.forget(username);
   }
 
@@ -322,17 +389,20 @@ export class TgtTarget implements IscsiTarget {
   }
 
   private async answering(): Promise<boolean> {
+    return (await this.portals()) !== undefined;
+  }
+
+  /** Where tgtd listens, or undefined when it does not answer. */
+  private async portals(): Promise<string[] | undefined> {
     try {
-      await this.tgtadm({ op: "show", mode: "portal" });
-      return true;
+      return parseTgtPortals(await this.tgtadm({ op: "show", mode: "portal" }));
     } catch {
-      return false;
+      return undefined;
     }
   }
 
   /** Why: a tgtd whose portal is taken still starts and answers, listening nowhere useful. */
-  private async checkPortal(justStarted: boolean): Promise<void> {
-    const portals = parseTgtPortals(await this.tgtadm({ op: "show", mode: "portal" }));
+  private async checkPortal(portals: string[], justStarted: boolean): Promise<void> {
     if (portals.includes(this.portal)) return;
     if (justStarted) {
       await this.stop();
@@ -367,6 +437,11 @@ function ignoreTgtd(...names: Parameters<typeof isTgtdError>[1][]): (err: unknow
 
 function checkIqn(property: string, iqn: string): void {
   if (!IQN.test(iqn)) throw invalidInput(property, `not an iSCSI name (iqn.YYYY-MM.…, eui.…, naa.…): "${iqn}"`);
+}
+
+function checkChap(chap: Chap): void {
+  if (!CHAP_USER.test(chap.username)) throw invalidInput("chap.username", `must be 1-255 of [A-Za-z0-9._@:-]`);
+  if (!chap.password || /[\s\0]/.test(chap.password)) throw invalidInput("chap.password", "must be non-empty, without spaces");
 }
 
 function checkPositive(property: string, n: number): void {

@@ -198,10 +198,21 @@ export interface TgtadmClientOptions {
   timeoutMs?: number;
 }
 
+/**
+ * How many requests one client keeps open on tgtd's socket at once. Why a bound: tgtd answers
+ * one request at a time and its socket's backlog is short; 50 attaches on unique targets asking
+ * together filled it, and connect(2) on a full unix socket fails at once (EAGAIN).
+ */
+const MAX_IN_FLIGHT = 4;
+/** Backoff when the backlog is full anyway (other processes on the same tgtd): about 3 s in all. */
+const BACKLOG_FULL_RETRY_MS = [5, 10, 20, 40, 80, 160, 320, 640, 640, 640];
+
 /** A tgtadm that speaks to tgtd's socket itself: one request per connection, as tgtadm does. */
 export class TgtadmClient implements TgtadmChannel {
   readonly socketPath: string;
   private readonly timeoutMs: number;
+  private inFlight = 0;
+  private readonly waiting: Array<() => void> = [];
 
   constructor(private readonly options: TgtadmClientOptions) {
     this.socketPath = `${options.socketBase ?? process.env.TGT_IPC_SOCKET ?? "/var/run/tgtd/socket"}.${options.controlPort}`;
@@ -210,7 +221,17 @@ export class TgtadmClient implements TgtadmChannel {
 
   async request(req: TgtadmRequest): Promise<string> {
     const bytes = encodeTgtadmRequest(req);
-    const answer = await this.exchange(req, bytes);
+    if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((r) => this.waiting.push(r));
+    else this.inFlight++;
+    let answer: Buffer;
+    try {
+      answer = await this.exchangeRetrying(req, bytes);
+    } finally {
+      // Hand the slot to the next waiter, if any (inFlight stays the same), else free it.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.inFlight--;
+    }
     if (answer.length < TGTADM_RSP_SIZE) throw this.fault(req, `tgtd closed the connection after ${answer.length} bytes of its answer`);
     const endian = os.endianness();
     const err = endian === "LE" ? answer.readUInt32LE(0) : answer.readUInt32BE(0);
@@ -219,6 +240,19 @@ export class TgtadmClient implements TgtadmChannel {
     if (answer.length < len) throw this.fault(req, `tgtd's answer was cut short (${answer.length} of ${len} bytes)`);
     if (req.mode === "system" && req.op === "delete") await this.untilRefused(req);
     return answer.subarray(TGTADM_RSP_SIZE, len).toString("utf8").replace(/\0+$/, "");
+  }
+
+  /** {@link exchange}, again after a short wait while tgtd's backlog is full (nothing was sent then). */
+  private async exchangeRetrying(req: TgtadmRequest, bytes: Buffer): Promise<Buffer> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.exchange(req, bytes);
+      } catch (err) {
+        const full = (err as { cause?: NodeJS.ErrnoException }).cause?.code === "EAGAIN";
+        if (!full || attempt >= BACKLOG_FULL_RETRY_MS.length) throw err;
+        await new Promise((r) => setTimeout(r, BACKLOG_FULL_RETRY_MS[attempt]));
+      }
+    }
   }
 
   /** Send, then read until tgtd closes (it answers once, then closes). */
