@@ -9,17 +9,19 @@ sds_log() { printf '[sds] %s\n' "$*" >&2; }
 # initiator-side tools the tests use (libiscsi's iscsi-ls, qemu-io with libiscsi, nbdcopy/nbdinfo);
 # and PostgreSQL's server, for the store contract suite's throwaway cluster (test/helpers/postgres.ts).
 # Its initdb is not on PATH (Debian keeps it per major version), hence the full path in the list.
-SDS_DEBIAN_PACKAGES=(tgt nbdkit libnbd-bin qemu-utils qemu-block-extra libiscsi-bin postgresql)
-SDS_DEBIAN_COMMANDS=(tgtd tgtadm nbdkit nbdinfo qemu-io iscsi-ls /usr/lib/postgresql/15/bin/initdb)
+# And a single-node Ceph for the rbd driver's tests (test/helpers/ceph.ts: mon, mgr, one memstore
+# OSD) with tgt's rbd backing store (tgt-rbd: a plugin, not a command, hence its file in the list).
+SDS_DEBIAN_PACKAGES=(tgt nbdkit libnbd-bin qemu-utils qemu-block-extra libiscsi-bin postgresql ceph-mon ceph-mgr ceph-osd ceph-common tgt-rbd)
+SDS_DEBIAN_COMMANDS=(tgtd tgtadm nbdkit nbdinfo qemu-io iscsi-ls /usr/lib/postgresql/15/bin/initdb ceph-mon ceph-mgr ceph-osd ceph rbd /usr/lib/tgt/backing-store/bs_rbd.so)
 
 # Install the Debian packages when root and any command is missing (without root: say so and go on;
 # the data-path tests then skip, saying why).
 sds_debian_packages() {
   local missing=0 c
-  for c in "${SDS_DEBIAN_COMMANDS[@]}"; do command -v "$c" >/dev/null 2>&1 || missing=1; done
+  for c in "${SDS_DEBIAN_COMMANDS[@]}"; do command -v "$c" >/dev/null 2>&1 || [ -f "$c" ] || missing=1; done
   [ "$missing" = 1 ] || return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    sds_log "not root (or no apt-get): cannot install ${SDS_DEBIAN_PACKAGES[*]}; data-path and PostgreSQL tests will skip"
+    sds_log "not root (or no apt-get): cannot install ${SDS_DEBIAN_PACKAGES[*]}; data-path, PostgreSQL and Ceph tests will skip"
     return 0
   fi
   sds_log "installing Debian packages: ${SDS_DEBIAN_PACKAGES[*]}"
