@@ -29,10 +29,19 @@ export function defaultBackends(projectDir: string): BackendConfig[] {
   ]);
 }
 
-/** Resolve relative pool paths against `baseDir`. */
+/** Resolve relative pool paths (and an rbd backend's conf and keyring files) against `baseDir`. */
 function resolvePaths(backends: BackendConfig[], baseDir: string): BackendConfig[] {
   // Pools on remote nodes are paths on those nodes: already absolute (checked), never resolved here.
-  return backends.map((b) => (b.node !== "local" ? b : { ...b, pools: b.pools.map((p) => ({ ...p, path: path.resolve(baseDir, p.path) })) }));
+  // An rbd pool's path is a Ceph pool's name, not a path.
+  return backends.map((b) => {
+    if (b.driver === "rbd") {
+      const rbd = b.rbd && { ...b.rbd };
+      if (rbd?.conf !== undefined) rbd.conf = path.resolve(baseDir, rbd.conf);
+      if (rbd?.keyringFile !== undefined) rbd.keyringFile = path.resolve(baseDir, rbd.keyringFile);
+      return { ...b, rbd };
+    }
+    return b.node !== "local" ? b : { ...b, pools: b.pools.map((p) => ({ ...p, path: path.resolve(baseDir, p.path) })) };
+  });
 }
 
 /**
@@ -41,7 +50,7 @@ function resolvePaths(backends: BackendConfig[], baseDir: string): BackendConfig
  */
 function specialPool(backends: BackendConfig[]): [number, number, string, string] | undefined {
   for (const [i, b] of backends.entries()) {
-    if (b.node !== "local") continue;
+    if (b.node !== "local" || b.driver === "rbd") continue;
     for (const [j, p] of b.pools.entries()) {
       const why = specialPathReason(p.path);
       if (why) return [i, j, p.path, why];
@@ -128,6 +137,12 @@ export function loadBackendsFile(file: string): BackendConfig[] {
     const prop = propertyPath(unknownKey !== undefined ? [...issue.path, unknownKey] : issue.path, "backends");
     const message = unknownKey !== undefined ? "unknown key" : issue.message;
     throw new UserError("INVALID_INPUT", `${file}:${line}: ${prop}: ${message}`, "backendsFile");
+  }
+  // A cephx key belongs in a secret (inline backends set with --secret) or a keyring file, not in a file sds reads in plain text.
+  const keyAt = r.data.findIndex((b) => b.rbd?.key !== undefined);
+  if (keyAt >= 0) {
+    const line = lineOf(doc, lineCounter, ["backends", keyAt, "rbd", "key"]);
+    throw new UserError("INVALID_INPUT", `${file}:${line}: ${propertyPath([keyAt, "rbd", "key"], "backends")}: a cephx key does not belong in a backends file: name a keyring file (rbd.keyringFile, mode 0600), or give the backends inline as a Pulumi secret (pulumi config set --secret --path sds:backends…)`, "backendsFile");
   }
   const backends = resolvePaths(r.data, path.dirname(path.resolve(file)));
   const bad = specialPool(backends);
