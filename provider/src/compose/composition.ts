@@ -105,6 +105,8 @@ export class Composition {
         log: (m) => this.log("info", m),
         warn: (m) => this.log("warning", `sds: ${m}`),
         nodeDriver: (node, kind) => new RemoteDriver(this.agent(node), kind as "file"),
+        // The rbd driver's client confs and keyrings (0600): this machine's, beside the run folder's records.
+        rbdDir: path.join(this.runDir(), "rbd"),
       });
       await c.discover();
       return c;

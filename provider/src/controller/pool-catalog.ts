@@ -6,10 +6,13 @@
  * decides on it), so parallel creates never overbook.
  */
 import { randomUUID } from "node:crypto";
+import * as os from "node:os";
+import * as path from "node:path";
 import type { BackendConfig, PoolConfig } from "../domain/backend";
 import { propertyPath } from "../domain/property-path";
 import { FsTimeoutError } from "../drivers/confine";
 import { FileDriver, forEachLimit } from "../drivers/file-driver";
+import { RbdDriver } from "../drivers/rbd-driver";
 import { backendConfigJson, checkBackends } from "./backend-check";
 import type { PoolStats, VolumeDriver } from "../drivers/volume-driver";
 import { BackendError, CommandFailedError, UserError } from "../errors";
@@ -20,10 +23,16 @@ const GiB = 1024 ** 3;
 /** Pools asked at once at discovery when their driver has no batch call (a storage node's agent: HTTP requests). */
 const POOL_PROBES_AT_ONCE = 8;
 
+/** A driver made per backend (its own cluster, user, key: `rbd`), from its config and secrets. */
+export type DriverFactory = (b: BackendConfig, secrets: BackendSecrets) => VolumeDriver;
+
 export interface PoolCatalogOptions {
   store: Store;
   backends: BackendConfig[];
-  drivers?: Record<string, VolumeDriver>;
+  /** Drivers by kind: one for every backend (`file`), or a factory called once per backend (`rbd`). Default: file and rbd. */
+  drivers?: Record<string, VolumeDriver | DriverFactory>;
+  /** Where the rbd driver writes its client confs and keyrings (default: a private folder under the system's temp folder). */
+  rbdDir?: string;
   now?: () => Date;
   log?: (message: string) => void;
   /** The driver of a backend on a remote storage node (`node` ≠ local): its agent (agent/remote-node.ts). */
@@ -37,7 +46,11 @@ export interface PoolCatalogOptions {
 export class PoolCatalog {
   private readonly store: Store;
   private readonly backends: Map<string, BackendConfig>;
-  private readonly drivers: Record<string, VolumeDriver>;
+  /** Secrets of a backend's configuration, taken out of {@link backends}: for its driver only. */
+  private readonly secrets: Map<string, BackendSecrets>;
+  private readonly drivers: Record<string, VolumeDriver | DriverFactory>;
+  /** Drivers made by a factory, one per backend name. */
+  private readonly backendDrivers = new Map<string, VolumeDriver>();
   private readonly nodeDriver?: (node: string, kind: string) => VolumeDriver;
   private readonly now: () => Date;
   private readonly log: (message: string) => void;
@@ -55,8 +68,15 @@ export class PoolCatalog {
 
   constructor(options: PoolCatalogOptions) {
     this.store = options.store;
-    this.backends = new Map(options.backends.map((b) => [b.name, b]));
-    this.drivers = options.drivers ?? { file: new FileDriver() };
+    // A cephx key given inline (rbd.key) goes to the backend's driver only: never into the state
+    // (backendConfigJson), a log, a warning or a function's output.
+    this.secrets = new Map(options.backends.filter((b) => b.rbd?.key !== undefined).map((b) => [b.name, { rbdKey: b.rbd!.key! }]));
+    this.backends = new Map(options.backends.map((b) => [b.name, withoutSecrets(b)]));
+    const rbdDir = options.rbdDir ?? path.join(os.tmpdir(), `sds-rbd-${process.getuid?.() ?? "user"}`);
+    this.drivers = options.drivers ?? {
+      file: new FileDriver(),
+      rbd: (b, secrets) => new RbdDriver({ backend: b.name, rbd: b.rbd ?? { cluster: "ceph", user: "admin" }, key: secrets.rbdKey, dir: rbdDir }),
+    };
     this.nodeDriver = options.nodeDriver;
     this.now = options.now ?? (() => new Date());
     this.log = options.log ?? (() => undefined);
@@ -95,7 +115,8 @@ export class PoolCatalog {
     const answers = new Array<PoolStats | Error>(all.length);
     const groups = new Map<string, number[]>();
     all.forEach((x, i) => {
-      const key = `${x.b.node}\0${x.b.driver}`;
+      // A driver made per backend (rbd: its own cluster) measures only that backend's pools.
+      const key = typeof this.drivers[x.b.driver] === "function" ? `${x.b.node}\0${x.b.driver}\0${x.b.name}` : `${x.b.node}\0${x.b.driver}`;
       const members = groups.get(key);
       if (members) members.push(i);
       else groups.set(key, [i]);
@@ -127,8 +148,11 @@ export class PoolCatalog {
       if (!this.nodeDriver) throw new UserError("INVALID_INPUT", `backend ${b.name}: node "${b.node}" cannot be reached (no storage node agents configured)`);
       return this.nodeDriver(b.node, b.driver);
     }
-    const d = this.drivers[b.driver];
-    if (!d) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
+    const kind = this.drivers[b.driver];
+    if (!kind) throw new UserError("INVALID_INPUT", `backend ${b.name}: no driver "${b.driver}"`);
+    if (typeof kind !== "function") return kind;
+    const d = this.backendDrivers.get(b.name) ?? kind(b, this.secrets.get(b.name) ?? {});
+    this.backendDrivers.set(b.name, d);
     return d;
   }
 
@@ -320,6 +344,18 @@ function poolFaultsNamed(d: VolumeDriver, property: (pool: PoolConfig) => string
   const alloc = d.getVolumeAllocation?.bind(d);
   if (alloc) out.getVolumeAllocation = (pool, id) => named(pool, () => alloc(pool, id));
   return out;
+}
+
+/** Secrets a backend's configuration carried (an inline cephx key), for its driver only. */
+export interface BackendSecrets {
+  rbdKey?: string;
+}
+
+/** `b` without its secrets (rbd.key): what the state, logs and outputs may see. */
+export function withoutSecrets(b: BackendConfig): BackendConfig {
+  if (b.rbd?.key === undefined) return b;
+  const { key: _key, ...rbd } = b.rbd;
+  return { ...b, rbd };
 }
 
 export function poolId(b: { name: string }, p: { name: string }): string {
