@@ -44,15 +44,16 @@ test("a valid rbd backend: pool path is the Ceph pool (not resolved), conf and k
 });
 
 test("defaults: cluster ceph, user admin", () => {
-  const b = parseInlineBackends([{ name: "c", driver: "rbd", rbd: {}, export: { protocol: "nbd" }, pools: [{ name: "p", path: "rbd" }] }], dir);
+  const b = parseInlineBackends([{ name: "c", driver: "rbd", rbd: {}, export: { protocol: "iscsi" }, pools: [{ name: "p", path: "rbd" }] }], dir);
   expect(b[0].rbd).toEqual({ cluster: "ceph", user: "admin" });
 });
 
 test("each refusal is one line naming the file, the line and the key", () => {
   const cases: Array<[string, string, RegExp]> = [
     [good.replace("        path: sds", "        path: sds/x"), "11", /backends\[0\]\.pools\[0\]\.path: driver: rbd: path is the Ceph pool: must be a Ceph pool name/],
-    [good.replace("    export: {protocol: iscsi, portal: \"127.0.0.1:3260\"}\n", ""), "2", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi or nbd: an RBD image is no file to loop-mount/],
-    [good.replace("protocol: iscsi", "protocol: local"), "8", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi or nbd/],
+    [good.replace("    export: {protocol: iscsi, portal: \"127.0.0.1:3260\"}\n", ""), "2", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi: an RBD image is no file to loop-mount/],
+    [good.replace("protocol: iscsi", "protocol: local"), "8", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi/],
+    [good.replace("protocol: iscsi", "protocol: nbd"), "8", /backends\[0\]\.export\.protocol: driver: rbd: export\.protocol nbd is not supported yet \(use iscsi: tgt's rbd backing store\)/],
     [good.replace("    rbd:\n      conf: ceph/ceph.conf\n      user: sds\n      keyringFile: ceph/client.sds.keyring\n", ""), "3", /backends\[0\]\.driver: driver: rbd needs rbd options/],
     [good.replace("    driver: file\n", "    driver: file\n    rbd: {user: x}\n"), "16", /backends\[1\]\.rbd: rbd options are for driver: rbd, not driver: file/],
     [good.replace("      user: sds", "      usr: sds"), "6", /backends\[0\]\.rbd\.usr: unknown key/],
