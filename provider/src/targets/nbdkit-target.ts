@@ -19,6 +19,7 @@
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import * as path from "node:path";
+import { isRbdPath } from "../domain/rbd-path";
 import { BackendError, invalidInput, UserError } from "../errors";
 import { run as defaultRun, type Runner } from "../exec/run";
 import type { NbdTarget } from "./target";
@@ -102,6 +103,7 @@ export class NbdkitTarget implements NbdTarget {
   async ensureExport(server: string, exportName: string, volumePath: string): Promise<void> {
     checkName("server", server, SERVER_NAME);
     checkName("exportName", exportName, EXPORT_NAME);
+    refuseRbd(volumePath);
     if (!(await this.readState(server))) throw new UserError("NOT_FOUND", `nbd server ${server} does not exist (ensureServer first)`, "server");
     const file = path.resolve(volumePath);
     const link = path.join(this.exportDir(server), exportName);
@@ -245,6 +247,11 @@ async function readLink(link: string): Promise<string | undefined> {
     if (code === "EINVAL") return `${link} (not a symlink)`;
     throw err;
   }
+}
+
+/** Why: nbdkit's file plugin serves files; an RBD image would need qemu-nbd per export, not built yet. */
+function refuseRbd(volumePath: string): void {
+  if (isRbdPath(volumePath)) throw invalidInput("path", `NBD exports of RBD volumes are not supported yet (${volumePath}): use export.protocol iscsi (tgt's rbd backing store) for a driver: rbd backend`);
 }
 
 function checkName(property: string, name: string, pattern: RegExp): void {

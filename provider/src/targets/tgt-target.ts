@@ -26,9 +26,24 @@
  *   ("already exists") looks again and adopts what it finds when it is the same thing (same name,
  *   same backing file, same password), and is a CONFLICT when it is not; tids are picked free
  *   and picked again when taken meanwhile.
+ *
+ * RBD volumes (a path `rbd:pool/image:id=user:conf=file`, domain/rbd-path.ts) are LUNs on tgt's
+ * rbd backing store (Debian `tgt-rbd`): `--bstype rbd --backing-store pool/image --bsopts
+ * "conf=FILE;id=USER"`; librbd inside tgtd reads the keyring the conf names, nothing secret goes
+ * over the socket. tgtd shows such a LUN's `pool/image` but never its bsopts, so the full path
+ * each LUN was added with is kept in `runDir` (`tgtd-<port>-rbd/<tid>-<lun>.json`), and `list`
+ * reports it, so `ensureLun` stays idempotent and the controller matches LUNs with volumes. A
+ * LUN whose record is lost is listed as `rbd:pool/image` and adopted by a path naming the same
+ * image. Read-only: as for files, the LUN is made read-only right after it is added, before
+ * `ensureExport` puts the initiator in the ACL; tgt has no way to add a LUN read-only, so on a
+ * target whose initiators are already logged in (a second ro volume on a shared ro target) the
+ * new LUN is writable between two tgtd requests (no initiator sees a LUN it has not rescanned for).
+ * Deleting the LUN closes the image in tgtd (its watch goes), so `rbd rm` works after
+ * `removeLun`/`removeTarget`.
  */
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
+import { isRbdPath, parseRbdPath, type RbdPath, tgtRbdBacking } from "../domain/rbd-path";
 import { BackendError, invalidInput, UserError } from "../errors";
 import { DaemonRecords, startDaemon } from "../exec/daemons";
 import { run as defaultRun, type Runner } from "../exec/run";
@@ -36,7 +51,7 @@ import { procProcesses, type ProcessTable, waitUntil } from "../exec/processes";
 import type { Chap, ExportState, IscsiExport, IscsiTarget } from "./target";
 import { ChapHashes } from "./tgtadm-chap-hashes";
 import { isTgtdError, TgtadmClient, type TgtadmChannel, type TgtadmRequest } from "./tgtadm-client";
-import { parseTgtAccounts, parseTgtPortals, parseTgtTargets } from "./tgtadm-parse";
+import { parseTgtAccounts, parseTgtPortals, parseTgtTargets, type TgtLun, type TgtTargetState } from "./tgtadm-parse";
 
 export { parseTgtAccounts, parseTgtPortals, parseTgtTargets } from "./tgtadm-parse";
 
@@ -94,6 +109,8 @@ export class TgtTarget implements IscsiTarget {
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly records: DaemonRecords;
   private readonly chapHashes: ChapHashes;
+  /** The RBD path each rbd LUN was added with (tgtd never shows its bsopts). */
+  private readonly rbdLuns: RbdLunRecords;
   /** The start in flight: concurrent callers (50 attaches on unique targets) share it and launch ONE tgtd. */
   private starting?: Promise<void>;
   /** CHAP passwords known to match the remembered hash of their account (set or checked by this object), by account. */
@@ -112,6 +129,7 @@ export class TgtTarget implements IscsiTarget {
     this.sleep = options.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
     this.records = new DaemonRecords(path.join(this.runDir, "daemons"));
     this.chapHashes = new ChapHashes(path.join(this.runDir, `tgtd-${this.controlPort}-chap.json`));
+    this.rbdLuns = new RbdLunRecords(path.join(this.runDir, `tgtd-${this.controlPort}-rbd`));
   }
 
   /** tgtd's pidfile. */
@@ -150,6 +168,7 @@ export class TgtTarget implements IscsiTarget {
       await waitUntil(`tgtd on control port ${this.controlPort} to exit after SIGKILL`, async () => (await ours()).length === 0);
     }
     await fs.rm(this.pidFile, { force: true });
+    await this.rbdLuns.clear();
     this.records.remove("tgtd", String(this.controlPort));
   }
 
@@ -203,7 +222,7 @@ export class TgtTarget implements IscsiTarget {
     const { target, all } = await this.targetFound(e.iqn, e.tid);
     const tid = target.tid!;
     await e.onTarget?.(tid);
-    await this.ensureLunIn(target, e.lun, path.resolve(e.path), e.readOnly);
+    await this.ensureLunIn(target, e.lun, backingOf(e.path), e.readOnly);
     if (!target.initiators.includes(e.initiator)) await this.bindInitiator(tid, e.initiator);
     if (e.chap) await this.ensureChapIn(tid, e.chap, target, all);
     return tid;
@@ -211,27 +230,33 @@ export class TgtTarget implements IscsiTarget {
 
   async ensureLun(tid: number, lun: number, backingPath: string, readOnly: boolean): Promise<void> {
     checkPositive("lun", lun); // LUN 0 is tgt's controller
-    await this.ensureLunIn(await this.mustFind(tid), lun, path.resolve(backingPath), readOnly);
+    await this.ensureLunIn(await this.mustFind(tid), lun, backingOf(backingPath), readOnly);
   }
 
   /** {@link ensureLun} on `target` as just listed. */
-  private async ensureLunIn(target: ExportState, lun: number, file: string, readOnly: boolean): Promise<void> {
+  private async ensureLunIn(target: ExportState, lun: number, backing: Backing, readOnly: boolean): Promise<void> {
     const tid = target.tid!;
     const have = target.luns.find((l) => l.lun === lun);
-    if (have) return this.adoptLun(tid, have, file, readOnly);
+    if (have) return this.adoptLun(target, have, backing, readOnly);
+    await mustExist(backing);
     try {
-      await fs.access(file);
-    } catch {
-      throw new UserError("NOT_FOUND", `backing file ${file} does not exist`, "path");
-    }
-    try {
-      await this.tgtadm({ op: "new", mode: "logicalunit", tid, lun, backingStore: file });
+      if (backing.rbd) {
+        await this.tgtadm({ op: "new", mode: "logicalunit", tid, lun, ...tgtBacking(backing.rbd) }).catch((err: unknown) => {
+          if (isTgtdError(err, "LUN_EXIST")) throw err;
+          throw new BackendError("COMMAND_FAILED", `tgtd could not open RBD image ${tgtBacking(backing.rbd!).backingStore} as user ${backing.rbd!.user} with ${backing.rbd!.conf} (does the image exist, and does the conf reach the cluster?): ${(err as Error).message}`, false, { cause: err });
+        });
+        // After, not before: a racer's LUN on the same number must keep its record. Until this is
+        // written, a listing shows the LUN as `rbd:pool/image`, which the same path still adopts.
+        await this.rbdLuns.remember(target.name, tid, lun, backing.path);
+      } else {
+        await this.tgtadm({ op: "new", mode: "logicalunit", tid, lun, backingStore: backing.path });
+      }
     } catch (err) {
       if (!isTgtdError(err, "LUN_EXIST")) throw err;
       // Added by another process meanwhile: ours if it is the same file.
       const raced = (await this.mustFind(tid)).luns.find((l) => l.lun === lun);
       if (!raced) throw err;
-      return this.adoptLun(tid, raced, file, readOnly);
+      return this.adoptLun(target, raced, backing, readOnly);
     }
     if (!readOnly) return;
     try {
@@ -243,25 +268,24 @@ export class TgtTarget implements IscsiTarget {
     }
   }
 
-  private async adoptLun(tid: number, have: ExportState["luns"][number], file: string, readOnly: boolean): Promise<void> {
-    if (have.path !== file) throw new UserError("CONFLICT", `tid ${tid} lun ${have.lun} is backed by ${have.path}, not ${file}`, "path");
+  private async adoptLun(target: ExportState, have: ExportState["luns"][number], backing: Backing, readOnly: boolean): Promise<void> {
+    const tid = target.tid!;
+    if (!sameBacking(have.path, backing)) throw new UserError("CONFLICT", `tid ${tid} lun ${have.lun} is backed by ${have.path}, not ${backing.path}`, "path");
+    // An RBD LUN whose record was lost (listed as `rbd:pool/image`): the same image, recorded again.
+    if (backing.rbd && have.path !== backing.path) await this.rbdLuns.remember(target.name, tid, have.lun, backing.path);
     if (have.readOnly !== readOnly) await this.setReadOnly(tid, have.lun, readOnly);
   }
 
   async refreshLun(tid: number, lun: number, backingPath: string, readOnly: boolean): Promise<void> {
     checkPositive("lun", lun);
-    const file = path.resolve(backingPath);
+    const backing = backingOf(backingPath);
     const have = (await this.mustFind(tid)).luns.find((l) => l.lun === lun);
     if (have) {
-      if (have.path !== file) throw new UserError("CONFLICT", `tid ${tid} lun ${lun} is backed by ${have.path}, not ${file}`, "path");
-      try {
-        await fs.access(file); // never delete a LUN that could not be added back
-      } catch {
-        throw new UserError("NOT_FOUND", `backing file ${file} does not exist`, "path");
-      }
+      if (!sameBacking(have.path, backing)) throw new UserError("CONFLICT", `tid ${tid} lun ${lun} is backed by ${have.path}, not ${backing.path}`, "path");
+      await mustExist(backing); // never delete a LUN that could not be added back
       await this.deleteLunWhenIdle(tid, lun);
     }
-    await this.ensureLun(tid, lun, file, readOnly);
+    await this.ensureLun(tid, lun, backing.path, readOnly);
   }
 
   /** Why the retries: tgtd deletes a LUN only between commands; an initiator's I/O makes it wait. */
@@ -362,10 +386,12 @@ export class TgtTarget implements IscsiTarget {
 
   async removeLun(tid: number, lun: number): Promise<void> {
     await this.tgtadm({ op: "delete", mode: "logicalunit", tid, lun }).catch(ignoreTgtd("NO_LUN", "NO_TARGET"));
+    await this.rbdLuns.forget(tid, lun);
   }
 
   async removeTarget(tid: number): Promise<void> {
     await this.tgtadm({ op: "delete", mode: "target", tid, force: true }).catch(ignoreTgtd("NO_TARGET"));
+    await this.rbdLuns.forget(tid);
   }
 
   async removeChapAccount(username: string): Promise<void> {
@@ -376,7 +402,10 @@ export class TgtTarget implements IscsiTarget {
 
   /** Every target tgtd has, with its LUNs, ACL, CHAP users and live sessions. */
   async list(): Promise<ExportState[]> {
-    return parseTgtTargets(await this.tgtadm({ op: "show", mode: "target" }));
+    const shown = parseTgtTargets(await this.tgtadm({ op: "show", mode: "target" }));
+    if (!shown.some((t) => t.luns.some((l) => l.bstype !== undefined))) return shown;
+    const records = await this.rbdLuns.read();
+    return shown.map((t: TgtTargetState) => ({ ...t, luns: t.luns.map((l) => lunPath(t, l, records)) }));
   }
 
   /** CHAP account names tgtd knows (bound or not). */
@@ -446,4 +475,102 @@ function checkChap(chap: Chap): void {
 
 function checkPositive(property: string, n: number): void {
   if (!Number.isInteger(n) || n < 1) throw invalidInput(property, `must be an integer ≥ 1, got ${n}`);
+}
+
+/** A LUN's backing: a file (its absolute path), or an RBD image (its volume path and parts). */
+interface Backing {
+  path: string;
+  rbd?: RbdPath;
+}
+
+function backingOf(p: string): Backing {
+  if (!isRbdPath(p)) return { path: path.resolve(p) };
+  const rbd = parseRbdPath(p);
+  if (!rbd) throw invalidInput("path", `not an RBD volume path (rbd:pool/image[@snap]:id=user:conf=file): "${p}"`);
+  if ([rbd.cephPool, rbd.image, rbd.snap ?? "", rbd.user, rbd.conf].some((x) => /[,;\0]/.test(x))) {
+    throw invalidInput("path", `RBD pool, image, snapshot, user and conf must not contain "," or ";" (tgtd's separators): "${p}"`);
+  }
+  return { path: p, rbd };
+}
+
+function tgtBacking(rbd: RbdPath): { backingStore: string; bstype: "rbd"; bsopts: string } {
+  return { ...tgtRbdBacking(rbd), bstype: "rbd" };
+}
+
+/** How {@link TgtTarget.list} shows an rbd LUN whose record is lost: the image, user and conf unknown. */
+function unrecordedRbdPath(backingStore: string): string {
+  return `rbd:${backingStore}`;
+}
+
+/** Whether a LUN listed with `listed` is backed by `backing` (an unrecorded rbd LUN: by the same image). */
+function sameBacking(listed: string, backing: Backing): boolean {
+  if (listed === backing.path) return true;
+  return backing.rbd !== undefined && listed === unrecordedRbdPath(tgtRbdBacking(backing.rbd).backingStore);
+}
+
+/** Why: a LUN cannot be added for a missing file; for RBD, tgtd needs the conf (the image it checks itself). */
+async function mustExist(backing: Backing): Promise<void> {
+  const file = backing.rbd ? backing.rbd.conf : backing.path;
+  try {
+    await fs.access(file);
+  } catch {
+    throw new UserError("NOT_FOUND", backing.rbd ? `Ceph client conf ${file} of ${backing.path} does not exist` : `backing file ${file} does not exist`, "path");
+  }
+}
+
+/** A listed LUN with its path as sds gave it: an rbd LUN's recorded RBD path (see the file comment). */
+function lunPath(target: TgtTargetState, lun: TgtLun, records: Map<string, RbdLunRecord>): ExportState["luns"][number] {
+  const { bstype, ...out } = lun;
+  if (bstype !== "rbd") return out;
+  const rec = records.get(`${target.tid}-${lun.lun}`);
+  const parsed = rec && rec.target === target.name ? parseRbdPath(rec.path) : undefined;
+  out.path = parsed && tgtRbdBacking(parsed).backingStore === lun.path ? rec!.path : unrecordedRbdPath(lun.path);
+  return out;
+}
+
+interface RbdLunRecord {
+  target: string;
+  path: string;
+}
+
+/**
+ * One small file per rbd LUN, `<tid>-<lun>.json` = `{target, path}`: no read-modify-write shared
+ * by concurrent attaches. A record outlives its LUN when a process dies between the two; it is
+ * believed only while the target name and the image tgtd shows agree with it.
+ */
+class RbdLunRecords {
+  constructor(readonly dir: string) {}
+
+  async remember(target: string, tid: number, lun: number, rbdPath: string): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const file = path.join(this.dir, `${tid}-${lun}.json`);
+    const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    await fs.writeFile(tmp, JSON.stringify({ target, path: rbdPath }), { mode: 0o600 });
+    await fs.rename(tmp, file);
+  }
+
+  /** Forget LUN `lun` of `tid`, or every LUN of `tid`. */
+  async forget(tid: number, lun?: number): Promise<void> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    for (const n of names) if (lun === undefined ? n.startsWith(`${tid}-`) : n === `${tid}-${lun}.json`) await fs.rm(path.join(this.dir, n), { force: true });
+  }
+
+  async clear(): Promise<void> {
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Every record, by `<tid>-<lun>`. */
+  async read(): Promise<Map<string, RbdLunRecord>> {
+    const out = new Map<string, RbdLunRecord>();
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    for (const n of names.filter((x) => x.endsWith(".json"))) {
+      try {
+        const rec = JSON.parse(await fs.readFile(path.join(this.dir, n), "utf8")) as RbdLunRecord;
+        if (typeof rec.target === "string" && typeof rec.path === "string") out.set(n.slice(0, -".json".length), rec);
+      } catch {
+        // removed meanwhile, or half-written by a process that died: as if absent
+      }
+    }
+    return out;
+  }
 }

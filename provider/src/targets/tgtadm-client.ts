@@ -30,8 +30,12 @@ export interface TgtadmRequest {
   tid?: number;
   lun?: number;
   targetname?: string;
-  /** `--backing-store`. */
+  /** `--backing-store`: a file, or for `bstype: "rbd"` `pool/image[@snap]`. */
   backingStore?: string;
+  /** `--bstype`: the backing store type (`rbd` for tgt-rbd; tgtd's default is `rdwr`, a file). */
+  bstype?: string;
+  /** `--bsopts`: options of the backing store, `;`-separated (rbd: `conf=FILE;id=USER`). */
+  bsopts?: string;
   /** `--initiator-name`: an ACL entry. */
   initiatorName?: string;
   user?: string;
@@ -126,6 +130,8 @@ export function tgtadmArgs(req: TgtadmRequest): string[] {
   opt("--lun", req.lun);
   opt("--targetname", req.targetname);
   opt("--backing-store", req.backingStore);
+  opt("--bstype", req.bstype);
+  opt("--bsopts", req.bsopts);
   opt("--initiator-name", req.initiatorName);
   opt("--user", req.user);
   opt("--password", req.password);
@@ -157,6 +163,8 @@ function paramsText(req: TgtadmRequest): string {
     add(req.name, req.value ?? "");
   }
   add("path", req.backingStore);
+  add("bstype", req.bstype); // tgtadm's order: path, bstype, bsopts
+  add("bsopts", req.bsopts);
   add("targetname", req.targetname);
   add("initiator-name", req.initiatorName);
   add("user", req.user);

@@ -5,16 +5,22 @@
  */
 import type { ExportState } from "./target";
 
+/** A LUN as tgtd shows it: `bstype` is set when its backing store is not a file (`rdwr`), e.g. `rbd`. */
+export type TgtLun = ExportState["luns"][number] & { bstype?: string };
+/** A target as tgtd shows it, its LUNs with their backing store type. */
+export type TgtTargetState = Omit<ExportState, "luns"> & { luns: TgtLun[] };
+
 /**
  * Parse `tgtadm --op show --mode target`: one {@link ExportState} per target, without LUN 0
  * (tgt's controller LUN) and without outgoing CHAP accounts; `sessions` counts the I_T nexuses
- * (one per logged-in initiator session).
+ * (one per logged-in initiator session). A LUN on tgt's rbd backing store shows its
+ * `pool/image[@snap]` as its path and `bstype: "rbd"` (tgtd never shows its bsopts).
  */
-export function parseTgtTargets(text: string): ExportState[] {
-  const out: ExportState[] = [];
-  let target: ExportState | undefined;
+export function parseTgtTargets(text: string): TgtTargetState[] {
+  const out: TgtTargetState[] = [];
+  let target: TgtTargetState | undefined;
   let section = "";
-  let lun: ExportState["luns"][number] | undefined;
+  let lun: TgtLun | undefined;
   let lunIsDisk = false;
   const endLun = () => {
     if (target && lun && lunIsDisk) target.luns.push(lun);
@@ -54,6 +60,7 @@ export function parseTgtTargets(text: string): ExportState[] {
       if (key === "Type") lunIsDisk = value !== "controller";
       else if (key === "Backing store path") lun.path = value;
       else if (key === "Readonly") lun.readOnly = value === "Yes";
+      else if (key === "Backing store type" && value !== "rdwr") lun.bstype = value;
     } else if (section === "Account information:" && indent === 8) {
       if (!item.endsWith(" (outgoing)")) target.chapUsers.push(item);
     } else if (section === "ACL information:" && indent === 8) {
