@@ -12,7 +12,9 @@ import type { BackendConfig, PoolConfig } from "../domain/backend";
 import { propertyPath } from "../domain/property-path";
 import { FsTimeoutError } from "../drivers/confine";
 import { FileDriver, forEachLimit } from "../drivers/file-driver";
+import { copyAcrossBackends } from "../drivers/rbd-copy";
 import { RbdDriver } from "../drivers/rbd-driver";
+import type { ProgressListener } from "../domain/progress";
 import { backendConfigJson, checkBackends } from "./backend-check";
 import type { PoolStats, VolumeDriver } from "../drivers/volume-driver";
 import { BackendError, CommandFailedError, UserError } from "../errors";
@@ -192,7 +194,32 @@ export class PoolCatalog {
    * write) reported in one line naming the pool's property (`backends[0].pools[1].path`).
    */
   driverFor(b: BackendConfig): VolumeDriver {
-    return poolFaultsNamed(this.rawDriver(b), (pool) => this.poolProperty(b, pool));
+    return poolFaultsNamed(this.clonesAcross(b, this.rawDriver(b)), (pool) => this.poolProperty(b, pool));
+  }
+
+  /**
+   * `d`, whose clones from a volume of another backend go through a copy when either side is RBD
+   * (file → rbd, rbd → file, one Ceph cluster to another: drivers/rbd-copy.ts). Why here: only
+   * the catalog knows which backend a source pool belongs to, and the scheduler may place a
+   * clone on any pool that fits.
+   */
+  private clonesAcross(b: BackendConfig, d: VolumeDriver): VolumeDriver {
+    const clone = async (source: { pool: PoolConfig; volumeId: string }, pool: PoolConfig, volumeId: string, sizeBytes: number, onProgress?: ProgressListener) => {
+      const from = [...this.backends.values()].find((x) => x.pools.includes(source.pool));
+      if (!from || from.name === b.name || (from.driver !== "rbd" && b.driver !== "rbd")) return d.cloneVolume(source, pool, volumeId, sizeBytes, onProgress);
+      if (from.node !== "local" || b.node !== "local") {
+        throw new UserError("INVALID_INPUT", `sourceVolumeId: volume ${source.volumeId} is on backend ${from.name} and the clone was placed on backend ${b.name}: a clone between an rbd backend and a storage node's backend is not supported; place the clone on ${from.name} (a profile with backendName)`, "sourceVolumeId");
+      }
+      return copyAcrossBackends({ driver: this.rawDriver(from), pool: source.pool, volumeId: source.volumeId }, { driver: d, pool, volumeId }, sizeBytes, onProgress);
+    };
+    // A view of d with its own clone: every other call goes to d itself (bound: d's methods use its fields).
+    return new Proxy(d, {
+      get(target, key) {
+        if (key === "cloneVolume") return clone;
+        const v: unknown = Reflect.get(target, key, target);
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
   }
 
   /** The property path of a pool's folder in the configuration (`backends[0].pools[1].path`). */
