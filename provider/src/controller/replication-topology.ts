@@ -3,7 +3,6 @@
  * whose agents run the syncs), the files on them, and the sync spec an agent is given. Pure
  * lookups on the controller's configuration and state; no I/O of its own.
  */
-import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { AgentClient } from "../agent/client";
@@ -11,6 +10,7 @@ import type { SyncSpec } from "../agent/api";
 import type { ActiveSide } from "../domain/status";
 import { UserError } from "../errors";
 import type { SyncDirection } from "../replication/sync";
+import { volumeReadable } from "../replication/sync-paths";
 import type { PairRow } from "../store/store";
 import type { Controller } from "./controller";
 
@@ -66,16 +66,9 @@ export class PairTopology {
     return [];
   }
 
-  /** The primary can be read: its file (this machine), or its node's agent answers. */
+  /** The primary can be read: its file or RBD image (this machine), or its node's agent answers. */
   async primaryReachable(row: PairRow, file: string): Promise<boolean> {
-    if (!(await this.remote(row))) {
-      try {
-        fs.accessSync(file, fs.constants.R_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    }
+    if (!(await this.remote(row))) return volumeReadable(file);
     try {
       await this.nodeAgent!((await this.nodes(row)).primary).health();
       return true;

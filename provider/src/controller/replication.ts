@@ -18,10 +18,10 @@
  */
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError, UserError } from "../errors";
-import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, syncFiles, type SyncDirection } from "../replication/sync";
+import { adoptMap, invalidateMap, lagSeconds, pairStatePaths, type SyncDirection } from "../replication/sync";
+import { poolOf, poolReachable, removeSyncSnapshots, syncPaths, usesChunkMaps, volumeExists } from "../replication/sync-paths";
 
 import { withStoreLock } from "../store/lock";
 import type { PairRow, Store, StoreOps, VolumeRow } from "../store/store";
@@ -213,8 +213,8 @@ export class Replication {
           const maps = pairStatePaths(this.stateDir, row.id);
           fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
           const [from, to] = direction === "forward" ? [primary, secondary] : [secondary, primary];
-          if (o.fresh) await invalidateMap(maps[direction].mapPath);
-          r = await syncFiles(from, to, maps[direction].mapPath, { mapKey: maps[direction].mapKey, onProgress: o.progress?.(o.reason ?? "sync") });
+          // Files, RBD images or one of each: syncPaths picks the way (RBD → RBD: Ceph's own diffs).
+          r = await syncPaths(from, to, { ...maps[direction], fresh: o.fresh, onProgress: o.progress?.(o.reason ?? "sync"), log: this.log });
         }
       } catch (err) {
         await this.store.updatePair(id, { lastError: (err as Error).message, updatedAt: this.at() });
@@ -288,7 +288,7 @@ export class Replication {
 
     try {
       const { primary, secondary } = await this.topology.paths(row);
-      if (!(await this.topology.remote(row)) && !fs.existsSync(secondary)) throw new UserError("INVALID_STATE", `the secondary volume's file ${secondary} is missing`);
+      if (!(await this.topology.remote(row)) && !(await volumeExists(secondary))) throw new UserError("INVALID_STATE", `the secondary volume ${secondary} is missing`);
       if (await this.topology.primaryReachable(row, primary)) {
         if (row.enabled) await this.sync(row.id, { reason: "last sync before failover", progress });
         const old = await this.store.listAttachments({ volumeId: row.primaryVolumeId });
@@ -312,9 +312,9 @@ export class Replication {
 
   /** Fail back: resync secondary → primary (the newest data), unfence the primary, forward again. */
   private async failback(row: PairRow, progress?: ProgressReporter): Promise<PairRow> {
-    const { primary } = await this.topology.paths(row);
-    if ((await this.topology.remote(row)) ? !(await this.topology.primaryReachable(row, primary)) : !fs.existsSync(path.dirname(primary))) {
-      throw new UserError("INVALID_STATE", `failback of replication pair ${row.id}: the primary's pool ${path.dirname(primary)} cannot be reached; the pair stays failed over`);
+    const { primary, secondary } = await this.topology.paths(row);
+    if ((await this.topology.remote(row)) ? !(await this.topology.primaryReachable(row, primary)) : !(await poolReachable(primary))) {
+      throw new UserError("INVALID_STATE", `failback of replication pair ${row.id}: the primary's pool ${poolOf(primary)} cannot be reached; the pair stays failed over`);
     }
     await this.setStatus(row.id, "enabling");
     try {
@@ -323,11 +323,12 @@ export class Replication {
       if (await this.topology.remote(row)) {
         // The maps live on two nodes: the forward one starts again, comparing digests (only what differs travels).
         await this.sync(row.id, { direction: "forward", reason: "resume after failback", fresh: true, progress });
-      } else {
+      } else if (usesChunkMaps(primary, secondary)) {
         // Both sides equal the reverse map now: the forward direction can start from it.
         await adoptMap(maps.reverse.mapPath, maps.forward.mapPath, maps.forward.mapKey);
         await invalidateMap(maps.reverse.mapPath);
       }
+      // RBD → RBD: both images hold the reverse sync's snapshot; the next forward sync diffs from it.
       const back = await this.store.updatePair(row.id, { activeSide: "primary", lastSyncAt: this.at(), updatedAt: this.at() });
       await this.reschedule(back);
       return this.setStatus(row.id, row.enabled ? "enabled" : "disabled");
@@ -383,6 +384,12 @@ export class Replication {
           throw new UserError("INVALID_STATE", `replication pair ${id}: its secondary volume still has ${inUse.length} attachment(s) (${inUse.map((a) => a.id).join(", ")}); delete them first`);
         }
         await this.controller.deleteVolume(current.secondaryVolumeId);
+      }
+      // The primary stays: without the snapshots replication made on it (RBD), which only cost space now.
+      if (primary) {
+        await removeSyncSnapshots(this.controller.volumePath(primary)).catch((err: unknown) => {
+          warn(`replication ${id}: could not remove its sds-sync snapshots of ${primary.name}: ${(err as Error).message}; remove them with rbd snap rm`);
+        });
       }
       const maps = pairStatePaths(this.stateDir, id);
       await invalidateMap(maps.forward.mapPath);
