@@ -21,7 +21,8 @@
  * - Clones are snapshot + clone (format 2) + flatten, then the snapshot is removed: the clone
  *   owns all its data, so its source can be deleted any time after (a kept parent would make the
  *   source's delete fail while clones live). The source is looked for on this backend's cluster
- *   (any Ceph pool of it); a clone across Ceph clusters or from another driver is refused.
+ *   (any Ceph pool of it); a clone across Ceph clusters or from another driver is refused here
+ *   (the pool catalog routes those to a copy, drivers/rbd-copy.ts, before they reach a driver).
  * - Delete purges the image's snapshots first (sds's own, and any left by an interrupted clone or
  *   a replication); an image a client still has open ("still has watchers": an export's tgtd or
  *   qemu-nbd) is a BackendError that names the watchers and what to do, and nothing is removed.
