@@ -10,6 +10,7 @@
  *   npm run bench:replication -- [sizeGib=4] [dataMib=512] [changeMib=64] [writeKib=4096]
  *                                [chunkKib=auto] [extents=auto,none] [algorithm=sha256] [verify=1] [dir=<tmp>]
  *                                [rounds=1] [baseline=<dist folder>] [seed=14] [idle=1] [tokenSettleMs=60000]
+ *                                [rbd=auto] [rbdSizeGib=2] [rbdDataMib=256] [rbdChangeMib=64]
  *
  * `baseline=/work/main/provider/dist` also runs that build's engine (`require`d from its
  * replication/sync.js) on the same source in the same round, interleaved with this tree's (the
@@ -25,6 +26,12 @@
  * never overlapping, so "bytes changed" is exact. Each mode gets a fresh source of the same layout.
  * The source was just written, so its reads come from the page cache; the destination's writes
  * reach the disk in the final fdatasync (`flush`).
+ *
+ * RBD → RBD rows (bench/replication/rbd.ts; `rbd=auto` runs them where a single-node Ceph can
+ * start: root and Ceph's packages, `rbd=0` skips, `rbd=1` fails when it cannot): the same kind of
+ * layout on RBD images (`rbdSizeGib`, `rbdDataMib`, `rbdChangeMib` in `writeKib` writes), synced
+ * with Ceph's diffs and, for comparison, with the chunk engine; bytes read and sent per byte
+ * changed land in replication.json under `rbd`.
  */
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -33,6 +40,7 @@ import * as path from "node:path";
 import { seeded } from "../../test/helpers/seeded";
 import { CHANGE_TOKEN_SETTLE_MS } from "../../provider/src/replication/file-source";
 import { syncFiles as currentSyncFiles, type SyncResult } from "../../provider/src/replication/sync";
+import { benchRbd, rbdBenchSkipReason, rbdReport } from "./rbd";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -245,6 +253,7 @@ async function main(): Promise<void> {
         `${x.initialCpuSeconds.toFixed(2).padStart(13)}`,
     );
   }
+  const rbd = await rbdRows();
   const [current, baseline] = summary;
   const out = path.join(repoRoot, "bench/results/replication.json");
   fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -257,6 +266,7 @@ async function main(): Promise<void> {
         readPerChanged: current.readPerChanged,
         summary,
         baseline: baseline && { dist: path.resolve(args.baseline), sentPerChanged: baseline.sentPerChanged, readPerChanged: baseline.readPerChanged },
+        rbd,
         rows: rows.map((r) => ({ engine: r.engine, round: r.round, extents: r.extents, phase: r.phase, changedBytes: r.changedBytes, cpuSeconds: r.cpuSeconds, ...r.result })),
       },
       null,
@@ -264,6 +274,40 @@ async function main(): Promise<void> {
     ),
   );
   console.log(`written ${path.relative(repoRoot, out)}`);
+}
+
+/** The RBD → RBD rows (see the header), printed; what replication.json keeps of them. */
+async function rbdRows(): Promise<Record<string, unknown>> {
+  const want = args.rbd ?? "auto";
+  if (want === "0") return { skipped: "rbd=0" };
+  const why = rbdBenchSkipReason();
+  if (why) {
+    if (want === "1") throw new Error(`rbd=1 but the RBD rows cannot run: ${why}`);
+    console.log(`\nRBD → RBD rows skipped: ${why}`);
+    return { skipped: why };
+  }
+  const size = Number(args.rbdSizeGib ?? 2) * GiB;
+  const dataBytes = Number(args.rbdDataMib ?? 256) * MiB;
+  const changeBytes = Number(args.rbdChangeMib ?? 64) * MiB;
+  const extent = 16 * MiB;
+  const data = placeWrites(Math.ceil(dataBytes / extent), extent, size, [], () => true);
+  const isData = (at: number) => data.some(([s, l]) => at >= s && at < s + l);
+  const changeLen = writeKib * 1024;
+  const count = Math.ceil(changeBytes / changeLen);
+  const overData = placeWrites(Math.ceil(count / 2), changeLen, size, [], isData);
+  const changes = [...overData, ...placeWrites(Math.floor(count / 2), changeLen, size, overData, (at) => !isData(at))];
+  const dir = fs.mkdtempSync(path.join(args.dir ?? os.tmpdir(), "sds-bench-rbd-"));
+  try {
+    process.stderr.write("RBD → RBD rows: starting a single-node Ceph\n");
+    const rows = await benchRbd({ sizeBytes: size, data, changes, dir, cpuSeconds, verify });
+    const { lines, summary } = rbdReport(rows);
+    console.log("");
+    console.log(`RBD → RBD: ${size / GiB} GiB images, ${dataBytes / MiB} MiB of data, ${changes.length * changeLen / MiB} MiB changed in ${writeKib} KiB writes (4 KiB-aligned); cpu s counts this process and its children (rbd, qemu-io)`);
+    for (const l of lines) console.log(l);
+    return { sizeGib: size / GiB, dataMib: dataBytes / MiB, changeMib: (changes.length * changeLen) / MiB, writeKib, ...summary, rows };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 main().catch((err) => {

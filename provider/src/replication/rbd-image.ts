@@ -148,9 +148,12 @@ export class RbdImage {
     }
   }
 
-  /** Remove every `sds-sync-<n>` snapshot whose n is not in `keep`. */
-  async removeSyncSnaps(keep: readonly number[] = []): Promise<void> {
-    for (const g of await this.syncGenerations()) if (!keep.includes(g)) await this.removeSnap(`${SYNC_SNAP_PREFIX}${g}`);
+  /**
+   * Remove every `sds-sync-<n>` snapshot whose n is not in `keep`. `known`: the generations the
+   * caller listed already (saves an `rbd snap ls`; one that is gone meanwhile is fine).
+   */
+  async removeSyncSnaps(keep: readonly number[] = [], known?: readonly number[]): Promise<void> {
+    for (const g of known ?? (await this.syncGenerations())) if (!keep.includes(g)) await this.removeSnap(`${SYNC_SNAP_PREFIX}${g}`);
   }
 
   /** Roll the head back to snapshot `name` (server-side; the head's writes since are lost). */

@@ -137,8 +137,8 @@ export async function syncRbdImages(sourcePath: string, sinkPath: string, o: Rbd
   }
 
   // Both sides hold `toSnap` with the same bytes now: older sync snapshots only cost space.
-  await src.removeSyncSnaps([next]);
-  await dst.removeSyncSnaps([next]);
+  await src.removeSyncSnaps([next], srcGens);
+  await dst.removeSyncSnaps([next], dstGens);
   o.onProgress?.({ doneBytes: sourceSizeBytes, totalBytes: sourceSizeBytes });
   const finished = now();
   return {
