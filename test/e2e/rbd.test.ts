@@ -1,0 +1,197 @@
+/**
+ * The Ceph RBD backend through the real Pulumi CLI (root): a real single-node Ceph
+ * (test/helpers/ceph.ts) with a Ceph user holding only rbd caps, an rbd backend exporting over
+ * iSCSI with CHAP (tgt's rbd backing store, tgtd on this machine) beside a file backend, and two
+ * hosts in network namespaces, each with its own sds-agent connecting through the userspace
+ * iSCSI path. A profile places a multiAttach volume on RBD; it is attached rw to hostA and ro to
+ * hostB: a pattern written on hostA reads back on hostB and through librbd, hostB cannot write;
+ * growing it while attached grows hostA's device; a clone of it holds its data; destroy leaves
+ * no image, snapshot, target, CHAP account or state row.
+ */
+import { type ChildProcess, execFileSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { AgentClient } from "../../provider/src/agent/client";
+import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import { localTargets } from "../../provider/src/targets/local-targets";
+import { cannotRun, processesMentioning } from "../datapath/harness";
+import { type CephCluster, cephSkipReason, startCeph, tgtRbdSkipReason } from "../helpers/ceph";
+import { freeTcpPort } from "../helpers/daemons";
+import { NetLab, startLabAgent } from "../helpers/netns";
+import { PulumiProject, summaryCount } from "../helpers/pulumi";
+
+jest.setTimeout(900_000);
+const why =
+  cannotRun() ?? cephSkipReason() ?? tgtRbdSkipReason() ?? (fs.existsSync("/usr/bin/unshare") || fs.existsSync("/bin/unshare") ? undefined : "multi-host tests need unshare (util-linux)");
+const suite = why ? describe.skip : describe;
+if (why) test.skip(`skipped: ${why}`, () => undefined);
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const TOKEN = randomBytes(24).toString("hex");
+const CEPH_POOL = "sds";
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+/** A TCP port whose tgtd control socket (port % 32768) no tgtd uses: the provider names tgtd's channel by the portal's port. */
+async function portalPort(): Promise<number> {
+  for (;;) {
+    const port = await freeTcpPort();
+    if (!fs.existsSync(`/var/run/tgtd/socket.${port % 32768}`)) return port;
+  }
+}
+
+suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, clone, destroy", () => {
+  let ceph: CephCluster;
+  let lab: NetLab;
+  let p: PulumiProject;
+  let work: string;
+  let port: number;
+  const agents = new Map<string, { child: ChildProcess; stateDir: string; client: AgentClient }>();
+  const portal = () => `${lab.rootIp}:${port}`;
+  const tgtadm = (...args: string[]) => execFileSync("tgtadm", ["-C", String(port % 32768), "--lld", "iscsi", ...args], { encoding: "utf8" });
+  const images = async () => JSON.parse(await ceph.rbd(["ls", CEPH_POOL, "--format", "json"])) as string[];
+  const rbdSize = async (image: string) => (JSON.parse(await ceph.rbd(["info", `${CEPH_POOL}/${image}`, "--format", "json"])) as { size: number }).size;
+  /** `len` bytes at `offset` of an image, read through librbd (`rbd export` of the whole image is too big to pipe); qemu-img dd's count includes the skipped blocks. */
+  const rbdBytes = (image: string, offset: number, len: number): Buffer => {
+    const out = path.join(work, `read-${image}.bin`);
+    execFileSync("qemu-img", ["dd", "-f", "raw", "-O", "raw", `if=rbd:${CEPH_POOL}/${image}:id=admin:conf=${ceph.conf}`, `of=${out}`, "bs=1M", `skip=${offset / MiB}`, `count=${(offset + len) / MiB}`], { stdio: "pipe" });
+    try {
+      return fs.readFileSync(out);
+    } finally {
+      fs.rmSync(out, { force: true });
+    }
+  };
+
+  beforeAll(async () => {
+    ceph = await startCeph({ dir: fs.existsSync("/tmp/wt15-B") ? "/tmp/wt15-B" : undefined });
+    await ceph.pool(CEPH_POOL);
+    // The user sds runs as holds only what the README tells a Ceph admin to grant.
+    const keyring = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", `profile rbd pool=${CEPH_POOL}`, "mgr", `profile rbd pool=${CEPH_POOL}`]);
+    lab = new NetLab(["hostA", "hostB"]);
+    lab.up();
+    p = await PulumiProject.create("rbd");
+    work = path.join(p.dir, "lab");
+    fs.mkdirSync(path.join(work, "pools"), { recursive: true });
+    fs.writeFileSync(path.join(work, "token"), TOKEN, { mode: 0o600 });
+    for (const h of ["hostA", "hostB"]) agents.set(h, await startLabAgent(lab, h, { work, token: TOKEN }));
+    port = await portalPort();
+    fs.writeFileSync(
+      path.join(p.dir, "backends.yaml"),
+      [
+        "backends:",
+        "  - name: ceph",
+        "    driver: rbd",
+        `    rbd: {conf: ${ceph.conf}, user: sds, keyringFile: ${keyring}}`,
+        `    export: {protocol: iscsi, portal: "${portal()}", chap: true}`,
+        "    pools:",
+        `      - {name: rbd0, path: ${CEPH_POOL}, multiAttach: true}`,
+        "  - name: files",
+        "    driver: file",
+        "    pools:",
+        `      - {name: f0, path: ${path.join(work, "pools", "f0")}, totalCapacityGib: 50}`,
+        "",
+      ].join("\n"),
+    );
+    const hosts = Object.fromEntries(["hostA", "hostB"].map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]));
+    await p.config({ "sds:backendsFile": "backends.yaml", sizeGib: 1 });
+    await p.config({ "sds:hosts": JSON.stringify(hosts), "sds:agentToken": TOKEN }, { secret: true });
+  }, 300_000);
+
+  afterAll(async () => {
+    try {
+      if (p) await p.run(["destroy", "--yes"]);
+      // tgtd outlives the provider (exports outlive `pulumi up`): the test stops its own.
+      if (p && port) await localTargets(path.join(p.dir, ".sds/run")).iscsi(portal()).stop().catch(() => undefined);
+      for (const a of agents.values()) await a.client.close();
+    } finally {
+      lab?.down();
+      await ceph?.stop();
+      p?.remove();
+    }
+  }, 300_000);
+
+  test("up: the profile places the shared volume on RBD (an image named by its id) and the plain one on files; devices on hostA (rw) and hostB (ro) through tgt-rbd; no changes after", async () => {
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "created")).toBe(7); // stack, 2 profiles, 2 volumes, 2 attachments
+    const out = JSON.parse((await p.ok(["stack", "output", "--json", "--show-secrets"])).stdout) as Record<string, unknown>;
+    expect(out).toMatchObject({ backendName: "ceph", poolId: "ceph/rbd0", plainBackend: "files" });
+    expect(await images()).toEqual([out.volumeId]);
+    expect(await rbdSize(String(out.volumeId))).toBe(1 * GiB);
+    expect(out.aDevice).toMatch(/^\/dev\/loop\d+$/);
+    expect(out.bDevice).toMatch(/^\/dev\/loop\d+$/);
+    expect(out.aInfo).toMatchObject({ protocol: "iscsi", portals: [portal()], authMethod: "CHAP", readOnly: false });
+    expect(out.bInfo).toMatchObject({ protocol: "iscsi", readOnly: true });
+    // tgtd serves the image itself through librbd, as user sds with sds's own conf.
+    const show = tgtadm("--op", "show", "--mode", "target");
+    expect(show).toMatch(/Backing store type: rbd/);
+    expect(show).toContain(`Backing store path: ${CEPH_POOL}/${out.volumeId}`);
+    await p.ok(["preview", "--expect-no-changes"]);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("a pattern written through hostA's device reads back on hostB and through librbd; hostB cannot write", async () => {
+    const out = await p.outputs();
+    expect([out.aDevice, out.bDevice]).toEqual([expect.stringMatching(/^\/dev\/loop\d+$/), expect.stringMatching(/^\/dev\/loop\d+$/)]);
+    const pattern = randomBytes(4 * MiB);
+    lab.exec("hostA", ["dd", `of=${out.aDevice}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);
+    const back = lab.exec("hostB", ["dd", `if=${out.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+    expect(sha(back)).toBe(sha(pattern));
+    expect(sha(rbdBytes(String(out.volumeId), 2 * MiB, 4 * MiB))).toBe(sha(pattern));
+    expect(() => lab.exec("hostB", ["dd", `of=${out.bDevice}`, "bs=4k", "count=1", "oflag=direct", "status=none"], Buffer.alloc(4096, 1))).toThrow();
+    expect(sha(rbdBytes(String(out.volumeId), 0, MiB))).toBe(sha(Buffer.alloc(MiB)));
+    fs.writeFileSync(path.join(work, "pattern.sha"), sha(pattern));
+  });
+
+  test("growing the attached volume is one update: the image and hostA's device see 2 GiB; the data stays", async () => {
+    const before = await p.outputs();
+    await p.config({ sizeGib: 2 });
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "updated")).toBe(1);
+    expect(summaryCount(up.stdout, "replaced")).toBe(0);
+    const after = await p.outputs();
+    expect(after.aDevice).toBe(before.aDevice);
+    expect(await rbdSize(String(after.volumeId))).toBe(2 * GiB);
+    expect(Number(lab.exec("hostA", ["blockdev", "--getsize64", String(after.aDevice)]).toString().trim())).toBe(2 * GiB);
+    const back = lab.exec("hostA", ["dd", `if=${after.aDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+    expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
+    // The end of the grown device is writable on hostA, and lands in the image.
+    lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 7));
+    expect(rbdBytes(String(after.volumeId), 2 * GiB - MiB, MiB).equals(Buffer.alloc(MiB, 7))).toBe(true);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("a clone on RBD holds the source's data, in an image of its own that needs no snapshot of the source", async () => {
+    await p.config({ clone: true });
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "created")).toBe(1);
+    const out = await p.outputs();
+    expect(out.copyBackend).toBe("ceph");
+    expect((await images()).sort()).toEqual([String(out.volumeId), String(out.copyId)].sort());
+    expect(sha(rbdBytes(String(out.copyId), 2 * MiB, 4 * MiB))).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
+    await p.ok(["preview", "--expect-no-changes"]);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("destroy leaves no image, snapshot, target, CHAP account, state row or device", async () => {
+    const out = await p.outputs();
+    await p.ok(["destroy", "--yes"]);
+    expect(await images()).toEqual([]);
+    // No image left means no snapshot left; the pool's trash is empty too (nothing deferred).
+    expect(JSON.parse(await ceph.rbd(["trash", "ls", CEPH_POOL, "--format", "json"]))).toEqual([]);
+    expect(tgtadm("--op", "show", "--mode", "target").trim()).toBe("");
+    expect(tgtadm("--op", "show", "--mode", "account").split("\n").slice(1).map((l) => l.trim()).filter(Boolean)).toEqual([]);
+    const store = new SqliteStore(path.join(p.dir, ".sds/state.db"));
+    try {
+      expect([...(await store.listVolumes()), ...(await store.listAttachments()), ...(await store.listTargets())]).toEqual([]);
+    } finally {
+      await store.close();
+    }
+    for (const h of ["hostA", "hostB"]) {
+      expect(await agents.get(h)!.client.getAllVolumePaths()).toEqual([]);
+      expect(processesMentioning(agents.get(h)!.stateDir)).toEqual([]);
+    }
+    expect(fs.readdirSync(path.join(work, "pools", "f0"))).toEqual([]);
+    expect(out.volumeId).toBeTruthy();
+  });
+});
