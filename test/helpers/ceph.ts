@@ -23,7 +23,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { freeTcpPort } from "./daemons";
+import { freeTcpPort, skipReason } from "./daemons";
 
 const BINARIES = ["ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "rbd", "ceph-authtool", "monmaptool"];
 
@@ -39,7 +39,7 @@ export interface CephCluster {
   readonly dir: string;
   /** `mon host` as written in the conf (`[v2:127.0.0.1:P2,v1:127.0.0.1:P1]`). */
   readonly monHost: string;
-  /** Create an RBD pool (size 1, 8 PGs, application rbd) and wait until an image can be made in it. Idempotent. */
+  /** Create an RBD pool (size 1, 8 PGs, application rbd) and wait until an image can be made in it and `ceph df` reports its space. Idempotent. */
   pool(name: string): Promise<void>;
   /** Run `ceph <args> --format json` as admin; the parsed output. */
   cephJson(args: string[]): Promise<unknown>;
@@ -51,21 +51,11 @@ export interface CephCluster {
   stop(): Promise<void>;
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Why a Ceph suite cannot run here (not root, a binary missing), or undefined when it can. */
 export function cephSkipReason(): string | undefined {
   if (process.getuid?.() !== 0) return "needs root (a single-node Ceph cluster: ceph-osd and tgt's rbd backing store run as root)";
-  const dirs = (process.env.PATH ?? "").split(path.delimiter).concat(["/usr/bin", "/usr/sbin", "/sbin"]);
-  const missing = BINARIES.filter((b) => !dirs.some((d) => isExecutable(path.join(d, b))));
-  return missing.length ? `missing Ceph binaries: ${missing.join(", ")} (install the Debian packages ceph-mon ceph-mgr ceph-osd ceph-common; scripts/setup.sh does as root)` : undefined;
+  const missing = skipReason(BINARIES);
+  return missing ? `${missing} (install the Debian packages ceph-mon ceph-mgr ceph-osd ceph-common; scripts/setup.sh does as root)` : undefined;
 }
 
 /** Whether tgt's rbd backing store (Debian tgt-rbd) is installed. */
@@ -300,6 +290,12 @@ export async function startCeph(options: StartCephOptions = {}): Promise<CephClu
         return true;
       });
       await rbd(["rm", `${name}/${probe}`, "--no-progress"]);
+      // ceph df lags the pool's creation by a second or two (max_avail 0 until the mgr reports it): a
+      // driver measuring capacity right away would see an empty pool.
+      await until(`pool ${name} in ceph df`, 60_000, async () => {
+        const df = (await cephJson(["df"])) as { pools?: Array<{ name: string; stats: { max_avail: number } }> };
+        return (df.pools?.find((p) => p.name === name)?.stats.max_avail ?? 0) > 0 ? true : undefined;
+      });
       pools.add(name);
     },
     async makeUser(name: string, caps: string[]) {

@@ -93,6 +93,8 @@ export class RbdDriver implements VolumeDriver {
       "[global]",
       `mon host = ${this.monHost()}`,
       `keyring = ${keyrings.join(",")}`,
+      // A cluster that does not answer fails a command (and a preview's discovery) in 30 s, not Ceph's 300.
+      "client mount timeout = 30",
       "",
     ].join("\n");
     if (this.written === text && fs.existsSync(this.confFile)) return this.confFile;
