@@ -5,7 +5,8 @@
  * `raw` volume, and one `connect: true` attachment per protocol made by the product's Attachments
  * with the product's connectors (factory.ts, userspace mode) — exactly what `pulumi up` does for
  * an attachment on `localhost`. Like test/datapath/harness.ts's makeEnv, plus connectorFor (which
- * makeEnv does not take).
+ * makeEnv does not take). With a Ceph cluster given, a fourth backend `rbd` (driver rbd, iSCSI
+ * through tgt's rbd backing store on its own tgtd, CHAP on) and a volume on it, attached the same way.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -36,6 +37,14 @@ export interface Attached {
   record: ConnectionRecord;
 }
 
+/** A Ceph cluster for the RBD row: its client conf, a user and that user's keyring, and an RBD pool. */
+export interface RbdBench {
+  conf: string;
+  user: string;
+  keyringFile: string;
+  cephPool: string;
+}
+
 export interface DatapathEnv {
   dir: string;
   runDir: string;
@@ -56,26 +65,33 @@ export interface DatapathEnv {
   tgt(): Promise<{ controlPort: number; tid: number }>;
   /** The target daemons' pids (for CPU accounting). */
   daemonPids(): Promise<{ nbdkit?: number; tgtd?: number }>;
+  /** The RBD volume (when a cluster was given): its volume path, and its attachment like the others'. */
+  rbd?: { volume: VolumeRow; path: string; attach(): Promise<Attached>; tgtdPid(): number | undefined };
 }
 
-export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cleanup): Promise<DatapathEnv> {
+export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cleanup, ceph?: RbdBench): Promise<DatapathEnv> {
   const store = new SqliteStore(path.join(dir, "state.db"));
   cleanup.add("close the state database", () => store.close());
   const runDir = path.join(dir, "run");
   const poolsDir = path.join(dir, "pools");
   const iscsiPortal = `127.0.0.1:${await freeTcpPort()}`;
   const nbdPortal = `127.0.0.1:${await freeTcpPort()}`;
+  const rbdPortal = `127.0.0.1:${await freeTcpPort()}`;
   const pool = (name: string) => ({ name: "p", path: path.join(poolsDir, name), totalCapacityGib: 100, multiAttach: true });
   const backends = backendsSchema.parse([
     { name: "local", driver: "file", sharedTargets: true, export: { protocol: "local" }, pools: [pool("local")] },
     { name: "nbd", driver: "file", sharedTargets: true, export: { protocol: "nbd", portal: nbdPortal }, pools: [pool("nbd")] },
     { name: "iscsi", driver: "file", sharedTargets: true, export: { protocol: "iscsi", portal: iscsiPortal, chap: true }, pools: [pool("iscsi")] },
+    ...(ceph
+      ? [{ name: "rbd", driver: "rbd", sharedTargets: true, rbd: { conf: ceph.conf, user: ceph.user, keyringFile: ceph.keyringFile }, export: { protocol: "iscsi", portal: rbdPortal, chap: true }, pools: [{ name: "p", path: ceph.cephPool, multiAttach: true }] }]
+      : []),
   ]);
-  const controller = new Controller({ store, backends });
+  const controller = new Controller({ store, backends, rbdDir: path.join(dir, "rbd") });
   await controller.discover();
   const targets = localTargets(runDir);
   // tgtd and nbdkit outlive their attachments: stop them after every detach (cleanup runs in reverse).
   cleanup.add("stop tgtd", () => targets.iscsi(iscsiPortal).stop());
+  if (ceph) cleanup.add("stop the rbd backend's tgtd", () => targets.iscsi(rbdPortal).stop());
   cleanup.add("stop nbdkit", async () => {
     const nbd = targets.nbd("127.0.0.1");
     for (const s of await nbd.list()) await nbd.removeServer(s.server);
@@ -97,6 +113,18 @@ export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cle
   const raw = await newVolume("raw", "local");
   const volumes = {} as Record<Protocol, VolumeRow>;
   for (const p of PROTOCOLS) volumes[p] = await newVolume(`vol-${p}`, p);
+  const rbdVolume = ceph ? await newVolume("vol-rbd", "rbd") : undefined;
+  const records = new RecordStore(runDir);
+  /** Attach `volume` rw on localhost with connect: true, as `pulumi up` does; detached by the cleanup. */
+  const attachHere = async (key: string, volume: VolumeRow): Promise<Attached> => {
+    const { row, connectionInfo } = await attachments.attach(`urn:bench:attachment:${key}`, { volumeId: volume.id, host: "localhost", mode: "rw", connect: true });
+    // Detach disconnects (losetup -d, umount, qemu-nbd) and checks no path is left, then unexports.
+    cleanup.add(`detach ${key}`, () => attachments.detach(row.id, { force: true }));
+    const attached = (await attachments.get(row.id))!;
+    const record = records.read(volume.id, "rw");
+    if (!attached.devicePath || !record) throw new Error(`the ${key} attachment has no device`);
+    return { volume, row: attached, info: connectionInfo, device: attached.devicePath, record };
+  };
 
   return {
     dir,
@@ -107,18 +135,8 @@ export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cle
     volumes,
     controller,
     async attachAll() {
-      const records = new RecordStore(runDir);
       const out = {} as Record<Protocol, Attached>;
-      for (const p of PROTOCOLS) {
-        const volume = volumes[p];
-        const { row, connectionInfo } = await attachments.attach(`urn:bench:attachment:${p}`, { volumeId: volume.id, host: "localhost", mode: "rw", connect: true });
-        // Detach disconnects (losetup -d, umount, qemu-nbd) and checks no path is left, then unexports.
-        cleanup.add(`detach ${p}`, () => attachments.detach(row.id, { force: true }));
-        const attached = (await attachments.get(row.id))!;
-        const record = records.read(volume.id, "rw");
-        if (!attached.devicePath || !record) throw new Error(`the ${p} attachment has no device`);
-        out[p] = { volume, row: attached, info: connectionInfo, device: attached.devicePath, record };
-      }
+      for (const p of PROTOCOLS) out[p] = await attachHere(p, volumes[p]);
       return out;
     },
     async attachIscsiClient(initiator) {
@@ -142,6 +160,18 @@ export async function makeDatapathEnv(dir: string, sizeGib: number, cleanup: Cle
         // no pidfile
       }
       return { nbdkit, tgtd };
+    },
+    rbd: rbdVolume && {
+      volume: rbdVolume,
+      path: controller.volumePath(rbdVolume),
+      attach: () => attachHere("rbd", rbdVolume),
+      tgtdPid() {
+        try {
+          return Number(fs.readFileSync((targets.iscsi(rbdPortal) as TgtTarget).pidFile, "utf8").trim()) || undefined;
+        } catch {
+          return undefined;
+        }
+      },
     },
   };
 }

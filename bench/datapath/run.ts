@@ -23,13 +23,21 @@
  * Setup is the product's: Controller + Attachments (`connect: true` on localhost) with the
  * connectors of connectors/factory.ts (userspace mode) and the targets of targets/local-targets.ts
  * (TgtTarget, NbdkitTarget). Everything made is undone at the end, also on failure or Ctrl-C.
+ *
+ * RBD rows (when Ceph and tgt-rbd are installed; SDS_BENCH_RBD=0 leaves them out): a throwaway
+ * single-node cluster (test/helpers/ceph.ts: one OSD on memstore, so its data sits in RAM, not on
+ * the raw file's disk), an rbd backend exporting over iSCSI through tgt's rbd backing store, and
+ * its volume attached like the others; plus librbd alone (qemu-img bench on the volume path).
+ * Their ratio compares a RAM-backed cluster with a file on disk: it shows what tgt-rbd and the
+ * initiator chain cost over librbd (the breakdown), not what a real cluster would give.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { onPath } from "../../provider/src/connectors/host";
 import { cannotRun } from "../../test/datapath/harness";
-import { type Attached, checkSocketRoom, makeDatapathEnv, type Protocol } from "./env";
+import { type CephCluster, cephSkipReason, startCeph, tgtRbdSkipReason } from "../../test/helpers/ceph";
+import { type Attached, checkSocketRoom, makeDatapathEnv, type Protocol, type RbdBench } from "./env";
 import {
   canDropCaches,
   Cleanup,
@@ -57,7 +65,7 @@ const repoRoot = path.resolve(__dirname, "../..");
 /** qemu-img's default iSCSI initiator name (qemu-img bench has no option to set another). */
 const QEMU_INITIATOR = "iqn.2008-11.org.linux-kvm";
 
-type Group = "baseline" | "product" | "other" | "layer";
+type Group = "baseline" | "product" | "rbd" | "other" | "layer";
 
 interface Case {
   key: string;
@@ -144,7 +152,8 @@ async function bench(cleanup: Cleanup): Promise<void> {
   cleanup.add(`rm ${src}`, () => fs.rmSync(src, { force: true }));
   makeSource(src, sizeMiB);
 
-  const env = await makeDatapathEnv(dir, Math.ceil(sizeMiB / 1024), cleanup);
+  const ceph = await startRbdCluster(cleanup);
+  const env = await makeDatapathEnv(dir, Math.ceil(sizeMiB / 1024), cleanup, ceph?.bench);
   checkSocketRoom(env.runDir);
   const files = { raw: env.rawPath, ...Object.fromEntries(Object.entries(env.volumes).map(([p, v]) => [p, env.controller.volumePath(v)])) } as Record<"raw" | Protocol, string>;
   const devs = new Set(Object.values(files).map((f) => fs.statSync(f).dev));
@@ -155,6 +164,11 @@ async function bench(cleanup: Cleanup): Promise<void> {
 
   process.stderr.write("attaching (local, nbd, iscsi) with connect: true…\n");
   const a = await env.attachAll();
+  const rbdA = env.rbd ? await env.rbd.attach() : undefined;
+  if (rbdA) {
+    process.stderr.write(`filling the RBD volume with ${sizeMiB} MiB through its device…\n`);
+    await ddWrite(src, rbdA.device, { bs: MiB, count: sizeMiB, direct: true });
+  }
 
   // --- layer rows: clients without FUSE and loop -------------------------------------------
   const nbdInfo = a.nbd.info;
@@ -224,6 +238,8 @@ async function bench(cleanup: Cleanup): Promise<void> {
     relay: pids({ "qemu-nbd": relay.pid, tgtd: daemons.tgtd }),
     qsd: pids({ "qemu-storage-daemon": qsd?.pid, tgtd: daemons.tgtd }),
     qsdNbd: pids({ "qemu-storage-daemon": qsdNbd?.pid, nbdkit: daemons.nbdkit }),
+    rbd: pids({ nbdfuse: rbdA?.record.nbdfusePid, "qemu-nbd": rbdA?.record.qemuNbdPid, tgtd: env.rbd?.tgtdPid() }),
+    librbd: {},
   };
 
   // --- the rows ----------------------------------------------------------------------------
@@ -264,6 +280,12 @@ async function bench(cleanup: Cleanup): Promise<void> {
       ? [
           { key: "nbd-qsd-1M", group: "other", protocol: "nbd", label: "nbd    loop (dio) → qemu-storage-daemon FUSE → nbdkit", bs: MiB, baseline: "raw-1M", ...dd(qsdNbd.loop, MiB), verify: qsdNbd.loop, procs: procs.qsdNbd } as Case,
           { key: "nbd-qsd-fuse", group: "layer", protocol: "nbd", label: "nbd    dd → qemu-storage-daemon FUSE → nbdkit (the FUSE file)", bs: MiB, baseline: "raw-1M", ...dd(qsdNbd.file, MiB), procs: procs.qsdNbd } as Case,
+        ]
+      : []),
+    ...(rbdA && env.rbd
+      ? [
+          { key: "iscsi-rbd-1M", group: "rbd", protocol: "iscsi", label: `iscsi  loop (dio) → ${ISCSI} rbd → Ceph`, bs: MiB, baseline: "raw-1M", ...dd(rbdA.device, MiB), verify: rbdA.device, procs: procs.rbd } as Case,
+          { key: "rbd-librbd-qd1", group: "layer", protocol: "iscsi", label: "rbd    qemu-img (librbd) → Ceph (QD1)", bs: MiB, baseline: "raw-1M", ...qb(["-f", "raw", env.rbd.path], 1), procs: procs.librbd } as Case,
         ]
       : []),
     { key: "nbd-qemu-qd1", group: "layer", protocol: "nbd", label: "nbd    qemu-img → nbdkit (QD1)", bs: MiB, baseline: "raw-1M", ...qb(nbdImage, 1), procs: procs.nbdkit },
@@ -339,7 +361,23 @@ async function bench(cleanup: Cleanup): Promise<void> {
     versions[name] = await version(name, [...args]);
   }
   if (qsdBin) versions["qemu-storage-daemon"] = await version(qsdBin);
-  report([...results.values()], elapsed, verified, { dir, shm, a, versions, load: [load0, os.loadavg()[0]] });
+  if (ceph) versions.ceph = await version("ceph");
+  report([...results.values()], elapsed, verified, { dir, shm, a: { ...a, ...(rbdA ? { rbd: rbdA } : {}) }, versions, load: [load0, os.loadavg()[0]] });
+}
+
+/** The RBD rows' cluster (see the file comment), stopped by the cleanup; undefined when it cannot run here or SDS_BENCH_RBD=0. */
+async function startRbdCluster(cleanup: Cleanup): Promise<{ cluster: CephCluster; bench: RbdBench } | undefined> {
+  const why = process.env.SDS_BENCH_RBD === "0" ? "SDS_BENCH_RBD=0" : (cephSkipReason() ?? tgtRbdSkipReason());
+  if (why) {
+    process.stderr.write(`no RBD rows: ${why}\n`);
+    return undefined;
+  }
+  process.stderr.write("starting a single-node Ceph (memstore) for the RBD rows…\n");
+  // memstore keeps every byte written in RAM: room for the volume filled once, and some.
+  const cluster = await startCeph({ osdBytes: Math.max(2 * 1024, 2 * sizeMiB) * MiB });
+  cleanup.add("stop Ceph", () => cluster.stop());
+  await cluster.pool("sds");
+  return { cluster, bench: { conf: cluster.conf, user: cluster.user, keyringFile: cluster.keyring, cephPool: "sds" } };
 }
 
 interface CpuSummary {
@@ -373,7 +411,7 @@ function cpuSummary(samples: Sample[]): CpuSummary {
   };
 }
 
-function report(results: CaseResult[], elapsed: number, verified: Record<string, boolean>, ctx: { dir: string; shm: string; a: Record<Protocol, Attached>; versions: Record<string, string>; load: number[] }): void {
+function report(results: CaseResult[], elapsed: number, verified: Record<string, boolean>, ctx: { dir: string; shm: string; a: Record<string, Attached>; versions: Record<string, string>; load: number[] }): void {
   const rows: Row[] = results.map((r) => {
     const writeRatios = r.writeSeconds.map((s, i) => r.rawWriteSeconds[i] / s);
     const readRatios = r.readSeconds.map((s, i) => r.rawReadSeconds[i] / s);
@@ -394,6 +432,7 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
   const titles: Record<Group, string> = {
     baseline: "raw volume file (same pool folder, same disk; every sample paired with one row's)",
     product: "what the connectors make (attachment with connect: true)",
+    rbd: "what the connectors make on a Ceph RBD volume (tgt's rbd backing store; one memstore OSD: the data sits in RAM, not on the raw file's disk)",
     other: "other setups (bench-only): the local loop with direct I/O; qemu-storage-daemon's FUSE export in place of qemu-nbd + nbdfuse (iSCSI) or nbdfuse (NBD)",
     layer: "layers, measured separately (1M, no FUSE / no loop where it says)",
   };
@@ -402,7 +441,8 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
   const W = 62;
   const head = `${"row".padEnd(W)} |  bs | write MiB/s | ×raw | read MiB/s | ×raw`;
   const goal: Record<string, number> = { local: 0.9, nbd: 0.8, iscsi: 0.6 };
-  for (const g of ["baseline", "product", "other", "layer"] as const) {
+  for (const g of ["baseline", "product", "rbd", "other", "layer"] as const) {
+    if (!rows.some((x) => x.group === g)) continue;
     console.log(`\n${titles[g]}`);
     console.log(head);
     console.log(`${"-".repeat(W)}-|-----|------------|------|------------|-----`);
@@ -434,6 +474,10 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
       ["nbd-qemu-qd1", "NBD: TCP, nbdkit file plugin"],
       ["nbd-qsd-fuse", "+ FUSE: qemu-storage-daemon (NBD client)"],
       ["nbd-qsd-1M", "+ loop (dio) on the FUSE file"],
+    ],
+    "iscsi-rbd": [
+      ["rbd-librbd-qd1", "librbd → Ceph (memstore OSD)"],
+      ["iscsi-rbd-1M", "+ tgtd rbd, iSCSI, qemu-nbd, nbdfuse, loop (dio)"],
     ],
     "iscsi-qsd": [
       ["iscsi-libiscsi-qd1", "iSCSI: TCP, tgtd, libiscsi"],
@@ -475,7 +519,7 @@ function report(results: CaseResult[], elapsed: number, verified: Record<string,
   // The issue's figures: per path, the product's ratios and CPU seconds per GiB of each daemon.
   const paths = Object.fromEntries(
     rows
-      .filter((r) => r.group === "product" || r.group === "other")
+      .filter((r) => r.group === "product" || r.group === "rbd" || r.group === "other")
       .map((r) => [
         r.key.replace(/-1M$/, ""),
         {
