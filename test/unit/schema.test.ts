@@ -125,7 +125,7 @@ const FUNCTION_CONTRACT: Record<string, { inputs: string[]; requiredInputs: stri
 };
 
 const TYPE_PROPERTIES: Record<string, string[]> = {
-    Backend: ["name", "driver", "node", "backendId", "sharedTargets", "export", "replicationTargets", "pools", "weigher"],
+    Backend: ["name", "driver", "rbd", "node", "backendId", "sharedTargets", "export", "replicationTargets", "pools", "weigher"],
     Pool: [
         "name",
         "path",
@@ -478,6 +478,8 @@ describe("schema.json: secrets", () => {
                 "provider.inputProperties.hosts",
                 "provider.inputProperties.secretKey",
                 "provider.inputProperties.stateUrl",
+                // An inline cephx key; as with hosts, set the whole sds:backends as a secret (the SDK drops nested flags).
+                "types.sds:index:BackendRbd.properties.key",
                 "types.sds:index:ConnectionInfo.properties.authPassword",
                 "types.sds:index:HostAgent.properties.token",
             ].sort(),

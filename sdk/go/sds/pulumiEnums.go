@@ -544,6 +544,8 @@ type Driver string
 const (
 	// Each volume is a file in the pool's folder (sparse unless the pool is thick-provisioned).
 	DriverFile = Driver("file")
+	// Each volume is an RBD image in a Ceph pool (the pool's `path`), thin; options in the backend's `rbd`.
+	DriverRbd = Driver("rbd")
 )
 
 func (Driver) ElementType() reflect.Type {
@@ -669,6 +671,7 @@ func (o DriverPtrOutput) ToStringPtrOutputWithContext(ctx context.Context) pulum
 // A concrete instance of `DriverInput` can be one of the following:
 //
 //	DriverFile
+//	DriverRbd
 type DriverInput interface {
 	pulumi.Input
 

@@ -17,7 +17,7 @@ var _ = internal.GetEnvOrDefault
 type Backend struct {
 	// Stable identifier of the storage device behind this backend. Default: a stable UUID generated once per backend. Give two backends the same `backendId` when they front the same device.
 	BackendId *string `pulumi:"backendId"`
-	// Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+	// Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
 	Driver Driver `pulumi:"driver"`
 	// How volumes of this backend are exported to hosts. Default: protocol `local`.
 	Export *BackendExport `pulumi:"export"`
@@ -27,6 +27,8 @@ type Backend struct {
 	Node *string `pulumi:"node"`
 	// The pools of this backend. At least one.
 	Pools []Pool `pulumi:"pools"`
+	// How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
+	Rbd *BackendRbd `pulumi:"rbd"`
 	// Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
 	ReplicationTargets []BackendReplicationTarget `pulumi:"replicationTargets"`
 	// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
@@ -47,6 +49,8 @@ func (val *Backend) Defaults() *Backend {
 		node_ := "local"
 		tmp.Node = &node_
 	}
+	tmp.Rbd = tmp.Rbd.Defaults()
+
 	if tmp.SharedTargets == nil {
 		sharedTargets_ := true
 		tmp.SharedTargets = &sharedTargets_
@@ -73,7 +77,7 @@ type BackendInput interface {
 type BackendArgs struct {
 	// Stable identifier of the storage device behind this backend. Default: a stable UUID generated once per backend. Give two backends the same `backendId` when they front the same device.
 	BackendId pulumi.StringPtrInput `pulumi:"backendId"`
-	// Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+	// Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
 	Driver DriverInput `pulumi:"driver"`
 	// How volumes of this backend are exported to hosts. Default: protocol `local`.
 	Export BackendExportPtrInput `pulumi:"export"`
@@ -83,6 +87,8 @@ type BackendArgs struct {
 	Node pulumi.StringPtrInput `pulumi:"node"`
 	// The pools of this backend. At least one.
 	Pools PoolArrayInput `pulumi:"pools"`
+	// How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
+	Rbd BackendRbdPtrInput `pulumi:"rbd"`
 	// Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
 	ReplicationTargets BackendReplicationTargetArrayInput `pulumi:"replicationTargets"`
 	// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
@@ -101,6 +107,7 @@ func (val *BackendArgs) Defaults() *BackendArgs {
 	if tmp.Node == nil {
 		tmp.Node = pulumi.StringPtr("local")
 	}
+
 	if tmp.SharedTargets == nil {
 		tmp.SharedTargets = pulumi.BoolPtr(true)
 	}
@@ -166,7 +173,7 @@ func (o BackendOutput) BackendId() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Backend) *string { return v.BackendId }).(pulumi.StringPtrOutput)
 }
 
-// Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+// Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
 func (o BackendOutput) Driver() DriverOutput {
 	return o.ApplyT(func(v Backend) Driver { return v.Driver }).(DriverOutput)
 }
@@ -189,6 +196,11 @@ func (o BackendOutput) Node() pulumi.StringPtrOutput {
 // The pools of this backend. At least one.
 func (o BackendOutput) Pools() PoolArrayOutput {
 	return o.ApplyT(func(v Backend) []Pool { return v.Pools }).(PoolArrayOutput)
+}
+
+// How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
+func (o BackendOutput) Rbd() BackendRbdPtrOutput {
+	return o.ApplyT(func(v Backend) *BackendRbd { return v.Rbd }).(BackendRbdPtrOutput)
 }
 
 // Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
@@ -433,6 +445,272 @@ func (o BackendExportPtrOutput) Protocol() ProtocolPtrOutput {
 		}
 		return v.Protocol
 	}).(ProtocolPtrOutput)
+}
+
+// The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+type BackendRbd struct {
+	// The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+	Cluster *string `pulumi:"cluster"`
+	// A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+	Conf *string `pulumi:"conf"`
+	// The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+	Key *string `pulumi:"key"`
+	// A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+	KeyringFile *string `pulumi:"keyringFile"`
+	// The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+	MonHost *string `pulumi:"monHost"`
+	// The Ceph user, without `client.`. Default: `admin`.
+	User *string `pulumi:"user"`
+}
+
+// Defaults sets the appropriate defaults for BackendRbd
+func (val *BackendRbd) Defaults() *BackendRbd {
+	if val == nil {
+		return nil
+	}
+	tmp := *val
+	if tmp.Cluster == nil {
+		cluster_ := "ceph"
+		tmp.Cluster = &cluster_
+	}
+	if tmp.User == nil {
+		user_ := "admin"
+		tmp.User = &user_
+	}
+	return &tmp
+}
+
+// BackendRbdInput is an input type that accepts BackendRbdArgs and BackendRbdOutput values.
+// You can construct a concrete instance of `BackendRbdInput` via:
+//
+//	BackendRbdArgs{...}
+type BackendRbdInput interface {
+	pulumi.Input
+
+	ToBackendRbdOutput() BackendRbdOutput
+	ToBackendRbdOutputWithContext(context.Context) BackendRbdOutput
+}
+
+// The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+type BackendRbdArgs struct {
+	// The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+	Cluster pulumi.StringPtrInput `pulumi:"cluster"`
+	// A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+	Conf pulumi.StringPtrInput `pulumi:"conf"`
+	// The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+	Key pulumi.StringPtrInput `pulumi:"key"`
+	// A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+	KeyringFile pulumi.StringPtrInput `pulumi:"keyringFile"`
+	// The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+	MonHost pulumi.StringPtrInput `pulumi:"monHost"`
+	// The Ceph user, without `client.`. Default: `admin`.
+	User pulumi.StringPtrInput `pulumi:"user"`
+}
+
+// Defaults sets the appropriate defaults for BackendRbdArgs
+func (val *BackendRbdArgs) Defaults() *BackendRbdArgs {
+	if val == nil {
+		return nil
+	}
+	tmp := *val
+	if tmp.Cluster == nil {
+		tmp.Cluster = pulumi.StringPtr("ceph")
+	}
+	if tmp.User == nil {
+		tmp.User = pulumi.StringPtr("admin")
+	}
+	return &tmp
+}
+func (BackendRbdArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*BackendRbd)(nil)).Elem()
+}
+
+func (i BackendRbdArgs) ToBackendRbdOutput() BackendRbdOutput {
+	return i.ToBackendRbdOutputWithContext(context.Background())
+}
+
+func (i BackendRbdArgs) ToBackendRbdOutputWithContext(ctx context.Context) BackendRbdOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(BackendRbdOutput)
+}
+
+func (i BackendRbdArgs) ToBackendRbdPtrOutput() BackendRbdPtrOutput {
+	return i.ToBackendRbdPtrOutputWithContext(context.Background())
+}
+
+func (i BackendRbdArgs) ToBackendRbdPtrOutputWithContext(ctx context.Context) BackendRbdPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(BackendRbdOutput).ToBackendRbdPtrOutputWithContext(ctx)
+}
+
+// BackendRbdPtrInput is an input type that accepts BackendRbdArgs, BackendRbdPtr and BackendRbdPtrOutput values.
+// You can construct a concrete instance of `BackendRbdPtrInput` via:
+//
+//	        BackendRbdArgs{...}
+//
+//	or:
+//
+//	        nil
+type BackendRbdPtrInput interface {
+	pulumi.Input
+
+	ToBackendRbdPtrOutput() BackendRbdPtrOutput
+	ToBackendRbdPtrOutputWithContext(context.Context) BackendRbdPtrOutput
+}
+
+type backendRbdPtrType BackendRbdArgs
+
+func BackendRbdPtr(v *BackendRbdArgs) BackendRbdPtrInput {
+	return (*backendRbdPtrType)(v)
+}
+
+func (*backendRbdPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**BackendRbd)(nil)).Elem()
+}
+
+func (i *backendRbdPtrType) ToBackendRbdPtrOutput() BackendRbdPtrOutput {
+	return i.ToBackendRbdPtrOutputWithContext(context.Background())
+}
+
+func (i *backendRbdPtrType) ToBackendRbdPtrOutputWithContext(ctx context.Context) BackendRbdPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(BackendRbdPtrOutput)
+}
+
+// The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+type BackendRbdOutput struct{ *pulumi.OutputState }
+
+func (BackendRbdOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*BackendRbd)(nil)).Elem()
+}
+
+func (o BackendRbdOutput) ToBackendRbdOutput() BackendRbdOutput {
+	return o
+}
+
+func (o BackendRbdOutput) ToBackendRbdOutputWithContext(ctx context.Context) BackendRbdOutput {
+	return o
+}
+
+func (o BackendRbdOutput) ToBackendRbdPtrOutput() BackendRbdPtrOutput {
+	return o.ToBackendRbdPtrOutputWithContext(context.Background())
+}
+
+func (o BackendRbdOutput) ToBackendRbdPtrOutputWithContext(ctx context.Context) BackendRbdPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v BackendRbd) *BackendRbd {
+		return &v
+	}).(BackendRbdPtrOutput)
+}
+
+// The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+func (o BackendRbdOutput) Cluster() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v BackendRbd) *string { return v.Cluster }).(pulumi.StringPtrOutput)
+}
+
+// A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+func (o BackendRbdOutput) Conf() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v BackendRbd) *string { return v.Conf }).(pulumi.StringPtrOutput)
+}
+
+// The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+func (o BackendRbdOutput) Key() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v BackendRbd) *string { return v.Key }).(pulumi.StringPtrOutput)
+}
+
+// A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+func (o BackendRbdOutput) KeyringFile() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v BackendRbd) *string { return v.KeyringFile }).(pulumi.StringPtrOutput)
+}
+
+// The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+func (o BackendRbdOutput) MonHost() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v BackendRbd) *string { return v.MonHost }).(pulumi.StringPtrOutput)
+}
+
+// The Ceph user, without `client.`. Default: `admin`.
+func (o BackendRbdOutput) User() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v BackendRbd) *string { return v.User }).(pulumi.StringPtrOutput)
+}
+
+type BackendRbdPtrOutput struct{ *pulumi.OutputState }
+
+func (BackendRbdPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**BackendRbd)(nil)).Elem()
+}
+
+func (o BackendRbdPtrOutput) ToBackendRbdPtrOutput() BackendRbdPtrOutput {
+	return o
+}
+
+func (o BackendRbdPtrOutput) ToBackendRbdPtrOutputWithContext(ctx context.Context) BackendRbdPtrOutput {
+	return o
+}
+
+func (o BackendRbdPtrOutput) Elem() BackendRbdOutput {
+	return o.ApplyT(func(v *BackendRbd) BackendRbd {
+		if v != nil {
+			return *v
+		}
+		var ret BackendRbd
+		return ret
+	}).(BackendRbdOutput)
+}
+
+// The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+func (o BackendRbdPtrOutput) Cluster() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BackendRbd) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Cluster
+	}).(pulumi.StringPtrOutput)
+}
+
+// A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+func (o BackendRbdPtrOutput) Conf() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BackendRbd) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Conf
+	}).(pulumi.StringPtrOutput)
+}
+
+// The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+func (o BackendRbdPtrOutput) Key() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BackendRbd) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Key
+	}).(pulumi.StringPtrOutput)
+}
+
+// A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+func (o BackendRbdPtrOutput) KeyringFile() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BackendRbd) *string {
+		if v == nil {
+			return nil
+		}
+		return v.KeyringFile
+	}).(pulumi.StringPtrOutput)
+}
+
+// The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+func (o BackendRbdPtrOutput) MonHost() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BackendRbd) *string {
+		if v == nil {
+			return nil
+		}
+		return v.MonHost
+	}).(pulumi.StringPtrOutput)
+}
+
+// The Ceph user, without `client.`. Default: `admin`.
+func (o BackendRbdPtrOutput) User() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BackendRbd) *string {
+		if v == nil {
+			return nil
+		}
+		return v.User
+	}).(pulumi.StringPtrOutput)
 }
 
 // A backend that volumes of the enclosing backend may be replicated to.
@@ -1775,6 +2053,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*BackendArrayInput)(nil)).Elem(), BackendArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*BackendExportInput)(nil)).Elem(), BackendExportArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*BackendExportPtrInput)(nil)).Elem(), BackendExportArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*BackendRbdInput)(nil)).Elem(), BackendRbdArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*BackendRbdPtrInput)(nil)).Elem(), BackendRbdArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*BackendReplicationTargetInput)(nil)).Elem(), BackendReplicationTargetArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*BackendReplicationTargetArrayInput)(nil)).Elem(), BackendReplicationTargetArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*ConnectorInput)(nil)).Elem(), ConnectorArgs{})
@@ -1789,6 +2069,8 @@ func init() {
 	pulumi.RegisterOutputType(BackendArrayOutput{})
 	pulumi.RegisterOutputType(BackendExportOutput{})
 	pulumi.RegisterOutputType(BackendExportPtrOutput{})
+	pulumi.RegisterOutputType(BackendRbdOutput{})
+	pulumi.RegisterOutputType(BackendRbdPtrOutput{})
 	pulumi.RegisterOutputType(BackendReplicationTargetOutput{})
 	pulumi.RegisterOutputType(BackendReplicationTargetArrayOutput{})
 	pulumi.RegisterOutputType(ConnectionInfoOutput{})

@@ -17,7 +17,7 @@ export interface BackendArgs {
      */
     backendId?: pulumi.Input<string | undefined>;
     /**
-     * Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+     * Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
      */
     driver: pulumi.Input<enums.Driver>;
     /**
@@ -36,6 +36,10 @@ export interface BackendArgs {
      * The pools of this backend. At least one.
      */
     pools: pulumi.Input<pulumi.Input<inputs.PoolArgs>[]>;
+    /**
+     * How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
+     */
+    rbd?: pulumi.Input<inputs.BackendRbdArgs | undefined>;
     /**
      * Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
      */
@@ -57,6 +61,7 @@ export function backendArgsProvideDefaults(val: BackendArgs): BackendArgs {
         ...val,
         export: pulumi.output(val.export).apply(v => v === undefined ? undefined : inputs.backendExportArgsProvideDefaults(v)),
         node: (val.node) ?? "local",
+        rbd: pulumi.output(val.rbd).apply(v => v === undefined ? undefined : inputs.backendRbdArgsProvideDefaults(v)),
         sharedTargets: (val.sharedTargets) ?? true,
         weigher: (val.weigher) ?? "spread",
     };
@@ -87,6 +92,46 @@ export function backendExportArgsProvideDefaults(val: BackendExportArgs): Backen
         ...val,
         chap: (val.chap) ?? false,
         protocol: (val.protocol) ?? "local",
+    };
+}
+
+/**
+ * The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+ */
+export interface BackendRbdArgs {
+    /**
+     * The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+     */
+    cluster?: pulumi.Input<string | undefined>;
+    /**
+     * A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+     */
+    conf?: pulumi.Input<string | undefined>;
+    /**
+     * The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+     */
+    key?: pulumi.Input<string | undefined>;
+    /**
+     * A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+     */
+    keyringFile?: pulumi.Input<string | undefined>;
+    /**
+     * The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+     */
+    monHost?: pulumi.Input<string | undefined>;
+    /**
+     * The Ceph user, without `client.`. Default: `admin`.
+     */
+    user?: pulumi.Input<string | undefined>;
+}
+/**
+ * backendRbdArgsProvideDefaults sets the appropriate defaults for BackendRbdArgs
+ */
+export function backendRbdArgsProvideDefaults(val: BackendRbdArgs): BackendRbdArgs {
+    return {
+        ...val,
+        cluster: (val.cluster) ?? "ceph",
+        user: (val.user) ?? "admin",
     };
 }
 

@@ -101,6 +101,10 @@ class Driver(_builtins.str, Enum):
     """
     Each volume is a file in the pool's folder (sparse unless the pool is thick-provisioned).
     """
+    RBD = "rbd"
+    """
+    Each volume is an RBD image in a Ceph pool (the pool's `path`), thin; options in the backend's `rbd`.
+    """
 
 
 @pulumi.type_token("sds:index:Protocol")

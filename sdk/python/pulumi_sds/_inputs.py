@@ -20,6 +20,8 @@ __all__ = [
     'BackendArgsDict',
     'BackendExportArgs',
     'BackendExportArgsDict',
+    'BackendRbdArgs',
+    'BackendRbdArgsDict',
     'BackendReplicationTargetArgs',
     'BackendReplicationTargetArgsDict',
     'ConnectorArgs',
@@ -38,7 +40,7 @@ class BackendArgsDict(TypedDict):
     """
     driver: pulumi.Input['Driver']
     """
-    Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+    Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
     """
     name: pulumi.Input[_builtins.str]
     """
@@ -59,6 +61,10 @@ class BackendArgsDict(TypedDict):
     node: NotRequired[pulumi.Input[Optional[_builtins.str]]]
     """
     Where the driver runs: `local` (the machine running the provider) or the name of a host in the provider's `hosts` whose `sds-agent` runs the driver and the export targets. Default: `local`.
+    """
+    rbd: NotRequired[pulumi.Input[Optional['BackendRbdArgsDict']]]
+    """
+    How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
     """
     replication_targets: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input['BackendReplicationTargetArgsDict']]]]]
     """
@@ -82,18 +88,20 @@ class BackendArgs:
                  backend_id: pulumi.Input[Optional[_builtins.str]] = None,
                  export: pulumi.Input[Optional['BackendExportArgs']] = None,
                  node: pulumi.Input[Optional[_builtins.str]] = None,
+                 rbd: pulumi.Input[Optional['BackendRbdArgs']] = None,
                  replication_targets: pulumi.Input[Optional[Sequence[pulumi.Input['BackendReplicationTargetArgs']]]] = None,
                  shared_targets: pulumi.Input[Optional[_builtins.bool]] = None,
                  weigher: pulumi.Input[Optional['Weigher']] = None):
         """
         A storage backend: one driver instance serving a set of pools, plus how its volumes are exported. Used in the provider's `backends` setting and in the `backendsFile` YAML.
 
-        :param pulumi.Input['Driver'] driver: Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+        :param pulumi.Input['Driver'] driver: Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
         :param pulumi.Input[_builtins.str] name: Unique name of the backend, e.g. `fast`. Shown as `backendName` on volumes and used in `replicationTargets`, `getPools` and `ReplicationPair.targetBackend`.
         :param pulumi.Input[Sequence[pulumi.Input['PoolArgs']]] pools: The pools of this backend. At least one.
         :param pulumi.Input[_builtins.str] backend_id: Stable identifier of the storage device behind this backend. Default: a stable UUID generated once per backend. Give two backends the same `backendId` when they front the same device.
         :param pulumi.Input['BackendExportArgs'] export: How volumes of this backend are exported to hosts. Default: protocol `local`.
         :param pulumi.Input[_builtins.str] node: Where the driver runs: `local` (the machine running the provider) or the name of a host in the provider's `hosts` whose `sds-agent` runs the driver and the export targets. Default: `local`.
+        :param pulumi.Input['BackendRbdArgs'] rbd: How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
         :param pulumi.Input[Sequence[pulumi.Input['BackendReplicationTargetArgs']]] replication_targets: Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
         :param pulumi.Input[_builtins.bool] shared_targets: Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
         :param pulumi.Input['Weigher'] weigher: How the scheduler ranks this backend's pools that pass every filter: `spread` prefers the pool with the most free capacity, `stack` the pool with the least (filling one pool before the next). Default: `spread`.
@@ -109,6 +117,8 @@ class BackendArgs:
             node = 'local'
         if node is not None:
             pulumi.set(__self__, "node", node)
+        if rbd is not None:
+            pulumi.set(__self__, "rbd", rbd)
         if replication_targets is not None:
             pulumi.set(__self__, "replication_targets", replication_targets)
         if shared_targets is None:
@@ -124,7 +134,7 @@ class BackendArgs:
     @pulumi.getter
     def driver(self) -> pulumi.Input['Driver']:
         """
-        Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+        Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
         """
         return pulumi.get(self, "driver")
 
@@ -191,6 +201,18 @@ class BackendArgs:
     @node.setter
     def node(self, value: pulumi.Input[Optional[_builtins.str]]):
         pulumi.set(self, "node", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def rbd(self) -> pulumi.Input[Optional['BackendRbdArgs']]:
+        """
+        How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
+        """
+        return pulumi.get(self, "rbd")
+
+    @rbd.setter
+    def rbd(self, value: pulumi.Input[Optional['BackendRbdArgs']]):
+        pulumi.set(self, "rbd", value)
 
     @_builtins.property
     @pulumi.getter(name="replicationTargets")
@@ -305,6 +327,144 @@ class BackendExportArgs:
     @protocol.setter
     def protocol(self, value: pulumi.Input[Optional['Protocol']]):
         pulumi.set(self, "protocol", value)
+
+
+class BackendRbdArgsDict(TypedDict):
+    """
+    The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+    """
+    cluster: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    """
+    The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+    """
+    conf: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    """
+    A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+    """
+    key: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    """
+    The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+    """
+    keyring_file: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    """
+    A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+    """
+    mon_host: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    """
+    The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+    """
+    user: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    """
+    The Ceph user, without `client.`. Default: `admin`.
+    """
+
+@pulumi.input_type
+class BackendRbdArgs:
+    def __init__(__self__, *,
+                 cluster: pulumi.Input[Optional[_builtins.str]] = None,
+                 conf: pulumi.Input[Optional[_builtins.str]] = None,
+                 key: pulumi.Input[Optional[_builtins.str]] = None,
+                 keyring_file: pulumi.Input[Optional[_builtins.str]] = None,
+                 mon_host: pulumi.Input[Optional[_builtins.str]] = None,
+                 user: pulumi.Input[Optional[_builtins.str]] = None):
+        """
+        The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+
+        :param pulumi.Input[_builtins.str] cluster: The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+        :param pulumi.Input[_builtins.str] conf: A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+        :param pulumi.Input[_builtins.str] key: The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+        :param pulumi.Input[_builtins.str] keyring_file: A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+        :param pulumi.Input[_builtins.str] mon_host: The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+        :param pulumi.Input[_builtins.str] user: The Ceph user, without `client.`. Default: `admin`.
+        """
+        if cluster is None:
+            cluster = 'ceph'
+        if cluster is not None:
+            pulumi.set(__self__, "cluster", cluster)
+        if conf is not None:
+            pulumi.set(__self__, "conf", conf)
+        if key is not None:
+            pulumi.set(__self__, "key", key)
+        if keyring_file is not None:
+            pulumi.set(__self__, "keyring_file", keyring_file)
+        if mon_host is not None:
+            pulumi.set(__self__, "mon_host", mon_host)
+        if user is None:
+            user = 'admin'
+        if user is not None:
+            pulumi.set(__self__, "user", user)
+
+    @_builtins.property
+    @pulumi.getter
+    def cluster(self) -> pulumi.Input[Optional[_builtins.str]]:
+        """
+        The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+        """
+        return pulumi.get(self, "cluster")
+
+    @cluster.setter
+    def cluster(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "cluster", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def conf(self) -> pulumi.Input[Optional[_builtins.str]]:
+        """
+        A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+        """
+        return pulumi.get(self, "conf")
+
+    @conf.setter
+    def conf(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "conf", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def key(self) -> pulumi.Input[Optional[_builtins.str]]:
+        """
+        The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+        """
+        return pulumi.get(self, "key")
+
+    @key.setter
+    def key(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "key", value)
+
+    @_builtins.property
+    @pulumi.getter(name="keyringFile")
+    def keyring_file(self) -> pulumi.Input[Optional[_builtins.str]]:
+        """
+        A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+        """
+        return pulumi.get(self, "keyring_file")
+
+    @keyring_file.setter
+    def keyring_file(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "keyring_file", value)
+
+    @_builtins.property
+    @pulumi.getter(name="monHost")
+    def mon_host(self) -> pulumi.Input[Optional[_builtins.str]]:
+        """
+        The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+        """
+        return pulumi.get(self, "mon_host")
+
+    @mon_host.setter
+    def mon_host(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "mon_host", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def user(self) -> pulumi.Input[Optional[_builtins.str]]:
+        """
+        The Ceph user, without `client.`. Default: `admin`.
+        """
+        return pulumi.get(self, "user")
+
+    @user.setter
+    def user(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "user", value)
 
 
 class BackendReplicationTargetArgsDict(TypedDict):

@@ -19,6 +19,7 @@ from ._enums import *
 __all__ = [
     'Backend',
     'BackendExport',
+    'BackendRbd',
     'BackendReplicationTarget',
     'ConnectionInfo',
     'Connector',
@@ -43,18 +44,20 @@ class Backend(dict):
                  backend_id: Optional[_builtins.str] = None,
                  export: Optional['outputs.BackendExport'] = None,
                  node: Optional[_builtins.str] = None,
+                 rbd: Optional['outputs.BackendRbd'] = None,
                  replication_targets: Optional[Sequence['outputs.BackendReplicationTarget']] = None,
                  shared_targets: Optional[_builtins.bool] = None,
                  weigher: Optional['Weigher'] = None):
         """
         A storage backend: one driver instance serving a set of pools, plus how its volumes are exported. Used in the provider's `backends` setting and in the `backendsFile` YAML.
 
-        :param 'Driver' driver: Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+        :param 'Driver' driver: Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
         :param _builtins.str name: Unique name of the backend, e.g. `fast`. Shown as `backendName` on volumes and used in `replicationTargets`, `getPools` and `ReplicationPair.targetBackend`.
         :param Sequence['Pool'] pools: The pools of this backend. At least one.
         :param _builtins.str backend_id: Stable identifier of the storage device behind this backend. Default: a stable UUID generated once per backend. Give two backends the same `backendId` when they front the same device.
         :param 'BackendExport' export: How volumes of this backend are exported to hosts. Default: protocol `local`.
         :param _builtins.str node: Where the driver runs: `local` (the machine running the provider) or the name of a host in the provider's `hosts` whose `sds-agent` runs the driver and the export targets. Default: `local`.
+        :param 'BackendRbd' rbd: How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
         :param Sequence['BackendReplicationTarget'] replication_targets: Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
         :param _builtins.bool shared_targets: Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
         :param 'Weigher' weigher: How the scheduler ranks this backend's pools that pass every filter: `spread` prefers the pool with the most free capacity, `stack` the pool with the least (filling one pool before the next). Default: `spread`.
@@ -70,6 +73,8 @@ class Backend(dict):
             node = 'local'
         if node is not None:
             pulumi.set(__self__, "node", node)
+        if rbd is not None:
+            pulumi.set(__self__, "rbd", rbd)
         if replication_targets is not None:
             pulumi.set(__self__, "replication_targets", replication_targets)
         if shared_targets is None:
@@ -85,7 +90,7 @@ class Backend(dict):
     @pulumi.getter
     def driver(self) -> 'Driver':
         """
-        Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. The only driver for now.
+        Volume driver. `file`: each volume is a file in the pool's `path`, sparse unless the pool is thick-provisioned. `rbd`: each volume is an RBD image in the Ceph pool named by the pool's `path` (thin; options in `rbd`; exported over `iscsi` only, on node `local` only, for now).
         """
         return pulumi.get(self, "driver")
 
@@ -128,6 +133,14 @@ class Backend(dict):
         Where the driver runs: `local` (the machine running the provider) or the name of a host in the provider's `hosts` whose `sds-agent` runs the driver and the export targets. Default: `local`.
         """
         return pulumi.get(self, "node")
+
+    @_builtins.property
+    @pulumi.getter
+    def rbd(self) -> Optional['outputs.BackendRbd']:
+        """
+        How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
+        """
+        return pulumi.get(self, "rbd")
 
     @_builtins.property
     @pulumi.getter(name="replicationTargets")
@@ -204,6 +217,94 @@ class BackendExport(dict):
         Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
         """
         return pulumi.get(self, "protocol")
+
+
+@pulumi.output_type
+class BackendRbd(dict):
+    """
+    The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+    """
+    def __init__(__self__, *,
+                 cluster: Optional[_builtins.str] = None,
+                 conf: Optional[_builtins.str] = None,
+                 key: Optional[_builtins.str] = None,
+                 keyring_file: Optional[_builtins.str] = None,
+                 mon_host: Optional[_builtins.str] = None,
+                 user: Optional[_builtins.str] = None):
+        """
+        The Ceph cluster, user and key of a `driver: rbd` backend. sds writes its own client conf from them (the monitors and the keyring file, mode 0600, in its run folder), so no key is ever on a command line.
+
+        :param _builtins.str cluster: The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+        :param _builtins.str conf: A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+        :param _builtins.str key: The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+        :param _builtins.str keyring_file: A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+        :param _builtins.str mon_host: The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+        :param _builtins.str user: The Ceph user, without `client.`. Default: `admin`.
+        """
+        if cluster is None:
+            cluster = 'ceph'
+        if cluster is not None:
+            pulumi.set(__self__, "cluster", cluster)
+        if conf is not None:
+            pulumi.set(__self__, "conf", conf)
+        if key is not None:
+            pulumi.set(__self__, "key", key)
+        if keyring_file is not None:
+            pulumi.set(__self__, "keyring_file", keyring_file)
+        if mon_host is not None:
+            pulumi.set(__self__, "mon_host", mon_host)
+        if user is None:
+            user = 'admin'
+        if user is not None:
+            pulumi.set(__self__, "user", user)
+
+    @_builtins.property
+    @pulumi.getter
+    def cluster(self) -> Optional[_builtins.str]:
+        """
+        The cluster's name: the default conf is `/etc/ceph/<cluster>.conf`. Default: `ceph`.
+        """
+        return pulumi.get(self, "cluster")
+
+    @_builtins.property
+    @pulumi.getter
+    def conf(self) -> Optional[_builtins.str]:
+        """
+        A Ceph conf naming the monitors (`mon host`); only that line is read. Default: `/etc/ceph/<cluster>.conf`.
+        """
+        return pulumi.get(self, "conf")
+
+    @_builtins.property
+    @pulumi.getter
+    def key(self) -> Optional[_builtins.str]:
+        """
+        The user's cephx key (`ceph auth get-key client.<user>`), for inline `backends` set as a secret; refused in a backends file. Kept out of the state.
+        """
+        return pulumi.get(self, "key")
+
+    @_builtins.property
+    @pulumi.getter(name="keyringFile")
+    def keyring_file(self) -> Optional[_builtins.str]:
+        """
+        A keyring file holding the user's key. Default: `/etc/ceph/<cluster>.client.<user>.keyring` (unless `key` is given).
+        """
+        return pulumi.get(self, "keyring_file")
+
+    @_builtins.property
+    @pulumi.getter(name="monHost")
+    def mon_host(self) -> Optional[_builtins.str]:
+        """
+        The monitors, in `mon host` syntax (e.g. `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`); instead of `conf`.
+        """
+        return pulumi.get(self, "mon_host")
+
+    @_builtins.property
+    @pulumi.getter
+    def user(self) -> Optional[_builtins.str]:
+        """
+        The Ceph user, without `client.`. Default: `admin`.
+        """
+        return pulumi.get(self, "user")
 
 
 @pulumi.output_type

@@ -83,6 +83,10 @@ export const Driver = {
      * Each volume is a file in the pool's folder (sparse unless the pool is thick-provisioned).
      */
     File: "file",
+    /**
+     * Each volume is an RBD image in a Ceph pool (the pool's `path`), thin; options in the backend's `rbd`.
+     */
+    Rbd: "rbd",
 } as const;
 
 /**
