@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { formatRbdPath } from "../../provider/src/domain/rbd-path";
 import { run } from "../../provider/src/exec/run";
 import { TgtTarget } from "../../provider/src/targets/tgt-target";
-import { encodeTgtadmRequest, TGTADM_REQ_SIZE } from "../../provider/src/targets/tgtadm-client";
+import { describeTgtadmRequest, encodeTgtadmRequest, TGTADM_REQ_SIZE, TgtadmClient, type TgtadmRequest } from "../../provider/src/targets/tgtadm-client";
 import { type CephCluster, cephSkipReason, startCeph, tgtRbdSkipReason } from "../helpers/ceph";
 import { Daemons, freeTcpPort, skipReason } from "../helpers/daemons";
 
@@ -174,6 +174,23 @@ if (skip) {
       await target.removeLun(tid, 2);
       await target.refreshLun(tid, 2, vol, true);
       expect(await target.list()).toEqual(listed);
+    });
+
+    test("a read-only export: the LUN is read-only before the initiator enters the ACL (tgt cannot add a LUN read-only)", async () => {
+      const sent: TgtadmRequest[] = [];
+      const client = new TgtadmClient({ controlPort: target.controlPort });
+      const recorded = new TgtTarget({ controlPort: target.controlPort, portal, runDir: dir, tgtadm: { request: (req) => (sent.push(req), client.request(req)) } });
+      const tid = await recorded.ensureExport({ iqn: IQN, lun: 1, path: vol, readOnly: true, initiator: HOST, chap: CHAP });
+      const changes = sent.filter((r) => r.op !== "show" && !(r.mode === "target" && r.op === "update")).map(describeTgtadmRequest);
+      expect(changes).toEqual([
+        `tgtadm --op new --mode target --tid ${tid} --targetname ${IQN}`,
+        `tgtadm --op new --mode logicalunit --tid ${tid} --lun 1 --backing-store ${POOL}/${image} --bstype rbd --bsopts conf=${ceph.conf};id=${ceph.user}`,
+        `tgtadm --op update --mode logicalunit --tid ${tid} --lun 1 --params readonly=1`,
+        `tgtadm --op bind --mode target --tid ${tid} --initiator-name ${HOST}`,
+        `tgtadm --op new --mode account --user ${CHAP.username} --password ***`,
+        `tgtadm --op bind --mode account --tid ${tid} --user ${CHAP.username}`,
+      ]);
+      await expect(iscsiIo({ portal, lun: 1 }, "write -P 0x11 0 4k")).rejects.toThrow(/write protected/i);
     });
 
     test("tgt holds the image while the LUN lives (rbd rm refused: watchers); removes twice are success and let rbd rm work", async () => {

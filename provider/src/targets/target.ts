@@ -28,7 +28,10 @@ export interface ExportState {
   name: string;
   /** iSCSI: tgt's numeric target id. */
   tid?: number;
-  /** iSCSI: LUN number → backing file and read-only flag. NBD: one entry, lun 0. */
+  /**
+   * iSCSI: LUN number → backing path (a file, or an RBD volume path `rbd:pool/image:id=…:conf=…`,
+   * as it was given to `ensureLun`) and read-only flag. NBD: one entry, lun 0.
+   */
   luns: Array<{ lun: number; path: string; readOnly: boolean }>;
   /** iSCSI: initiator IQNs allowed to log in (ACL). */
   initiators: string[];
@@ -47,7 +50,7 @@ export interface IscsiExport {
   /** A tid hint, as {@link IscsiTarget.ensureTarget}'s. */
   tid?: number;
   lun: number;
-  /** The LUN's backing file. */
+  /** The LUN's backing file, or an RBD volume path (domain/rbd-path.ts) where the target can serve one. */
   path: string;
   readOnly: boolean;
   /** The initiator allowed in the ACL. */
