@@ -13,8 +13,12 @@
  *   delete    → the secondary volume and the maps go; the primary stays
  *
  * Syncs of one pair are serialized by a store lock (`replicate:<id>`), across processes. A sync
- * copies a live file: what a sync carries is crash-consistent per chunk, not a point-in-time
- * snapshot (the file driver has none). Both backends must be on this machine's node for now.
+ * between files (or a file and an RBD image) copies a live volume: what it carries is
+ * crash-consistent per chunk, not a point-in-time snapshot (the file driver has none). RBD → RBD
+ * pairs sync a snapshot of the primary with Ceph's own diffs (replication/rbd-sync.ts): point in
+ * time, only what changed is read, and their state is the images' `sds-sync-<n>` snapshots (no
+ * map; the failback needs no map adoption). replication/sync-paths.ts picks the way per pair.
+ * Both backends must be on this machine's node for now.
  */
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
