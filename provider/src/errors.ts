@@ -116,14 +116,20 @@ export class CommandTimeoutError extends BackendError {
   /** The command and its arguments, secrets masked. */
   readonly argv: readonly string[];
 
+  /** What the command wrote before it was killed (secrets masked). */
+  readonly stdout: string;
+  readonly stderr: string;
+
   constructor(
     argv: readonly string[],
     readonly timeoutMs: number,
-    options: { secrets?: readonly string[]; cause?: unknown } = {},
+    options: { secrets?: readonly string[]; cause?: unknown; stdout?: string; stderr?: string } = {},
   ) {
     const masked = argv.map((a) => maskSecrets(a, options.secrets));
     super("TIMEOUT", `command timed out after ${timeoutMs} ms: ${masked.join(" ")}`, true, { cause: options.cause });
     this.argv = masked;
+    this.stdout = maskSecrets(options.stdout ?? "", options.secrets);
+    this.stderr = maskSecrets(options.stderr ?? "", options.secrets);
   }
 }
 

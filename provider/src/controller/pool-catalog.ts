@@ -338,7 +338,7 @@ export function poolFault(err: unknown, pool: Pick<PoolConfig, "name" | "path">,
   if (err instanceof FsTimeoutError || (err instanceof BackendError && err.code === "TIMEOUT" && err.message.includes("(a hung mount?)"))) {
     return new BackendError("TIMEOUT", `${where}: ${err.message}; check the mount, then retry`, true, { cause: err });
   }
-  if (err instanceof CommandFailedError && err.argv[0] === "stat") {
+  if (err instanceof CommandFailedError && err.argv.slice(0, 3).includes("stat")) {
     return new BackendError("COMMAND_FAILED", `${where}: cannot measure its file system: ${err.stderr.split("\n")[0] || err.message}`, true, { cause: err });
   }
   const e = err as NodeJS.ErrnoException | undefined;

@@ -157,9 +157,13 @@ export class FileDriver implements VolumeDriver {
 
   /**
    * statfs(2) of many folders: a few `stat -f` children at once, up to {@link STATFS_BATCH} paths
-   * each, each killed at the bound. A folder that does not exist is undefined. A child that
-   * timed out says nothing of which path hung, so its paths are asked again one by one (each
-   * bounded, several at once): the hung ones fail with a {@link FsTimeoutError}, the rest answer.
+   * each, each killed at the bound. A folder that does not exist is undefined. stat answers its
+   * paths in order, line-buffered (`stdbuf -oL`): when a child times out, the first path it had
+   * not answered is the one that hung (a {@link FsTimeoutError}), those before it are answered,
+   * and those after it go to a child of their own. So each hung mount costs one bound, not two
+   * (asking the batch's paths again one by one made a hung pool fail after twice the bound).
+   * A child killed without its output (seen: a timed-out stat reported as merely killed) has its
+   * paths asked one by one, as before.
    */
   private async statfsMany(paths: readonly string[]): Promise<Map<string, FsFigures | undefined | Error>> {
     const out = new Map<string, FsFigures | undefined | Error>();
@@ -171,25 +175,33 @@ export class FileDriver implements VolumeDriver {
     const size = Math.min(STATFS_BATCH, Math.max(100, Math.ceil(batchable.length / STATFS_CHILDREN)));
     for (let i = 0; i < batchable.length; i += size) batches.push(batchable.slice(i, i + size));
     const one = async (p: string) => out.set(p, await this.statfs(p).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))));
-    await forEachLimit(batches, STATFS_CHILDREN, async (batch) => {
+    const ask = async (batch: string[]): Promise<void> => {
       let stdout: string;
       let stderr: string;
       const started = Date.now();
       try {
-        ({ stdout, stderr } = await this.probe("stat", ["-f", "-c", "%S %b %f %a %n", "--", ...batch], { timeoutMs: this.fsTimeoutMs, env: { LC_ALL: "C" }, okExitCodes: [1] }));
+        ({ stdout, stderr } = await this.probe("stdbuf", ["-oL", "stat", "-f", "-c", "%S %b %f %a %n", "--", ...batch], { timeoutMs: this.fsTimeoutMs, env: { LC_ALL: "C" }, okExitCodes: [1] }));
       } catch (err) {
         const killedLate = err instanceof CommandFailedError && err.signal !== undefined && Date.now() - started >= this.fsTimeoutMs;
-        if (!(err instanceof CommandTimeoutError || killedLate)) throw err;
+        if (err instanceof CommandTimeoutError) {
+          const seen = parseStatLines(err.stdout);
+          const told = err.stderr.split("\n").map((l) => /^stat: cannot read file system information for '(.*)': (.*)$/.exec(l.trim())).filter((m) => m !== null);
+          const missing = new Set(told.filter((m) => m[2] === "No such file or directory").map((m) => m[1]));
+          const hung = batch.findIndex((p) => !seen.has(p) && !told.some((m) => m[1] === p));
+          for (const [p, f] of seen) out.set(p, f);
+          for (const p of missing) out.set(p, undefined);
+          // A path stat named with another fault before the hang, asked alone (it says which fault).
+          await forEachLimit(batch.slice(0, Math.max(0, hung)).filter((p) => !seen.has(p) && !missing.has(p)), STATFS_ALONE, one);
+          if (hung < 0) return;
+          out.set(batch[hung], new FsTimeoutError(batch[hung], this.fsTimeoutMs, new PathTimeoutError(batch[hung], this.fsTimeoutMs, "statfs of").message, { cause: err }));
+          if (hung + 1 < batch.length) await ask(batch.slice(hung + 1));
+          return;
+        }
+        if (!killedLate) throw err;
         await forEachLimit(batch, STATFS_ALONE, one);
         return;
       }
-      const seen = new Map<string, FsFigures>();
-      for (const line of stdout.split("\n")) {
-        const m = /^(\d+) (\d+) (\d+) (\d+) (.*)$/.exec(line);
-        if (!m) continue;
-        const [frsize, blocks, bfree, bavail] = m.slice(1, 5).map(Number);
-        seen.set(m[5], { sizeBytes: blocks * frsize, freeBytes: bfree * frsize, availBytes: bavail * frsize });
-      }
+      const seen = parseStatLines(stdout);
       // Not measured: missing (the usual case: no volume made the folder yet), or another fault.
       // When stat complained of nothing but missing folders, those are the missing ones; else each is asked alone, which tells which.
       const unanswered = batch.filter((p) => !seen.has(p));
@@ -197,7 +209,8 @@ export class FileDriver implements VolumeDriver {
       const onlyMissing = stderr.split("\n").every((l) => l.trim() === "" || /No such file or directory$/.test(l.trim()));
       if (onlyMissing) for (const p of unanswered) out.set(p, undefined);
       else await forEachLimit(unanswered, STATFS_ALONE, one);
-    });
+    };
+    await forEachLimit(batches, STATFS_CHILDREN, ask);
     await forEachLimit(alone, STATFS_ALONE, one);
     return out;
   }
@@ -467,4 +480,16 @@ export class FileDriver implements VolumeDriver {
       }
     });
   }
+}
+
+/** `stat -f -c "%S %b %f %a %n"` lines, by path. */
+function parseStatLines(stdout: string): Map<string, FsFigures> {
+  const seen = new Map<string, FsFigures>();
+  for (const line of stdout.split("\n")) {
+    const m = /^(\d+) (\d+) (\d+) (\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const [frsize, blocks, bfree, bavail] = m.slice(1, 5).map(Number);
+    seen.set(m[5], { sizeBytes: blocks * frsize, freeBytes: bfree * frsize, availBytes: bavail * frsize });
+  }
+  return seen;
 }

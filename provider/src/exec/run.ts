@@ -67,7 +67,7 @@ export const run: Runner = async (file, args, options = {}) => {
       reject: false,
       stripFinalNewline: true,
     });
-    if (r.timedOut) throw new CommandTimeoutError(argv, timeout, { secrets });
+    if (r.timedOut) throw new CommandTimeoutError(argv, timeout, { secrets, stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? "") });
     if (r.exitCode !== 0 && !(typeof r.exitCode === "number" && options.okExitCodes?.includes(r.exitCode))) {
       const exited = r.exitCode !== undefined && r.exitCode !== null;
       throw new CommandFailedError({
