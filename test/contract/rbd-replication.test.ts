@@ -19,7 +19,7 @@ import { RbdSink } from "../../provider/src/replication/rbd-sink";
 import { RbdSource } from "../../provider/src/replication/rbd-source";
 import { syncRbdImages } from "../../provider/src/replication/rbd-sync";
 import { syncVolume, FileSink, FileSource } from "../../provider/src/replication/sync";
-import { syncPaths } from "../../provider/src/replication/sync-paths";
+import { syncPaths, volumeReadable } from "../../provider/src/replication/sync-paths";
 import { cephSkipReason, startCeph, type CephCluster } from "../helpers/ceph";
 
 const skip = cephSkipReason();
@@ -232,6 +232,17 @@ d("replication with RBD volumes (real Ceph)", () => {
     expect(s.streamsStarted).toBe(2);
     expect(await s.read(Buffer.alloc(8192), 12 * MiB - 4096)).toBe(4096);
     await s.close();
+  });
+
+  test("a cluster that cannot be reached: not readable within seconds, a sync fails naming the connection", async () => {
+    const dead = path.join(work, "dead.conf");
+    fs.writeFileSync(dead, fs.readFileSync(ceph.conf, "utf8").replace(/^\s*mon[ _]host\s*=.*$/m, "mon host = [v2:127.0.0.1:1,v1:127.0.0.1:2]"));
+    const away = formatRbdPath({ cephPool: "rp", image: "img1", user: "admin", conf: dead });
+    const t0 = Date.now();
+    expect(await volumeReadable(away)).toBe(false);
+    expect(Date.now() - t0).toBeLessThan(25_000);
+    expect(await volumeReadable(vol("img1"))).toBe(true);
+    await expect(syncRbdImages(away, vol("img2"), { mapPath: path.join(work, "m7.map"), mountTimeoutSeconds: 3 })).rejects.toThrow(/couldn't connect to the cluster/);
   });
 
   test("a missing source image is a clear error; a missing destination is created", async () => {

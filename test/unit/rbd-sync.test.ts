@@ -30,8 +30,8 @@ function fakeRbd(images: Record<string, FakeImage>, exportDiff: RbdDiffRecord[])
   const argv: string[][] = [];
   const imported: Buffer[] = [];
   const strip = (args: readonly string[]) => {
-    expect(args.slice(0, 4)).toEqual(["--conf", CONF, "--id", "sds"]);
-    return args.slice(4);
+    expect(args.slice(0, 6)).toEqual(["--conf", CONF, "--id", "sds", "--client-mount-timeout", "30"]);
+    return args.slice(6);
   };
   const missing = (a: string[]) => new CommandFailedError({ argv: ["rbd", ...a], exitCode: 2, stderr: "rbd: error opening image: (2) No such file or directory" });
   const run: Runner = async (file, args) => {
@@ -154,7 +154,7 @@ test("no common snapshot and an empty destination: the whole source as one diff;
   const run: Runner = async (file, args, o) => {
     if (args.includes("create") && !args.includes("snap")) {
       images["dr/vol-b"] = { size: 8 << 20, snaps: [], diff: {} };
-      f.argv.push(args.slice(4));
+      f.argv.push(args.slice(6));
       return { stdout: "", stderr: "", exitCode: 0 };
     }
     return f.run(file, args, o);

@@ -18,6 +18,12 @@ export interface RbdTools {
   spawn?: StreamSpawner;
   /** Timeout of one metadata command (info, snap, diff). Default 120 s. */
   timeoutMs?: number;
+  /**
+   * Seconds a command may spend reaching the monitors before it gives up (`--client-mount-timeout`;
+   * Ceph's own default is 300). Default 30: a cluster that cannot be reached fails a sync or a
+   * reachability check in that time, with rbd's "couldn't connect to the cluster".
+   */
+  mountTimeoutSeconds?: number;
 }
 
 /** One snapshot as `rbd snap ls --format json` lists it. */
@@ -38,6 +44,7 @@ export class RbdImage {
   private readonly run: Runner;
   readonly spawn: StreamSpawner;
   private readonly timeoutMs: number;
+  private readonly mountTimeoutSeconds: number;
 
   constructor(
     volumePath: string | RbdPath,
@@ -49,6 +56,7 @@ export class RbdImage {
     this.run = tools.run ?? defaultRun;
     this.spawn = tools.spawn ?? defaultSpawn;
     this.timeoutMs = tools.timeoutMs ?? 120_000;
+    this.mountTimeoutSeconds = tools.mountTimeoutSeconds ?? 30;
   }
 
   /** `pool/image` */
@@ -70,12 +78,12 @@ export class RbdImage {
     const p: RbdPath = { ...this.path };
     if (snap === undefined) delete p.snap;
     else p.snap = snap;
-    return new RbdImage(p, { run: this.run, spawn: this.spawn, timeoutMs: this.timeoutMs });
+    return new RbdImage(p, { run: this.run, spawn: this.spawn, timeoutMs: this.timeoutMs, mountTimeoutSeconds: this.mountTimeoutSeconds });
   }
 
-  /** `--conf <file> --id <user>`: how every command reaches the cluster. */
+  /** `--conf <file> --id <user> --client-mount-timeout <s>`: how every command reaches the cluster. */
   clusterArgs(): string[] {
-    return ["--conf", this.path.conf, "--id", this.path.user];
+    return ["--conf", this.path.conf, "--id", this.path.user, "--client-mount-timeout", String(this.mountTimeoutSeconds)];
   }
 
   private async rbd(args: string[], timeoutMs = this.timeoutMs): Promise<string> {
@@ -161,10 +169,11 @@ export class RbdImage {
     await this.rbd(["snap", "rollback", "--no-progress", `${this.spec}@${name}`], timeoutMs);
   }
 
-  /** Whether the image can be reached now (its conf is readable and the cluster answers). */
+  /** Whether the image can be reached now (its conf is readable and the cluster answers within 10 s). */
   async reachable(): Promise<boolean> {
+    const quick = new RbdImage(this.path, { run: this.run, spawn: this.spawn, timeoutMs: 30_000, mountTimeoutSeconds: 10 });
     try {
-      return (await this.sizeBytes()) !== undefined;
+      return (await quick.sizeBytes()) !== undefined;
     } catch (err) {
       if (err instanceof BackendError) return false;
       throw err;

@@ -68,9 +68,9 @@ export function usesChunkMaps(primary: string, secondary: string): boolean {
   return !(isRbdPath(primary) && isRbdPath(secondary));
 }
 
-/** The volume exists now (its file, or its RBD image). */
+/** The volume exists now (its file, or its RBD image). A cluster that cannot be reached is an error, not "missing". */
 export async function volumeExists(p: string, tools?: RbdTools): Promise<boolean> {
-  if (isRbdPath(p)) return (await new RbdImage(p, tools).sizeBytes().catch(() => undefined)) !== undefined;
+  if (isRbdPath(p)) return (await new RbdImage(p, tools).sizeBytes()) !== undefined;
   return fs.existsSync(p);
 }
 
