@@ -7,7 +7,8 @@
  * application on the active side would; `sds replicate` syncs; failover and failback are
  * `activeSide` updates (never replaces); the RBD primary takes writes after its last sync
  * (a failover that could not wait), which the failback undoes; refresh finds nothing to change;
- * destroy leaves no image, snapshot, file or map.
+ * deleting the RBD pair keeps its primary without replication's snapshot; destroy leaves no
+ * image, snapshot, file or map.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -167,6 +168,18 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
     expect(replicate()).toMatch(/2 pair\(s\) synced, 0 failed/);
     expect(holds("dr", out.rbdSecondaryId, 0xd1, 30 * MiB, 64 * 1024)).toBe(true);
     expect(holds("dr", out.rbdSecondaryId, 0xb1, 8 * MiB, MiB)).toBe(true);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("deleting the RBD pair keeps its primary, without replication's snapshot; the secondary image goes", async () => {
+    const before = await p.outputs();
+    await p.config({ rbdPair: false });
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "deleted")).toBe(1);
+    expect(await images("dr")).toEqual([]);
+    expect((await images("sds")).sort()).toEqual([before.rbdVolumeId, before.fileVolumeId].sort());
+    expect(await snaps("sds", before.rbdVolumeId)).toEqual([]);
+    expect(holds("sds", before.rbdVolumeId, 0xd1, 30 * MiB, 64 * 1024)).toBe(true);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
