@@ -4,6 +4,7 @@
  *   syncs that read about what changed, discards, growth, snapshots kept to the newest on both
  *   sides, failover/failback (a diverged old primary rolled back), a destination with data and no
  *   common snapshot (the engine's digest path);
+ * - RBD → RBD between two clusters (a second one started for that test);
  * - RBD → file and file → RBD through the chunk engine (RbdSource, RbdSink);
  * Data is written with qemu-io through librbd (not through sds), images compared with `rbd export`
  * and sha256.
@@ -243,6 +244,28 @@ d("replication with RBD volumes (real Ceph)", () => {
     expect(Date.now() - t0).toBeLessThan(25_000);
     expect(await volumeReadable(vol("img1"))).toBe(true);
     await expect(syncRbdImages(away, vol("img2"), { mapPath: path.join(work, "m7.map"), mountTimeoutSeconds: 3 })).rejects.toThrow(/couldn't connect to the cluster/);
+  });
+
+  test("RBD → RBD between two clusters: each side reached with its own conf, the diff relayed through sds", async () => {
+    const other = await startCeph({ osdBytes: 512 * MiB });
+    try {
+      await other.pool("far");
+      const far = formatRbdPath({ cephPool: "far", image: "copy", user: "admin", conf: other.conf });
+      await other.rbd(["create", "--size", `${16 * MiB}B`, "far/copy"]);
+      const src = await newImage(16 * MiB);
+      io(src, "write -P 0xb1 0 2M");
+      const mapPath = path.join(work, "m8.map");
+      expect((await syncRbdImages(src, far, { mapPath })).mode).toBe("full-diff");
+      io(src, "write -P 0xb2 8M 64k");
+      const r = await syncRbdImages(src, far, { mapPath });
+      expect(r).toMatchObject({ mode: "incremental", bytesRead: 64 * 1024 });
+      const out = path.join(work, "far.raw");
+      await other.rbd(["export", "--no-progress", "far/copy", out]);
+      expect(sha(out)).toBe(await hashOf(src));
+      expect(await snapsOf(far)).toEqual(["sds-sync-2"]);
+    } finally {
+      await other.stop();
+    }
   });
 
   test("a missing source image is a clear error; a missing destination is created", async () => {
