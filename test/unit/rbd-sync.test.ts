@@ -81,9 +81,10 @@ function fakeRbd(images: Record<string, FakeImage>, exportDiff: RbdDiffRecord[])
       done = new Promise((resolve) => {
         s.on("data", (c: Buffer) => imported.push(c));
         s.on("end", () => resolve());
+        s.on("close", () => resolve());
       });
     }
-    const cmd: StreamedCommand = { argv: [file, ...args], stdin, stdout, done, kill: () => undefined };
+    const cmd: StreamedCommand = { argv: [file, ...args], stdin, stdout, done, kill: () => stdin?.destroy() };
     return cmd;
   };
   return { run, spawn, argv, imported };
@@ -175,4 +176,33 @@ test("no common snapshot and an empty destination: the whole source as one diff;
 test("refuses snapshots as either side", async () => {
   const f = fakeRbd({}, []);
   await expect(syncRbdImages(formatRbdPath({ cephPool: "sds", image: "a", snap: "s", user: "sds", conf: CONF }), dst, { mapPath: "/x", run: f.run, spawn: f.spawn })).rejects.toThrow(/needs their heads, not snapshots/);
+});
+
+test("a failing side is the error: import-diff's own (not the broken pipe it causes), export-diff's after a cut stream", async () => {
+  const images = (): Record<string, FakeImage> => ({
+    "sds/vol-a": { size: 1 << 30, snaps: ["sds-sync-1"], diff: {} },
+    "dr/vol-b": { size: 1 << 30, snaps: ["sds-sync-1"], diff: { "sds-sync-1": [] } },
+  });
+  const big: RbdDiffRecord[] = [{ type: "write", offset: 0, data: Buffer.alloc(4 << 20, 1) }, { type: "end" }];
+  // import-diff dies at once.
+  const a = fakeRbd(images(), big);
+  const failingImport: StreamSpawner = (file, args, o) => {
+    const cmd = a.spawn(file, args, o);
+    if (!args.includes("import-diff")) return cmd;
+    const done = Promise.reject(new CommandFailedError({ argv: [file, ...args], exitCode: 22, stderr: "rbd: import-diff failed: (22) Invalid argument" }));
+    done.catch(() => undefined);
+    cmd.stdin!.destroy();
+    return { ...cmd, done };
+  };
+  await expect(syncRbdImages(src, dst, { mapPath: "/x", run: a.run, spawn: failingImport })).rejects.toThrow(/import-diff failed: \(22\)/);
+  // export-diff's stream stops short and it exits 1 a moment later.
+  const b = fakeRbd(images(), []);
+  const cutExport: StreamSpawner = (file, args, o) => {
+    const cmd = b.spawn(file, args, o);
+    if (!args.includes("export-diff")) return cmd;
+    const done = new Promise<void>((_, reject) => setTimeout(() => reject(new CommandFailedError({ argv: [file, ...args], exitCode: 1, stderr: "rbd: export-diff error: (2) No such file or directory" })), 50));
+    done.catch(() => undefined);
+    return { ...cmd, stdout: Readable.from([RBD_DIFF_BANNER, Buffer.from("w")]), done };
+  };
+  await expect(syncRbdImages(src, dst, { mapPath: "/x", run: b.run, spawn: cutExport })).rejects.toThrow(/export-diff error: \(2\)/);
 });

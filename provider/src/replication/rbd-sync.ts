@@ -30,6 +30,7 @@
  * touched. Locking: as for the engine, the caller holds the pair's lock.
  */
 import * as fs from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError } from "../errors";
 import type { ProgressListener } from "../domain/progress";
 import { writeInput } from "../exec/stream";
@@ -183,10 +184,14 @@ async function pipeDiff(src: RbdImage, dst: RbdImage, fromSnap: string | undefin
     await exp.done;
     await imp.done;
   } catch (err) {
+    // A command that failed on its own before we stopped anything says why.
+    const own = firstFailure;
+    // A cut or bad stream: export-diff's exit status usually lands just after the stream ended.
+    const exportEnd = own || (err instanceof BackendError && err.code === "CANCELLED") ? undefined : await Promise.race([exp.done.then(() => undefined, (e: unknown) => e), sleep(2000, undefined, { ref: false })]);
     exp.kill();
     imp.kill();
     await Promise.allSettled([exp.done, imp.done]);
-    throw firstFailure ?? err;
+    throw own ?? exportEnd ?? err;
   }
   stats.streamBytes = sent;
   return stats;
