@@ -190,6 +190,25 @@ d("replication with RBD volumes (real Ceph)", () => {
     expect(r2.full).toBe(false);
     expect(r2.bytesTransferred).toBe(64 * 1024); // one 64 KiB chunk changed; the discarded range is zeroed, not sent
     expect(sha(file)).toBe(await hashOf(src));
+    // An idle image is not read again: its change token (a snapshot of its own) still holds.
+    const tokened = async () => {
+      const [so, si] = [new RbdSource(src, { changeTokens: true }), new FileSink(file)];
+      try {
+        return await syncVolume(so, si, map1, { mapKey: "k" });
+      } finally {
+        await Promise.all([so.close(), si.close()]);
+      }
+    };
+    const idle = await tokened();
+    expect(idle).toMatchObject({ sourceUnchanged: true, bytesRead: 0 });
+    expect(await snapsOf(src)).toEqual(["sds-sync-token-1"]);
+    io(src, "write -P 0x85 2M 4k");
+    const woken = await syncPaths(src, file, { mapPath: map1, mapKey: "k" });
+    expect(woken.bytesTransferred).toBe(64 * 1024);
+    expect(sha(file)).toBe(await hashOf(src));
+    expect(await snapsOf(src)).toEqual(["sds-sync-token-2"]);
+    const again = await tokened();
+    expect(again.sourceUnchanged).toBe(true);
 
     // file → RBD: a file with data and holes into a new image, then a change.
     const back = await newImage(48 * MiB);

@@ -113,7 +113,8 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
     expect(fs.statSync(secondaryFile(out.fileSecondaryId)).size).toBe(1024 * MiB);
     expect(await snaps("sds", out.rbdVolumeId)).toEqual(["sds-sync-1"]);
     expect(await snaps("dr", out.rbdSecondaryId)).toEqual(["sds-sync-1"]);
-    expect(await snaps("sds", out.fileVolumeId)).toEqual([]); // the engine needs no snapshot
+    // The engine's change token: one snapshot of the primary, so an idle primary is not read again.
+    expect(await snaps("sds", out.fileVolumeId)).toEqual(["sds-sync-token-1"]);
     await p.ok(["preview", "--expect-no-changes"]);
   });
 
@@ -134,6 +135,7 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
     expect(bytes("rbd-pair")).toBeGreaterThanOrEqual(4 * MiB);
     expect(bytes("rbd-pair")).toBeLessThan(4 * MiB + 64 * 1024);
     expect(bytes("file-pair")).toBeGreaterThanOrEqual(4 * MiB);
+    expect(await snaps("sds", out.fileVolumeId)).toEqual(["sds-sync-token-2"]);
   });
 
   test("failover is an update; the secondaries take writes; the RBD primary takes writes after its last sync", async () => {

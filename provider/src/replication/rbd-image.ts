@@ -9,8 +9,10 @@ import { run as defaultRun, type Runner } from "../exec/run";
 import { spawnStream as defaultSpawn, type StreamSpawner } from "../exec/stream";
 import type { ByteRange } from "./sync-sink";
 
-/** Prefix of the snapshots replication makes (`sds-sync-<generation>`). */
+/** Prefix of the snapshots replication makes (`sds-sync-<generation>`, and `sds-sync-token-<n>` of an RbdSource's change token). */
 export const SYNC_SNAP_PREFIX = "sds-sync-";
+/** Prefix of the snapshot behind an RbdSource's change token. */
+export const TOKEN_SNAP_PREFIX = `${SYNC_SNAP_PREFIX}token-`;
 
 /** How `rbd` is run; injected for tests. */
 export interface RbdTools {
@@ -162,6 +164,11 @@ export class RbdImage {
    */
   async removeSyncSnaps(keep: readonly number[] = [], known?: readonly number[]): Promise<void> {
     for (const g of known ?? (await this.syncGenerations())) if (!keep.includes(g)) await this.removeSnap(`${SYNC_SNAP_PREFIX}${g}`);
+  }
+
+  /** Remove every snapshot replication made (sync and token snapshots): the pair is gone. */
+  async removeReplicationSnaps(): Promise<void> {
+    for (const s of await this.snaps()) if (s.name.startsWith(SYNC_SNAP_PREFIX)) await this.removeSnap(s.name);
   }
 
   /** Roll the head back to snapshot `name` (server-side; the head's writes since are lost). */

@@ -12,11 +12,19 @@
  * Both come from the same head at slightly different times; like a file's extents they only let
  * the engine skip reads, and a write into a hole after the query is caught by the next sync (the
  * map then still says zero there and the chunk's digest differs).
+ *
+ * Change token (`changeTokens: true`, the head only): the engine skips reading a source whose token
+ * did not change since the last sync. The token is a snapshot of the image's own,
+ * `sds-sync-token-<n>` (name and snapshot id): when `rbd diff --from-snap` of it is empty (metadata
+ * only with fast-diff), nothing was written since it was taken and the same token comes back;
+ * otherwise a new snapshot is taken (before the engine reads: a write after it shows in the next
+ * diff) and the old one removed. Costs one snapshot on the primary of an RBD → file pair, holding
+ * the objects written since the last sync.
  */
 import { BackendError } from "../errors";
 import type { StreamedCommand } from "../exec/stream";
 import { readRbdDiff, type RbdDiffRecord, type RbdDiffStats } from "./rbd-diff";
-import { RbdImage, type RbdTools } from "./rbd-image";
+import { RbdImage, TOKEN_SNAP_PREFIX, type RbdTools } from "./rbd-image";
 import type { ByteRange, SyncSource } from "./sync-sink";
 
 /** Reading an image through export-diff. */
@@ -37,8 +45,27 @@ export class RbdSource implements SyncSource {
   readonly stats: RbdDiffStats = { streamBytes: 0, dataBytes: 0 };
   private streamStats: RbdDiffStats = { streamBytes: 0, dataBytes: 0 };
 
-  constructor(volumePath: string | RbdImage, tools: RbdTools = {}) {
-    this.image = typeof volumePath === "string" ? new RbdImage(volumePath, tools) : volumePath;
+  private readonly changeTokens: boolean;
+
+  constructor(volumePath: string | RbdImage, options: RbdTools & { changeTokens?: boolean } = {}) {
+    this.image = typeof volumePath === "string" ? new RbdImage(volumePath, options) : volumePath;
+    this.changeTokens = options.changeTokens ?? false;
+  }
+
+  /** See the header: the same token while nothing was written since its snapshot. */
+  async changeToken(): Promise<string | undefined> {
+    if (!this.changeTokens || this.image.path.snap !== undefined) return undefined;
+    const tokens = (await this.image.snaps())
+      .map((s) => ({ ...s, n: s.name.startsWith(TOKEN_SNAP_PREFIX) ? Number(s.name.slice(TOKEN_SNAP_PREFIX.length)) : NaN }))
+      .filter((s) => Number.isInteger(s.n))
+      .sort((a, b) => a.n - b.n);
+    const newest = tokens[tokens.length - 1];
+    if (newest && tokens.length === 1 && (await this.image.extents(newest.name)).length === 0) return `${newest.name}#${newest.id}`;
+    const name = `${TOKEN_SNAP_PREFIX}${(newest?.n ?? 0) + 1}`;
+    await this.image.createSnap(name);
+    for (const old of tokens) await this.image.removeSnap(old.name);
+    const made = (await this.image.snaps()).find((s) => s.name === name);
+    return made ? `${made.name}#${made.id}` : undefined;
   }
 
   get description(): string {

@@ -53,7 +53,8 @@ export async function syncPaths(from: string, to: string, o: SyncPathsOptions): 
     const r = await syncFiles(from, to, o.mapPath, { mapKey: o.mapKey, onProgress: o.onProgress });
     return { bytesTransferred: r.bytesTransferred, full: r.full, lastSyncAt: r.lastSyncAt, durationMs: r.durationMs, via: "engine" };
   }
-  const source: SyncSource = isRbdPath(from) ? new RbdSource(from, o.rbd) : new FileSource(from);
+  // An RBD source offers change tokens (a snapshot of its own): an idle image is not read again.
+  const source: SyncSource = isRbdPath(from) ? new RbdSource(from, { ...o.rbd, changeTokens: true }) : new FileSource(from);
   const sink: SyncSink = isRbdPath(to) ? new RbdSink(to, o.rbd) : new FileSink(to);
   try {
     const r = await syncVolume(source, sink, o.mapPath, { mapKey: o.mapKey, onProgress: o.onProgress });
@@ -96,7 +97,7 @@ export function poolOf(p: string): string {
   return isRbdPath(p) ? new RbdImage(p).description : path.dirname(p);
 }
 
-/** Remove the `sds-sync-<n>` snapshots replication left on an RBD volume (a pair is deleted). Not RBD: nothing. */
+/** Remove the snapshots replication left on an RBD volume (`sds-sync-…`: a pair is deleted). Not RBD: nothing. */
 export async function removeSyncSnapshots(p: string, tools?: RbdTools): Promise<void> {
-  if (isRbdPath(p)) await new RbdImage(p, tools).removeSyncSnaps();
+  if (isRbdPath(p)) await new RbdImage(p, tools).removeReplicationSnaps();
 }
