@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import { cannotRun } from "../datapath/harness";
 import { commandShims, watchArgv } from "../helpers/argv-watch";
 import { ddRead, ddWrite, type LocalBackendProject, localBackendProject } from "../helpers/local-backend";
+import { isPluginArgv } from "../helpers/provider-process";
 import type { PulumiProject } from "../helpers/pulumi";
 
 jest.setTimeout(900_000);
@@ -19,12 +20,13 @@ const suite = why ? describe.skip : describe;
 if (why) test.skip(`skipped: ${why}`, () => undefined);
 
 /** Live processes whose working folder is `dir` (the provider plugin runs in the project folder). */
-function processesIn(dir: string, name: RegExp): number[] {
+/** The provider plugins running in `dir` (see isPluginArgv: since the bundle, node's argv names no launcher). */
+function pluginsIn(dir: string): number[] {
   const out: number[] = [];
   for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     try {
       if (fs.readlinkSync(`/proc/${pid}/cwd`) !== dir) continue;
-      if (name.test(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8"))) out.push(Number(pid));
+      if (isPluginArgv(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean))) out.push(Number(pid));
     } catch {
       // gone
     }
@@ -74,7 +76,7 @@ suite.each([
       shims.remove();
     }
     // The engine stops its plugin when `up` returns: wait until it is gone, then a little more.
-    await until("the provider plugin to exit", () => processesIn(p.dir, /pulumi-resource-sds|provider\/bin/).length === 0);
+    await until("the provider plugin to exit", () => pluginsIn(p.dir).length === 0);
     await new Promise((r) => setTimeout(r, 2_000));
     const out = JSON.parse((await p.ok(["stack", "output", "--json", "--show-secrets"])).stdout);
     const w = out.writerDevice as string;

@@ -13,7 +13,7 @@ import * as path from "node:path";
 import { localTargets } from "../../provider/src/targets/local-targets";
 import { freeTcpPort } from "../helpers/daemons";
 import { type PostgresCluster, startPostgres } from "../helpers/postgres";
-import { repoRoot } from "../helpers/provider-process";
+import { isPluginArgv, repoRoot } from "../helpers/provider-process";
 import { PulumiProject } from "../helpers/pulumi";
 import { type Census, takeCensus } from "./census";
 
@@ -154,8 +154,7 @@ function killPid(pid: number): boolean {
   }
 }
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const pluginMain = path.join(repoRoot, "provider/dist/main.js");
-const isPlugin = (argv: string[]) => argv.some((a) => path.resolve(a) === pluginMain);
+const isPlugin = isPluginArgv;
 
 /** The step events of a `--event-log` file, as they come (the engine appends one JSON object a line). */
 class EventTail {

@@ -9,6 +9,19 @@ import * as providerRpc from "@pulumi/pulumi/proto/provider_grpc_pb";
 import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 
 export const repoRoot = path.resolve(__dirname, "../..");
+
+/**
+ * Whether a process's argv is this checkout's provider plugin: its launcher execs node on
+ * dist/start-bundle.js with the bundle (since issue 14), or on dist/main.js when tsc ran after the
+ * bundle. Tests that wait for the plugin to exit, or kill it, find it by this.
+ */
+export function isPluginArgv(argv: readonly string[]): boolean {
+  const dist = path.join(repoRoot, "provider/dist");
+  return argv.some((a) => {
+    const at = path.resolve(a);
+    return at === path.join(dist, "main.js") || at === path.join(dist, "start-bundle.js") || at === path.join(repoRoot, "provider/bin/pulumi-resource-sds");
+  });
+}
 export const pluginPath = path.join(repoRoot, "provider/bin/pulumi-resource-sds");
 
 export interface ProviderProcess {

@@ -330,7 +330,7 @@ export class TgtTarget implements IscsiTarget {
     // Bound here with a password this object set or checked: nothing to ask, nothing to hash.
     if (bound && this.chapVerified.get(chap.username) === chap.password) return;
     const exists = bound || (await this.accounts()).includes(chap.username);
-    if (!exists || !(await this.passwordMatches(chap))) {
+    if (!exists || !(await this.passwordMatchesSoon(chap))) {
       if (exists) {
         // The account has another (or an unknown) password: replace it. Deleting unbinds it
         // from every target, so bind it back where it was.
@@ -346,6 +346,20 @@ export class TgtTarget implements IscsiTarget {
     }
     if (bound) return;
     await this.bindAccount(tid, chap.username);
+  }
+
+  /**
+   * {@link passwordMatches}, asked again over {@link CHAP_RACE_WAIT_MS} before answering no: an
+   * account another process has just made is in tgtd before its hash is in the file, and
+   * replacing it then unbinds it under that process (its bind failed with "can't find the
+   * account" when four callers ensured one export at once). Only a real password change waits.
+   */
+  private async passwordMatchesSoon(chap: Chap): Promise<boolean> {
+    for (const ms of [0, ...CHAP_RACE_WAIT_MS]) {
+      if (ms) await this.sleep(ms);
+      if (await this.passwordMatches(chap)) return true;
+    }
+    return false;
   }
 
   /** The remembered hash's verdict, remembered in turn when it says yes (see the file comment). */
@@ -365,10 +379,7 @@ export class TgtTarget implements IscsiTarget {
       // Another process made it between our look and our create. Replacing it could unbind it
       // from the target that process is binding it to (a target without CHAP): adopt it only
       // when its password is known to be ours, else leave it and say so.
-      for (const ms of [0, ...CHAP_RACE_WAIT_MS]) {
-        if (ms) await this.sleep(ms);
-        if (await this.passwordMatches(chap)) return;
-      }
+      if (await this.passwordMatchesSoon(chap)) return;
       throw new UserError("CONFLICT", `CHAP account ${chap.username} was created meanwhile by another process with a password not known to be the asked one; left as is (retry to replace it)`, "chap.username");
     }
     await this.chapHashes.remember(chap);
