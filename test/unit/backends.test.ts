@@ -144,6 +144,11 @@ describe("driver: rbd", () => {
     expect(b[1].pools[0].path).toBe(path.join(dir, "pools/p0"));
   });
 
+  test("NBD on rbd with a server per volume (sharedTargets: false) is accepted", () => {
+    const b = parseInlineBackends([{ name: "c", driver: "rbd", rbd: {}, sharedTargets: false, export: { protocol: "nbd" }, pools: [{ name: "p", path: "rbd" }] }], dir);
+    expect(b[0]).toMatchObject({ driver: "rbd", sharedTargets: false, export: { protocol: "nbd" } });
+  });
+
   test("defaults: cluster ceph, user admin", () => {
     const b = parseInlineBackends([{ name: "c", driver: "rbd", rbd: {}, export: { protocol: "iscsi" }, pools: [{ name: "p", path: "rbd" }] }], dir);
     expect(b[0].rbd).toEqual({ cluster: "ceph", user: "admin" });
@@ -152,9 +157,10 @@ describe("driver: rbd", () => {
   test("each refusal is one line naming the file, the line and the key", () => {
     const cases: Array<[string, string, RegExp]> = [
       [rbdGood.replace("        path: sds", "        path: sds/x"), "11", /backends\[0\]\.pools\[0\]\.path: driver: rbd: path is the Ceph pool: must be a Ceph pool name/],
-      [rbdGood.replace("    export: {protocol: iscsi, portal: \"127.0.0.1:3260\"}\n", ""), "2", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi: an RBD image is no file to loop-mount/],
-      [rbdGood.replace("protocol: iscsi", "protocol: local"), "8", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi/],
-      [rbdGood.replace("protocol: iscsi", "protocol: nbd"), "8", /backends\[0\]\.export\.protocol: driver: rbd: export\.protocol nbd is not supported yet \(use iscsi: tgt's rbd backing store\)/],
+      [rbdGood.replace("    export: {protocol: iscsi, portal: \"127.0.0.1:3260\"}\n", ""), "2", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi or nbd: an RBD image is no file to loop-mount/],
+      [rbdGood.replace("protocol: iscsi", "protocol: local"), "8", /backends\[0\]\.export\.protocol: driver: rbd needs export\.protocol iscsi or nbd/],
+      [rbdGood.replace("protocol: iscsi", "protocol: nbd"), "2", /backends\[0\]\.sharedTargets: driver: rbd with export\.protocol nbd needs sharedTargets: false: qemu-nbd serves one RBD image per server/],
+      [rbdGood.replace("protocol: iscsi", "protocol: nbd").replace("    driver: rbd\n", "    driver: rbd\n    sharedTargets: true\n"), "4", /backends\[0\]\.sharedTargets: driver: rbd with export\.protocol nbd needs sharedTargets: false/],
       [rbdGood.replace("    rbd:\n      conf: ceph/ceph.conf\n      user: sds\n      keyringFile: ceph/client.sds.keyring\n", ""), "3", /backends\[0\]\.driver: driver: rbd needs rbd options/],
       [rbdGood.replace("    driver: file\n", "    driver: file\n    rbd: {user: x}\n"), "16", /backends\[1\]\.rbd: rbd options are for driver: rbd, not driver: file/],
       [rbdGood.replace("      user: sds", "      usr: sds"), "6", /backends\[0\]\.rbd\.usr: unknown key/],

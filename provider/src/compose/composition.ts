@@ -35,7 +35,7 @@ import { UserError } from "../errors";
 import { PostgresStore, redactUrl } from "../store/postgres-store";
 import { SqliteStore, checkSqliteState, sqlitePathFromUrl } from "../store/sqlite-store";
 import type { Store } from "../store/store";
-import { localTargets } from "../targets/local-targets";
+import { localRbdTargets, localTargets } from "../targets/local-targets";
 import type { TargetFactory } from "../targets/target";
 
 /**
@@ -248,6 +248,13 @@ export class Composition {
   }
   private targetFactory?: TargetFactory;
 
+  /** This machine's targets for `driver: rbd` backends: the same tgtd, qemu-nbd for NBD. */
+  rbdTargets(): TargetFactory {
+    this.rbdTargetFactory ??= localRbdTargets(this.runDir(), this.targets());
+    return this.rbdTargetFactory;
+  }
+  private rbdTargetFactory?: TargetFactory;
+
   /** Attach and detach, with this machine's targets and connectors and the hosts' agents. */
   attachments(): Promise<Attachments> {
     this.attachmentsPromise ??= (async () => {
@@ -256,6 +263,7 @@ export class Composition {
         store: this.store,
         controller,
         targets: this.targets(),
+        rbdTargets: this.rbdTargets(),
         box: this.box(),
         log: (m) => this.log("info", `sds: ${m}`),
         connectorFor: (protocol) => this.connectorFor(protocol),

@@ -65,6 +65,11 @@ export interface AttachmentsOptions {
   remoteHost?: (host: string) => RemoteHost | undefined;
   /** The targets of a remote storage node (a backend whose `node` is not local). */
   nodeTargets?: (node: string) => TargetFactory;
+  /**
+   * This machine's targets for `driver: rbd` backends (compose: tgt's rbd backing store for
+   * iSCSI, qemu-nbd for NBD); `targets` when not given.
+   */
+  rbdTargets?: TargetFactory;
   /** Replication: the volume that serves `volumeId` now (its secondary while failed over). */
   activeVolume?: (volumeId: string) => Promise<VolumeRow | undefined>;
 }
@@ -97,6 +102,7 @@ export class AttachmentCore {
   private readonly connectorFor?: (protocol: Protocol) => Connector;
   readonly remoteHost?: (host: string) => RemoteHost | undefined;
   private readonly nodeTargets?: (node: string) => TargetFactory;
+  private readonly rbdTargets?: TargetFactory;
   private readonly activeVolume?: (volumeId: string) => Promise<VolumeRow | undefined>;
 
   constructor(o: AttachmentsOptions) {
@@ -111,6 +117,7 @@ export class AttachmentCore {
     this.connectorFor = o.connectorFor;
     this.remoteHost = o.remoteHost;
     this.nodeTargets = o.nodeTargets;
+    this.rbdTargets = o.rbdTargets;
     this.activeVolume = o.activeVolume;
   }
 
@@ -123,7 +130,7 @@ export class AttachmentCore {
   /** The targets of the node a backend runs on: this machine's, or a storage node's through its agent. */
   targetsOf(backendName: string): TargetFactory {
     const b = this.controller.backendConfigs().find((x) => x.name === backendName);
-    if (!b || b.node === "local") return this.targets;
+    if (!b || b.node === "local") return b?.driver === "rbd" ? (this.rbdTargets ?? this.targets) : this.targets;
     if (!this.nodeTargets) throw new UserError("INVALID_STATE", `backend ${backendName} runs on node "${b.node}", which this provider cannot reach`);
     return this.nodeTargets(b.node);
   }

@@ -52,9 +52,10 @@ export async function reconcileExports(core: AttachmentCore): Promise<Reconciled
       out.removed.push(e.name);
     }
   }
-  const nbdHosts = new Map<string, string>();
-  for (const b of core.controller.backendConfigs()) if (b.export.protocol === "nbd") nbdHosts.set(portalHost(b.export.portal ?? defaultPortals.nbd), b.name);
-  for (const [host, backendName] of nbdHosts) {
+  // One backend per (host, driver): rbd backends' NBD servers are qemu-nbd's, the others nbdkit's.
+  const nbdHosts = new Map<string, [string, string]>();
+  for (const b of core.controller.backendConfigs()) if (b.export.protocol === "nbd") nbdHosts.set(`${b.driver} ${portalHost(b.export.portal ?? defaultPortals.nbd)}`, [portalHost(b.export.portal ?? defaultPortals.nbd), b.name]);
+  for (const [host, backendName] of nbdHosts.values()) {
     const t = core.targetsOf(backendName).nbd(host);
     for (const server of await t.list()) {
       if (!server.server.startsWith(`${tag}-`) || (await core.store.getTarget(server.server))) continue;

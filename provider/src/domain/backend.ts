@@ -90,9 +90,9 @@ export const backendsSchema = z
         else if (b.rbd.key !== undefined && b.rbd.keyringFile !== undefined) ctx.addIssue({ code: "custom", path: [i, "rbd", "key"], message: "give either rbd.key or rbd.keyringFile, not both" });
         if (b.node !== "local") ctx.addIssue({ code: "custom", path: [i, "node"], message: `driver: rbd runs on the provider's machine only for now (node: local); a storage node running rbd through its agent is not supported yet` });
         if (b.export.protocol === "local") {
-          ctx.addIssue({ code: "custom", path: [i, "export", "protocol"], message: "driver: rbd needs export.protocol iscsi: an RBD image is no file to loop-mount, so \"local\" (the default) cannot serve it" });
-        } else if (b.export.protocol === "nbd") {
-          ctx.addIssue({ code: "custom", path: [i, "export", "protocol"], message: "driver: rbd: export.protocol nbd is not supported yet (use iscsi: tgt's rbd backing store)" });
+          ctx.addIssue({ code: "custom", path: [i, "export", "protocol"], message: "driver: rbd needs export.protocol iscsi or nbd: an RBD image is no file to loop-mount, so \"local\" (the default) cannot serve it" });
+        } else if (b.export.protocol === "nbd" && b.sharedTargets) {
+          ctx.addIssue({ code: "custom", path: [i, "sharedTargets"], message: "driver: rbd with export.protocol nbd needs sharedTargets: false: qemu-nbd serves one RBD image per server, so each volume gets its own server per mode" });
         }
       }
       b.pools.forEach((p, j) => {

@@ -1,5 +1,6 @@
-/** The targets of this machine: one tgtd per iSCSI portal, one nbdkit manager per listen address. */
+/** The targets of this machine: one tgtd per iSCSI portal, one nbdkit manager per listen address; qemu-nbd for RBD volumes over NBD. */
 import { NbdkitTarget } from "./nbdkit-target";
+import { QemuNbdTarget } from "./qemu-nbd-target";
 import type { IscsiTarget, NbdTarget, TargetFactory } from "./target";
 import { TgtTarget } from "./tgt-target";
 
@@ -19,6 +20,23 @@ export function localTargets(runDir: string): TargetFactory {
     },
     nbd(host) {
       const t = nbd.get(host) ?? new NbdkitTarget({ host, runDir });
+      nbd.set(host, t);
+      return t;
+    },
+  };
+}
+
+/**
+ * The targets of this machine for `driver: rbd` backends: `base`'s tgtd for iSCSI (tgt's rbd
+ * backing store serves RBD paths beside files), one qemu-nbd manager per listen address for NBD
+ * (nbdkit has no rbd plugin on Debian 12). Same `runDir` as `base`.
+ */
+export function localRbdTargets(runDir: string, base: TargetFactory): TargetFactory {
+  const nbd = new Map<string, NbdTarget>();
+  return {
+    iscsi: (portal) => base.iscsi(portal),
+    nbd(host) {
+      const t = nbd.get(host) ?? new QemuNbdTarget({ host, runDir });
       nbd.set(host, t);
       return t;
     },

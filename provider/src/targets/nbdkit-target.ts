@@ -249,9 +249,9 @@ async function readLink(link: string): Promise<string | undefined> {
   }
 }
 
-/** Why: nbdkit's file plugin serves files; an RBD image would need qemu-nbd per export, not built yet. */
+/** Why: nbdkit's file plugin serves files (Debian 12's nbdkit has no rbd plugin); RBD volumes go to qemu-nbd (qemu-nbd-target.ts). */
 function refuseRbd(volumePath: string): void {
-  if (isRbdPath(volumePath)) throw invalidInput("path", `NBD exports of RBD volumes are not supported yet (${volumePath}): use export.protocol iscsi (tgt's rbd backing store) for a driver: rbd backend`);
+  if (isRbdPath(volumePath)) throw invalidInput("path", `nbdkit serves volume files, not RBD volume paths (${volumePath}): NBD exports of a driver: rbd backend are qemu-nbd's (QemuNbdTarget)`);
 }
 
 function checkName(property: string, name: string, pattern: RegExp): void {
