@@ -1,0 +1,188 @@
+/**
+ * The Ceph RBD backend over NBD through the real Pulumi CLI (root): a real single-node Ceph
+ * (test/helpers/ceph.ts) with a Ceph user holding only the README's rbd caps, an rbd backend
+ * exporting over NBD (qemu-nbd serving the image through librbd, one server per volume and mode:
+ * `sharedTargets: false`) beside a file backend, and two hosts in network namespaces, each with
+ * its own sds-agent. A multiAttach volume on RBD is attached rw to hostA and ro to hostB: a
+ * pattern written on hostA reads back on hostB and through librbd, hostB cannot write; growing it
+ * while attached grows hostA's device (qemu-nbd restarted for the new size, the device
+ * reconnected); destroy leaves no image, no qemu-nbd, no row. Every step ends with
+ * `refresh --expect-no-changes`.
+ */
+import { type ChildProcess, execFileSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { AgentClient } from "../../provider/src/agent/client";
+import { procProcesses } from "../../provider/src/exec/processes";
+import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import { cannotRun, processesMentioning } from "../datapath/harness";
+import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
+import { freeTcpPort, skipReason } from "../helpers/daemons";
+import { NetLab, startLabAgent } from "../helpers/netns";
+import { PulumiProject, summaryCount } from "../helpers/pulumi";
+
+jest.setTimeout(900_000);
+const why =
+  cannotRun() ??
+  cephSkipReason() ??
+  skipReason(["qemu-nbd", "qemu-img"]) ??
+  (fs.existsSync("/usr/bin/unshare") || fs.existsSync("/bin/unshare") ? undefined : "multi-host tests need unshare (util-linux)");
+const suite = why ? describe.skip : describe;
+if (why) test.skip(`skipped: ${why}`, () => undefined);
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const TOKEN = randomBytes(24).toString("hex");
+const CEPH_POOL = "sds";
+const WORK = "/tmp/wt15-D";
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts, grow, destroy", () => {
+  let ceph: CephCluster;
+  let lab: NetLab;
+  let p: PulumiProject;
+  let work: string;
+  let port: number;
+  const agents = new Map<string, { child: ChildProcess; stateDir: string; client: AgentClient }>();
+  const portal = () => `${lab.rootIp}:${port}`;
+  const images = async () => JSON.parse(await ceph.rbd(["ls", CEPH_POOL, "--format", "json"])) as string[];
+  const rbdSize = async (image: string) => (JSON.parse(await ceph.rbd(["info", `${CEPH_POOL}/${image}`, "--format", "json"])) as { size: number }).size;
+  /** This project's qemu-nbd export servers (their pidfiles are in its run folder). */
+  const servers = async () => (await procProcesses.list()).filter((x) => path.basename(x.argv[0] ?? "") === "qemu-nbd" && x.argv.some((a) => a.startsWith(`--pid-file=${p.dir}/`)));
+  /** `len` bytes at `offset` of an image, read through librbd. */
+  const rbdBytes = (image: string, offset: number, len: number): Buffer => {
+    const out = path.join(work, `read-${image}.bin`);
+    execFileSync("qemu-img", ["dd", "-f", "raw", "-O", "raw", `if=rbd:${CEPH_POOL}/${image}:id=admin:conf=${ceph.conf}`, `of=${out}`, "bs=1M", `skip=${offset / MiB}`, `count=${(offset + len) / MiB}`], { stdio: "pipe" });
+    try {
+      return fs.readFileSync(out);
+    } finally {
+      fs.rmSync(out, { force: true });
+    }
+  };
+
+  beforeAll(async () => {
+    fs.mkdirSync(WORK, { recursive: true });
+    ceph = await startCeph({ dir: WORK });
+    await ceph.pool(CEPH_POOL);
+    // The user sds runs as holds only what the README tells a Ceph admin to grant.
+    const keyring = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", `profile rbd pool=${CEPH_POOL}`, "mgr", `profile rbd pool=${CEPH_POOL}`]);
+    lab = new NetLab(["hostA", "hostB"]);
+    lab.up();
+    p = await PulumiProject.create("rbd", { name: "rbd-nbd" });
+    work = path.join(p.dir, "lab");
+    fs.mkdirSync(path.join(work, "pools"), { recursive: true });
+    fs.writeFileSync(path.join(work, "token"), TOKEN, { mode: 0o600 });
+    for (const h of ["hostA", "hostB"]) agents.set(h, await startLabAgent(lab, h, { work, token: TOKEN }));
+    port = await freeTcpPort();
+    fs.writeFileSync(
+      path.join(p.dir, "backends.yaml"),
+      [
+        "backends:",
+        "  - name: ceph",
+        "    driver: rbd",
+        `    rbd: {conf: ${ceph.conf}, user: sds, keyringFile: ${keyring}}`,
+        "    sharedTargets: false",
+        `    export: {protocol: nbd, portal: "${portal()}"}`,
+        "    pools:",
+        `      - {name: rbd0, path: ${CEPH_POOL}, multiAttach: true}`,
+        "  - name: files",
+        "    driver: file",
+        "    pools:",
+        `      - {name: f0, path: ${path.join(work, "pools", "f0")}, totalCapacityGib: 50}`,
+        "",
+      ].join("\n"),
+    );
+    const hosts = Object.fromEntries(["hostA", "hostB"].map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]));
+    await p.config({ "sds:backendsFile": "backends.yaml", sizeGib: 1 });
+    await p.config({ "sds:hosts": JSON.stringify(hosts), "sds:agentToken": TOKEN }, { secret: true });
+  }, 300_000);
+
+  afterAll(async () => {
+    try {
+      if (p) await p.run(["destroy", "--yes"]);
+      // Exports outlive the provider: whatever a failed test left of this project's, ended here.
+      if (p) for (const s of await servers()) procProcesses.kill(s.pid, "SIGKILL");
+      for (const a of agents.values()) await a.client.close();
+    } finally {
+      lab?.down();
+      await ceph?.stop();
+      p?.remove();
+    }
+  }, 300_000);
+
+  test("up: the shared volume on RBD, served by two qemu-nbd (rw, ro) through librbd as user sds; devices on hostA (rw) and hostB (ro); no changes after", async () => {
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "created")).toBe(7); // stack, 2 profiles, 2 volumes, 2 attachments
+    const out = await p.outputs();
+    expect(out).toMatchObject({ backendName: "ceph", poolId: "ceph/rbd0", plainBackend: "files" });
+    expect(await images()).toEqual([out.volumeId]);
+    expect(await rbdSize(String(out.volumeId))).toBe(1 * GiB);
+    expect(out.aDevice).toMatch(/^\/dev\//);
+    expect(out.bDevice).toMatch(/^\/dev\//);
+    expect(out.aInfo).toMatchObject({ protocol: "nbd", readOnly: false });
+    expect(out.bInfo).toMatchObject({ protocol: "nbd", readOnly: true });
+    const live = await servers();
+    expect(live).toHaveLength(2);
+    for (const s of live) {
+      expect(s.argv[s.argv.length - 1]).toMatch(new RegExp(`^rbd:${CEPH_POOL}/${out.volumeId}:id=sds:conf=`));
+      expect(s.argv).toContain("--bind");
+      expect(s.argv[s.argv.indexOf("--bind") + 1]).toBe(lab.rootIp);
+    }
+    expect(live.filter((s) => s.argv.includes("--read-only"))).toHaveLength(1);
+    await p.ok(["preview", "--expect-no-changes"]);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("a pattern written through hostA's device reads back on hostB and through librbd; hostB cannot write", async () => {
+    const out = await p.outputs();
+    const pattern = randomBytes(4 * MiB);
+    lab.exec("hostA", ["dd", `of=${out.aDevice}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);
+    const back = lab.exec("hostB", ["dd", `if=${out.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+    expect(sha(back)).toBe(sha(pattern));
+    expect(sha(rbdBytes(String(out.volumeId), 2 * MiB, 4 * MiB))).toBe(sha(pattern));
+    expect(() => lab.exec("hostB", ["dd", `of=${out.bDevice}`, "bs=4k", "count=1", "oflag=direct", "status=none"], Buffer.alloc(4096, 1))).toThrow();
+    expect(sha(rbdBytes(String(out.volumeId), 0, MiB))).toBe(sha(Buffer.alloc(MiB)));
+    fs.writeFileSync(path.join(work, "pattern.sha"), sha(pattern));
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("growing the attached volume is one update: the image and hostA's device see 2 GiB; the data stays", async () => {
+    const before = await p.outputs();
+    await p.config({ sizeGib: 2 });
+    const up = await p.ok(["up", "--yes"]);
+    expect(summaryCount(up.stdout, "updated")).toBe(1);
+    expect(summaryCount(up.stdout, "replaced")).toBe(0);
+    const after = await p.outputs();
+    expect(after.aDevice).toBe(before.aDevice);
+    expect(await rbdSize(String(after.volumeId))).toBe(2 * GiB);
+    expect(Number(lab.exec("hostA", ["blockdev", "--getsize64", String(after.aDevice)]).toString().trim())).toBe(2 * GiB);
+    const back = lab.exec("hostA", ["dd", `if=${after.aDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+    expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
+    // The end of the grown device is writable on hostA, lands in the image and reads back on hostB.
+    lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 7));
+    expect(rbdBytes(String(after.volumeId), 2 * GiB - MiB, MiB).equals(Buffer.alloc(MiB, 7))).toBe(true);
+    expect(await servers()).toHaveLength(2);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("destroy leaves no image, no qemu-nbd, no state row, no device", async () => {
+    const out = await p.outputs();
+    await p.ok(["destroy", "--yes"]);
+    expect(await images()).toEqual([]);
+    expect(JSON.parse(await ceph.rbd(["trash", "ls", CEPH_POOL, "--format", "json"]))).toEqual([]);
+    expect(await servers()).toEqual([]);
+    expect(processesMentioning(p.dir)).toEqual([]);
+    const store = new SqliteStore(path.join(p.dir, ".sds/state.db"));
+    try {
+      expect([...(await store.listVolumes()), ...(await store.listAttachments()), ...(await store.listTargets())]).toEqual([]);
+    } finally {
+      await store.close();
+    }
+    for (const h of ["hostA", "hostB"]) {
+      expect(await agents.get(h)!.client.getAllVolumePaths()).toEqual([]);
+      expect(processesMentioning(agents.get(h)!.stateDir)).toEqual([]);
+    }
+    expect(out.volumeId).toBeTruthy();
+  });
+});
