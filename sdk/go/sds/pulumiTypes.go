@@ -31,7 +31,7 @@ type Backend struct {
 	Rbd *BackendRbd `pulumi:"rbd"`
 	// Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
 	ReplicationTargets []BackendReplicationTarget `pulumi:"replicationTargets"`
-	// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
+	// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking), except for a `driver: rbd` backend exporting over NBD, which needs `false` (qemu-nbd serves one RBD image per server).
 	SharedTargets *bool `pulumi:"sharedTargets"`
 	// How the scheduler ranks this backend's pools that pass every filter: `spread` prefers the pool with the most free capacity, `stack` the pool with the least (filling one pool before the next). Default: `spread`.
 	Weigher *Weigher `pulumi:"weigher"`
@@ -91,7 +91,7 @@ type BackendArgs struct {
 	Rbd BackendRbdPtrInput `pulumi:"rbd"`
 	// Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
 	ReplicationTargets BackendReplicationTargetArrayInput `pulumi:"replicationTargets"`
-	// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
+	// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking), except for a `driver: rbd` backend exporting over NBD, which needs `false` (qemu-nbd serves one RBD image per server).
 	SharedTargets pulumi.BoolPtrInput `pulumi:"sharedTargets"`
 	// How the scheduler ranks this backend's pools that pass every filter: `spread` prefers the pool with the most free capacity, `stack` the pool with the least (filling one pool before the next). Default: `spread`.
 	Weigher WeigherPtrInput `pulumi:"weigher"`
@@ -208,7 +208,7 @@ func (o BackendOutput) ReplicationTargets() BackendReplicationTargetArrayOutput 
 	return o.ApplyT(func(v Backend) []BackendReplicationTarget { return v.ReplicationTargets }).(BackendReplicationTargetArrayOutput)
 }
 
-// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
+// Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking), except for a `driver: rbd` backend exporting over NBD, which needs `false` (qemu-nbd serves one RBD image per server).
 func (o BackendOutput) SharedTargets() pulumi.BoolPtrOutput {
 	return o.ApplyT(func(v Backend) *bool { return v.SharedTargets }).(pulumi.BoolPtrOutput)
 }
@@ -244,7 +244,7 @@ type BackendExport struct {
 	Chap *bool `pulumi:"chap"`
 	// Address the target listens on, `host:port`, e.g. `127.0.0.1:3260` for iSCSI or `127.0.0.1:10809` for NBD. Default: `127.0.0.1` with the protocol's standard port. Ignored for `local`.
 	Portal *string `pulumi:"portal"`
-	// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+	// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
 	Protocol *Protocol `pulumi:"protocol"`
 }
 
@@ -282,7 +282,7 @@ type BackendExportArgs struct {
 	Chap pulumi.BoolPtrInput `pulumi:"chap"`
 	// Address the target listens on, `host:port`, e.g. `127.0.0.1:3260` for iSCSI or `127.0.0.1:10809` for NBD. Default: `127.0.0.1` with the protocol's standard port. Ignored for `local`.
 	Portal pulumi.StringPtrInput `pulumi:"portal"`
-	// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+	// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
 	Protocol ProtocolPtrInput `pulumi:"protocol"`
 }
 
@@ -388,7 +388,7 @@ func (o BackendExportOutput) Portal() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v BackendExport) *string { return v.Portal }).(pulumi.StringPtrOutput)
 }
 
-// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
 func (o BackendExportOutput) Protocol() ProtocolPtrOutput {
 	return o.ApplyT(func(v BackendExport) *Protocol { return v.Protocol }).(ProtocolPtrOutput)
 }
@@ -437,7 +437,7 @@ func (o BackendExportPtrOutput) Portal() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+// Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
 func (o BackendExportPtrOutput) Protocol() ProtocolPtrOutput {
 	return o.ApplyT(func(v *BackendExport) *Protocol {
 		if v == nil {

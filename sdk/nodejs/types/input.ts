@@ -45,7 +45,7 @@ export interface BackendArgs {
      */
     replicationTargets?: pulumi.Input<pulumi.Input<inputs.BackendReplicationTargetArgs>[] | undefined>;
     /**
-     * Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
+     * Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking), except for a `driver: rbd` backend exporting over NBD, which needs `false` (qemu-nbd serves one RBD image per server).
      */
     sharedTargets?: pulumi.Input<boolean | undefined>;
     /**
@@ -80,7 +80,7 @@ export interface BackendExportArgs {
      */
     portal?: pulumi.Input<string | undefined>;
     /**
-     * Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+     * Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
      */
     protocol?: pulumi.Input<enums.Protocol | undefined>;
 }

@@ -72,7 +72,7 @@ class BackendArgsDict(TypedDict):
     """
     shared_targets: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
     """
-    Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
+    Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking), except for a `driver: rbd` backend exporting over NBD, which needs `false` (qemu-nbd serves one RBD image per server).
     """
     weigher: NotRequired[pulumi.Input[Optional['Weigher']]]
     """
@@ -103,7 +103,7 @@ class BackendArgs:
         :param pulumi.Input[_builtins.str] node: Where the driver runs: `local` (the machine running the provider) or the name of a host in the provider's `hosts` whose `sds-agent` runs the driver and the export targets. Default: `local`.
         :param pulumi.Input['BackendRbdArgs'] rbd: How to reach the Ceph cluster of a `driver: rbd` backend (required there, refused on other drivers).
         :param pulumi.Input[Sequence[pulumi.Input['BackendReplicationTargetArgs']]] replication_targets: Backends that volumes of this backend may be replicated to (`ReplicationPair.targetBackend` must be one of them). Default: none, i.e. no replication.
-        :param pulumi.Input[_builtins.bool] shared_targets: Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
+        :param pulumi.Input[_builtins.bool] shared_targets: Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking), except for a `driver: rbd` backend exporting over NBD, which needs `false` (qemu-nbd serves one RBD image per server).
         :param pulumi.Input['Weigher'] weigher: How the scheduler ranks this backend's pools that pass every filter: `spread` prefers the pool with the most free capacity, `stack` the pool with the least (filling one pool before the next). Default: `spread`.
         """
         pulumi.set(__self__, "driver", driver)
@@ -230,7 +230,7 @@ class BackendArgs:
     @pulumi.getter(name="sharedTargets")
     def shared_targets(self) -> pulumi.Input[Optional[_builtins.bool]]:
         """
-        Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking).
+        Whether the backend exports many volumes through one shared target (`true`) or creates one target per volume (`false`). Reported on each volume and attachment as `sharedTargets`. Default: `true`, which is always safe (it only adds locking), except for a `driver: rbd` backend exporting over NBD, which needs `false` (qemu-nbd serves one RBD image per server).
         """
         return pulumi.get(self, "shared_targets")
 
@@ -265,7 +265,7 @@ class BackendExportArgsDict(TypedDict):
     """
     protocol: NotRequired[pulumi.Input[Optional['Protocol']]]
     """
-    Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+    Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
     """
 
 @pulumi.input_type
@@ -279,7 +279,7 @@ class BackendExportArgs:
 
         :param pulumi.Input[_builtins.bool] chap: Whether each iSCSI export gets its own CHAP credentials, returned in the attachment's `connectionInfo` (`authMethod`, `authUsername`, secret `authPassword`). Only for `iscsi`. Default: `false`.
         :param pulumi.Input[_builtins.str] portal: Address the target listens on, `host:port`, e.g. `127.0.0.1:3260` for iSCSI or `127.0.0.1:10809` for NBD. Default: `127.0.0.1` with the protocol's standard port. Ignored for `local`.
-        :param pulumi.Input['Protocol'] protocol: Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+        :param pulumi.Input['Protocol'] protocol: Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
         """
         if chap is None:
             chap = False
@@ -320,7 +320,7 @@ class BackendExportArgs:
     @pulumi.getter
     def protocol(self) -> pulumi.Input[Optional['Protocol']]:
         """
-        Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
+        Export protocol: `iscsi` (Linux tgt target), `nbd` (nbdkit; qemu-nbd for `driver: rbd`) or `local` (the volume file is used directly; only for a host that is the backend's own node). Default: `local`.
         """
         return pulumi.get(self, "protocol")
 
