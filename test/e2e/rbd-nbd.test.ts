@@ -21,6 +21,7 @@ import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
 import { freeTcpPort, skipReason } from "../helpers/daemons";
 import { NetLab, startLabAgent } from "../helpers/netns";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
+import { sdsCli } from "../helpers/sds-cli";
 
 jest.setTimeout(900_000);
 const why =
@@ -130,6 +131,11 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
       expect(s.argv[s.argv.indexOf("--bind") + 1]).toBe(lab.rootIp);
     }
     expect(live.filter((s) => s.argv.includes("--read-only"))).toHaveLength(1);
+    // sds doctor asks qemu-nbd (not nbdkit) for the rbd backend's servers, and knows its daemons.
+    const doctor = await sdsCli(["doctor", "--json"], { built: true, cwd: p.dir, env: p.env });
+    const findings = JSON.parse(doctor.stdout) as Array<{ check: string; severity: string; message: string }>;
+    expect(findings.filter((f) => f.check === "exports")).toEqual([expect.objectContaining({ severity: "ok", message: `qemu-nbd on ${lab.rootIp} serves this state's 2 NBD export(s)` })]);
+    expect(findings.filter((f) => f.check === "daemons" && f.severity !== "ok")).toEqual([]);
     await p.ok(["preview", "--expect-no-changes"]);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });

@@ -27,6 +27,7 @@ export function doctor(flags: StackFlags & { json?: boolean }): Promise<number> 
         backendWarnings,
         runDir: s.parts.runDir(),
         targets: s.parts.targets(),
+        rbdTargets: s.parts.rbdTargets(),
         hosts: Object.keys(s.config.hosts),
         probe: (host) => probeAgent(s.parts, host),
       });

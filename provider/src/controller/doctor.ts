@@ -19,6 +19,7 @@ import * as fs from "node:fs";
 import { portalHost } from "../domain/names";
 import { describeHolder, holderIsDead } from "../store/lock-holder";
 import type { Store } from "../store/store";
+import { QEMU_NBD_EXPORT_KIND } from "../targets/qemu-nbd-target";
 import type { TargetFactory } from "../targets/target";
 import type { Controller } from "./controller";
 import { daemonCensus } from "./daemon-census";
@@ -42,6 +43,8 @@ export interface DoctorOptions {
   backendWarnings: string[];
   runDir: string;
   targets: TargetFactory;
+  /** This machine's targets for `driver: rbd` backends (their NBD servers are qemu-nbd's); `targets` when not given. */
+  rbdTargets?: TargetFactory;
   /** The hosts of the provider config, each probed by `probe` (resolves, or rejects with why). */
   hosts: string[];
   probe: (host: string) => Promise<void>;
@@ -73,13 +76,18 @@ export async function diagnose(o: DoctorOptions): Promise<Finding[]> {
     if (lost.length > 0) add("exports", "fail", `tgtd on ${portal} lost ${lost.length} export(s) of this state: ${lost.map((t) => t.name).join(", ")}`, "pulumi up (remakes the exports and reconnects their devices)");
     else add("exports", "ok", `tgtd on ${portal} serves this state's ${want.length} iSCSI export(s)`);
   }
-  const nbdHosts = new Set(targets.filter((t) => t.protocol === "nbd" && localBackends.has(t.backend)).map((t) => portalHost(t.portal)));
-  for (const host of nbdHosts) {
-    const want = targets.filter((t) => t.protocol === "nbd" && portalHost(t.portal) === host);
-    const live = (await o.targets.nbd(host).list().catch(() => [])).map((s) => s.server);
+  // NBD servers by address and kind: an rbd backend's are qemu-nbd's (o.rbdTargets), the others nbdkit's.
+  const rbdBackends = new Set(o.controller.backendConfigs().filter((b) => b.driver === "rbd").map((b) => b.name));
+  const daemonOf = (t: { backend: string }) => (rbdBackends.has(t.backend) ? "qemu-nbd" : "nbdkit");
+  const nbdGroups = new Set(targets.filter((t) => t.protocol === "nbd" && localBackends.has(t.backend)).map((t) => `${daemonOf(t)} on ${portalHost(t.portal)}`));
+  for (const group of nbdGroups) {
+    const [daemon, host] = group.split(" on ");
+    const want = targets.filter((t) => t.protocol === "nbd" && `${daemonOf(t)} on ${portalHost(t.portal)}` === group);
+    const factory = daemon === "qemu-nbd" ? (o.rbdTargets ?? o.targets) : o.targets;
+    const live = (await factory.nbd(host!).list().catch(() => [])).map((s) => s.server);
     const lost = want.filter((t) => !live.includes(t.name));
-    if (lost.length > 0) add("exports", "fail", `nbdkit on ${host}: ${lost.length} server(s) of this state not running: ${lost.map((t) => t.name).join(", ")}`, "pulumi up (remakes the exports and reconnects their devices)");
-    else add("exports", "ok", `nbdkit on ${host} serves this state's ${want.length} NBD export(s)`);
+    if (lost.length > 0) add("exports", "fail", `${group}: ${lost.length} server(s) of this state not running: ${lost.map((t) => t.name).join(", ")}`, "pulumi up (remakes the exports and reconnects their devices)");
+    else add("exports", "ok", `${group} serves this state's ${want.length} NBD export(s)`);
   }
 
   // Daemons this machine's records name.
@@ -88,9 +96,9 @@ export async function diagnose(o: DoctorOptions): Promise<Finding[]> {
     const what = `${d.kind} ${d.name}${d.pid ? ` (pid ${d.pid})` : ""}${d.detail ? ` on ${d.detail}` : ""}`;
     if (d.starterRuns) continue; // its starter (a provider mid-up) still runs: its business
     if (!d.running) {
-      if (d.kind === "nbdkit" && known.has(d.name)) continue; // a lost export: reported above
+      if ((d.kind === "nbdkit" || d.kind === QEMU_NBD_EXPORT_KIND) && known.has(d.name)) continue; // a lost export: reported above
       add("daemons", "warn", `${what} is recorded but not running`, "sds targets stop (drops the records of daemons that are gone)");
-    } else if (d.kind === "nbdkit" && !known.has(d.name)) {
+    } else if ((d.kind === "nbdkit" || d.kind === QEMU_NBD_EXPORT_KIND) && !known.has(d.name)) {
       add("daemons", "warn", `${what} runs, but this state knows no export on it (left by a crash)`, "sds targets stop");
     } else if (d.kind === "tgtd" && !iscsiPortals.has(d.detail)) {
       const served = await o.targets
