@@ -6,7 +6,8 @@
  * its own sds-agent. A multiAttach volume on RBD is attached rw to hostA and ro to hostB: a
  * pattern written on hostA reads back on hostB and through librbd, hostB cannot write; growing it
  * while attached grows hostA's device (qemu-nbd restarted for the new size, the device
- * reconnected); destroy leaves no image, no qemu-nbd, no row. Every step ends with
+ * reconnected); both qemu-nbd killed are reported by refresh and made again by up; destroy
+ * leaves no image, no qemu-nbd, no row. Every step ends with
  * `refresh --expect-no-changes`.
  */
 import { type ChildProcess, execFileSync } from "node:child_process";
@@ -169,6 +170,27 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
     lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 7));
     expect(rbdBytes(String(after.volumeId), 2 * GiB - MiB, MiB).equals(Buffer.alloc(MiB, 7))).toBe(true);
     expect(await servers()).toHaveLength(2);
+    await p.ok(["refresh", "--yes", "--expect-no-changes"]);
+  });
+
+  test("both qemu-nbd killed: refresh reports both attachments broken, up makes the servers again on their ports and reconnects the same devices", async () => {
+    const before = await p.outputs();
+    const killed = await servers();
+    expect(killed).toHaveLength(2);
+    const ports = killed.map((s) => s.argv[s.argv.indexOf("--port") + 1]).sort();
+    for (const s of killed) procProcesses.kill(s.pid, "SIGKILL");
+    await p.ok(["refresh", "--yes"]);
+    const attachments = ((await p.stackExport()).deployment.resources ?? []).filter((r) => r.type === "sds:index:Attachment");
+    expect(attachments.map((a) => a.outputs?.status)).toEqual(["broken", "broken"]);
+    await p.ok(["up", "--yes"]);
+    const after = await p.outputs();
+    expect([after.aDevice, after.bDevice]).toEqual([before.aDevice, before.bDevice]);
+    const live = await servers();
+    expect(live.map((s) => s.argv[s.argv.indexOf("--port") + 1]).sort()).toEqual(ports);
+    const back = lab.exec("hostB", ["dd", `if=${after.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+    expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
+    lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", "seek=8", "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 9));
+    expect(lab.exec("hostB", ["dd", `if=${after.bDevice}`, "bs=1M", "skip=8", "count=1", "iflag=direct", "status=none"]).equals(Buffer.alloc(MiB, 9))).toBe(true);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
