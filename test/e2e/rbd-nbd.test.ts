@@ -154,7 +154,7 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
-  test("growing the attached volume is one update: the image and hostA's device see 2 GiB; the data stays", async () => {
+  test("growing the attached volume is one update: the image and both devices (rw on hostA, ro on hostB) see 2 GiB; the data stays", async () => {
     const before = await p.outputs();
     await p.config({ sizeGib: 2 });
     const up = await p.ok(["up", "--yes"]);
@@ -164,11 +164,13 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
     expect(after.aDevice).toBe(before.aDevice);
     expect(await rbdSize(String(after.volumeId))).toBe(2 * GiB);
     expect(Number(lab.exec("hostA", ["blockdev", "--getsize64", String(after.aDevice)]).toString().trim())).toBe(2 * GiB);
+    expect(Number(lab.exec("hostB", ["blockdev", "--getsize64", String(after.bDevice)]).toString().trim())).toBe(2 * GiB);
     const back = lab.exec("hostA", ["dd", `if=${after.aDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
     expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
     // The end of the grown device is writable on hostA, lands in the image and reads back on hostB.
     lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 7));
     expect(rbdBytes(String(after.volumeId), 2 * GiB - MiB, MiB).equals(Buffer.alloc(MiB, 7))).toBe(true);
+    expect(lab.exec("hostB", ["dd", `if=${after.bDevice}`, "bs=1M", `skip=${2 * 1024 - 1}`, "count=1", "iflag=direct", "status=none"]).equals(Buffer.alloc(MiB, 7))).toBe(true);
     expect(await servers()).toHaveLength(2);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
