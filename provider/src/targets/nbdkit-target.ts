@@ -17,7 +17,6 @@
  * Server and export names become file names: letters, digits, `_ - . :`, no leading dot or dash.
  */
 import * as fs from "node:fs/promises";
-import * as net from "node:net";
 import * as path from "node:path";
 import { isRbdPath } from "../domain/rbd-path";
 import { BackendError, invalidInput, UserError } from "../errors";
@@ -25,12 +24,9 @@ import { run as defaultRun, type Runner } from "../exec/run";
 import type { NbdTarget } from "./target";
 import { procProcesses, type ProcessTable, waitUntil } from "../exec/processes";
 import { DaemonRecords, startDaemon } from "../exec/daemons";
+import { checkName, daemonPid, EXPORT_NAME, PORT_TRIES, readIfPresent, SERVER_NAME, stopDaemon, tcpPortFree, writeStateFile } from "./nbd-servers";
 
 const START_TIMEOUT_MS = 30_000;
-/** Ports tried after the wished one is taken. */
-const PORT_TRIES = 64;
-const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
-const EXPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$/;
 
 /** Options of {@link NbdkitTarget}. */
 export interface NbdkitTargetOptions {
@@ -148,16 +144,7 @@ export class NbdkitTarget implements NbdTarget {
   async removeServer(server: string): Promise<void> {
     checkName("server", server, SERVER_NAME);
     const pid = await this.runningPid(server);
-    if (pid !== undefined) {
-      const gone = async () => (await this.runningPid(server)) === undefined;
-      this.processes.kill(pid, "SIGTERM");
-      try {
-        await waitUntil(`nbdkit ${server} (pid ${pid}) to exit`, gone);
-      } catch {
-        this.processes.kill(pid, "SIGKILL");
-        await waitUntil(`nbdkit ${server} (pid ${pid}) to exit after SIGKILL`, gone);
-      }
-    }
+    if (pid !== undefined) await stopDaemon(this.processes, pid, `nbdkit ${server}`, async () => (await this.runningPid(server)) === undefined);
     // Only symlinks inside: rm does not follow them, the volumes stay.
     await fs.rm(this.exportDir(server), { recursive: true, force: true });
     await fs.rm(this.stateFile(server), { force: true });
@@ -209,14 +196,8 @@ export class NbdkitTarget implements NbdTarget {
   }
 
   /** The pid of the live nbdkit serving `server`'s folder, if any. */
-  private async runningPid(server: string): Promise<number | undefined> {
-    const text = await readIfPresent(this.pidFile(server));
-    if (text === undefined) return undefined;
-    const pid = Number(text.trim());
-    if (!Number.isInteger(pid) || pid <= 0) return undefined; // being written, or garbage
-    const argv = await this.processes.argv(pid);
-    if (!argv || path.basename(argv[0] ?? "") !== "nbdkit" || !argv.includes(`dir=${this.exportDir(server)}`)) return undefined;
-    return pid;
+  private runningPid(server: string): Promise<number | undefined> {
+    return daemonPid(this.processes, this.pidFile(server), "nbdkit", `dir=${this.exportDir(server)}`);
   }
 
   private async readState(server: string): Promise<ServerState | undefined> {
@@ -229,11 +210,8 @@ export class NbdkitTarget implements NbdTarget {
     return { port: state.port, readOnly: state.readOnly };
   }
 
-  private async writeState(server: string, state: ServerState): Promise<void> {
-    const file = this.stateFile(server);
-    const tmp = `${file}.${process.pid}.tmp`;
-    await fs.writeFile(tmp, JSON.stringify(state));
-    await fs.rename(tmp, file);
+  private writeState(server: string, state: ServerState): Promise<void> {
+    return writeStateFile(this.stateFile(server), state);
   }
 }
 
@@ -252,28 +230,4 @@ async function readLink(link: string): Promise<string | undefined> {
 /** Why: nbdkit's file plugin serves files (Debian 12's nbdkit has no rbd plugin); RBD volumes go to qemu-nbd (qemu-nbd-target.ts). */
 function refuseRbd(volumePath: string): void {
   if (isRbdPath(volumePath)) throw invalidInput("path", `nbdkit serves volume files, not RBD volume paths (${volumePath}): NBD exports of a driver: rbd backend are qemu-nbd's (QemuNbdTarget)`);
-}
-
-function checkName(property: string, name: string, pattern: RegExp): void {
-  if (!pattern.test(name)) throw invalidInput(property, `"${name}" must match ${pattern.source}`);
-}
-
-/** A file's text, or undefined when it does not exist. */
-async function readIfPresent(file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
-}
-
-/** Why: nbdkit's own "address in use" costs a process start; a bind test is cheap. */
-function tcpPortFree(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (port > 65535) return resolve(false);
-    const srv = net.createServer();
-    srv.once("error", () => resolve(false));
-    srv.listen({ host, port, exclusive: true }, () => srv.close(() => resolve(true)));
-  });
 }

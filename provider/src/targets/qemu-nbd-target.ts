@@ -27,24 +27,20 @@
  * reconnect: the connector's `extendVolume`).
  */
 import * as fs from "node:fs/promises";
-import * as net from "node:net";
 import * as path from "node:path";
 import { isRbdPath, parseRbdPath } from "../domain/rbd-path";
 import { BackendError, invalidInput, UserError } from "../errors";
 import { DaemonRecords, startDaemon } from "../exec/daemons";
 import { procProcesses, type ProcessTable, waitUntil } from "../exec/processes";
 import { run as defaultRun, type Runner } from "../exec/run";
+import { checkName, daemonPid, EXPORT_NAME, PORT_TRIES, readIfPresent, SERVER_NAME, stopDaemon, tcpPortFree, writeStateFile } from "./nbd-servers";
 import type { NbdTarget } from "./target";
 
 const START_TIMEOUT_MS = 60_000;
 /** How long qemu-nbd gets after SIGTERM, then after SIGKILL. */
 const STOP_GRACE_MS = 10_000;
-/** Ports tried after the wished one is taken. */
-const PORT_TRIES = 64;
 /** Clients one server takes at once: every host attached in the server's mode. */
 const MAX_CLIENTS = 16;
-const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
-const EXPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$/;
 /** The kind of the daemon records (exec/daemons.ts). */
 export const QEMU_NBD_EXPORT_KIND = "qemu-nbd-export";
 
@@ -209,16 +205,7 @@ export class QemuNbdTarget implements NbdTarget {
   /** SIGTERM, then SIGKILL after a bound: only the qemu-nbd of this server's pidfile. */
   private async stopServer(server: string): Promise<void> {
     const pid = await this.runningPid(server);
-    if (pid !== undefined) {
-      const gone = async () => (await this.runningPid(server)) === undefined;
-      this.processes.kill(pid, "SIGTERM");
-      try {
-        await waitUntil(`qemu-nbd ${server} (pid ${pid}) to exit`, gone, STOP_GRACE_MS);
-      } catch {
-        this.processes.kill(pid, "SIGKILL");
-        await waitUntil(`qemu-nbd ${server} (pid ${pid}) to exit after SIGKILL`, gone, STOP_GRACE_MS);
-      }
-    }
+    if (pid !== undefined) await stopDaemon(this.processes, pid, `qemu-nbd ${server}`, async () => (await this.runningPid(server)) === undefined, STOP_GRACE_MS);
     await fs.rm(this.pidFile(server), { force: true });
     this.daemons.remove(QEMU_NBD_EXPORT_KIND, server);
   }
@@ -236,14 +223,8 @@ export class QemuNbdTarget implements NbdTarget {
   }
 
   /** The pid of the live qemu-nbd started with `server`'s pidfile, if any. */
-  private async runningPid(server: string): Promise<number | undefined> {
-    const text = await readIfPresent(this.pidFile(server));
-    if (text === undefined) return undefined;
-    const pid = Number(text.trim());
-    if (!Number.isInteger(pid) || pid <= 0) return undefined; // being written, or garbage
-    const argv = await this.processes.argv(pid);
-    if (!argv || path.basename(argv[0] ?? "") !== "qemu-nbd" || !argv.includes(`--pid-file=${this.pidFile(server)}`)) return undefined;
-    return pid;
+  private runningPid(server: string): Promise<number | undefined> {
+    return daemonPid(this.processes, this.pidFile(server), "qemu-nbd", `--pid-file=${this.pidFile(server)}`);
   }
 
   private async readState(server: string): Promise<ServerState | undefined> {
@@ -256,11 +237,8 @@ export class QemuNbdTarget implements NbdTarget {
     return { port: state.port, readOnly: state.readOnly, ...(state.export ? { export: state.export } : {}) };
   }
 
-  private async writeState(server: string, state: ServerState): Promise<void> {
-    const file = this.stateFile(server);
-    const tmp = `${file}.${process.pid}.tmp`;
-    await fs.writeFile(tmp, JSON.stringify(state), { mode: 0o600 });
-    await fs.rename(tmp, file);
+  private writeState(server: string, state: ServerState): Promise<void> {
+    return writeStateFile(this.stateFile(server), state);
   }
 }
 
@@ -269,28 +247,4 @@ function checkRbd(volumePath: string): void {
   if (!isRbdPath(volumePath) || !parseRbdPath(volumePath)) {
     throw invalidInput("path", `qemu-nbd exports serve RBD volume paths (rbd:pool/image:id=…:conf=…), not ${volumePath}: file volumes are served by nbdkit`);
   }
-}
-
-function checkName(property: string, name: string, pattern: RegExp): void {
-  if (!pattern.test(name)) throw invalidInput(property, `"${name}" must match ${pattern.source}`);
-}
-
-/** A file's text, or undefined when it does not exist. */
-async function readIfPresent(file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
-}
-
-/** Why: a bind test before qemu-nbd starts, so the port given to the controller is likely the one it serves on. */
-function tcpPortFree(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (port > 65535) return resolve(false);
-    const srv = net.createServer();
-    srv.once("error", () => resolve(false));
-    srv.listen({ host, port, exclusive: true }, () => srv.close(() => resolve(true)));
-  });
 }
