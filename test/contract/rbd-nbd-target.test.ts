@@ -10,6 +10,9 @@ import * as path from "node:path";
 import { formatRbdPath } from "../../provider/src/domain/rbd-path";
 import { procProcesses } from "../../provider/src/exec/processes";
 import { run } from "../../provider/src/exec/run";
+import { daemonCensus, stopUnusedDaemons } from "../../provider/src/controller/daemon-census";
+import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import { localRbdTargets, localTargets } from "../../provider/src/targets/local-targets";
 import { QemuNbdTarget } from "../../provider/src/targets/qemu-nbd-target";
 import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
 import { freeTcpPort, skipReason } from "../helpers/daemons";
@@ -187,7 +190,7 @@ if (skip) {
       await ceph.rbd(["rm", `${POOL}/${image}`]);
     });
 
-    test("qemu-nbd outlives the process that started it (its process group killed, as the engine stops its plugin)", async () => {
+    test("qemu-nbd outlives the process that started it (its process group killed, as the engine stops its plugin); sds targets stop ends it once this state does not know it", async () => {
       const port = await freeTcpPort();
       const dist = path.resolve(__dirname, "../../provider/dist/targets/qemu-nbd-target.js");
       const code = `const { QemuNbdTarget } = require(${JSON.stringify(dist)});
@@ -209,8 +212,18 @@ if (skip) {
       expect(await qemuNbdsOf(dir)).toHaveLength(1);
       expect(await nbdSize(port, "vol")).toBe(16 * MiB);
       expect((await target.list()).map((s) => s.server)).toEqual(["s-rw"]);
-      await target.removeServer("s-rw");
+      // `sds targets stop`: a server of this state (tag "s") that the state does not know, whose
+      // starter is gone, is stopped through the rbd targets; the same call leaves it while known.
+      const store = new SqliteStore(path.join(dir, "state.db"));
+      try {
+        const stop = () => stopUnusedDaemons({ store, runDir: dir, targets: localTargets(dir), rbdTargets: localRbdTargets(dir, localTargets(dir)), stateTag: "s" });
+        expect((await daemonCensus({ runDir: dir })).map((d) => [d.kind, d.name, d.running, d.detail])).toEqual([["qemu-nbd-export", "s-rw", true, `127.0.0.1:${port}`]]);
+        expect(await stop()).toEqual({ stopped: [expect.stringMatching(/^qemu-nbd-export s-rw \(pid \d+\)$/)], removed: [], kept: [] });
+      } finally {
+        await store.close();
+      }
       expect(await qemuNbdsOf(dir)).toEqual([]);
+      expect(await target.list()).toEqual([]);
     });
   });
 }

@@ -156,6 +156,7 @@ export function targetsStop(flags: ListFlags): Promise<number> {
       store: s.parts.store,
       runDir: s.parts.runDir(),
       targets: s.parts.targets(),
+      rbdTargets: s.parts.rbdTargets(),
       stateTag: await a.stateTag(),
       reapHelpers: () => s.parts.connectorFor("local").reapOrphans?.() ?? Promise.resolve({ stopped: [], removed: [] }),
     });

@@ -7,6 +7,7 @@
  * - tgtd: it serves any target at all (of this state or another sharing the daemon);
  * - nbdkit: this state knows its server (a target row: an attachment's export), or the server
  *   is not this state's (another state's name; left alone);
+ * - qemu-nbd-export (an rbd backend's NBD server): as nbdkit, through the rbd targets;
  * - qemu-nbd, nbdfuse: a connection record names it (the connectors' own reaper decides).
  * A daemon whose starter still runs (a provider mid-`up`) is left to it. A record whose daemon is
  * gone is dropped, unless it is an export this state still needs (that is a lost export for
@@ -17,6 +18,7 @@ import { type DaemonRecord, DaemonRecords, type Reaped, readPid, sameCommand, st
 import { procProcesses, type ProcessTable } from "../exec/processes";
 import { withStoreLock } from "../store/lock";
 import type { Store } from "../store/store";
+import { QEMU_NBD_EXPORT_KIND } from "../targets/qemu-nbd-target";
 import type { TargetFactory } from "../targets/target";
 
 /** One recorded daemon and whether it runs. */
@@ -71,6 +73,7 @@ function detailOf(rec: DaemonRecord): string {
   const after = (flag: string) => (a.indexOf(flag) >= 0 ? a[a.indexOf(flag) + 1] : undefined);
   if (rec.kind === "tgtd") return a.find((x) => x.startsWith("portal="))?.slice("portal=".length) ?? "";
   if (rec.kind === "nbdkit") return `${after("-i") ?? "?"}:${after("-p") ?? "?"}${a.includes("-r") ? " (read-only)" : ""}`;
+  if (rec.kind === QEMU_NBD_EXPORT_KIND) return `${after("--bind") ?? "?"}:${after("--port") ?? "?"}${a.includes("--read-only") ? " (read-only)" : ""}`;
   return rec.mountDir ?? rec.socket ?? a[a.length - 1] ?? "";
 }
 
@@ -79,6 +82,8 @@ export interface StopUnusedOptions {
   runDir: string;
   /** This machine's targets (compose: localTargets(runDir)). */
   targets: TargetFactory;
+  /** This machine's targets for `driver: rbd` backends (their NBD servers are qemu-nbd's); `targets` when not given. */
+  rbdTargets?: TargetFactory;
   /** This state's tag (the start of its NBD server names). */
   stateTag: string;
   /** The connectors' reaper of helpers no connection uses (Connector.reapOrphans). */
@@ -105,7 +110,7 @@ export async function stopUnusedDaemons(o: StopUnusedOptions): Promise<Stopped> 
   for (const d of await daemonCensus({ runDir: o.runDir, processes: o.processes })) {
     const rec = byKey.get(`${d.kind}/${d.name}`)!;
     const what = `${d.kind} ${d.name}${d.pid ? ` (pid ${d.pid})` : ""}`;
-    if (d.kind !== "tgtd" && d.kind !== "nbdkit") continue; // helpers: the connectors' reaper, below
+    if (d.kind !== "tgtd" && d.kind !== "nbdkit" && d.kind !== QEMU_NBD_EXPORT_KIND) continue; // helpers: the connectors' reaper, below
     const starter = `${what}: the process that started it (pid ${d.startedBy}) still runs`;
     if (d.kind === "tgtd") {
       const t = o.targets.iscsi(d.detail);
@@ -142,7 +147,8 @@ export async function stopUnusedDaemons(o: StopUnusedOptions): Promise<Stopped> 
       continue;
     }
     const host = d.detail.split(":").slice(0, -1).join(":") || "127.0.0.1";
-    await lock(`export:${d.name}`, () => o.targets.nbd(host).removeServer(d.name));
+    const nbd = d.kind === QEMU_NBD_EXPORT_KIND ? (o.rbdTargets ?? o.targets).nbd(host) : o.targets.nbd(host);
+    await lock(`export:${d.name}`, () => nbd.removeServer(d.name));
     (d.running ? out.stopped : out.removed).push(what);
   }
   const r = await o.reapHelpers?.();
