@@ -6,6 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { formatRbdPath } from "../../provider/src/domain/rbd-path";
 import { procProcesses } from "../../provider/src/exec/processes";
@@ -73,6 +74,24 @@ test("a file path is refused (nbdkit serves files), before anything runs", async
     await expect(t.ensureExport("s1", "vol-1", "/srv/pool/vol-1")).rejects.toThrow(/qemu-nbd exports serve RBD volume paths/);
     await expect(t.ensureExport("nope", "vol-1", "rbd:p/i:id=a:conf=/c")).rejects.toThrow(/does not exist/);
   } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("ensureServer: a wished port another program holds is skipped for the next free one, remembered until qemu-nbd runs", async () => {
+  const dir = fs.mkdtempSync("/tmp/sds-qemu-nbd-unit-");
+  const held = net.createServer();
+  try {
+    const port = await freeTcpPort();
+    await new Promise<void>((resolve) => held.listen(port, "127.0.0.1", resolve));
+    const t = new QemuNbdTarget({ host: "127.0.0.1", runDir: dir, run: () => Promise.reject(new Error("nothing may run")) });
+    const got = await t.ensureServer("s1", port, true);
+    expect(got).toBeGreaterThan(port);
+    expect(await t.ensureServer("s1", port, true)).toBe(got);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, "qemu-nbd", "s1.json"), "utf8"))).toEqual({ port: got, readOnly: true });
+    expect(await t.list()).toEqual([]); // a wish serves nothing yet
+  } finally {
+    held.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
