@@ -15,7 +15,7 @@ d("single-node Ceph harness", () => {
   afterAll(async () => await ceph?.stop(), 60_000);
 
   it("starts, makes a pool, serves images, stops clean", async () => {
-    ceph = await startCeph({ dir: fs.existsSync("/tmp/wt15-A") ? "/tmp/wt15-A" : undefined });
+    ceph = await startCeph();
     expect(fs.statSync(ceph.conf).mode & 0o777).toBe(0o600);
     expect(fs.statSync(ceph.keyring).mode & 0o777).toBe(0o600);
     expect(fs.readFileSync(ceph.conf, "utf8")).not.toMatch(/admin socket/);

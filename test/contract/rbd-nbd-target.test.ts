@@ -6,6 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as net from "node:net";
 import * as path from "node:path";
 import { formatRbdPath } from "../../provider/src/domain/rbd-path";
@@ -22,7 +23,6 @@ jest.setTimeout(120_000);
 
 const MiB = 1024 * 1024;
 const POOL = "sds";
-const WORK = "/tmp/wt15-D";
 
 const skip = cephSkipReason() ?? skipReason(["qemu-nbd", "qemu-io", "nbdinfo"]);
 
@@ -107,15 +107,20 @@ if (skip) {
     let image: string;
     let vol: string;
 
+    let work: string;
+
     beforeAll(async () => {
-      fs.mkdirSync(WORK, { recursive: true });
-      ceph = await startCeph({ dir: WORK });
+      work = fs.mkdtempSync(path.join(os.tmpdir(), "sds-rbd-nbd-"));
+      ceph = await startCeph({ dir: work });
       await ceph.pool(POOL);
     }, 180_000);
-    afterAll(async () => await ceph?.stop(), 120_000);
+    afterAll(async () => {
+      await ceph?.stop();
+      fs.rmSync(work, { recursive: true, force: true });
+    }, 120_000);
 
     beforeEach(async () => {
-      dir = fs.mkdtempSync(path.join(WORK, "run-"));
+      dir = fs.mkdtempSync(path.join(work, "run-"));
       target = new QemuNbdTarget({ host: "127.0.0.1", runDir: dir });
       image = `vol-${++n}`;
       await ceph.rbd(["create", `${POOL}/${image}`, "--size", "16M"]);

@@ -69,7 +69,7 @@ if (skip) {
     let vol: string;
 
     beforeAll(async () => {
-      ceph = await startCeph({ dir: fs.existsSync("/tmp/wt15-B") ? "/tmp/wt15-B" : undefined });
+      ceph = await startCeph();
       await ceph.pool(POOL);
     }, 180_000);
     afterAll(async () => await ceph?.stop(), 120_000);

@@ -37,7 +37,6 @@ const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 const TOKEN = randomBytes(24).toString("hex");
 const CEPH_POOL = "sds";
-const WORK = "/tmp/wt15-D";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts, grow, destroy", () => {
@@ -64,8 +63,7 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
   };
 
   beforeAll(async () => {
-    fs.mkdirSync(WORK, { recursive: true });
-    ceph = await startCeph({ dir: WORK });
+    ceph = await startCeph();
     await ceph.pool(CEPH_POOL);
     // The user sds runs as holds only what the README tells a Ceph admin to grant.
     const keyring = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", `profile rbd pool=${CEPH_POOL}`, "mgr", `profile rbd pool=${CEPH_POOL}`]);

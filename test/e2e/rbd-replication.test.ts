@@ -64,7 +64,7 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
   const replicate = () => execFileSync(path.join(repoRoot, "provider/bin/sds"), ["replicate", "--all", "--project", p.dir], { cwd: p.dir, encoding: "utf8", env: { ...p.env } });
 
   beforeAll(async () => {
-    ceph = await startCeph({ dir: fs.existsSync("/tmp/wt15-C") ? "/tmp/wt15-C" : undefined });
+    ceph = await startCeph();
     await ceph.pool("sds");
     await ceph.pool("dr");
     // Only what the README tells a Ceph admin to grant, for both pools.

@@ -64,7 +64,7 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
   };
 
   beforeAll(async () => {
-    ceph = await startCeph({ dir: fs.existsSync("/tmp/wt15-B") ? "/tmp/wt15-B" : undefined });
+    ceph = await startCeph();
     await ceph.pool(CEPH_POOL);
     // The user sds runs as holds only what the README tells a Ceph admin to grant.
     const keyring = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", `profile rbd pool=${CEPH_POOL}`, "mgr", `profile rbd pool=${CEPH_POOL}`]);
