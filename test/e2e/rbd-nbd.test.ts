@@ -10,18 +10,17 @@
  * leaves no image, no qemu-nbd, no row. Every step ends with
  * `refresh --expect-no-changes`.
  */
-import { type ChildProcess, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { AgentClient } from "../../provider/src/agent/client";
 import { procProcesses } from "../../provider/src/exec/processes";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { cannotRun, processesMentioning } from "../datapath/harness";
-import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
+import { type CephCluster, cephSkipReason } from "../helpers/ceph";
 import { freeTcpPort, skipReason } from "../helpers/daemons";
-import { NetLab, startLabAgent } from "../helpers/netns";
-import { PulumiProject, summaryCount } from "../helpers/pulumi";
+import type { NetLab } from "../helpers/netns";
+import { type PulumiProject, summaryCount } from "../helpers/pulumi";
+import * as rbdLab from "../helpers/rbd-lab";
 import { sdsCli } from "../helpers/sds-cli";
 
 jest.setTimeout(900_000);
@@ -35,7 +34,6 @@ if (why) test.skip(`skipped: ${why}`, () => undefined);
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
-const TOKEN = randomBytes(24).toString("hex");
 const CEPH_POOL = "sds";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -45,71 +43,28 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
   let p: PulumiProject;
   let work: string;
   let port: number;
-  const agents = new Map<string, { child: ChildProcess; stateDir: string; client: AgentClient }>();
-  const portal = () => `${lab.rootIp}:${port}`;
-  const images = async () => JSON.parse(await ceph.rbd(["ls", CEPH_POOL, "--format", "json"])) as string[];
-  const rbdSize = async (image: string) => (JSON.parse(await ceph.rbd(["info", `${CEPH_POOL}/${image}`, "--format", "json"])) as { size: number }).size;
+  let agents: rbdLab.RbdHostsLab["agents"];
+  let close: rbdLab.RbdHostsLab["close"] | undefined;
+  const images = () => rbdLab.rbdImages(ceph, CEPH_POOL);
+  const rbdSize = (image: string) => rbdLab.rbdSize(ceph, CEPH_POOL, image);
   /** This project's qemu-nbd export servers (their pidfiles are in its run folder). */
   const servers = async () => (await procProcesses.list()).filter((x) => path.basename(x.argv[0] ?? "") === "qemu-nbd" && x.argv.some((a) => a.startsWith(`--pid-file=${p.dir}/`)));
   /** `len` bytes at `offset` of an image, read through librbd. */
-  const rbdBytes = (image: string, offset: number, len: number): Buffer => {
-    const out = path.join(work, `read-${image}.bin`);
-    execFileSync("qemu-img", ["dd", "-f", "raw", "-O", "raw", `if=rbd:${CEPH_POOL}/${image}:id=admin:conf=${ceph.conf}`, `of=${out}`, "bs=1M", `skip=${offset / MiB}`, `count=${(offset + len) / MiB}`], { stdio: "pipe" });
-    try {
-      return fs.readFileSync(out);
-    } finally {
-      fs.rmSync(out, { force: true });
-    }
-  };
+  const rbdBytes = (image: string, offset: number, len: number) => rbdLab.rbdBytes(ceph, CEPH_POOL, image, offset, len, work);
 
   beforeAll(async () => {
-    ceph = await startCeph();
-    await ceph.pool(CEPH_POOL);
-    // The user sds runs as holds only what the README tells a Ceph admin to grant.
-    const keyring = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", `profile rbd pool=${CEPH_POOL}`, "mgr", `profile rbd pool=${CEPH_POOL}`]);
-    lab = new NetLab(["hostA", "hostB"]);
-    lab.up();
-    p = await PulumiProject.create("rbd", { name: "rbd-nbd" });
-    work = path.join(p.dir, "lab");
-    fs.mkdirSync(path.join(work, "pools"), { recursive: true });
-    fs.writeFileSync(path.join(work, "token"), TOKEN, { mode: 0o600 });
-    for (const h of ["hostA", "hostB"]) agents.set(h, await startLabAgent(lab, h, { work, token: TOKEN }));
     port = await freeTcpPort();
-    fs.writeFileSync(
-      path.join(p.dir, "backends.yaml"),
-      [
-        "backends:",
-        "  - name: ceph",
-        "    driver: rbd",
-        `    rbd: {conf: ${ceph.conf}, user: sds, keyringFile: ${keyring}}`,
-        "    sharedTargets: false",
-        `    export: {protocol: nbd, portal: "${portal()}"}`,
-        "    pools:",
-        `      - {name: rbd0, path: ${CEPH_POOL}, multiAttach: true}`,
-        "  - name: files",
-        "    driver: file",
-        "    pools:",
-        `      - {name: f0, path: ${path.join(work, "pools", "f0")}, totalCapacityGib: 50}`,
-        "",
-      ].join("\n"),
-    );
-    const hosts = Object.fromEntries(["hostA", "hostB"].map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]));
-    await p.config({ "sds:backendsFile": "backends.yaml", sizeGib: 1 });
-    await p.config({ "sds:hosts": JSON.stringify(hosts), "sds:agentToken": TOKEN }, { secret: true });
+    ({ ceph, lab, p, work, agents, close } = await rbdLab.startRbdHostsLab({ program: "rbd", name: "rbd-nbd", pool: CEPH_POOL, exportLines: (l) => ["sharedTargets: false", `export: {protocol: nbd, portal: "${l.rootIp}:${port}"}`] }));
   }, 300_000);
 
-  afterAll(async () => {
-    try {
-      if (p) await p.run(["destroy", "--yes"]);
-      // Exports outlive the provider: whatever a failed test left of this project's, ended here.
-      if (p) for (const s of await servers()) procProcesses.kill(s.pid, "SIGKILL");
-      for (const a of agents.values()) await a.client.close();
-    } finally {
-      lab?.down();
-      await ceph?.stop();
-      p?.remove();
-    }
-  }, 300_000);
+  afterAll(
+    async () =>
+      close?.(async () => {
+        // Exports outlive the provider: whatever a failed test left of this project's, ended here.
+        for (const s of await servers()) procProcesses.kill(s.pid, "SIGKILL");
+      }),
+    300_000,
+  );
 
   test("up: the shared volume on RBD, served by two qemu-nbd (rw, ro) through librbd as user sds; devices on hostA (rw) and hostB (ro); no changes after", async () => {
     const up = await p.ok(["up", "--yes"]);

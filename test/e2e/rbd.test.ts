@@ -8,18 +8,18 @@
  * growing it while attached grows hostA's device; a clone of it holds its data; destroy leaves
  * no image, snapshot, target, CHAP account or state row.
  */
-import { type ChildProcess, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { AgentClient } from "../../provider/src/agent/client";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { localTargets } from "../../provider/src/targets/local-targets";
 import { cannotRun, processesMentioning } from "../datapath/harness";
-import { type CephCluster, cephSkipReason, startCeph, tgtRbdSkipReason } from "../helpers/ceph";
+import { type CephCluster, cephSkipReason, tgtRbdSkipReason } from "../helpers/ceph";
 import { freeTcpPort } from "../helpers/daemons";
-import { NetLab, startLabAgent } from "../helpers/netns";
-import { PulumiProject, summaryCount } from "../helpers/pulumi";
+import type { NetLab } from "../helpers/netns";
+import { type PulumiProject, summaryCount } from "../helpers/pulumi";
+import * as rbdLab from "../helpers/rbd-lab";
 
 jest.setTimeout(900_000);
 const why =
@@ -29,7 +29,6 @@ if (why) test.skip(`skipped: ${why}`, () => undefined);
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
-const TOKEN = randomBytes(24).toString("hex");
 const CEPH_POOL = "sds";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -47,69 +46,28 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
   let p: PulumiProject;
   let work: string;
   let port: number;
-  const agents = new Map<string, { child: ChildProcess; stateDir: string; client: AgentClient }>();
+  let agents: rbdLab.RbdHostsLab["agents"];
+  let close: rbdLab.RbdHostsLab["close"] | undefined;
   const portal = () => `${lab.rootIp}:${port}`;
   const tgtadm = (...args: string[]) => execFileSync("tgtadm", ["-C", String(port % 32768), "--lld", "iscsi", ...args], { encoding: "utf8" });
-  const images = async () => JSON.parse(await ceph.rbd(["ls", CEPH_POOL, "--format", "json"])) as string[];
-  const rbdSize = async (image: string) => (JSON.parse(await ceph.rbd(["info", `${CEPH_POOL}/${image}`, "--format", "json"])) as { size: number }).size;
-  /** `len` bytes at `offset` of an image, read through librbd (`rbd export` of the whole image is too big to pipe); qemu-img dd's count includes the skipped blocks. */
-  const rbdBytes = (image: string, offset: number, len: number): Buffer => {
-    const out = path.join(work, `read-${image}.bin`);
-    execFileSync("qemu-img", ["dd", "-f", "raw", "-O", "raw", `if=rbd:${CEPH_POOL}/${image}:id=admin:conf=${ceph.conf}`, `of=${out}`, "bs=1M", `skip=${offset / MiB}`, `count=${(offset + len) / MiB}`], { stdio: "pipe" });
-    try {
-      return fs.readFileSync(out);
-    } finally {
-      fs.rmSync(out, { force: true });
-    }
-  };
+  const images = () => rbdLab.rbdImages(ceph, CEPH_POOL);
+  const rbdSize = (image: string) => rbdLab.rbdSize(ceph, CEPH_POOL, image);
+  /** `len` bytes at `offset` of an image, read through librbd. */
+  const rbdBytes = (image: string, offset: number, len: number) => rbdLab.rbdBytes(ceph, CEPH_POOL, image, offset, len, work);
 
   beforeAll(async () => {
-    ceph = await startCeph();
-    await ceph.pool(CEPH_POOL);
-    // The user sds runs as holds only what the README tells a Ceph admin to grant.
-    const keyring = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", `profile rbd pool=${CEPH_POOL}`, "mgr", `profile rbd pool=${CEPH_POOL}`]);
-    lab = new NetLab(["hostA", "hostB"]);
-    lab.up();
-    p = await PulumiProject.create("rbd");
-    work = path.join(p.dir, "lab");
-    fs.mkdirSync(path.join(work, "pools"), { recursive: true });
-    fs.writeFileSync(path.join(work, "token"), TOKEN, { mode: 0o600 });
-    for (const h of ["hostA", "hostB"]) agents.set(h, await startLabAgent(lab, h, { work, token: TOKEN }));
     port = await portalPort();
-    fs.writeFileSync(
-      path.join(p.dir, "backends.yaml"),
-      [
-        "backends:",
-        "  - name: ceph",
-        "    driver: rbd",
-        `    rbd: {conf: ${ceph.conf}, user: sds, keyringFile: ${keyring}}`,
-        `    export: {protocol: iscsi, portal: "${portal()}", chap: true}`,
-        "    pools:",
-        `      - {name: rbd0, path: ${CEPH_POOL}, multiAttach: true}`,
-        "  - name: files",
-        "    driver: file",
-        "    pools:",
-        `      - {name: f0, path: ${path.join(work, "pools", "f0")}, totalCapacityGib: 50}`,
-        "",
-      ].join("\n"),
-    );
-    const hosts = Object.fromEntries(["hostA", "hostB"].map((h) => [h, { url: `http://${lab.node(h).ip}:7700` }]));
-    await p.config({ "sds:backendsFile": "backends.yaml", sizeGib: 1 });
-    await p.config({ "sds:hosts": JSON.stringify(hosts), "sds:agentToken": TOKEN }, { secret: true });
+    ({ ceph, lab, p, work, agents, close } = await rbdLab.startRbdHostsLab({ program: "rbd", pool: CEPH_POOL, exportLines: (l) => [`export: {protocol: iscsi, portal: "${l.rootIp}:${port}", chap: true}`] }));
   }, 300_000);
 
-  afterAll(async () => {
-    try {
-      if (p) await p.run(["destroy", "--yes"]);
-      // tgtd outlives the provider (exports outlive `pulumi up`): the test stops its own.
-      if (p && port) await localTargets(path.join(p.dir, ".sds/run")).iscsi(portal()).stop().catch(() => undefined);
-      for (const a of agents.values()) await a.client.close();
-    } finally {
-      lab?.down();
-      await ceph?.stop();
-      p?.remove();
-    }
-  }, 300_000);
+  afterAll(
+    async () =>
+      close?.(async () => {
+        // tgtd outlives the provider (exports outlive `pulumi up`): the test stops its own.
+        if (port) await localTargets(path.join(p.dir, ".sds/run")).iscsi(portal()).stop().catch(() => undefined);
+      }),
+    300_000,
+  );
 
   test("up: the profile places the shared volume on RBD (an image named by its id) and the plain one on files; devices on hostA (rw) and hostB (ro) through tgt-rbd; no changes after", async () => {
     const up = await p.ok(["up", "--yes"]);
