@@ -12,6 +12,7 @@ import { parseInlineBackends } from "../../provider/src/controller/backends";
 import { Controller } from "../../provider/src/controller/controller";
 import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
+import { readmeCaps } from "../helpers/rbd-lab";
 
 const skip = cephSkipReason();
 const d = skip ? describe.skip : describe;
@@ -27,7 +28,7 @@ d("an rbd backend behind the controller", () => {
   beforeAll(async () => {
     ceph = await startCeph();
     await ceph.pool("sds");
-    await ceph.makeUser("sds", ["mon", "profile rbd", "osd", "profile rbd pool=sds", "mgr", "profile rbd pool=sds"]);
+    await ceph.makeUser("sds", readmeCaps(["sds"]));
     key = ((await ceph.cephJson(["auth", "get-key", "client.sds"])) as { key: string }).key;
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "sds-rbd-catalog-"));
     const backends = parseInlineBackends(

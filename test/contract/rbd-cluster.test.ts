@@ -5,6 +5,7 @@
  */
 import * as fs from "node:fs";
 import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
+import { readmeCaps } from "../helpers/rbd-lab";
 
 const skip = cephSkipReason();
 const d = skip ? describe.skip : describe;
@@ -26,7 +27,7 @@ d("single-node Ceph harness", () => {
     expect(info.size).toBe(64 * 1024 ** 2);
     const df = (await ceph.cephJson(["df"])) as { pools: Array<{ name: string; stats: { max_avail: number } }> };
     expect(df.pools.find((p) => p.name === "sds")?.stats.max_avail).toBeGreaterThan(0);
-    const kr = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", "profile rbd pool=sds", "mgr", "profile rbd pool=sds"]);
+    const kr = await ceph.makeUser("sds", readmeCaps(["sds"]));
     expect(fs.statSync(kr).mode & 0o777).toBe(0o600);
 
     const { dir } = ceph;

@@ -13,6 +13,7 @@ import { parseRbdPath } from "../../provider/src/domain/rbd-path";
 import { RbdDriver } from "../../provider/src/drivers/rbd-driver";
 import { run, type Runner } from "../../provider/src/exec/run";
 import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
+import { readmeCaps } from "../helpers/rbd-lab";
 
 const GiB = 1024 ** 3;
 const skip = cephSkipReason();
@@ -119,7 +120,7 @@ d("rbd driver on a real Ceph cluster", () => {
   }, 60_000);
 
   test("an inline key (user with the rbd profile only): written 0600 beside the conf, never in argv, and enough for every call", async () => {
-    await ceph.makeUser("sds", ["mon", "profile rbd", "osd", "profile rbd pool=sds", "mgr", "profile rbd pool=sds"]);
+    await ceph.makeUser("sds", readmeCaps(["sds"]));
     const { key } = (await ceph.cephJson(["auth", "get-key", "client.sds"])) as { key: string };
     expect(key).toMatch(/^AQ/);
     const seen: string[][] = [];

@@ -17,6 +17,7 @@ import { cannotRun } from "../datapath/harness";
 import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
+import { readmeCaps, rbdImages } from "../helpers/rbd-lab";
 
 jest.setTimeout(900_000);
 const why = cannotRun() ?? cephSkipReason() ?? (fs.existsSync("/usr/bin/qemu-io") ? undefined : "qemu-io is missing (Debian qemu-utils)");
@@ -58,7 +59,7 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
       fs.closeSync(fd);
     }
   };
-  const images = async (pool: string) => JSON.parse(await ceph.rbd(["ls", pool, "--format", "json"])) as string[];
+  const images = (pool: string) => rbdImages(ceph, pool);
   const snaps = async (pool: string, image: unknown) => (JSON.parse(await ceph.rbd(["snap", "ls", `${pool}/${String(image)}`, "--format", "json"])) as Array<{ name: string }>).map((s) => s.name);
   const secondaryFile = (id: unknown) => path.join(p.dir, "pools", "files", `volume-${String(id)}.img`);
   const replicate = () => execFileSync(path.join(repoRoot, "provider/bin/sds"), ["replicate", "--all", "--project", p.dir], { cwd: p.dir, encoding: "utf8", env: { ...p.env } });
@@ -68,7 +69,7 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
     await ceph.pool("sds");
     await ceph.pool("dr");
     // Only what the README tells a Ceph admin to grant, for both pools.
-    const keyring = await ceph.makeUser("sds", ["mon", "profile rbd", "osd", "profile rbd pool=sds, profile rbd pool=dr", "mgr", "profile rbd pool=sds, profile rbd pool=dr"]);
+    const keyring = await ceph.makeUser("sds", readmeCaps(["sds", "dr"]));
     p = await PulumiProject.create("rbd-replication");
     fs.writeFileSync(
       path.join(p.dir, "backends.yaml"),
