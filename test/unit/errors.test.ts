@@ -54,9 +54,11 @@ describe("exec/run: failures carry argv, exit code and stderr as fields", () => 
   });
 
   test("a command past its timeout: CommandTimeoutError, retryable, with argv and timeoutMs", async () => {
-    const err = await run("sh", ["-c", "sleep 5", SECRET], { timeoutMs: 100, secrets: [SECRET] }).catch((e: unknown) => e);
+    // exec: the shell becomes sleep, so the kill at the timeout ends the only process holding the
+    // output pipes (a forked sleep kept them open for its 5 s, and the test ran into jest's bound).
+    const err = await run("sh", ["-c", "exec sleep 5", SECRET], { timeoutMs: 100, secrets: [SECRET] }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CommandTimeoutError);
-    expect(err).toMatchObject({ code: "TIMEOUT", retryable: true, timeoutMs: 100, argv: ["sh", "-c", "sleep 5", "***"], message: "command timed out after 100 ms: sh -c sleep 5 ***" });
+    expect(err).toMatchObject({ code: "TIMEOUT", retryable: true, timeoutMs: 100, argv: ["sh", "-c", "exec sleep 5", "***"], message: "command timed out after 100 ms: sh -c exec sleep 5 ***" });
   });
 });
 
