@@ -19,8 +19,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CommandTimeoutError } from "../errors";
-import { type ProcessTable, processStart, waitUntil } from "./processes";
+import { CommandFailedError, CommandTimeoutError } from "../errors";
+import { type ProcessTable, processStart, procProcesses, waitUntil } from "./processes";
 import type { RunOptions, Runner } from "./run";
 
 /** What is known of a daemon sds started. */
@@ -44,6 +44,8 @@ export interface DaemonRecord {
   socket?: string;
   /** Its FUSE mount (nbdfuse), unmounted when it is reaped and nothing else uses the folder. */
   mountDir?: string;
+  /** What it wrote to stderr while starting, though it started (see {@link startDaemon}). */
+  startWarning?: string;
 }
 
 /** The records of one folder (a provider's or an agent's run folder). */
@@ -118,14 +120,30 @@ export function recordDaemon(records: DaemonRecords | undefined, d: DaemonStart)
  * Start a daemon that forks into the background (`file args…` returns once it runs): recorded
  * first, then run in a session of its own (see the file comment). Returns its record; a start
  * that failed (not one that timed out) leaves none.
+ *
+ * A failed start whose pidfile names a live process running this very argv did start: qemu-nbd
+ * `--fork` exits 1 whenever its child wrote anything to stderr before detaching, a warning too
+ * (libiscsi's "Failed MODE_SENSE(6), LUN assumed writable", which a unit attention on a shared
+ * target gives), and its child writes the pidfile only once the export serves. Taking that exit
+ * at its word failed the attachment and dropped the record of a daemon that went on running.
  */
-export async function startDaemon(run: Runner, records: DaemonRecords | undefined, daemon: DaemonStart, options: RunOptions = {}): Promise<DaemonRecord> {
+export async function startDaemon(
+  run: Runner,
+  records: DaemonRecords | undefined,
+  daemon: DaemonStart,
+  options: RunOptions = {},
+  processes: ProcessTable = procProcesses,
+): Promise<DaemonRecord> {
   const record = recordDaemon(records, daemon);
   try {
     await run(daemon.file, daemon.args, { ...options, detached: true });
   } catch (err) {
-    // It said it failed: nothing runs. A start that timed out may still be running: the reaper decides.
-    if (!(err instanceof CommandTimeoutError)) records?.remove(daemon.kind, daemon.name);
+    // A start that timed out may still be running: the reaper decides.
+    if (err instanceof CommandTimeoutError) throw err;
+    const pid = err instanceof CommandFailedError ? readPid(daemon.pidFile) : undefined;
+    if (pid !== undefined && sameCommand(await processes.argv(pid), record.argv)) return { ...record, startWarning: err instanceof CommandFailedError ? err.stderr : undefined };
+    // It said it failed and nothing runs.
+    records?.remove(daemon.kind, daemon.name);
     throw err;
   }
   return record;
