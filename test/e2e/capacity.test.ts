@@ -12,7 +12,7 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { freeTcpPort } from "../helpers/daemons";
+import { freeTcpPort, stopProcess } from "../helpers/daemons";
 import { PulumiProject } from "../helpers/pulumi";
 import { cannotRun, processesMentioning } from "../datapath/harness";
 import { localTargets } from "../../provider/src/targets/local-targets";
@@ -149,7 +149,7 @@ const fuseWhy = process.getuid?.() !== 0 ? "needs root (mounts a FUSE file syste
   });
 
   test("preview and up fail within 30 s in one line naming backends[0].pools[0].path, and leave nothing", async () => {
-    process.kill(pid, "SIGSTOP");
+    await stopProcess(pid);
     for (const cmd of [["preview"], ["up", "--yes", "--skip-preview"]]) {
       const t = Date.now();
       const r = await p.run(cmd, 60_000);

@@ -93,3 +93,28 @@ export class Daemons {
     return false;
   }
 }
+
+/**
+ * SIGSTOP `pid` and resolve once every one of its threads is stopped. kill() returns before the
+ * stop has happened: the signal wakes one thread, which stops the others when it next runs, so on
+ * a loaded machine another thread (a FUSE daemon's worker) may still answer a request sent right
+ * after kill(). A test that needs "this daemon answers nothing now" waits for this.
+ */
+export async function stopProcess(pid: number, timeoutMs = 10_000): Promise<void> {
+  process.kill(pid, "SIGSTOP");
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const states = fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+      try {
+        // state is the field after the parenthesised command, which may itself hold spaces or ')'
+        const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+        return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      } catch {
+        return "T"; // that thread exited
+      }
+    });
+    if (states.every((s) => s === "T" || s === "t")) return;
+    if (Date.now() > deadline) throw new Error(`pid ${pid} not stopped within ${timeoutMs} ms (thread states ${states.join("")})`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

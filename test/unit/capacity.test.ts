@@ -21,6 +21,7 @@ import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { AgentClient } from "../../provider/src/agent/client";
 import { RemoteDriver } from "../../provider/src/agent/remote-node";
 import { startAgent } from "../../provider/src/agent/server";
+import { stopProcess } from "../helpers/daemons";
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -206,7 +207,7 @@ describeFuse("on a FUSE mount that stops answering (nbdfuse, SIGSTOPped)", () =>
   it("discovery, create and refresh fail within the bound in one line naming backends[0].pools[0].path", async () => {
     const driver = new FileDriver(undefined, { fsTimeoutMs: 1500 });
     const c = controller(path.join(mnt, "pool"), driver);
-    process.kill(pid, "SIGSTOP");
+    await stopProcess(pid);
     try {
       let t = Date.now();
       const err = await c.discover().catch((e: unknown) => e);
@@ -228,7 +229,7 @@ describeFuse("on a FUSE mount that stops answering (nbdfuse, SIGSTOPped)", () =>
     const driver = new FileDriver(undefined, { fsTimeoutMs: 1500 });
     const pool = backendsSchema.parse([{ name: "b1", driver: "file", pools: [{ name: "p1", path: mnt }] }])[0].pools[0];
     expect(await driver.getVolumeSizeBytes(pool, "v1")).toBeUndefined(); // the mount answered: probed
-    process.kill(pid, "SIGSTOP");
+    await stopProcess(pid);
     try {
       const t = Date.now();
       // Within the probe's freshness the lstat runs in-process, and hangs there: the caller is freed.
@@ -255,7 +256,7 @@ describeFuse("on a FUSE mount that stops answering (nbdfuse, SIGSTOPped)", () =>
     const client = new AgentClient({ url: agent.url, token: "capacity-token" });
     // Everything synchronous on the mount happens before it stops (a sync call there would block this test's own thread).
     const backends = backendsSchema.parse([{ name: "far", driver: "file", node: "n1", pools: [{ name: "p1", path: path.join(fs.realpathSync(mnt), "pool") }] }]);
-    process.kill(pid, "SIGSTOP");
+    await stopProcess(pid);
     try {
       const c = new Controller({ store, backends, nodeDriver: () => new RemoteDriver(client, "file") });
       const t = Date.now();
