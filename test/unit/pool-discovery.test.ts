@@ -79,7 +79,7 @@ test("300 pools are measured by a few stat children, not one per pool; each pool
   }
 }, 60_000);
 
-test("a pool on a mount that stops answering fails discovery within one bound, naming that pool; the others of its batch answer (those after it in a child of their own)", async () => {
+test("a pool on a mount that stops answering is measured within one bound and named; the others of its batch answer (those after it in a child of their own); it is left out of placement, with a warning", async () => {
   const config = backends(120, () => true);
   const hungPath = config[1].pools[3].path;
   const { probe, calls } = countingProbe([hungPath]);
@@ -92,6 +92,25 @@ test("a pool on a mount that stops answering fails discovery within one bound, n
   });
   // Only its batch asked it: what stat answered before it stopped tells which path hung (asking it alone again made a hung pool cost two bounds).
   expect(calls.filter((argv) => argv.includes(hungPath))).toHaveLength(1);
+  // The others answered: discovery goes on without it (a failover away from a site that went
+  // down must not need that site); the warning names the pool's property and why.
+  const warnings: string[] = [];
+  const c = new Controller({ store, backends: config, drivers: { file: driver }, warn: (m: string) => warnings.push(m) });
+  await c.discover();
+  expect(warnings).toEqual([expect.stringMatching(/^backends\[1\]\.pools\[3\]\.path: pool p3 .*check the mount, then retry; pool b1\/p3 is left out of placement until it answers$/)]);
+  const pools = await c.pools();
+  expect(pools.filter((x) => x.unavailable !== undefined).map((x) => x.id)).toEqual(["b1/p3"]);
+  expect(pools.find((x) => x.id === "b1/p2")).toMatchObject({ totalGib: expect.any(Number) });
+  // Placement skips it, and says why.
+  const r = await c.explain({ sizeGib: 1 });
+  expect(r.ok && r.pool.id).not.toBe("b1/p3");
+  expect(r.rejections.find((x) => x.poolId === "b1/p3")).toMatchObject({ filter: "answered", reason: expect.stringMatching(/^did not answer at discovery: backends\[1\]\.pools\[3\]\.path: pool p3 /) });
+}, 60_000);
+
+test("every pool on a mount that stops answering: discovery fails within one bound, naming the first", async () => {
+  const config = backends(2, () => true);
+  const { probe } = countingProbe(config[0].pools.map((p) => p.path));
+  const driver = new FileDriver(undefined, { probe, fsTimeoutMs: 3000 });
   const c = new Controller({ store, backends: config, drivers: { file: driver } });
-  await expect(c.discover()).rejects.toMatchObject({ code: "TIMEOUT", message: expect.stringMatching(/^backends\[1\]\.pools\[3\]\.path: pool p3 .*check the mount, then retry/) });
+  await expect(c.discover()).rejects.toMatchObject({ code: "TIMEOUT", message: expect.stringMatching(/^backends\[0\]\.pools\[0\]\.path: pool p0 .*check the mount, then retry/) });
 }, 60_000);

@@ -59,7 +59,7 @@ export class PoolCatalog {
   private readonly warn: (message: string) => void;
   private readonly backendsSource: string;
   /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
-  private poolStats = new Map<string, { totalGib: number; freeGib: number }>();
+  private poolStats = new Map<string, { totalGib: number; freeGib: number; unavailable?: string }>();
   private backendIds = new Map<string, string>();
   private poolStates?: PoolState[];
   /**
@@ -112,7 +112,7 @@ export class PoolCatalog {
    * a time. Every call stays bounded as before (a hung mount fails its pool within the driver's
    * bound); the first pool in the configuration's order that failed is the error, named.
    */
-  private async measurePools(): Promise<Map<string, { totalGib: number; freeGib: number }>> {
+  private async measurePools(): Promise<Map<string, { totalGib: number; freeGib: number; unavailable?: string }>> {
     const all = [...this.backends.values()].flatMap((b) => b.pools.map((p) => ({ b, p })));
     const answers = new Array<PoolStats | Error>(all.length);
     const groups = new Map<string, number[]>();
@@ -135,11 +135,28 @@ export class PoolCatalog {
         });
       }
     }
-    const stats = new Map<string, { totalGib: number; freeGib: number }>();
+    const stats = new Map<string, { totalGib: number; freeGib: number; unavailable?: string }>();
+    const faults = all.map(({ b, p }, i) => {
+      const s = answers[i];
+      return s instanceof Error ? (poolFault(s, p, this.poolProperty(b, p)) ?? s) : undefined;
+    });
+    // A configuration to mend fails discovery; so does every pool down at once (nothing to place on).
+    const config = faults.find((f) => f instanceof UserError);
+    if (config) throw config;
+    if (faults.every((f) => f !== undefined)) throw faults[0];
     all.forEach(({ b, p }, i) => {
       const s = answers[i];
-      if (s instanceof Error) throw poolFault(s, p, this.poolProperty(b, p)) ?? s;
-      stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
+      const fault = faults[i];
+      if (fault) {
+        // A pool that does not answer (a cluster down, a hung mount) while others do: left out of
+        // placement, not a failure of every operation. A failover away from a site that went down
+        // must not need that site's capacity.
+        const why = fault.message.startsWith(this.poolProperty(b, p)) ? fault.message : `${this.poolProperty(b, p)}: pool ${p.name} (${p.path}): ${fault.message}`;
+        this.warn(`${why}; pool ${poolId(b, p)} is left out of placement until it answers`);
+        stats.set(poolId(b, p), { totalGib: 0, freeGib: 0, unavailable: why });
+      } else if (!(s instanceof Error)) {
+        stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
+      }
     });
     return stats;
   }
@@ -291,6 +308,7 @@ export class PoolCatalog {
           maxOverSubscriptionRatio: policy === "thick" ? 1 : p.maxOverSubscriptionRatio,
           provisioning: policy === "thick" ? "thick" : "thin",
           weigher: b.weigher,
+          ...(s.unavailable !== undefined ? { unavailable: s.unavailable } : {}),
         });
       }
     }

@@ -10,6 +10,13 @@ export function virtualFreeGib(pool: PoolState): number {
 
 const fmt = (gib: number) => `${Math.floor(gib * 10) / 10} GiB`;
 
+/** A pool that did not answer at discovery (PoolState.unavailable) takes no new volume. */
+export const answeredFilter: Filter = {
+  name: "answered",
+  passes: (pool) => pool.unavailable === undefined,
+  explain: (pool) => `did not answer at discovery: ${pool.unavailable}`,
+};
+
 export const availabilityZoneFilter: Filter = {
   name: "availabilityZone",
   passes: (pool, req) => req.availabilityZone === undefined || pool.availabilityZone === req.availabilityZone,
@@ -54,7 +61,7 @@ export const capacityFilter: Filter = {
 };
 
 /** Every filter, in the order they run (cheap and decisive first); a pool's reason is its first rejection. */
-export const defaultFilters: readonly Filter[] = [availabilityZoneFilter, storageTypeFilter, capabilitiesFilter, multiAttachFilter, capacityFilter];
+export const defaultFilters: readonly Filter[] = [answeredFilter, availabilityZoneFilter, storageTypeFilter, capabilitiesFilter, multiAttachFilter, capacityFilter];
 
 /** `reject` for tests and callers that want the reason at once: undefined when the pool passes. */
 export function reject(filter: Filter, pool: PoolState, req: Parameters<Filter["passes"]>[1]): string | undefined {

@@ -23,6 +23,8 @@ export interface PoolState {
   provisioning: "thin" | "thick";
   /** Backend's weigher: spread (most free first) or stack (least free first). */
   weigher: "spread" | "stack";
+  /** Why the pool could not be measured at discovery (its cluster or mount does not answer): no volume is placed on it. */
+  unavailable?: string;
 }
 
 /** An extra-spec operator (see extra-specs.ts for what each means). */
