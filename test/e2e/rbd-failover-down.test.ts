@@ -17,7 +17,8 @@ import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
 import { stopProcess } from "../helpers/daemons";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
-import { readmeCaps, rbdImages } from "../helpers/rbd-lab";
+import { bytesAt } from "../helpers/files";
+import { rbdImages, readmeCaps, replicationBackendsYaml } from "../helpers/rbd-lab";
 
 jest.setTimeout(1_200_000);
 const why = cannotRun() ?? cephSkipReason() ?? (fs.existsSync("/usr/bin/qemu-io") ? undefined : "qemu-io is missing (Debian qemu-utils)");
@@ -42,16 +43,7 @@ suite("failover with the primary's Ceph cluster down", () => {
     return true;
   };
   const secondaryFile = (id: unknown) => path.join(p.dir, "pools", "files", `volume-${String(id)}.img`);
-  const fileHolds = (file: string, pattern: number, offset: number, len: number) => {
-    const b = Buffer.alloc(len);
-    const fd = fs.openSync(file, "r");
-    try {
-      fs.readSync(fd, b, 0, len, offset);
-    } finally {
-      fs.closeSync(fd);
-    }
-    return b.every((x) => x === pattern);
-  };
+  const fileHolds = (file: string, pattern: number, offset: number, len: number) => bytesAt(file, offset, len).every((x) => x === pattern);
   const replicate = () => execFileSync(path.join(repoRoot, "provider/bin/sds"), ["replicate", "--all", "--project", p.dir], { cwd: p.dir, encoding: "utf8", env: { ...p.env } });
   const thaw = () => {
     for (const pid of frozen) procProcesses.kill(pid, "SIGCONT");
@@ -66,27 +58,7 @@ suite("failover with the primary's Ceph cluster down", () => {
     const keyA = await siteA.makeUser("sds", readmeCaps(["sds"]));
     const keyB = await siteB.makeUser("sds", readmeCaps(["dr"]));
     p = await PulumiProject.create("rbd-replication", { name: "rbd-failover-down" });
-    fs.writeFileSync(
-      path.join(p.dir, "backends.yaml"),
-      [
-        "backends:",
-        "  - name: ceph",
-        "    driver: rbd",
-        `    rbd: {conf: ${siteA.conf}, user: sds, keyringFile: ${keyA}}`,
-        '    export: {protocol: iscsi, portal: "127.0.0.1:3260"}',
-        "    replicationTargets: [{backend: cephdr}, {backend: files}]",
-        "    pools: [{name: r0, path: sds, replication: async}]",
-        "  - name: cephdr",
-        "    driver: rbd",
-        `    rbd: {conf: ${siteB.conf}, user: sds, keyringFile: ${keyB}}`,
-        '    export: {protocol: iscsi, portal: "127.0.0.1:3260"}',
-        "    pools: [{name: d0, path: dr}]",
-        "  - name: files",
-        "    driver: file",
-        "    pools: [{name: f0, path: pools/files, totalCapacityGib: 20}]",
-        "",
-      ].join("\n"),
-    );
+    fs.writeFileSync(path.join(p.dir, "backends.yaml"), replicationBackendsYaml({ conf: siteA.conf, keyring: keyA }, { conf: siteB.conf, keyring: keyB }));
     await p.config({ "sds:backendsFile": "backends.yaml" });
   }, 300_000);
 

@@ -17,7 +17,7 @@ import { cannotRun } from "../datapath/harness";
 import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
-import { readmeCaps, rbdImages } from "../helpers/rbd-lab";
+import { rbdImages, readmeCaps, replicationBackendsYaml } from "../helpers/rbd-lab";
 
 jest.setTimeout(900_000);
 const why = cannotRun() ?? cephSkipReason() ?? (fs.existsSync("/usr/bin/qemu-io") ? undefined : "qemu-io is missing (Debian qemu-utils)");
@@ -71,27 +71,7 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
     // Only what the README tells a Ceph admin to grant, for both pools.
     const keyring = await ceph.makeUser("sds", readmeCaps(["sds", "dr"]));
     p = await PulumiProject.create("rbd-replication");
-    fs.writeFileSync(
-      path.join(p.dir, "backends.yaml"),
-      [
-        "backends:",
-        "  - name: ceph",
-        "    driver: rbd",
-        `    rbd: {conf: ${ceph.conf}, user: sds, keyringFile: ${keyring}}`,
-        '    export: {protocol: iscsi, portal: "127.0.0.1:3260"}',
-        "    replicationTargets: [{backend: cephdr}, {backend: files}]",
-        "    pools: [{name: r0, path: sds, replication: async}]",
-        "  - name: cephdr",
-        "    driver: rbd",
-        `    rbd: {conf: ${ceph.conf}, user: sds, keyringFile: ${keyring}}`,
-        '    export: {protocol: iscsi, portal: "127.0.0.1:3260"}',
-        "    pools: [{name: d0, path: dr}]",
-        "  - name: files",
-        "    driver: file",
-        "    pools: [{name: f0, path: pools/files, totalCapacityGib: 20}]",
-        "",
-      ].join("\n"),
-    );
+    fs.writeFileSync(path.join(p.dir, "backends.yaml"), replicationBackendsYaml({ conf: ceph.conf, keyring }, { conf: ceph.conf, keyring }));
     await p.config({ "sds:backendsFile": "backends.yaml" });
   }, 300_000);
 

@@ -45,6 +45,33 @@ export function rbdBytes(ceph: CephCluster, pool: string, image: string, offset:
   }
 }
 
+/**
+ * The backends file of the rbd-replication program: "ceph" (Ceph pool `sds`, async replication to
+ * the two others), "cephdr" (Ceph pool `dr`) and "files" (`pools/files` in the project), each rbd
+ * backend reaching its cluster as user sds with `keyring`.
+ */
+export function replicationBackendsYaml(primary: { conf: string; keyring: string }, dr: { conf: string; keyring: string }): string {
+  const rbd = (c: { conf: string; keyring: string }) => [
+    "    driver: rbd",
+    `    rbd: {conf: ${c.conf}, user: sds, keyringFile: ${c.keyring}}`,
+    '    export: {protocol: iscsi, portal: "127.0.0.1:3260"}',
+  ];
+  return [
+    "backends:",
+    "  - name: ceph",
+    ...rbd(primary),
+    "    replicationTargets: [{backend: cephdr}, {backend: files}]",
+    "    pools: [{name: r0, path: sds, replication: async}]",
+    "  - name: cephdr",
+    ...rbd(dr),
+    "    pools: [{name: d0, path: dr}]",
+    "  - name: files",
+    "    driver: file",
+    "    pools: [{name: f0, path: pools/files, totalCapacityGib: 20}]",
+    "",
+  ].join("\n");
+}
+
 export const LAB_HOSTS = ["hostA", "hostB"] as const;
 
 export interface RbdHostsLab {
