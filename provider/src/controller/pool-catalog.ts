@@ -25,6 +25,13 @@ const GiB = 1024 ** 3;
 /** Pools asked at once at discovery when their driver has no batch call (a storage node's agent: HTTP requests). */
 const POOL_PROBES_AT_ONCE = 8;
 
+/** A pool's capacity as discovery measured it; `unavailable` says why it could not be (the pool is then left out of placement). */
+interface PoolFigures {
+  totalGib: number;
+  freeGib: number;
+  unavailable?: string;
+}
+
 /** A driver made per backend (its own cluster, user, key: `rbd`), from its config and secrets. */
 export type DriverFactory = (b: BackendConfig, secrets: BackendSecrets) => VolumeDriver;
 
@@ -59,7 +66,7 @@ export class PoolCatalog {
   private readonly warn: (message: string) => void;
   private readonly backendsSource: string;
   /** Pool capacity as last discovered (free bytes); provisioned capacity always comes from the store. */
-  private poolStats = new Map<string, { totalGib: number; freeGib: number; unavailable?: string }>();
+  private poolStats = new Map<string, PoolFigures>();
   private backendIds = new Map<string, string>();
   private poolStates?: PoolState[];
   /**
@@ -110,9 +117,12 @@ export class PoolCatalog {
    * took seconds one by one): the pools of one driver on one node go to its batch call when it
    * has one (the file driver: a few `stat -f` children for all), the others are asked a few at
    * a time. Every call stays bounded as before (a hung mount fails its pool within the driver's
-   * bound); the first pool in the configuration's order that failed is the error, named.
+   * bound). A pool that failed while others answered is left out of placement, with a warning
+   * (a failover away from a site that went down must not need that site's capacity); a
+   * configuration fault, or every pool failing, is the error: the first in the configuration's
+   * order, named.
    */
-  private async measurePools(): Promise<Map<string, { totalGib: number; freeGib: number; unavailable?: string }>> {
+  private async measurePools(): Promise<Map<string, PoolFigures>> {
     const all = [...this.backends.values()].flatMap((b) => b.pools.map((p) => ({ b, p })));
     const answers = new Array<PoolStats | Error>(all.length);
     const groups = new Map<string, number[]>();
@@ -135,28 +145,25 @@ export class PoolCatalog {
         });
       }
     }
-    const stats = new Map<string, { totalGib: number; freeGib: number; unavailable?: string }>();
     const faults = all.map(({ b, p }, i) => {
       const s = answers[i];
       return s instanceof Error ? (poolFault(s, p, this.poolProperty(b, p)) ?? s) : undefined;
     });
-    // A configuration to mend fails discovery; so does every pool down at once (nothing to place on).
     const config = faults.find((f) => f instanceof UserError);
     if (config) throw config;
     if (faults.every((f) => f !== undefined)) throw faults[0];
+    const stats = new Map<string, PoolFigures>();
     all.forEach(({ b, p }, i) => {
       const s = answers[i];
-      const fault = faults[i];
-      if (fault) {
-        // A pool that does not answer (a cluster down, a hung mount) while others do: left out of
-        // placement, not a failure of every operation. A failover away from a site that went down
-        // must not need that site's capacity.
-        const why = fault.message.startsWith(this.poolProperty(b, p)) ? fault.message : `${this.poolProperty(b, p)}: pool ${p.name} (${p.path}): ${fault.message}`;
-        this.warn(`${why}; pool ${poolId(b, p)} is left out of placement until it answers`);
-        stats.set(poolId(b, p), { totalGib: 0, freeGib: 0, unavailable: why });
-      } else if (!(s instanceof Error)) {
+      if (!(s instanceof Error)) {
         stats.set(poolId(b, p), { totalGib: s.totalBytes / GiB, freeGib: s.freeBytes / GiB });
+        return;
       }
+      const property = this.poolProperty(b, p);
+      const message = faults[i]!.message;
+      const why = message.startsWith(property) ? message : `${property}: pool ${p.name} (${p.path}): ${message}`;
+      this.warn(`${why}; pool ${poolId(b, p)} is left out of placement until it answers`);
+      stats.set(poolId(b, p), { totalGib: 0, freeGib: 0, unavailable: why });
     });
     return stats;
   }

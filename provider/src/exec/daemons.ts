@@ -140,8 +140,10 @@ export async function startDaemon(
   } catch (err) {
     // A start that timed out may still be running: the reaper decides.
     if (err instanceof CommandTimeoutError) throw err;
-    const pid = err instanceof CommandFailedError ? readPid(daemon.pidFile) : undefined;
-    if (pid !== undefined && sameCommand(await processes.argv(pid), record.argv)) return { ...record, startWarning: err instanceof CommandFailedError ? err.stderr : undefined };
+    if (err instanceof CommandFailedError) {
+      const pid = readPid(daemon.pidFile);
+      if (pid !== undefined && sameCommand(await processes.argv(pid), record.argv)) return { ...record, startWarning: err.stderr };
+    }
     // It said it failed and nothing runs.
     records?.remove(daemon.kind, daemon.name);
     throw err;
