@@ -8,7 +8,7 @@
  * leaves the secondaries writable. Site A comes back; the failback brings the secondaries' data
  * home; refresh finds nothing to change; destroy leaves no image.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { procProcesses } from "../../provider/src/exec/processes";
@@ -18,7 +18,7 @@ import { stopProcess } from "../helpers/daemons";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
 import { bytesAt } from "../helpers/files";
-import { rbdImages, readmeCaps, replicationBackendsYaml } from "../helpers/rbd-lab";
+import { qemuIo, rbdHolds, rbdImages, readmeCaps, replicationBackendsYaml } from "../helpers/rbd-lab";
 
 jest.setTimeout(1_200_000);
 const why = cannotRun() ?? cephSkipReason() ?? (fs.existsSync("/usr/bin/qemu-io") ? undefined : "qemu-io is missing (Debian qemu-utils)");
@@ -33,15 +33,6 @@ suite("failover with the primary's Ceph cluster down", () => {
   let p: PulumiProject;
   let frozen: number[] = [];
 
-  const rbdFile = (c: CephCluster, pool: string, image: unknown) => `rbd:${pool}/${String(image)}:id=admin:conf=${c.conf}`;
-  const io = (c: CephCluster, pool: string, image: unknown, cmd: string) => execFileSync("qemu-io", ["-f", "raw", "-c", cmd, rbdFile(c, pool, image)], { stdio: "pipe" });
-  /** `read -P` through librbd: false on "Pattern verification failed". */
-  const holds = (c: CephCluster, pool: string, image: unknown, pattern: number, offset: number, len: number) => {
-    const r = spawnSync("qemu-io", ["-f", "raw", "-c", `read -P ${pattern} ${offset} ${len}`, rbdFile(c, pool, image)], { encoding: "utf8" });
-    if (/Pattern verification failed/.test(r.stdout + r.stderr)) return false;
-    if (r.status !== 0) throw new Error(`qemu-io read failed (exit ${r.status}): ${r.stderr}`);
-    return true;
-  };
   const secondaryFile = (id: unknown) => path.join(p.dir, "pools", "files", `volume-${String(id)}.img`);
   const fileHolds = (file: string, pattern: number, offset: number, len: number) => bytesAt(file, offset, len).every((x) => x === pattern);
   const replicate = () => execFileSync(path.join(repoRoot, "provider/bin/sds"), ["replicate", "--all", "--project", p.dir], { cwd: p.dir, encoding: "utf8", env: { ...p.env } });
@@ -77,10 +68,10 @@ suite("failover with the primary's Ceph cluster down", () => {
     await p.ok(["up", "--yes"]);
     const out = await p.outputs();
     expect(out).toMatchObject({ rbdBackend: "ceph", fileBackend: "ceph", rbdStatus: "enabled", fileStatus: "enabled" });
-    io(siteA, "sds", out.rbdVolumeId, "write -P 0xa1 3M 4M");
-    io(siteA, "sds", out.fileVolumeId, "write -P 0xa2 5M 2M");
+    qemuIo(siteA, "sds", out.rbdVolumeId, "write -P 0xa1 3M 4M");
+    qemuIo(siteA, "sds", out.fileVolumeId, "write -P 0xa2 5M 2M");
     expect(replicate()).toMatch(/2 pair\(s\) synced, 0 failed/);
-    expect(holds(siteB, "dr", out.rbdSecondaryId, 0xa1, 3 * MiB, 4 * MiB)).toBe(true);
+    expect(rbdHolds(siteB, "dr", out.rbdSecondaryId, 0xa1, 3 * MiB, 4 * MiB)).toBe(true);
     expect(fileHolds(secondaryFile(out.fileSecondaryId), 0xa2, 5 * MiB, 2 * MiB)).toBe(true);
   });
 
@@ -102,8 +93,8 @@ suite("failover with the primary's Ceph cluster down", () => {
     expect(up.stdout).toMatch(/backends\[0\]\.pools\[0\]\.path: pool r0 \(sds\): .*; pool ceph\/r0 is left out of placement until it answers/);
     const out = await p.outputs();
     expect(out).toMatchObject({ rbdStatus: "failed-over", fileStatus: "failed-over" });
-    io(siteB, "dr", out.rbdSecondaryId, "write -P 0xb1 8M 1M");
-    expect(holds(siteB, "dr", out.rbdSecondaryId, 0xa1, 3 * MiB, 4 * MiB)).toBe(true);
+    qemuIo(siteB, "dr", out.rbdSecondaryId, "write -P 0xb1 8M 1M");
+    expect(rbdHolds(siteB, "dr", out.rbdSecondaryId, 0xa1, 3 * MiB, 4 * MiB)).toBe(true);
   });
 
   test("site A back: refresh finds nothing to change; failback brings the secondary's data home", async () => {
@@ -114,8 +105,8 @@ suite("failover with the primary's Ceph cluster down", () => {
     expect(summaryCount(up.stdout, "replaced")).toBe(0);
     const out = await p.outputs();
     expect(out).toMatchObject({ rbdStatus: "enabled", fileStatus: "enabled" });
-    expect(holds(siteA, "sds", out.rbdVolumeId, 0xb1, 8 * MiB, MiB)).toBe(true);
-    expect(holds(siteA, "sds", out.rbdVolumeId, 0xa1, 3 * MiB, 4 * MiB)).toBe(true);
+    expect(rbdHolds(siteA, "sds", out.rbdVolumeId, 0xb1, 8 * MiB, MiB)).toBe(true);
+    expect(rbdHolds(siteA, "sds", out.rbdVolumeId, 0xa1, 3 * MiB, 4 * MiB)).toBe(true);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 

@@ -10,11 +10,9 @@
  * leaves no image, no qemu-nbd, no row. Every step ends with
  * `refresh --expect-no-changes`.
  */
-import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { procProcesses } from "../../provider/src/exec/processes";
-import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { cannotRun, processesMentioning } from "../datapath/harness";
 import { type CephCluster, cephSkipReason } from "../helpers/ceph";
 import { freeTcpPort, skipReason } from "../helpers/daemons";
@@ -35,7 +33,6 @@ if (why) test.skip(`skipped: ${why}`, () => undefined);
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 const CEPH_POOL = "sds";
-const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts, grow, destroy", () => {
   let ceph: CephCluster;
@@ -43,18 +40,17 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
   let p: PulumiProject;
   let work: string;
   let port: number;
-  let agents: rbdLab.RbdHostsLab["agents"];
   let close: rbdLab.RbdHostsLab["close"] | undefined;
+  let l: rbdLab.RbdHostsLab;
   const images = () => rbdLab.rbdImages(ceph, CEPH_POOL);
   const rbdSize = (image: string) => rbdLab.rbdSize(ceph, CEPH_POOL, image);
   /** This project's qemu-nbd export servers (their pidfiles are in its run folder). */
   const servers = async () => (await procProcesses.list()).filter((x) => path.basename(x.argv[0] ?? "") === "qemu-nbd" && x.argv.some((a) => a.startsWith(`--pid-file=${p.dir}/`)));
-  /** `len` bytes at `offset` of an image, read through librbd. */
-  const rbdBytes = (image: string, offset: number, len: number) => rbdLab.rbdBytes(ceph, CEPH_POOL, image, offset, len, work);
 
   beforeAll(async () => {
     port = await freeTcpPort();
-    ({ ceph, lab, p, work, agents, close } = await rbdLab.startRbdHostsLab({ program: "rbd", name: "rbd-nbd", pool: CEPH_POOL, exportLines: (l) => ["sharedTargets: false", `export: {protocol: nbd, portal: "${l.rootIp}:${port}"}`] }));
+    l = await rbdLab.startRbdHostsLab({ program: "rbd", name: "rbd-nbd", pool: CEPH_POOL, exportLines: (net) => ["sharedTargets: false", `export: {protocol: nbd, portal: "${net.rootIp}:${port}"}`] });
+    ({ ceph, lab, p, work, close } = l);
   }, 300_000);
 
   afterAll(
@@ -96,14 +92,7 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
 
   test("a pattern written through hostA's device reads back on hostB and through librbd; hostB cannot write", async () => {
     const out = await p.outputs();
-    const pattern = randomBytes(4 * MiB);
-    lab.exec("hostA", ["dd", `of=${out.aDevice}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);
-    const back = lab.exec("hostB", ["dd", `if=${out.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
-    expect(sha(back)).toBe(sha(pattern));
-    expect(sha(rbdBytes(String(out.volumeId), 2 * MiB, 4 * MiB))).toBe(sha(pattern));
-    expect(() => lab.exec("hostB", ["dd", `of=${out.bDevice}`, "bs=4k", "count=1", "oflag=direct", "status=none"], Buffer.alloc(4096, 1))).toThrow();
-    expect(sha(rbdBytes(String(out.volumeId), 0, MiB))).toBe(sha(Buffer.alloc(MiB)));
-    fs.writeFileSync(path.join(work, "pattern.sha"), sha(pattern));
+    rbdLab.checkPatternAcrossHosts(l, CEPH_POOL, out);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
@@ -115,15 +104,7 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
     expect(summaryCount(up.stdout, "replaced")).toBe(0);
     const after = await p.outputs();
     expect(after.aDevice).toBe(before.aDevice);
-    expect(await rbdSize(String(after.volumeId))).toBe(2 * GiB);
-    expect(Number(lab.exec("hostA", ["blockdev", "--getsize64", String(after.aDevice)]).toString().trim())).toBe(2 * GiB);
-    expect(Number(lab.exec("hostB", ["blockdev", "--getsize64", String(after.bDevice)]).toString().trim())).toBe(2 * GiB);
-    const back = lab.exec("hostA", ["dd", `if=${after.aDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
-    expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
-    // The end of the grown device is writable on hostA, lands in the image and reads back on hostB.
-    lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 7));
-    expect(rbdBytes(String(after.volumeId), 2 * GiB - MiB, MiB).equals(Buffer.alloc(MiB, 7))).toBe(true);
-    expect(lab.exec("hostB", ["dd", `if=${after.bDevice}`, "bs=1M", `skip=${2 * 1024 - 1}`, "count=1", "iflag=direct", "status=none"]).equals(Buffer.alloc(MiB, 7))).toBe(true);
+    await rbdLab.checkGrown(l, CEPH_POOL, after, ["hostA", "hostB"]);
     expect(await servers()).toHaveLength(2);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
@@ -143,7 +124,7 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
     const live = await servers();
     expect(live.map((s) => s.argv[s.argv.indexOf("--port") + 1]).sort()).toEqual(ports);
     const back = lab.exec("hostB", ["dd", `if=${after.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
-    expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
+    expect(rbdLab.sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
     lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", "seek=8", "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 9));
     expect(lab.exec("hostB", ["dd", `if=${after.bDevice}`, "bs=1M", "skip=8", "count=1", "iflag=direct", "status=none"]).equals(Buffer.alloc(MiB, 9))).toBe(true);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
@@ -152,20 +133,9 @@ suite("Ceph RBD backend over NBD (qemu-nbd): rw and ro attachments on two hosts,
   test("destroy leaves no image, no qemu-nbd, no state row, no device", async () => {
     const out = await p.outputs();
     await p.ok(["destroy", "--yes"]);
-    expect(await images()).toEqual([]);
-    expect(JSON.parse(await ceph.rbd(["trash", "ls", CEPH_POOL, "--format", "json"]))).toEqual([]);
+    await rbdLab.checkNothingLeft(l, CEPH_POOL);
     expect(await servers()).toEqual([]);
     expect(processesMentioning(p.dir)).toEqual([]);
-    const store = new SqliteStore(path.join(p.dir, ".sds/state.db"));
-    try {
-      expect([...(await store.listVolumes()), ...(await store.listAttachments()), ...(await store.listTargets())]).toEqual([]);
-    } finally {
-      await store.close();
-    }
-    for (const h of ["hostA", "hostB"]) {
-      expect(await agents.get(h)!.client.getAllVolumePaths()).toEqual([]);
-      expect(processesMentioning(agents.get(h)!.stateDir)).toEqual([]);
-    }
     expect(out.volumeId).toBeTruthy();
   });
 });

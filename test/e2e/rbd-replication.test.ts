@@ -10,14 +10,14 @@
  * deleting the RBD pair keeps its primary without replication's snapshot; destroy leaves no
  * image, snapshot, file or map.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { cannotRun } from "../datapath/harness";
 import { type CephCluster, cephSkipReason, startCeph } from "../helpers/ceph";
 import { repoRoot } from "../helpers/provider-process";
 import { PulumiProject, summaryCount } from "../helpers/pulumi";
-import { rbdImages, readmeCaps, replicationBackendsYaml } from "../helpers/rbd-lab";
+import { qemuIo, rbdHolds, rbdImages, readmeCaps, replicationBackendsYaml } from "../helpers/rbd-lab";
 
 jest.setTimeout(900_000);
 const why = cannotRun() ?? cephSkipReason() ?? (fs.existsSync("/usr/bin/qemu-io") ? undefined : "qemu-io is missing (Debian qemu-utils)");
@@ -30,16 +30,8 @@ suite("replication from RBD volumes: RBD → RBD and RBD → file, failover, fai
   let ceph: CephCluster;
   let p: PulumiProject;
 
-  /** qemu's rbd filename of an image, as admin (the application's writes; the provider runs as sds). */
-  const rbdFile = (pool: string, image: unknown) => `rbd:${pool}/${String(image)}:id=admin:conf=${ceph.conf}`;
-  const io = (pool: string, image: unknown, ...cmds: string[]) => execFileSync("qemu-io", ["-f", "raw", ...cmds.flatMap((c) => ["-c", c]), rbdFile(pool, image)], { stdio: "pipe" });
-  /** `read -P` checks a pattern through librbd: "Pattern verification failed" (and exit 1) when it does not hold. */
-  const holds = (pool: string, image: unknown, pattern: number, offset: number, len: number) => {
-    const r = spawnSync("qemu-io", ["-f", "raw", "-c", `read -P ${pattern} ${offset} ${len}`, rbdFile(pool, image)], { encoding: "utf8" });
-    if (/Pattern verification failed/.test(r.stdout + r.stderr)) return false;
-    if (r.status !== 0) throw new Error(`qemu-io read failed (exit ${r.status}): ${r.stderr}`);
-    return true;
-  };
+  const io = (pool: string, image: unknown, ...cmds: string[]) => qemuIo(ceph, pool, image, ...cmds);
+  const holds = (pool: string, image: unknown, pattern: number, offset: number, len: number) => rbdHolds(ceph, pool, image, pattern, offset, len);
   const fileHolds = (file: string, pattern: number, offset: number, len: number) => {
     const fd = fs.openSync(file, "r");
     try {

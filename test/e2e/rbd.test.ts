@@ -9,12 +9,10 @@
  * no image, snapshot, target, CHAP account or state row.
  */
 import { execFileSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { SqliteStore } from "../../provider/src/store/sqlite-store";
 import { localTargets } from "../../provider/src/targets/local-targets";
-import { cannotRun, processesMentioning } from "../datapath/harness";
+import { cannotRun } from "../datapath/harness";
 import { type CephCluster, cephSkipReason, tgtRbdSkipReason } from "../helpers/ceph";
 import { freeTcpPort } from "../helpers/daemons";
 import type { NetLab } from "../helpers/netns";
@@ -30,7 +28,6 @@ if (why) test.skip(`skipped: ${why}`, () => undefined);
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 const CEPH_POOL = "sds";
-const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 /** A TCP port whose tgtd control socket (port % 32768) no tgtd uses: the provider names tgtd's channel by the portal's port. */
 async function portalPort(): Promise<number> {
@@ -46,8 +43,8 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
   let p: PulumiProject;
   let work: string;
   let port: number;
-  let agents: rbdLab.RbdHostsLab["agents"];
   let close: rbdLab.RbdHostsLab["close"] | undefined;
+  let l: rbdLab.RbdHostsLab;
   const portal = () => `${lab.rootIp}:${port}`;
   const tgtadm = (...args: string[]) => execFileSync("tgtadm", ["-C", String(port % 32768), "--lld", "iscsi", ...args], { encoding: "utf8" });
   const images = () => rbdLab.rbdImages(ceph, CEPH_POOL);
@@ -57,7 +54,8 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
 
   beforeAll(async () => {
     port = await portalPort();
-    ({ ceph, lab, p, work, agents, close } = await rbdLab.startRbdHostsLab({ program: "rbd", pool: CEPH_POOL, exportLines: (l) => [`export: {protocol: iscsi, portal: "${l.rootIp}:${port}", chap: true}`] }));
+    l = await rbdLab.startRbdHostsLab({ program: "rbd", pool: CEPH_POOL, exportLines: (net) => [`export: {protocol: iscsi, portal: "${net.rootIp}:${port}", chap: true}`] });
+    ({ ceph, lab, p, work, close } = l);
   }, 300_000);
 
   afterAll(
@@ -91,14 +89,7 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
   test("a pattern written through hostA's device reads back on hostB and through librbd; hostB cannot write", async () => {
     const out = await p.outputs();
     expect([out.aDevice, out.bDevice]).toEqual([expect.stringMatching(/^\/dev\/loop\d+$/), expect.stringMatching(/^\/dev\/loop\d+$/)]);
-    const pattern = randomBytes(4 * MiB);
-    lab.exec("hostA", ["dd", `of=${out.aDevice}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);
-    const back = lab.exec("hostB", ["dd", `if=${out.bDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
-    expect(sha(back)).toBe(sha(pattern));
-    expect(sha(rbdBytes(String(out.volumeId), 2 * MiB, 4 * MiB))).toBe(sha(pattern));
-    expect(() => lab.exec("hostB", ["dd", `of=${out.bDevice}`, "bs=4k", "count=1", "oflag=direct", "status=none"], Buffer.alloc(4096, 1))).toThrow();
-    expect(sha(rbdBytes(String(out.volumeId), 0, MiB))).toBe(sha(Buffer.alloc(MiB)));
-    fs.writeFileSync(path.join(work, "pattern.sha"), sha(pattern));
+    rbdLab.checkPatternAcrossHosts(l, CEPH_POOL, out);
   });
 
   test("growing the attached volume is one update: the image and hostA's device see 2 GiB; the data stays", async () => {
@@ -109,13 +100,7 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
     expect(summaryCount(up.stdout, "replaced")).toBe(0);
     const after = await p.outputs();
     expect(after.aDevice).toBe(before.aDevice);
-    expect(await rbdSize(String(after.volumeId))).toBe(2 * GiB);
-    expect(Number(lab.exec("hostA", ["blockdev", "--getsize64", String(after.aDevice)]).toString().trim())).toBe(2 * GiB);
-    const back = lab.exec("hostA", ["dd", `if=${after.aDevice}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
-    expect(sha(back)).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
-    // The end of the grown device is writable on hostA, and lands in the image.
-    lab.exec("hostA", ["dd", `of=${after.aDevice}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 7));
-    expect(rbdBytes(String(after.volumeId), 2 * GiB - MiB, MiB).equals(Buffer.alloc(MiB, 7))).toBe(true);
+    await rbdLab.checkGrown(l, CEPH_POOL, after, ["hostA"]);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
 
@@ -126,7 +111,7 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
     const out = await p.outputs();
     expect(out.copyBackend).toBe("ceph");
     expect((await images()).sort()).toEqual([String(out.volumeId), String(out.copyId)].sort());
-    expect(sha(rbdBytes(String(out.copyId), 2 * MiB, 4 * MiB))).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
+    expect(rbdLab.sha(rbdBytes(String(out.copyId), 2 * MiB, 4 * MiB))).toBe(fs.readFileSync(path.join(work, "pattern.sha"), "utf8"));
     await p.ok(["preview", "--expect-no-changes"]);
     await p.ok(["refresh", "--yes", "--expect-no-changes"]);
   });
@@ -134,21 +119,9 @@ suite("Ceph RBD backend: rw and ro attachments over tgt-rbd on two hosts, grow, 
   test("destroy leaves no image, snapshot, target, CHAP account, state row or device", async () => {
     const out = await p.outputs();
     await p.ok(["destroy", "--yes"]);
-    expect(await images()).toEqual([]);
-    // No image left means no snapshot left; the pool's trash is empty too (nothing deferred).
-    expect(JSON.parse(await ceph.rbd(["trash", "ls", CEPH_POOL, "--format", "json"]))).toEqual([]);
+    await rbdLab.checkNothingLeft(l, CEPH_POOL);
     expect(tgtadm("--op", "show", "--mode", "target").trim()).toBe("");
-    expect(tgtadm("--op", "show", "--mode", "account").split("\n").slice(1).map((l) => l.trim()).filter(Boolean)).toEqual([]);
-    const store = new SqliteStore(path.join(p.dir, ".sds/state.db"));
-    try {
-      expect([...(await store.listVolumes()), ...(await store.listAttachments()), ...(await store.listTargets())]).toEqual([]);
-    } finally {
-      await store.close();
-    }
-    for (const h of ["hostA", "hostB"]) {
-      expect(await agents.get(h)!.client.getAllVolumePaths()).toEqual([]);
-      expect(processesMentioning(agents.get(h)!.stateDir)).toEqual([]);
-    }
+    expect(tgtadm("--op", "show", "--mode", "account").split("\n").slice(1).map((x) => x.trim()).filter(Boolean)).toEqual([]);
     expect(fs.readdirSync(path.join(work, "pools", "f0"))).toEqual([]);
     expect(out.volumeId).toBeTruthy();
   });

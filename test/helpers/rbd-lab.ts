@@ -2,18 +2,25 @@
  * What the RBD e2e tests share: the caps the README tells a Ceph admin to grant, reads of images
  * through librbd, and the two-host lab of the export tests (a real single-node Ceph, a user with
  * only those caps, hostA and hostB in network namespaces with their own sds-agent, and a project
- * whose backends file holds an rbd backend beside a file backend). Each test says only how its
- * rbd backend exports and what it stops of its own before the lab goes.
+ * whose backends file holds an rbd backend beside a file backend), with the data checks both
+ * export tests run on it. Each test says only how its rbd backend exports, what more it checks,
+ * and what it stops of its own before the lab goes.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { SqliteStore } from "../../provider/src/store/sqlite-store";
+import { processesMentioning } from "../datapath/harness";
 import { type CephCluster, startCeph } from "./ceph";
 import { NetLab, startLabAgent } from "./netns";
 import { PulumiProject } from "./pulumi";
 
 const MiB = 1024 ** 2;
+const GiB = 1024 ** 3;
+
+/** A buffer's sha256, hex. */
+export const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 /** The caps of README's "What a Ceph admin creates", for these Ceph pools (makeUser's argument). */
 export function readmeCaps(pools: readonly string[]): string[] {
@@ -31,13 +38,31 @@ export async function rbdSize(ceph: CephCluster, pool: string, image: string): P
   return (JSON.parse(await ceph.rbd(["info", `${pool}/${image}`, "--format", "json"])) as { size: number }).size;
 }
 
+/** qemu's rbd filename of an image, as admin (an application's view, not the provider's user). */
+export function rbdFile(ceph: CephCluster, pool: string, image: unknown): string {
+  return `rbd:${pool}/${String(image)}:id=admin:conf=${ceph.conf}`;
+}
+
+/** Run qemu-io commands (`write -P 0xa1 3M 4M`, …) on an image through librbd, as an application on it would. */
+export function qemuIo(ceph: CephCluster, pool: string, image: unknown, ...cmds: string[]): void {
+  execFileSync("qemu-io", ["-f", "raw", ...cmds.flatMap((c) => ["-c", c]), rbdFile(ceph, pool, image)], { stdio: "pipe" });
+}
+
+/** Whether `len` bytes at `offset` of an image hold `pattern` (qemu-io `read -P`: "Pattern verification failed" when not). */
+export function rbdHolds(ceph: CephCluster, pool: string, image: unknown, pattern: number, offset: number, len: number): boolean {
+  const r = spawnSync("qemu-io", ["-f", "raw", "-c", `read -P ${pattern} ${offset} ${len}`, rbdFile(ceph, pool, image)], { encoding: "utf8" });
+  if (/Pattern verification failed/.test(r.stdout + r.stderr)) return false;
+  if (r.status !== 0) throw new Error(`qemu-io read failed (exit ${r.status}): ${r.stderr}`);
+  return true;
+}
+
 /**
  * `len` bytes at `offset` (whole MiB) of an image, read through librbd into a file of `dir`
  * (`rbd export` of the whole image is too big to pipe); qemu-img dd's count includes the skipped blocks.
  */
 export function rbdBytes(ceph: CephCluster, pool: string, image: string, offset: number, len: number, dir: string): Buffer {
   const out = path.join(dir, `read-${image}.bin`);
-  execFileSync("qemu-img", ["dd", "-f", "raw", "-O", "raw", `if=rbd:${pool}/${image}:id=admin:conf=${ceph.conf}`, `of=${out}`, "bs=1M", `skip=${offset / MiB}`, `count=${(offset + len) / MiB}`], { stdio: "pipe" });
+  execFileSync("qemu-img", ["dd", "-f", "raw", "-O", "raw", `if=${rbdFile(ceph, pool, image)}`, `of=${out}`, "bs=1M", `skip=${offset / MiB}`, `count=${(offset + len) / MiB}`], { stdio: "pipe" });
   try {
     return fs.readFileSync(out);
   } finally {
@@ -143,5 +168,59 @@ export async function startRbdHostsLab(o: { program: string; name?: string; pool
   } catch (err) {
     await close().catch(() => undefined);
     throw err;
+  }
+}
+
+/** The lab program's outputs the data checks use: the shared volume and its two devices. */
+export type SharedVolume = Record<string, unknown> & { volumeId?: unknown; aDevice?: unknown; bDevice?: unknown };
+
+/**
+ * 4 MiB written at 2 MiB through hostA's rw device read back on hostB's ro device and through
+ * librbd; hostB cannot write; the first MiB is still zeros. The pattern's digest goes to
+ * `<work>/pattern.sha` for the later steps.
+ */
+export function checkPatternAcrossHosts(l: RbdHostsLab, pool: string, out: SharedVolume): void {
+  const pattern = randomBytes(4 * MiB);
+  l.lab.exec("hostA", ["dd", `of=${String(out.aDevice)}`, "bs=1M", "seek=2", "oflag=direct", "conv=fsync", "status=none"], pattern);
+  const back = l.lab.exec("hostB", ["dd", `if=${String(out.bDevice)}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+  expect(sha(back)).toBe(sha(pattern));
+  expect(sha(rbdBytes(l.ceph, pool, String(out.volumeId), 2 * MiB, 4 * MiB, l.work))).toBe(sha(pattern));
+  expect(() => l.lab.exec("hostB", ["dd", `of=${String(out.bDevice)}`, "bs=4k", "count=1", "oflag=direct", "status=none"], Buffer.alloc(4096, 1))).toThrow();
+  expect(sha(rbdBytes(l.ceph, pool, String(out.volumeId), 0, MiB, l.work))).toBe(sha(Buffer.alloc(MiB)));
+  fs.writeFileSync(path.join(l.work, "pattern.sha"), sha(pattern));
+}
+
+/**
+ * After the shared volume grew to 2 GiB while attached: the image and the devices of `hosts`
+ * (hostA first) are 2 GiB, the pattern reads back on hostA, and a MiB written at the end on hostA
+ * lands in the image and reads back on the other hosts of `hosts`.
+ */
+export async function checkGrown(l: RbdHostsLab, pool: string, out: SharedVolume, hosts: Array<"hostA" | "hostB">): Promise<void> {
+  const device = (h: string) => String(h === "hostA" ? out.aDevice : out.bDevice);
+  expect(await rbdSize(l.ceph, pool, String(out.volumeId))).toBe(2 * GiB);
+  for (const h of hosts) expect(Number(l.lab.exec(h, ["blockdev", "--getsize64", device(h)]).toString().trim())).toBe(2 * GiB);
+  const back = l.lab.exec("hostA", ["dd", `if=${device("hostA")}`, "bs=1M", "skip=2", "count=4", "iflag=direct", "status=none"]);
+  expect(sha(back)).toBe(fs.readFileSync(path.join(l.work, "pattern.sha"), "utf8"));
+  l.lab.exec("hostA", ["dd", `of=${device("hostA")}`, "bs=1M", `seek=${2 * 1024 - 1}`, "count=1", "iflag=fullblock", "oflag=direct", "conv=fsync", "status=none"], Buffer.alloc(MiB, 7));
+  expect(rbdBytes(l.ceph, pool, String(out.volumeId), 2 * GiB - MiB, MiB, l.work).equals(Buffer.alloc(MiB, 7))).toBe(true);
+  for (const h of hosts.filter((x) => x !== "hostA")) {
+    expect(l.lab.exec(h, ["dd", `if=${device(h)}`, "bs=1M", `skip=${2 * 1024 - 1}`, "count=1", "iflag=direct", "status=none"]).equals(Buffer.alloc(MiB, 7))).toBe(true);
+  }
+}
+
+/** What a destroy leaves of the lab's stack: no image and nothing in the trash of `pool`, no state row, no path or process on either host. */
+export async function checkNothingLeft(l: RbdHostsLab, pool: string): Promise<void> {
+  expect(await rbdImages(l.ceph, pool)).toEqual([]);
+  // No image left means no snapshot left; the pool's trash is empty too (nothing deferred).
+  expect(JSON.parse(await l.ceph.rbd(["trash", "ls", pool, "--format", "json"]))).toEqual([]);
+  const store = new SqliteStore(path.join(l.p.dir, ".sds/state.db"));
+  try {
+    expect([...(await store.listVolumes()), ...(await store.listAttachments()), ...(await store.listTargets())]).toEqual([]);
+  } finally {
+    await store.close();
+  }
+  for (const h of LAB_HOSTS) {
+    expect(await l.agents.get(h)!.client.getAllVolumePaths()).toEqual([]);
+    expect(processesMentioning(l.agents.get(h)!.stateDir)).toEqual([]);
   }
 }
